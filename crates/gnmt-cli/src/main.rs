@@ -1,0 +1,140 @@
+//! `gnmt`: train GNMT translation models, translate text files with beam search, and score
+//! translations exactly as sacreBLEU does. Each subcommand lives in its own module; this file
+//! holds the command line, logging set-up and error reporting.
+
+mod doctor;
+mod eval;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// GNMT-style neural machine translation: train, translate, evaluate.
+#[derive(Parser, Debug)]
+#[command(name = "gnmt", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Score hypotheses against references: BLEU, chrF, TER, exactly as sacreBLEU 2.6.0.
+    ///
+    /// Takes sacreBLEU's command line: `gnmt eval REF... -i HYP... -m bleu chrf ter`.
+    #[command(disable_help_flag = false)]
+    Eval(eval::EvalArgs),
+    /// Train the shared subword vocabulary on both sides of a parallel corpus.
+    Vocab(NotYet),
+    /// Text (stdin) to subword pieces or ids (stdout).
+    Tokenize(NotYet),
+    /// Subword pieces or ids (stdin) back to text (stdout).
+    Detokenize(NotYet),
+    /// Tokenize a parallel corpus once into a memory-mapped binary corpus.
+    Prepare(NotYet),
+    /// Parameter counts of a preset or a model directory.
+    ModelInfo(NotYet),
+    /// Train a GNMT model on a parallel corpus.
+    Train(NotYet),
+    /// Translate a text file (or stdin) with batched beam search.
+    Translate(NotYet),
+    /// Average the weights of several checkpoints into one model directory.
+    Average(NotYet),
+    /// Draw loss, BLEU, learning rate and gradient norms of a training run.
+    Plot(NotYet),
+    /// Benchmarks: eval, train, translate throughput.
+    Bench(NotYet),
+    /// Print what libtorch sees: version, CUDA and cuDNN, devices, threads, bf16 support.
+    Doctor,
+}
+
+/// Arguments of a subcommand that is not built yet: accepted so `--help` lists it, refused when run.
+#[derive(clap::Args, Debug)]
+struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// libgomp reads OMP_WAIT_POLICY when it is loaded, before `main`; its default (spinning) makes
+/// libtorch up to 8x slower on a machine where another process keeps a core busy. Re-execute
+/// ourselves once with PASSIVE unless the user chose a policy.
+fn ensure_omp_wait_policy() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    // exec only returns on failure; carry on with the default policy.
+    eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=PASSIVE: {err}");
+}
+
+fn main() -> ExitCode {
+    ensure_omp_wait_policy();
+    let args = eval::translate_sacrebleu_flags(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Eval(args) => eval::run(args),
+        Command::Doctor => doctor::run(),
+        other => Err(anyhow::anyhow!(
+            "`gnmt {}` is not built yet in this version of gnmt-rs",
+            command_name(&other)
+        )),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Eval(_) => "eval",
+        Command::Vocab(_) => "vocab",
+        Command::Tokenize(_) => "tokenize",
+        Command::Detokenize(_) => "detokenize",
+        Command::Prepare(_) => "prepare",
+        Command::ModelInfo(_) => "model-info",
+        Command::Train(_) => "train",
+        Command::Translate(_) => "translate",
+        Command::Average(_) => "average",
+        Command::Plot(_) => "plot",
+        Command::Bench(_) => "bench",
+        Command::Doctor => "doctor",
+    }
+}

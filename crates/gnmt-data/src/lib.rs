@@ -1,0 +1,39 @@
+//! # gnmt-data
+//!
+//! Parallel corpora for gnmt-rs, in pure Rust: reading text (plain or gzip) with errors that name
+//! the file and line, validating and filtering sentence pairs, and turning them into id batches.
+
+pub mod text;
+
+use std::path::PathBuf;
+
+/// What can go wrong reading or preparing data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: line {line}: invalid UTF-8 (at byte {column})", path.display())]
+    Utf8 {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error("{} has {src_lines} lines but {} has {tgt_lines}: the sides of a parallel corpus must align", src.display(), tgt.display())]
+    Misaligned {
+        src: PathBuf,
+        tgt: PathBuf,
+        src_lines: usize,
+        tgt_lines: usize,
+    },
+    #[error("{}: line {line}: {reason}", path.display())]
+    BadPair {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}

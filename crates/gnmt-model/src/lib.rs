@@ -1,0 +1,1 @@
+//! gnmt-model

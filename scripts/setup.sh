@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs libtorch 2.11 (from PyPI's torch==2.11.0 wheel) into a virtual environment outside
+# the repository and links it to `.libtorch`, which `.cargo/config.toml` points the build at.
+# Idempotent: a second run checks the install and returns in seconds.
+#
+#   GNMT_CACHE   where the venv lives (default: ~/.cache/gnmt)
+#   GNMT_VENV    the venv itself (default: $GNMT_CACHE/torch-2.11.0)
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GNMT_CACHE="${GNMT_CACHE:-$HOME/.cache/gnmt}"
+GNMT_VENV="${GNMT_VENV:-$GNMT_CACHE/torch-$TORCH_VERSION}"
+
+die() { echo "setup.sh: error: $*" >&2; exit 1; }
+say() { echo "setup.sh: $*" >&2; }
+
+torch_dir() {
+    "$GNMT_VENV/bin/python" - <<'PY' 2>/dev/null
+import importlib.util, os, sys
+spec = importlib.util.find_spec("torch")
+if spec is None or spec.origin is None:
+    sys.exit(1)
+d = os.path.dirname(spec.origin)
+v = open(os.path.join(d, "version.py")).read()
+if "__version__ = '2.11.0" not in v:
+    sys.exit(2)
+print(d)
+PY
+}
+
+if [ -x "$GNMT_VENV/bin/python" ] && TORCH_DIR="$(torch_dir)"; then
+    say "libtorch $TORCH_VERSION already installed in $GNMT_VENV"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; install Python 3.9+ (Debian: apt-get install python3 python3-venv)"
+    if [ ! -x "$GNMT_VENV/bin/python" ]; then
+        say "creating virtual environment $GNMT_VENV"
+        mkdir -p "$(dirname "$GNMT_VENV")"
+        python3 -m venv "$GNMT_VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    fi
+    "$GNMT_VENV/bin/python" -m pip --version >/dev/null 2>&1 || die "pip is missing in $GNMT_VENV (Debian: apt-get install python3-pip python3-venv)"
+    say "installing torch==$TORCH_VERSION from PyPI into $GNMT_VENV (about 4.6 GB, a few minutes)"
+    "$GNMT_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q "torch==$TORCH_VERSION" \
+        || die "pip install torch==$TORCH_VERSION failed (network? disk space? see the pip output above)"
+    TORCH_DIR="$(torch_dir)" || die "torch $TORCH_VERSION is not importable from $GNMT_VENV after install"
+fi
+
+[ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib/libtorch_cpu.so missing: broken torch install in $GNMT_VENV (delete it and rerun)"
+
+# `.libtorch` is git-ignored; `.cargo/config.toml` sets LIBTORCH to it (relative to the repo).
+if [ "$(readlink "$ROOT/.libtorch" 2>/dev/null || true)" != "$TORCH_DIR" ]; then
+    ln -sfn "$TORCH_DIR" "$ROOT/.libtorch"
+    say "linked $ROOT/.libtorch -> $TORCH_DIR"
+fi
+say "ready: cargo build / cargo test / cargo run work in $ROOT"
