@@ -1,0 +1,69 @@
+//! The `gnmt` binary itself: version, help, doctor, unbuilt subcommands, linking.
+
+mod common;
+use common::*;
+
+#[test]
+fn version_and_help_list_subcommands() {
+    let out = run(gnmt().arg("--version"));
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("gnmt "));
+    let out = run(gnmt().arg("--help"));
+    let h = stdout(&out);
+    for sub in [
+        "eval",
+        "vocab",
+        "tokenize",
+        "detokenize",
+        "prepare",
+        "model-info",
+        "train",
+        "translate",
+        "average",
+        "plot",
+        "bench",
+        "doctor",
+    ] {
+        assert!(h.contains(sub), "--help lacks {sub}:\n{h}");
+    }
+}
+
+#[test]
+fn doctor_reports_libtorch_and_devices() {
+    let out = run(gnmt().arg("doctor"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    for key in [
+        "libtorch version: 2.11.0",
+        "cuda available:",
+        "cuda devices:",
+        "cudnn:",
+        "cpu threads:",
+        "bf16 on",
+    ] {
+        assert!(s.contains(key), "doctor lacks {key}:\n{s}");
+    }
+}
+
+#[test]
+fn binary_links_libtorch_cuda_and_has_runpath() {
+    let out = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(env!("CARGO_BIN_EXE_gnmt"))
+        .output();
+    let Ok(out) = out else {
+        eprintln!("readelf not available; skipping");
+        return;
+    };
+    let s = stdout(&out);
+    assert!(s.contains("RUNPATH") || s.contains("RPATH"), "{s}");
+    assert!(s.contains("libtorch_cpu.so"), "{s}");
+    // The torch wheel from PyPI carries CUDA; the binary must keep libtorch_cuda as NEEDED.
+    let lib_dir = repo().join(".libtorch/lib/libtorch_cuda.so");
+    if lib_dir.exists() {
+        assert!(
+            s.contains("[libtorch_cuda.so]"),
+            "libtorch_cuda.so not NEEDED:\n{s}"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Helpers shared by the end-to-end tests: run the `gnmt` binary as a user would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn gnmt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gnmt"));
+    c.env("OMP_WAIT_POLICY", "PASSIVE")
+        .env_remove("SACREBLEU_FORMAT")
+        .env_remove("RUST_LOG");
+    c
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("failed to start gnmt")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
