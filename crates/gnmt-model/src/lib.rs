@@ -1,1 +1,300 @@
-//! gnmt-model
+//! # gnmt-model
+//!
+//! The GNMT encoder-decoder on tch (libtorch), CPU and CUDA: a bidirectional bottom encoder layer,
+//! unidirectional layers above it, residual connections from `residual_start` up, normalized
+//! Bahdanau attention queried by the bottom decoder layer (GNMT v2 wiring: the context feeds every
+//! higher decoder layer), and a classifier over the shared vocabulary.
+//!
+//! Teacher-forced training runs each layer over the whole sequence in one call;
+//! [`Seq2Seq::encode`] + [`Seq2Seq::step`] decode incrementally for search, with a
+//! [`DecoderState`] that can be reordered by beam and shrunk.
+
+pub mod config;
+
+use std::path::Path;
+
+use gnmt_attention::Attention;
+use tch::nn::{self, Module, RNN};
+use tch::{Device, Kind, Tensor};
+
+pub use config::{ModelConfig, PRESETS};
+
+/// What can go wrong loading or building a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("{path}: tensor `{name}`: {msg}")]
+    Tensor { path: String, name: String, msg: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// uniform(-r, r) for every weight and bias, as GNMT v2 initialises them.
+fn lstm(vs: nn::Path, input: i64, hidden: i64, r: f64) -> nn::LSTM {
+    let u = nn::Init::Uniform { lo: -r, up: r };
+    let c = nn::RNNConfig {
+        batch_first: true,
+        w_ih_init: u,
+        w_hh_init: u,
+        b_ih_init: Some(u),
+        b_hh_init: Some(u),
+        ..Default::default()
+    };
+    nn::lstm(vs, input, hidden, c)
+}
+
+/// Encoder outputs and what the decoder needs from them, computed once per batch.
+#[derive(Debug)]
+pub struct Encoded {
+    /// `[B, S, H]` top encoder layer outputs.
+    pub outputs: Tensor,
+    /// `[B, S, U]` projected attention keys.
+    pub keys: Tensor,
+    /// `[B, S]` true at padding.
+    pub pad_mask: Tensor,
+}
+
+impl Encoded {
+    /// Rows picked (and repeated) by `index`: for beams and for shrinking the batch.
+    pub fn select(&self, index: &Tensor) -> Encoded {
+        Encoded {
+            outputs: self.outputs.index_select(0, index),
+            keys: self.keys.index_select(0, index),
+            pad_mask: self.pad_mask.index_select(0, index),
+        }
+    }
+}
+
+/// Per-layer `(h, c)` of the decoder, each `[1, B, H]`.
+#[derive(Debug)]
+pub struct DecoderState {
+    pub layers: Vec<nn::LSTMState>,
+}
+
+impl DecoderState {
+    pub fn select(&self, index: &Tensor) -> DecoderState {
+        DecoderState {
+            layers: self
+                .layers
+                .iter()
+                .map(|s| nn::LSTMState((s.h().index_select(1, index), s.c().index_select(1, index))))
+                .collect(),
+        }
+    }
+}
+
+/// The GNMT sequence-to-sequence model.
+#[derive(Debug)]
+pub struct Seq2Seq {
+    pub config: ModelConfig,
+    src_embedding: nn::Embedding,
+    tgt_embedding: Option<nn::Embedding>,
+    enc_fwd: nn::LSTM,
+    enc_bwd: nn::LSTM,
+    enc_layers: Vec<nn::LSTM>,
+    dec_layers: Vec<nn::LSTM>,
+    attention: Attention,
+    classifier: nn::Linear,
+}
+
+impl Seq2Seq {
+    /// Builds the model's parameters under `vs` (names like `encoder.layers.3.weight_ih_l0`).
+    pub fn new(vs: &nn::Path, config: &ModelConfig) -> Result<Self, ModelError> {
+        config.validate().map_err(ModelError::Config)?;
+        let c = config;
+        let (h, e) = (c.hidden_size, c.embedding_size);
+        let u = nn::Init::Uniform { lo: -c.init_range, up: c.init_range };
+        let emb_cfg = nn::EmbeddingConfig { padding_idx: 0, ws_init: u, ..Default::default() };
+        let src_embedding = nn::embedding(vs / "embedding", c.vocab_size, e, emb_cfg);
+        let tgt_embedding =
+            (!c.shared_embeddings).then(|| nn::embedding(vs / "decoder" / "embedding", c.vocab_size, e, emb_cfg));
+        let enc = vs / "encoder";
+        let enc_fwd = lstm(&enc / "bottom_fwd", e, h, c.init_range);
+        let enc_bwd = lstm(&enc / "bottom_bwd", e, h, c.init_range);
+        let mut enc_layers = Vec::new();
+        for i in 1..c.encoder_layers {
+            let input = if i == 1 { 2 * h } else { h };
+            enc_layers.push(lstm(&enc / "layers" / i, input, h, c.init_range));
+        }
+        let dec = vs / "decoder";
+        let mut dec_layers = vec![lstm(&dec / "layers" / 0, e, h, c.init_range)];
+        for i in 1..c.decoder_layers {
+            dec_layers.push(lstm(&dec / "layers" / i, 2 * h, h, c.init_range));
+        }
+        let attention = Attention::new(&(&dec / "attention"), c.attention, h, h, c.attention_units, c.init_range);
+        let lin_cfg = nn::LinearConfig { ws_init: u, bs_init: Some(u), bias: true };
+        let classifier = nn::linear(&dec / "classifier", h, c.vocab_size, lin_cfg);
+        let model = Seq2Seq {
+            config: c.clone(),
+            src_embedding,
+            tgt_embedding,
+            enc_fwd,
+            enc_bwd,
+            enc_layers,
+            dec_layers,
+            attention,
+            classifier,
+        };
+        Ok(model)
+    }
+
+    fn tgt_emb(&self) -> &nn::Embedding {
+        self.tgt_embedding.as_ref().unwrap_or(&self.src_embedding)
+    }
+
+    fn dropout(&self, x: Tensor, train: bool) -> Tensor {
+        if train && self.config.dropout > 0.0 {
+            x.dropout(self.config.dropout, true)
+        } else {
+            x
+        }
+    }
+
+    /// Encodes `src` `[B, S]` (ids, 0 = padding) with lengths `[B]` (int64, CPU).
+    pub fn encode(&self, src: &Tensor, src_len: &Tensor, train: bool) -> Encoded {
+        let (b, s) = src.size2().unwrap_or((0, 0));
+        let device = src.device();
+        let pad_mask = src.eq(0);
+        let x = self.dropout(self.src_embedding.forward(src), train);
+        // The backward direction must start at each sentence's last real token: reverse every
+        // sentence within its own length, run forward, reverse back.
+        let pos = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0).expand([b, s], false);
+        let lens = src_len.to_device(device).unsqueeze(1);
+        let rev_idx = (&lens - 1 - &pos).where_self(&pos.lt_tensor(&lens), &pos);
+        let gather = |t: &Tensor| t.gather(1, &rev_idx.unsqueeze(2).expand_as(t), false);
+        let (fwd, _) = self.enc_fwd.seq(&x);
+        let (bwd, _) = self.enc_bwd.seq(&gather(&x));
+        let mut out = Tensor::cat(&[fwd, gather(&bwd)], 2);
+        for (k, layer) in self.enc_layers.iter().enumerate() {
+            let i = k as i64 + 1;
+            let inp = self.dropout(out.shallow_clone(), train);
+            let (y, _) = layer.seq(&inp);
+            out = if self.config.residual_at(i, true) { y + out } else { y };
+        }
+        let keys = self.attention.keys(&out);
+        Encoded { outputs: out, keys, pad_mask }
+    }
+
+    /// Runs the decoder over `tgt_in` `[B, T]` from `state` (None: zeros). Returns logits
+    /// `[B, T, V]`, attention `[B, T, S]` and the new state.
+    pub fn decode(
+        &self,
+        enc: &Encoded,
+        tgt_in: &Tensor,
+        state: Option<&DecoderState>,
+        train: bool,
+    ) -> (Tensor, Tensor, DecoderState) {
+        let b = tgt_in.size()[0];
+        let zero = |l: &nn::LSTM| l.zero_state(b);
+        let mut new_state = Vec::with_capacity(self.dec_layers.len());
+        let x = self.dropout(self.tgt_emb().forward(tgt_in), train);
+        let init = |i: usize| -> nn::LSTMState {
+            match state {
+                Some(s) => nn::LSTMState((s.layers[i].h(), s.layers[i].c())),
+                None => zero(&self.dec_layers[i]),
+            }
+        };
+        let (h0, s0) = self.dec_layers[0].seq_init(&x, &init(0));
+        new_state.push(s0);
+        let (ctx, attn) = self.attention.forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask);
+        let mut out = h0;
+        for (k, layer) in self.dec_layers.iter().enumerate().skip(1) {
+            let inp = Tensor::cat(&[self.dropout(out.shallow_clone(), train), ctx.shallow_clone()], 2);
+            let (y, st) = layer.seq_init(&inp, &init(k));
+            new_state.push(st);
+            out = if self.config.residual_at(k as i64, false) { y + out } else { y };
+        }
+        let out = self.dropout(out, train);
+        let logits = if self.config.tied_output {
+            out.matmul(&self.tgt_emb().ws.tr()) + self.classifier.bs.as_ref().map_or(Tensor::from(0.0), |b| b.shallow_clone())
+        } else {
+            self.classifier.forward(&out)
+        };
+        (logits, attn, DecoderState { layers: new_state })
+    }
+
+    /// Teacher-forced forward pass: logits `[B, T, V]`.
+    pub fn forward(&self, src: &Tensor, src_len: &Tensor, tgt_in: &Tensor, train: bool) -> Tensor {
+        let enc = self.encode(src, src_len, train);
+        self.decode(&enc, tgt_in, None, train).0
+    }
+
+    /// One decoder step for search: `tokens` `[B]` -> log-probabilities `[B, V]` (float32),
+    /// attention `[B, S]` and the next state.
+    pub fn step(&self, enc: &Encoded, state: Option<&DecoderState>, tokens: &Tensor) -> (Tensor, Tensor, DecoderState) {
+        let (logits, attn, st) = self.decode(enc, &tokens.unsqueeze(1), state, false);
+        (logits.squeeze_dim(1).log_softmax(-1, Kind::Float), attn.squeeze_dim(1).to_kind(Kind::Float), st)
+    }
+}
+
+/// Parameter count per part (embedding, encoder, decoder, attention, classifier) and in total.
+pub fn parameter_counts(vs: &nn::VarStore) -> Vec<(String, i64)> {
+    let mut parts: Vec<(String, i64)> = Vec::new();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in vars {
+        let part = if name.contains("attention") {
+            "attention"
+        } else if name.contains("classifier") {
+            "classifier"
+        } else if name.contains("embedding") {
+            "embedding"
+        } else if name.starts_with("encoder") {
+            "encoder"
+        } else {
+            "decoder"
+        };
+        let n = t.numel() as i64;
+        match parts.iter_mut().find(|(p, _)| p == part) {
+            Some(e) => e.1 += n,
+            None => parts.push((part.to_string(), n)),
+        }
+    }
+    let total = parts.iter().map(|p| p.1).sum();
+    parts.push(("total".into(), total));
+    parts
+}
+
+/// Loads `model.safetensors` into `vs`, checking that every name and shape matches.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    let p = path.display().to_string();
+    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::File { path: p.clone(), msg: e.to_string() })?;
+    let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    let vars = vs.variables();
+    for (name, mut var) in vars {
+        let Some(t) = by_name.remove(&name) else {
+            return Err(ModelError::Tensor { path: p, name, msg: "missing from the file".into() });
+        };
+        if t.size() != var.size() {
+            return Err(ModelError::Tensor {
+                path: p,
+                name,
+                msg: format!("shape {:?} in the file, {:?} in the model config", t.size(), var.size()),
+            });
+        }
+        tch::no_grad(|| var.copy_(&t));
+    }
+    if let Some(name) = by_name.into_keys().next() {
+        return Err(ModelError::Tensor { path: p, name, msg: "in the file but not in the model config".into() });
+    }
+    Ok(())
+}
+
+/// A loaded model directory: `config.json` + `model.safetensors` (+ `tokenizer.json`, loaded by the caller).
+pub fn load_model_dir(dir: &Path, device: Device) -> Result<(nn::VarStore, Seq2Seq), ModelError> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| ModelError::File { path: cfg_path.display().to_string(), msg: e.to_string() })?;
+    let config: ModelConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::File { path: cfg_path.display().to_string(), msg: e.to_string() })?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Seq2Seq::new(&vs.root(), &config)?;
+    load_weights(&mut vs, &dir.join("model.safetensors"))?;
+    Ok((vs, model))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,282 @@
-//! gnmt-tokenizer
+//! # gnmt-tokenizer
+//!
+//! The shared subword vocabulary of gnmt-rs (GNMT's "wordpieces"): one model for source and
+//! target, trained on both sides of a parallel corpus, stored as a standard Hugging Face
+//! `tokenizer.json` so other tools can load it. Pure Rust (HF `tokenizers`, no network).
+//!
+//! - Special ids are fixed: `<pad>` = 0, `<s>` = 1, `</s>` = 2, `<unk>` = 3, then the 256 byte
+//!   pieces `<0x00>`..`<0xFF>`, then the learned pieces; the size is rounded up to a multiple of 8.
+//! - Normalization is NFKC with whitespace runs collapsed to one space and the ends trimmed;
+//!   after it, tokenization is lossless: `decode(encode(x)) == normalize(x)` for every line,
+//!   including characters the vocabulary never saw (they fall back to their UTF-8 bytes).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::{Replace, Sequence as NormSequence, Strip, NFKC};
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::{DecoderWrapper, NormalizerWrapper, Tokenizer};
+
+pub const PAD: u32 = 0;
+pub const BOS: u32 = 1;
+pub const EOS: u32 = 2;
+pub const UNK: u32 = 3;
+pub const SPECIALS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
+/// Learned pieces start after the specials and the 256 byte pieces.
+pub const FIRST_PIECE: u32 = 4 + 256;
+
+/// What can go wrong with a vocabulary.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("vocabulary training failed: {0}")]
+    Train(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which subword algorithm to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabKind {
+    /// SentencePiece-style unigram language model (the default).
+    #[default]
+    Unigram,
+}
+
+/// The shared subword vocabulary.
+#[derive(Clone)]
+pub struct SubwordTokenizer {
+    inner: Tokenizer,
+    hash: String,
+}
+
+impl std::fmt::Debug for SubwordTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubwordTokenizer").field("vocab_size", &self.vocab_size()).field("hash", &self.hash).finish()
+    }
+}
+
+fn normalizer() -> Result<NormalizerWrapper, TokenizerError> {
+    let ws = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
+        .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+    Ok(NormSequence::new(vec![NFKC.into(), ws.into(), Strip::new(true, true).into()]).into())
+}
+
+fn pretok() -> Metaspace {
+    Metaspace::new('▁', PrependScheme::Always, true)
+}
+
+fn decoder() -> DecoderWrapper {
+    DecoderSequence::new(vec![
+        ByteFallback::default().into(),
+        MetaspaceDecoder::new('▁', PrependScheme::Always, true).into(),
+    ])
+    .into()
+}
+
+impl SubwordTokenizer {
+    /// Trains a vocabulary of (about) `size` entries on the given lines (both languages).
+    pub fn train<I>(lines: I, size: usize, kind: VocabKind) -> Result<Self, TokenizerError>
+    where
+        I: Iterator<Item = String> + Send,
+    {
+        let VocabKind::Unigram = kind;
+        if size < FIRST_PIECE as usize + 16 {
+            return Err(TokenizerError::Invalid(format!(
+                "vocabulary size {size} is too small: at least {} (4 specials, 256 byte pieces, some pieces)",
+                FIRST_PIECE + 16
+            )));
+        }
+        let target = size.div_ceil(8) * 8;
+        let learned = (target - FIRST_PIECE as usize) as u32;
+        let mut tk = Tokenizer::new(Unigram::default());
+        tk.with_normalizer(Some(normalizer()?)).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tk.with_pre_tokenizer(Some(pretok()));
+        let trainer = UnigramTrainer::builder()
+            .show_progress(false)
+            .vocab_size(learned)
+            .unk_token(Some("<unk>".into()))
+            .special_tokens(vec![tokenizers::AddedToken::from("<unk>", true)])
+            .build()
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let mut trainer = TrainerWrapper::UnigramTrainer(trainer);
+        tk.train(&mut trainer, lines).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let vocab = tk.get_vocab(false);
+        let model = tk.get_model();
+        let mut pieces: Vec<(String, f64)> = Vec::new();
+        let mut by_id: Vec<(u32, String)> = vocab.into_iter().map(|(s, i)| (i, s)).collect();
+        by_id.sort();
+        let scores: std::collections::HashMap<String, f64> = match model {
+            tokenizers::ModelWrapper::Unigram(u) => u.iter().map(|(s, sc)| (s.clone(), *sc)).collect(),
+            _ => Default::default(),
+        };
+        for (_, s) in by_id {
+            if SPECIALS.contains(&s.as_str()) || is_byte_piece(&s) {
+                continue;
+            }
+            let sc = scores.get(&s).copied().unwrap_or(-20.0);
+            pieces.push((s, sc));
+        }
+        Self::assemble(pieces, target)
+    }
+
+    /// Builds the final model: specials, bytes, pieces, padding up to `target` (a multiple of 8).
+    fn assemble(pieces: Vec<(String, f64)>, target: usize) -> Result<Self, TokenizerError> {
+        let mut vocab: Vec<(String, f64)> = SPECIALS.iter().map(|s| (s.to_string(), -1e4)).collect();
+        vocab.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), -1e4)));
+        vocab.extend(pieces);
+        let total = vocab.len().div_ceil(8).max(target / 8) * 8;
+        let mut k = 0;
+        while vocab.len() < total {
+            vocab.push((format!("<extra_{k}>"), -1e4));
+            k += 1;
+        }
+        let model = Unigram::from(vocab, Some(UNK as usize), true).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let mut tk = Tokenizer::new(model);
+        tk.with_normalizer(Some(normalizer()?)).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tk.with_pre_tokenizer(Some(pretok()));
+        tk.with_decoder(Some(decoder()));
+        Self::from_tokenizer(tk)
+    }
+
+    fn from_tokenizer(inner: Tokenizer) -> Result<Self, TokenizerError> {
+        let json = inner.to_string(false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let hash = hex(&Sha256::digest(json.as_bytes()));
+        let t = SubwordTokenizer { inner, hash };
+        for (i, s) in SPECIALS.iter().enumerate() {
+            if t.inner.token_to_id(s) != Some(i as u32) {
+                return Err(TokenizerError::Invalid(format!(
+                    "not a gnmt vocabulary: `{s}` must have id {i} (was it trained by `gnmt vocab`?)"
+                )));
+            }
+        }
+        Ok(t)
+    }
+
+    /// Loads a `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self, TokenizerError> {
+        let file_err = |msg: String| TokenizerError::File { path: path.display().to_string(), msg };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let inner: Tokenizer = text.parse().map_err(|e: tokenizers::Error| file_err(format!("not a tokenizer.json: {e}")))?;
+        Self::from_tokenizer(inner).map_err(|e| file_err(e.to_string()))
+    }
+
+    /// Writes the standard Hugging Face `tokenizer.json` (atomically).
+    pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
+        let file_err = |msg: String| TokenizerError::File { path: path.display().to_string(), msg };
+        let json = self.inner.to_string(true).map_err(|e| file_err(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json).map_err(|e| file_err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| file_err(e.to_string()))
+    }
+
+    /// SHA-256 of the serialized tokenizer: identifies the vocabulary in binarized corpora.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The normalization every line goes through (NFKC, whitespace collapsed, trimmed).
+    pub fn normalize(&self, text: &str) -> String {
+        match self.inner.get_normalizer() {
+            Some(n) => {
+                let mut s = tokenizers::NormalizedString::from(text);
+                use tokenizers::Normalizer;
+                if n.normalize(&mut s).is_ok() {
+                    s.get().to_string()
+                } else {
+                    text.to_string()
+                }
+            }
+            None => text.to_string(),
+        }
+    }
+
+    /// Ids of a line (no BOS/EOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let e = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    /// Pieces of a line.
+    pub fn encode_pieces(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
+        let e = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        Ok(e.get_tokens().to_vec())
+    }
+
+    /// Text of ids; special ids are dropped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let ids: Vec<u32> = ids.iter().copied().filter(|&i| i >= UNK).collect();
+        self.inner.decode(&ids, false).map_err(|e| TokenizerError::Invalid(e.to_string()))
+    }
+
+    /// Text of pieces.
+    pub fn decode_pieces(&self, pieces: &[String]) -> Result<String, TokenizerError> {
+        let ids: Result<Vec<u32>, _> = pieces
+            .iter()
+            .map(|p| self.inner.token_to_id(p).ok_or_else(|| TokenizerError::Invalid(format!("unknown piece `{p}`"))))
+            .collect();
+        self.decode(&ids?)
+    }
+
+    pub fn id_to_piece(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+fn is_byte_piece(s: &str) -> bool {
+    s.len() == 6 && s.starts_with("<0x") && s.ends_with('>')
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<String> {
+        let base = ["a man is riding a horse", "ein mann reitet ein pferd", "two dogs play in the snow",
+            "zwei hunde spielen im schnee", "the woman reads a book", "die frau liest ein buch"];
+        (0..200).map(|i| format!("{} {}", base[i % base.len()], i)).collect()
+    }
+
+    #[test]
+    fn train_fixed_specials_and_roundtrip() {
+        let t = SubwordTokenizer::train(corpus().into_iter(), 300, VocabKind::Unigram).unwrap();
+        assert_eq!(t.vocab_size() % 8, 0);
+        for (i, s) in SPECIALS.iter().enumerate() {
+            assert_eq!(t.id_to_piece(i as u32).as_deref(), Some(*s));
+        }
+        for line in ["a man reads  a book", "Ünïcödé 日本語 😀 ‽ never seen", "  spaced\tout  ", "", "ﬁ ligature ①"] {
+            let ids = t.encode(line).unwrap();
+            assert_eq!(t.decode(&ids).unwrap(), t.normalize(line), "line {line:?}");
+        }
+        assert!(t.encode("日本").unwrap().iter().all(|&i| i != UNK), "byte fallback must avoid <unk>");
+    }
+
+    #[test]
+    fn save_load_keeps_hash() {
+        let t = SubwordTokenizer::train(corpus().into_iter(), 300, VocabKind::Unigram).unwrap();
+        let dir = std::env::temp_dir().join(format!("gnmt-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tokenizer.json");
+        t.save(&p).unwrap();
+        let u = SubwordTokenizer::load(&p).unwrap();
+        assert_eq!(u.encode("a man").unwrap(), t.encode("a man").unwrap());
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(SubwordTokenizer::load(&p).unwrap_err().to_string().contains("tokenizer.json"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

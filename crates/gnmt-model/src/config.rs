@@ -1,0 +1,110 @@
+//! Model hyper-parameters (`config.json` in model directories) and presets.
+
+use gnmt_attention::AttentionKind;
+use serde::{Deserialize, Serialize};
+
+/// GNMT model configuration. Defaults follow NVIDIA's GNMT v2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Shared source/target vocabulary size.
+    pub vocab_size: i64,
+    pub encoder_layers: i64,
+    pub decoder_layers: i64,
+    pub hidden_size: i64,
+    pub embedding_size: i64,
+    pub attention_units: i64,
+    pub attention: AttentionKind,
+    pub dropout: f64,
+    /// Residual connections between layers.
+    pub residual: bool,
+    /// 1-based index of the first layer whose input is added to its output (GNMT: 3). In the
+    /// encoder, layer 2 reads the 2H-wide bidirectional output, so its residuals start at 3 at the
+    /// earliest.
+    pub residual_start: i64,
+    /// One embedding for source and target (the vocabulary is shared).
+    pub shared_embeddings: bool,
+    /// Output projection tied to the target embedding (needs embedding_size == hidden_size).
+    pub tied_output: bool,
+    /// Uniform init range `[-init, init]`.
+    pub init_range: f64,
+    /// Longest source (in pieces) the model is used with; longer lines are truncated with a warning.
+    pub max_source_len: i64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            vocab_size: 32000,
+            encoder_layers: 4,
+            decoder_layers: 4,
+            hidden_size: 1024,
+            embedding_size: 1024,
+            attention_units: 1024,
+            attention: AttentionKind::NormalizedBahdanau,
+            dropout: 0.2,
+            residual: true,
+            residual_start: 3,
+            shared_embeddings: true,
+            tied_output: false,
+            init_range: 0.1,
+            max_source_len: 256,
+        }
+    }
+}
+
+/// Names of the presets.
+pub const PRESETS: &[&str] = &["gnmt8", "gnmt4", "small", "small8", "tiny"];
+
+impl ModelConfig {
+    /// A preset by name: `gnmt8` (the paper), `gnmt4` (NVIDIA GNMT v2), `small` (CPU workhorse),
+    /// `small8` (8+8 layers for the residual study), `tiny` (tests).
+    pub fn preset(name: &str, vocab_size: i64) -> Option<Self> {
+        let base = ModelConfig { vocab_size, ..Default::default() };
+        Some(match name {
+            "gnmt8" => ModelConfig { encoder_layers: 8, decoder_layers: 8, ..base },
+            "gnmt4" => base,
+            "small" => ModelConfig { hidden_size: 256, embedding_size: 256, attention_units: 256, ..base },
+            "small8" => ModelConfig {
+                encoder_layers: 8,
+                decoder_layers: 8,
+                hidden_size: 256,
+                embedding_size: 256,
+                attention_units: 256,
+                ..base
+            },
+            "tiny" => ModelConfig {
+                encoder_layers: 3,
+                decoder_layers: 3,
+                hidden_size: 16,
+                embedding_size: 8,
+                attention_units: 8,
+                dropout: 0.0,
+                ..base
+            },
+            _ => return None,
+        })
+    }
+
+    /// Whether 0-based layer `i` of a stack gets a residual connection.
+    pub fn residual_at(&self, i: i64, encoder: bool) -> bool {
+        let start = if encoder { self.residual_start.max(3) } else { self.residual_start.max(2) };
+        self.residual && i + 1 >= start
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.encoder_layers < 2 || self.decoder_layers < 2 {
+            return Err("encoder_layers and decoder_layers must be at least 2".into());
+        }
+        if self.tied_output && self.embedding_size != self.hidden_size {
+            return Err("tied_output needs embedding_size == hidden_size".into());
+        }
+        if self.vocab_size < 8 || self.hidden_size < 1 || self.embedding_size < 1 {
+            return Err("vocab_size, hidden_size and embedding_size must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
