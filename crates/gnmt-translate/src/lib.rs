@@ -1,1 +1,206 @@
-//! gnmt-translate
+//! # gnmt-translate
+//!
+//! Greedy and batched beam search over GNMT models, and translation of text streams.
+//! All sentences of a batch times the beam width advance together as one tensor batch; the
+//! encoder outputs and attention keys are computed once per batch and reordered by beam index.
+//! Scores follow GNMT: `log P(Y|X) / lp(Y) + cp(X; Y)` with `lp = ((5+|Y|)/6)^alpha` and
+//! `cp = beta * sum_j log(min(sum_i a_ij, 1))`.
+
+pub mod stream;
+
+use gnmt_model::{DecoderState, Seq2Seq};
+use gnmt_tokenizer::{BOS, EOS};
+use tch::{Device, Kind, Tensor};
+
+/// Search settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchConfig {
+    pub beam: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    /// Output length limit `a * source_len + b`.
+    pub max_len_a: f64,
+    pub max_len_b: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { beam: 5, alpha: 0.6, beta: 0.1, max_len_a: 1.5, max_len_b: 10 }
+    }
+}
+
+/// One finished translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Output ids without BOS/EOS.
+    pub tokens: Vec<u32>,
+    /// The search score (normalized log-probability plus coverage penalty).
+    pub score: f64,
+    /// Raw log-probability.
+    pub log_prob: f64,
+    /// For each output piece, the source position it attends to most.
+    pub alignment: Vec<usize>,
+}
+
+fn length_penalty(len: usize, alpha: f64) -> f64 {
+    ((5.0 + len as f64) / 6.0).powf(alpha)
+}
+
+/// Translates a batch of id sequences; returns, per sentence, its hypotheses best first
+/// (at most `beam`). Empty sources give an empty hypothesis.
+pub fn translate_batch(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Device) -> Vec<Vec<Hypothesis>> {
+    tch::no_grad(|| search(model, sources, cfg, device))
+}
+
+fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Device) -> Vec<Vec<Hypothesis>> {
+    let b = sources.len();
+    let k = cfg.beam.max(1);
+    if b == 0 {
+        return Vec::new();
+    }
+    let s = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut flat = vec![0i64; b * s];
+    for (i, src) in sources.iter().enumerate() {
+        for (j, &t) in src.iter().enumerate() {
+            flat[i * s + j] = t as i64;
+        }
+    }
+    let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
+    let src = Tensor::from_slice(&flat).view([b as i64, s as i64]).to_device(device);
+    let enc = model.encode(&src, &Tensor::from_slice(&lens), false);
+    let vocab = model.config.vocab_size;
+    let max_len: Vec<usize> =
+        sources.iter().map(|x| (cfg.max_len_a * x.len() as f64).floor() as usize + cfg.max_len_b).collect();
+    let global_max = max_len.iter().copied().max().unwrap_or(1);
+
+    // Rows: sentence-major, `k` beams each. `active` lists the sentences still searched.
+    let mut active: Vec<usize> = (0..b).collect();
+    let mut row_src: Vec<i64> = active.iter().flat_map(|&i| std::iter::repeat_n(i as i64, k)).collect();
+    let mut enc_rows = enc.select(&Tensor::from_slice(&row_src).to_device(device));
+    let mut scores: Vec<f64> = (0..b * k).map(|r| if r % k == 0 { 0.0 } else { f64::NEG_INFINITY }).collect();
+    let mut hist: Vec<Vec<u32>> = vec![Vec::new(); b * k];
+    let mut align: Vec<Vec<usize>> = vec![Vec::new(); b * k];
+    let mut coverage = Tensor::zeros([(b * k) as i64, s as i64], (Kind::Float, device));
+    let mut tokens = Tensor::full([(b * k) as i64], BOS as i64, (Kind::Int64, device));
+    let mut state: Option<DecoderState> = None;
+    let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); b];
+    let src_mask: Vec<Vec<bool>> = (0..b).map(|i| (0..s).map(|j| j < sources[i].len()).collect()).collect();
+
+    for t in 0..global_max {
+        if active.is_empty() {
+            break;
+        }
+        let (lp, attn, st) = model.step(&enc_rows, state.as_ref(), &tokens);
+        coverage += &attn;
+        let rows = active.len() * k;
+        let sc = Tensor::from_slice(&scores).to_device(device).to_kind(Kind::Float).unsqueeze(1);
+        let cand = (lp + sc).view([active.len() as i64, (k as i64) * vocab]);
+        let want = (2 * k).min((k as i64 * vocab) as usize) as i64;
+        let (top_v, top_i) = cand.topk(want, -1, true, true);
+        let top_v: Vec<f32> = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let top_i: Vec<i64> = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let attn_cpu: Vec<f32> = Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let cov_cpu: Vec<f32> = Vec::<f32>::try_from(coverage.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let argmax = |row: usize| -> usize {
+            let a = &attn_cpu[row * s..(row + 1) * s];
+            a.iter().enumerate().fold((0, f32::MIN), |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc }).0
+        };
+        let cov_penalty = |row: usize, sent: usize| -> f64 {
+            let c = &cov_cpu[row * s..(row + 1) * s];
+            let sum: f64 = c
+                .iter()
+                .zip(&src_mask[sent])
+                .filter(|(_, &m)| m)
+                .map(|(&v, _)| (v as f64).clamp(1e-10, 1.0).ln())
+                .sum();
+            cfg.beta * sum
+        };
+        let mut next_rows: Vec<i64> = Vec::with_capacity(rows);
+        let mut next_tokens: Vec<i64> = Vec::with_capacity(rows);
+        let mut next_scores: Vec<f64> = Vec::with_capacity(rows);
+        let mut next_hist = Vec::with_capacity(rows);
+        let mut next_align = Vec::with_capacity(rows);
+        let mut still_active = Vec::with_capacity(active.len());
+        for (ai, &sent) in active.iter().enumerate() {
+            let mut live: Vec<(usize, i64, f64)> = Vec::with_capacity(k);
+            for c in 0..want as usize {
+                let v = top_v[ai * want as usize + c] as f64;
+                if v == f64::NEG_INFINITY {
+                    continue;
+                }
+                let idx = top_i[ai * want as usize + c];
+                let beam = (idx / vocab) as usize;
+                let tok = idx % vocab;
+                let row = ai * k + beam;
+                if tok == EOS as i64 || t + 1 >= max_len[sent] {
+                    // Only an end among the top `k` candidates finishes a hypothesis (the rest
+                    // of the 2k are there to keep `k` live ones).
+                    if c < k && finished[sent].len() < k {
+                        let mut toks = hist[row].clone();
+                        let mut al = align[row].clone();
+                        if tok != EOS as i64 {
+                            toks.push(tok as u32);
+                            al.push(argmax(row));
+                        }
+                        let norm = v / length_penalty(toks.len() + 1, cfg.alpha) + cov_penalty(row, sent);
+                        finished[sent].push(Hypothesis { tokens: toks, score: norm, log_prob: v, alignment: al });
+                    }
+                } else if live.len() < k {
+                    live.push((row, tok, v));
+                }
+            }
+            // Stop when no live hypothesis can beat the finished ones: a live score only falls,
+            // and cp <= 0, so its best case is its score divided by the largest length penalty.
+            let best_done = finished[sent].iter().map(|h| h.score).fold(f64::NEG_INFINITY, f64::max);
+            let bound = live
+                .iter()
+                .map(|&(_, _, v)| v / length_penalty(max_len[sent] + 1, cfg.alpha))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let done = finished[sent].len() >= k || live.is_empty() || t + 1 >= max_len[sent] || (best_done >= bound);
+            if done {
+                continue;
+            }
+            still_active.push(sent);
+            while live.len() < k {
+                let first = live[0];
+                live.push((first.0, first.1, f64::NEG_INFINITY));
+            }
+            for (row, tok, v) in live {
+                let mut h = hist[row].clone();
+                h.push(tok as u32);
+                let mut a = align[row].clone();
+                a.push(argmax(row));
+                next_rows.push(row as i64);
+                next_tokens.push(tok);
+                next_scores.push(v);
+                next_hist.push(h);
+                next_align.push(a);
+            }
+        }
+        if still_active.is_empty() {
+            break;
+        }
+        // Reorder (and shrink) every per-row tensor by the surviving rows.
+        let index = Tensor::from_slice(&next_rows).to_device(device);
+        row_src = next_rows.iter().map(|&r| row_src[r as usize]).collect();
+        enc_rows = enc_rows.select(&index);
+        state = Some(st.select(&index));
+        coverage = coverage.index_select(0, &index);
+        tokens = Tensor::from_slice(&next_tokens).to_device(device);
+        scores = next_scores;
+        hist = next_hist;
+        align = next_align;
+        active = still_active;
+    }
+    for f in finished.iter_mut() {
+        f.sort_by(|a, b| b.score.total_cmp(&a.score));
+        if f.is_empty() {
+            f.push(Hypothesis { tokens: Vec::new(), score: 0.0, log_prob: 0.0, alignment: Vec::new() });
+        }
+    }
+    let _ = row_src;
+    finished
+}
+
+#[cfg(test)]
+mod tests;
