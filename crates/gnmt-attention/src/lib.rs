@@ -36,9 +36,23 @@ pub struct Attention {
 impl Attention {
     /// `query_dim`: decoder state size; `key_dim`: encoder output size; `units`: hidden size.
     /// Weights start uniform in `[-init_range, init_range]`.
-    pub fn new(vs: &nn::Path, kind: AttentionKind, query_dim: i64, key_dim: i64, units: i64, init_range: f64) -> Self {
-        let u = nn::Init::Uniform { lo: -init_range, up: init_range };
-        let nobias = nn::LinearConfig { bias: false, ws_init: u, bs_init: None };
+    pub fn new(
+        vs: &nn::Path,
+        kind: AttentionKind,
+        query_dim: i64,
+        key_dim: i64,
+        units: i64,
+        init_range: f64,
+    ) -> Self {
+        let u = nn::Init::Uniform {
+            lo: -init_range,
+            up: init_range,
+        };
+        let nobias = nn::LinearConfig {
+            bias: false,
+            ws_init: u,
+            bs_init: None,
+        };
         let query = nn::linear(vs / "query", query_dim, units, nobias);
         let key = nn::linear(vs / "key", key_dim, units, nobias);
         let v = vs.var("v", &[units], u);
@@ -49,7 +63,14 @@ impl Attention {
             ),
             AttentionKind::Bahdanau => (None, None),
         };
-        Attention { kind, query, key, v, gain, bias }
+        Attention {
+            kind,
+            query,
+            key,
+            v,
+            gain,
+            bias,
+        }
     }
 
     pub fn kind(&self) -> AttentionKind {
@@ -64,7 +85,13 @@ impl Attention {
     /// Attends with queries `[B, T, Dq]` over `values` `[B, S, Dv]` whose projected `keys` are
     /// given; `pad_mask` `[B, S]` is true at padding. Returns the context `[B, T, Dv]` and the
     /// weights `[B, T, S]`.
-    pub fn forward(&self, queries: &Tensor, keys: &Tensor, values: &Tensor, pad_mask: &Tensor) -> (Tensor, Tensor) {
+    pub fn forward(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        pad_mask: &Tensor,
+    ) -> (Tensor, Tensor) {
         let q = self.query.forward(queries).unsqueeze(2); // [B,T,1,U]
         let k = keys.unsqueeze(1); // [B,1,S,U]
         let mut sum = q + k;

@@ -2,6 +2,7 @@
 //! translations exactly as sacreBLEU does. Each subcommand lives in its own module; this file
 //! holds the command line, logging set-up and error reporting.
 
+mod commands;
 mod doctor;
 mod eval;
 
@@ -32,19 +33,19 @@ enum Command {
     #[command(disable_help_flag = false)]
     Eval(eval::EvalArgs),
     /// Train the shared subword vocabulary on both sides of a parallel corpus.
-    Vocab(NotYet),
+    Vocab(commands::VocabArgs),
     /// Text (stdin) to subword pieces or ids (stdout).
-    Tokenize(NotYet),
-    /// Subword pieces or ids (stdin) back to text (stdout).
-    Detokenize(NotYet),
+    Tokenize(commands::TokenizeArgs),
+    /// Subword pieces or ids (stdin) back to text (stdout); --ids for ids.
+    Detokenize(commands::TokenizeArgs),
     /// Tokenize a parallel corpus once into a memory-mapped binary corpus.
     Prepare(NotYet),
     /// Parameter counts of a preset or a model directory.
-    ModelInfo(NotYet),
+    ModelInfo(commands::ModelInfoArgs),
     /// Train a GNMT model on a parallel corpus.
-    Train(NotYet),
+    Train(commands::TrainArgs),
     /// Translate a text file (or stdin) with batched beam search.
-    Translate(NotYet),
+    Translate(commands::TranslateArgs),
     /// Average the weights of several checkpoints into one model directory.
     Average(NotYet),
     /// Draw loss, BLEU, learning rate and gradient norms of a training run.
@@ -77,6 +78,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }
@@ -108,6 +110,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Doctor => doctor::run(),
+        Command::Vocab(a) => commands::vocab(a),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::Detokenize(a) => commands::detokenize(a),
+        Command::ModelInfo(a) => commands::model_info(a),
+        Command::Train(a) => commands::train(a),
+        Command::Translate(a) => commands::translate(a),
         other => Err(anyhow::anyhow!(
             "`gnmt {}` is not built yet in this version of gnmt-rs",
             command_name(&other)

@@ -3,7 +3,10 @@
 //! Parallel corpora for gnmt-rs, in pure Rust: reading text (plain or gzip) with errors that name
 //! the file and line, validating and filtering sentence pairs, and turning them into id batches.
 
+pub mod batch;
 pub mod text;
+
+pub use batch::{epoch_batches, padding_waste, FilterConfig, FilterReport, PairCorpus, SplitMix64};
 
 use std::path::PathBuf;
 

@@ -60,11 +60,23 @@ impl ModelConfig {
     /// A preset by name: `gnmt8` (the paper), `gnmt4` (NVIDIA GNMT v2), `small` (CPU workhorse),
     /// `small8` (8+8 layers for the residual study), `tiny` (tests).
     pub fn preset(name: &str, vocab_size: i64) -> Option<Self> {
-        let base = ModelConfig { vocab_size, ..Default::default() };
+        let base = ModelConfig {
+            vocab_size,
+            ..Default::default()
+        };
         Some(match name {
-            "gnmt8" => ModelConfig { encoder_layers: 8, decoder_layers: 8, ..base },
+            "gnmt8" => ModelConfig {
+                encoder_layers: 8,
+                decoder_layers: 8,
+                ..base
+            },
             "gnmt4" => base,
-            "small" => ModelConfig { hidden_size: 256, embedding_size: 256, attention_units: 256, ..base },
+            "small" => ModelConfig {
+                hidden_size: 256,
+                embedding_size: 256,
+                attention_units: 256,
+                ..base
+            },
             "small8" => ModelConfig {
                 encoder_layers: 8,
                 decoder_layers: 8,
@@ -88,7 +100,11 @@ impl ModelConfig {
 
     /// Whether 0-based layer `i` of a stack gets a residual connection.
     pub fn residual_at(&self, i: i64, encoder: bool) -> bool {
-        let start = if encoder { self.residual_start.max(3) } else { self.residual_start.max(2) };
+        let start = if encoder {
+            self.residual_start.max(3)
+        } else {
+            self.residual_start.max(2)
+        };
         self.residual && i + 1 >= start
     }
 

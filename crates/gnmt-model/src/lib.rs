@@ -27,7 +27,11 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{path}: tensor `{name}`: {msg}")]
-    Tensor { path: String, name: String, msg: String },
+    Tensor {
+        path: String,
+        name: String,
+        msg: String,
+    },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
@@ -80,7 +84,9 @@ impl DecoderState {
             layers: self
                 .layers
                 .iter()
-                .map(|s| nn::LSTMState((s.h().index_select(1, index), s.c().index_select(1, index))))
+                .map(|s| {
+                    nn::LSTMState((s.h().index_select(1, index), s.c().index_select(1, index)))
+                })
                 .collect(),
         }
     }
@@ -106,11 +112,18 @@ impl Seq2Seq {
         config.validate().map_err(ModelError::Config)?;
         let c = config;
         let (h, e) = (c.hidden_size, c.embedding_size);
-        let u = nn::Init::Uniform { lo: -c.init_range, up: c.init_range };
-        let emb_cfg = nn::EmbeddingConfig { padding_idx: 0, ws_init: u, ..Default::default() };
+        let u = nn::Init::Uniform {
+            lo: -c.init_range,
+            up: c.init_range,
+        };
+        let emb_cfg = nn::EmbeddingConfig {
+            padding_idx: 0,
+            ws_init: u,
+            ..Default::default()
+        };
         let src_embedding = nn::embedding(vs / "embedding", c.vocab_size, e, emb_cfg);
-        let tgt_embedding =
-            (!c.shared_embeddings).then(|| nn::embedding(vs / "decoder" / "embedding", c.vocab_size, e, emb_cfg));
+        let tgt_embedding = (!c.shared_embeddings)
+            .then(|| nn::embedding(vs / "decoder" / "embedding", c.vocab_size, e, emb_cfg));
         let enc = vs / "encoder";
         let enc_fwd = lstm(&enc / "bottom_fwd", e, h, c.init_range);
         let enc_bwd = lstm(&enc / "bottom_bwd", e, h, c.init_range);
@@ -124,8 +137,19 @@ impl Seq2Seq {
         for i in 1..c.decoder_layers {
             dec_layers.push(lstm(&dec / "layers" / i, 2 * h, h, c.init_range));
         }
-        let attention = Attention::new(&(&dec / "attention"), c.attention, h, h, c.attention_units, c.init_range);
-        let lin_cfg = nn::LinearConfig { ws_init: u, bs_init: Some(u), bias: true };
+        let attention = Attention::new(
+            &(&dec / "attention"),
+            c.attention,
+            h,
+            h,
+            c.attention_units,
+            c.init_range,
+        );
+        let lin_cfg = nn::LinearConfig {
+            ws_init: u,
+            bs_init: Some(u),
+            bias: true,
+        };
         let classifier = nn::linear(&dec / "classifier", h, c.vocab_size, lin_cfg);
         let model = Seq2Seq {
             config: c.clone(),
@@ -161,7 +185,9 @@ impl Seq2Seq {
         let x = self.dropout(self.src_embedding.forward(src), train);
         // The backward direction must start at each sentence's last real token: reverse every
         // sentence within its own length, run forward, reverse back.
-        let pos = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0).expand([b, s], false);
+        let pos = Tensor::arange(s, (Kind::Int64, device))
+            .unsqueeze(0)
+            .expand([b, s], false);
         let lens = src_len.to_device(device).unsqueeze(1);
         let rev_idx = (&lens - 1 - &pos).where_self(&pos.lt_tensor(&lens), &pos);
         let gather = |t: &Tensor| t.gather(1, &rev_idx.unsqueeze(2).expand_as(t), false);
@@ -172,10 +198,18 @@ impl Seq2Seq {
             let i = k as i64 + 1;
             let inp = self.dropout(out.shallow_clone(), train);
             let (y, _) = layer.seq(&inp);
-            out = if self.config.residual_at(i, true) { y + out } else { y };
+            out = if self.config.residual_at(i, true) {
+                y + out
+            } else {
+                y
+            };
         }
         let keys = self.attention.keys(&out);
-        Encoded { outputs: out, keys, pad_mask }
+        Encoded {
+            outputs: out,
+            keys,
+            pad_mask,
+        }
     }
 
     /// Runs the decoder over `tgt_in` `[B, T]` from `state` (None: zeros). Returns logits
@@ -199,17 +233,34 @@ impl Seq2Seq {
         };
         let (h0, s0) = self.dec_layers[0].seq_init(&x, &init(0));
         new_state.push(s0);
-        let (ctx, attn) = self.attention.forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask);
+        let (ctx, attn) = self
+            .attention
+            .forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask);
         let mut out = h0;
         for (k, layer) in self.dec_layers.iter().enumerate().skip(1) {
-            let inp = Tensor::cat(&[self.dropout(out.shallow_clone(), train), ctx.shallow_clone()], 2);
+            let inp = Tensor::cat(
+                &[
+                    self.dropout(out.shallow_clone(), train),
+                    ctx.shallow_clone(),
+                ],
+                2,
+            );
             let (y, st) = layer.seq_init(&inp, &init(k));
             new_state.push(st);
-            out = if self.config.residual_at(k as i64, false) { y + out } else { y };
+            out = if self.config.residual_at(k as i64, false) {
+                y + out
+            } else {
+                y
+            };
         }
         let out = self.dropout(out, train);
         let logits = if self.config.tied_output {
-            out.matmul(&self.tgt_emb().ws.tr()) + self.classifier.bs.as_ref().map_or(Tensor::from(0.0), |b| b.shallow_clone())
+            out.matmul(&self.tgt_emb().ws.tr())
+                + self
+                    .classifier
+                    .bs
+                    .as_ref()
+                    .map_or(Tensor::from(0.0), |b| b.shallow_clone())
         } else {
             self.classifier.forward(&out)
         };
@@ -224,9 +275,18 @@ impl Seq2Seq {
 
     /// One decoder step for search: `tokens` `[B]` -> log-probabilities `[B, V]` (float32),
     /// attention `[B, S]` and the next state.
-    pub fn step(&self, enc: &Encoded, state: Option<&DecoderState>, tokens: &Tensor) -> (Tensor, Tensor, DecoderState) {
+    pub fn step(
+        &self,
+        enc: &Encoded,
+        state: Option<&DecoderState>,
+        tokens: &Tensor,
+    ) -> (Tensor, Tensor, DecoderState) {
         let (logits, attn, st) = self.decode(enc, &tokens.unsqueeze(1), state, false);
-        (logits.squeeze_dim(1).log_softmax(-1, Kind::Float), attn.squeeze_dim(1).to_kind(Kind::Float), st)
+        (
+            logits.squeeze_dim(1).log_softmax(-1, Kind::Float),
+            attn.squeeze_dim(1).to_kind(Kind::Float),
+            st,
+        )
     }
 }
 
@@ -261,24 +321,39 @@ pub fn parameter_counts(vs: &nn::VarStore) -> Vec<(String, i64)> {
 /// Loads `model.safetensors` into `vs`, checking that every name and shape matches.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
     let p = path.display().to_string();
-    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::File { path: p.clone(), msg: e.to_string() })?;
+    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::File {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
     let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
     for (name, mut var) in vars {
         let Some(t) = by_name.remove(&name) else {
-            return Err(ModelError::Tensor { path: p, name, msg: "missing from the file".into() });
+            return Err(ModelError::Tensor {
+                path: p,
+                name,
+                msg: "missing from the file".into(),
+            });
         };
         if t.size() != var.size() {
             return Err(ModelError::Tensor {
                 path: p,
                 name,
-                msg: format!("shape {:?} in the file, {:?} in the model config", t.size(), var.size()),
+                msg: format!(
+                    "shape {:?} in the file, {:?} in the model config",
+                    t.size(),
+                    var.size()
+                ),
             });
         }
         tch::no_grad(|| var.copy_(&t));
     }
     if let Some(name) = by_name.into_keys().next() {
-        return Err(ModelError::Tensor { path: p, name, msg: "in the file but not in the model config".into() });
+        return Err(ModelError::Tensor {
+            path: p,
+            name,
+            msg: "in the file but not in the model config".into(),
+        });
     }
     Ok(())
 }
@@ -286,10 +361,14 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError
 /// A loaded model directory: `config.json` + `model.safetensors` (+ `tokenizer.json`, loaded by the caller).
 pub fn load_model_dir(dir: &Path, device: Device) -> Result<(nn::VarStore, Seq2Seq), ModelError> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| ModelError::File { path: cfg_path.display().to_string(), msg: e.to_string() })?;
-    let config: ModelConfig = serde_json::from_str(&text)
-        .map_err(|e| ModelError::File { path: cfg_path.display().to_string(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::File {
+        path: cfg_path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let config: ModelConfig = serde_json::from_str(&text).map_err(|e| ModelError::File {
+        path: cfg_path.display().to_string(),
+        msg: e.to_string(),
+    })?;
     let mut vs = nn::VarStore::new(device);
     let model = Seq2Seq::new(&vs.root(), &config)?;
     load_weights(&mut vs, &dir.join("model.safetensors"))?;

@@ -33,7 +33,12 @@ fn stepping_equals_teacher_forcing() {
 #[test]
 fn padding_does_not_change_results() {
     let (_vs, m) = tiny();
-    let alone = m.forward(&ids(&[5, 6, 7], 1), &Tensor::from_slice(&[3i64]), &ids(&[1, 9, 10], 1), false);
+    let alone = m.forward(
+        &ids(&[5, 6, 7], 1),
+        &Tensor::from_slice(&[3i64]),
+        &ids(&[1, 9, 10], 1),
+        false,
+    );
     let batch = m.forward(
         &ids(&[5, 6, 7, 0, 0, 8, 9, 10, 11, 12], 2),
         &Tensor::from_slice(&[3i64, 5]),
@@ -47,11 +52,19 @@ fn padding_does_not_change_results() {
 #[test]
 fn gradients_reach_every_parameter() {
     let (vs, m) = tiny();
-    let logits = m.forward(&ids(&[5, 6, 7, 8], 2), &Tensor::from_slice(&[2i64, 2]), &ids(&[1, 9, 1, 10], 2), true);
+    let logits = m.forward(
+        &ids(&[5, 6, 7, 8], 2),
+        &Tensor::from_slice(&[2i64, 2]),
+        &ids(&[1, 9, 1, 10], 2),
+        true,
+    );
     logits.sum(Kind::Float).backward();
     for (name, t) in vs.variables() {
         let g = t.grad();
-        assert!(g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0, "no gradient for {name}");
+        assert!(
+            g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+            "no gradient for {name}"
+        );
     }
 }
 
@@ -72,7 +85,10 @@ fn mismatched_weights_name_the_tensor() {
     let p = dir.path().join("model.safetensors");
     vs.save(&p).unwrap();
     let mut vs2 = nn::VarStore::new(Device::Cpu);
-    let cfg = ModelConfig { hidden_size: 32, ..ModelConfig::preset("tiny", 24).unwrap() };
+    let cfg = ModelConfig {
+        hidden_size: 32,
+        ..ModelConfig::preset("tiny", 24).unwrap()
+    };
     let _m2 = Seq2Seq::new(&vs2.root(), &cfg).unwrap();
     let err = load_weights(&mut vs2, &p).unwrap_err().to_string();
     assert!(err.contains("tensor `") && err.contains("shape"), "{err}");

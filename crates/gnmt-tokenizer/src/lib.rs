@@ -59,13 +59,19 @@ pub struct SubwordTokenizer {
 
 impl std::fmt::Debug for SubwordTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubwordTokenizer").field("vocab_size", &self.vocab_size()).field("hash", &self.hash).finish()
+        f.debug_struct("SubwordTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
 fn normalizer() -> Result<NormalizerWrapper, TokenizerError> {
-    let ws = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-        .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+    let ws = Replace::new(
+        tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+        " ",
+    )
+    .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
     Ok(NormSequence::new(vec![NFKC.into(), ws.into(), Strip::new(true, true).into()]).into())
 }
 
@@ -97,7 +103,8 @@ impl SubwordTokenizer {
         let target = size.div_ceil(8) * 8;
         let learned = (target - FIRST_PIECE as usize) as u32;
         let mut tk = Tokenizer::new(Unigram::default());
-        tk.with_normalizer(Some(normalizer()?)).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tk.with_normalizer(Some(normalizer()?))
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
         tk.with_pre_tokenizer(Some(pretok()));
         let trainer = UnigramTrainer::builder()
             .show_progress(false)
@@ -107,14 +114,17 @@ impl SubwordTokenizer {
             .build()
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
         let mut trainer = TrainerWrapper::UnigramTrainer(trainer);
-        tk.train(&mut trainer, lines).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tk.train(&mut trainer, lines)
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
         let vocab = tk.get_vocab(false);
         let model = tk.get_model();
         let mut pieces: Vec<(String, f64)> = Vec::new();
         let mut by_id: Vec<(u32, String)> = vocab.into_iter().map(|(s, i)| (i, s)).collect();
         by_id.sort();
         let scores: std::collections::HashMap<String, f64> = match model {
-            tokenizers::ModelWrapper::Unigram(u) => u.iter().map(|(s, sc)| (s.clone(), *sc)).collect(),
+            tokenizers::ModelWrapper::Unigram(u) => {
+                u.iter().map(|(s, sc)| (s.clone(), *sc)).collect()
+            }
             _ => Default::default(),
         };
         for (_, s) in by_id {
@@ -129,7 +139,8 @@ impl SubwordTokenizer {
 
     /// Builds the final model: specials, bytes, pieces, padding up to `target` (a multiple of 8).
     fn assemble(pieces: Vec<(String, f64)>, target: usize) -> Result<Self, TokenizerError> {
-        let mut vocab: Vec<(String, f64)> = SPECIALS.iter().map(|s| (s.to_string(), -1e4)).collect();
+        let mut vocab: Vec<(String, f64)> =
+            SPECIALS.iter().map(|s| (s.to_string(), -1e4)).collect();
         vocab.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), -1e4)));
         vocab.extend(pieces);
         let total = vocab.len().div_ceil(8).max(target / 8) * 8;
@@ -138,16 +149,20 @@ impl SubwordTokenizer {
             vocab.push((format!("<extra_{k}>"), -1e4));
             k += 1;
         }
-        let model = Unigram::from(vocab, Some(UNK as usize), true).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let model = Unigram::from(vocab, Some(UNK as usize), true)
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
         let mut tk = Tokenizer::new(model);
-        tk.with_normalizer(Some(normalizer()?)).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tk.with_normalizer(Some(normalizer()?))
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
         tk.with_pre_tokenizer(Some(pretok()));
         tk.with_decoder(Some(decoder()));
         Self::from_tokenizer(tk)
     }
 
     fn from_tokenizer(inner: Tokenizer) -> Result<Self, TokenizerError> {
-        let json = inner.to_string(false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let json = inner
+            .to_string(false)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
         let hash = hex(&Sha256::digest(json.as_bytes()));
         let t = SubwordTokenizer { inner, hash };
         for (i, s) in SPECIALS.iter().enumerate() {
@@ -162,16 +177,27 @@ impl SubwordTokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self, TokenizerError> {
-        let file_err = |msg: String| TokenizerError::File { path: path.display().to_string(), msg };
+        let file_err = |msg: String| TokenizerError::File {
+            path: path.display().to_string(),
+            msg,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        let inner: Tokenizer = text.parse().map_err(|e: tokenizers::Error| file_err(format!("not a tokenizer.json: {e}")))?;
+        let inner: Tokenizer = text
+            .parse()
+            .map_err(|e: tokenizers::Error| file_err(format!("not a tokenizer.json: {e}")))?;
         Self::from_tokenizer(inner).map_err(|e| file_err(e.to_string()))
     }
 
     /// Writes the standard Hugging Face `tokenizer.json` (atomically).
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
-        let file_err = |msg: String| TokenizerError::File { path: path.display().to_string(), msg };
-        let json = self.inner.to_string(true).map_err(|e| file_err(e.to_string()))?;
+        let file_err = |msg: String| TokenizerError::File {
+            path: path.display().to_string(),
+            msg,
+        };
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| file_err(e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(|e| file_err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| file_err(e.to_string()))
@@ -204,27 +230,39 @@ impl SubwordTokenizer {
 
     /// Ids of a line (no BOS/EOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let e = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let e = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
         Ok(e.get_ids().to_vec())
     }
 
     /// Pieces of a line.
     pub fn encode_pieces(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
-        let e = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let e = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
         Ok(e.get_tokens().to_vec())
     }
 
     /// Text of ids; special ids are dropped.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let ids: Vec<u32> = ids.iter().copied().filter(|&i| i >= UNK).collect();
-        self.inner.decode(&ids, false).map_err(|e| TokenizerError::Invalid(e.to_string()))
+        self.inner
+            .decode(&ids, false)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))
     }
 
     /// Text of pieces.
     pub fn decode_pieces(&self, pieces: &[String]) -> Result<String, TokenizerError> {
         let ids: Result<Vec<u32>, _> = pieces
             .iter()
-            .map(|p| self.inner.token_to_id(p).ok_or_else(|| TokenizerError::Invalid(format!("unknown piece `{p}`"))))
+            .map(|p| {
+                self.inner
+                    .token_to_id(p)
+                    .ok_or_else(|| TokenizerError::Invalid(format!("unknown piece `{p}`")))
+            })
             .collect();
         self.decode(&ids?)
     }
@@ -247,9 +285,17 @@ mod tests {
     use super::*;
 
     fn corpus() -> Vec<String> {
-        let base = ["a man is riding a horse", "ein mann reitet ein pferd", "two dogs play in the snow",
-            "zwei hunde spielen im schnee", "the woman reads a book", "die frau liest ein buch"];
-        (0..200).map(|i| format!("{} {}", base[i % base.len()], i)).collect()
+        let base = [
+            "a man is riding a horse",
+            "ein mann reitet ein pferd",
+            "two dogs play in the snow",
+            "zwei hunde spielen im schnee",
+            "the woman reads a book",
+            "die frau liest ein buch",
+        ];
+        (0..200)
+            .map(|i| format!("{} {}", base[i % base.len()], i))
+            .collect()
     }
 
     #[test]
@@ -259,11 +305,20 @@ mod tests {
         for (i, s) in SPECIALS.iter().enumerate() {
             assert_eq!(t.id_to_piece(i as u32).as_deref(), Some(*s));
         }
-        for line in ["a man reads  a book", "Ünïcödé 日本語 😀 ‽ never seen", "  spaced\tout  ", "", "ﬁ ligature ①"] {
+        for line in [
+            "a man reads  a book",
+            "Ünïcödé 日本語 😀 ‽ never seen",
+            "  spaced\tout  ",
+            "",
+            "ﬁ ligature ①",
+        ] {
             let ids = t.encode(line).unwrap();
             assert_eq!(t.decode(&ids).unwrap(), t.normalize(line), "line {line:?}");
         }
-        assert!(t.encode("日本").unwrap().iter().all(|&i| i != UNK), "byte fallback must avoid <unk>");
+        assert!(
+            t.encode("日本").unwrap().iter().all(|&i| i != UNK),
+            "byte fallback must avoid <unk>"
+        );
     }
 
     #[test]
@@ -276,7 +331,10 @@ mod tests {
         let u = SubwordTokenizer::load(&p).unwrap();
         assert_eq!(u.encode("a man").unwrap(), t.encode("a man").unwrap());
         std::fs::write(&p, "{not json").unwrap();
-        assert!(SubwordTokenizer::load(&p).unwrap_err().to_string().contains("tokenizer.json"));
+        assert!(SubwordTokenizer::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("tokenizer.json"));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

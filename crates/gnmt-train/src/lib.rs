@@ -1,1 +1,11 @@
-//! gnmt-train
+//! # gnmt-train
+//!
+//! Training GNMT models: label-smoothed cross-entropy, Adam whose state lives in tensors we own
+//! (so it is saved and restored exactly), NVIDIA's GNMT v2 learning-rate schedule, gradient
+//! clipping, atomic checkpoints, exact resume, validation loss and BLEU, `metrics.jsonl`.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod trainer;
+
+pub use trainer::{train, TrainConfig, TrainError};

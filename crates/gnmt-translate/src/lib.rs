@@ -25,7 +25,13 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { beam: 5, alpha: 0.6, beta: 0.1, max_len_a: 1.5, max_len_b: 10 }
+        SearchConfig {
+            beam: 5,
+            alpha: 0.6,
+            beta: 0.1,
+            max_len_a: 1.5,
+            max_len_b: 10,
+        }
     }
 }
 
@@ -48,11 +54,21 @@ fn length_penalty(len: usize, alpha: f64) -> f64 {
 
 /// Translates a batch of id sequences; returns, per sentence, its hypotheses best first
 /// (at most `beam`). Empty sources give an empty hypothesis.
-pub fn translate_batch(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Device) -> Vec<Vec<Hypothesis>> {
+pub fn translate_batch(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &SearchConfig,
+    device: Device,
+) -> Vec<Vec<Hypothesis>> {
     tch::no_grad(|| search(model, sources, cfg, device))
 }
 
-fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Device) -> Vec<Vec<Hypothesis>> {
+fn search(
+    model: &Seq2Seq,
+    sources: &[Vec<u32>],
+    cfg: &SearchConfig,
+    device: Device,
+) -> Vec<Vec<Hypothesis>> {
     let b = sources.len();
     let k = cfg.beam.max(1);
     if b == 0 {
@@ -66,25 +82,36 @@ fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Dev
         }
     }
     let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
-    let src = Tensor::from_slice(&flat).view([b as i64, s as i64]).to_device(device);
+    let src = Tensor::from_slice(&flat)
+        .view([b as i64, s as i64])
+        .to_device(device);
     let enc = model.encode(&src, &Tensor::from_slice(&lens), false);
     let vocab = model.config.vocab_size;
-    let max_len: Vec<usize> =
-        sources.iter().map(|x| (cfg.max_len_a * x.len() as f64).floor() as usize + cfg.max_len_b).collect();
+    let max_len: Vec<usize> = sources
+        .iter()
+        .map(|x| (cfg.max_len_a * x.len() as f64).floor() as usize + cfg.max_len_b)
+        .collect();
     let global_max = max_len.iter().copied().max().unwrap_or(1);
 
     // Rows: sentence-major, `k` beams each. `active` lists the sentences still searched.
     let mut active: Vec<usize> = (0..b).collect();
-    let mut row_src: Vec<i64> = active.iter().flat_map(|&i| std::iter::repeat_n(i as i64, k)).collect();
+    let mut row_src: Vec<i64> = active
+        .iter()
+        .flat_map(|&i| std::iter::repeat_n(i as i64, k))
+        .collect();
     let mut enc_rows = enc.select(&Tensor::from_slice(&row_src).to_device(device));
-    let mut scores: Vec<f64> = (0..b * k).map(|r| if r % k == 0 { 0.0 } else { f64::NEG_INFINITY }).collect();
+    let mut scores: Vec<f64> = (0..b * k)
+        .map(|r| if r % k == 0 { 0.0 } else { f64::NEG_INFINITY })
+        .collect();
     let mut hist: Vec<Vec<u32>> = vec![Vec::new(); b * k];
     let mut align: Vec<Vec<usize>> = vec![Vec::new(); b * k];
     let mut coverage = Tensor::zeros([(b * k) as i64, s as i64], (Kind::Float, device));
     let mut tokens = Tensor::full([(b * k) as i64], BOS as i64, (Kind::Int64, device));
     let mut state: Option<DecoderState> = None;
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); b];
-    let src_mask: Vec<Vec<bool>> = (0..b).map(|i| (0..s).map(|j| j < sources[i].len()).collect()).collect();
+    let src_mask: Vec<Vec<bool>> = (0..b)
+        .map(|i| (0..s).map(|j| j < sources[i].len()).collect())
+        .collect();
 
     for t in 0..global_max {
         if active.is_empty() {
@@ -93,17 +120,31 @@ fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Dev
         let (lp, attn, st) = model.step(&enc_rows, state.as_ref(), &tokens);
         coverage += &attn;
         let rows = active.len() * k;
-        let sc = Tensor::from_slice(&scores).to_device(device).to_kind(Kind::Float).unsqueeze(1);
+        let sc = Tensor::from_slice(&scores)
+            .to_device(device)
+            .to_kind(Kind::Float)
+            .unsqueeze(1);
         let cand = (lp + sc).view([active.len() as i64, (k as i64) * vocab]);
         let want = (2 * k).min((k as i64 * vocab) as usize) as i64;
         let (top_v, top_i) = cand.topk(want, -1, true, true);
-        let top_v: Vec<f32> = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        let top_i: Vec<i64> = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        let attn_cpu: Vec<f32> = Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        let cov_cpu: Vec<f32> = Vec::<f32>::try_from(coverage.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let top_v: Vec<f32> =
+            Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let top_i: Vec<i64> =
+            Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let attn_cpu: Vec<f32> =
+            Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let cov_cpu: Vec<f32> =
+            Vec::<f32>::try_from(coverage.to_device(Device::Cpu).flatten(0, -1))
+                .unwrap_or_default();
         let argmax = |row: usize| -> usize {
             let a = &attn_cpu[row * s..(row + 1) * s];
-            a.iter().enumerate().fold((0, f32::MIN), |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc }).0
+            a.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc },
+                )
+                .0
         };
         let cov_penalty = |row: usize, sent: usize| -> f64 {
             let c = &cov_cpu[row * s..(row + 1) * s];
@@ -142,8 +183,14 @@ fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Dev
                             toks.push(tok as u32);
                             al.push(argmax(row));
                         }
-                        let norm = v / length_penalty(toks.len() + 1, cfg.alpha) + cov_penalty(row, sent);
-                        finished[sent].push(Hypothesis { tokens: toks, score: norm, log_prob: v, alignment: al });
+                        let norm =
+                            v / length_penalty(toks.len() + 1, cfg.alpha) + cov_penalty(row, sent);
+                        finished[sent].push(Hypothesis {
+                            tokens: toks,
+                            score: norm,
+                            log_prob: v,
+                            alignment: al,
+                        });
                     }
                 } else if live.len() < k {
                     live.push((row, tok, v));
@@ -151,12 +198,18 @@ fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Dev
             }
             // Stop when no live hypothesis can beat the finished ones: a live score only falls,
             // and cp <= 0, so its best case is its score divided by the largest length penalty.
-            let best_done = finished[sent].iter().map(|h| h.score).fold(f64::NEG_INFINITY, f64::max);
+            let best_done = finished[sent]
+                .iter()
+                .map(|h| h.score)
+                .fold(f64::NEG_INFINITY, f64::max);
             let bound = live
                 .iter()
                 .map(|&(_, _, v)| v / length_penalty(max_len[sent] + 1, cfg.alpha))
                 .fold(f64::NEG_INFINITY, f64::max);
-            let done = finished[sent].len() >= k || live.is_empty() || t + 1 >= max_len[sent] || (best_done >= bound);
+            let done = finished[sent].len() >= k
+                || live.is_empty()
+                || t + 1 >= max_len[sent]
+                || (best_done >= bound);
             if done {
                 continue;
             }
@@ -195,7 +248,12 @@ fn search(model: &Seq2Seq, sources: &[Vec<u32>], cfg: &SearchConfig, device: Dev
     for f in finished.iter_mut() {
         f.sort_by(|a, b| b.score.total_cmp(&a.score));
         if f.is_empty() {
-            f.push(Hypothesis { tokens: Vec::new(), score: 0.0, log_prob: 0.0, alignment: Vec::new() });
+            f.push(Hypothesis {
+                tokens: Vec::new(),
+                score: 0.0,
+                log_prob: 0.0,
+                alignment: Vec::new(),
+            });
         }
     }
     let _ = row_src;

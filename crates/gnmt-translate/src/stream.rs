@@ -57,12 +57,23 @@ impl Translator<'_> {
         order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
         let mut out: Vec<Vec<Hypothesis>> = vec![Vec::new(); srcs.len()];
         for batch in order.chunks(self.batch_size.max(1)) {
-            let (empty, full): (Vec<usize>, Vec<usize>) = batch.iter().partition(|&&i| srcs[i].is_empty());
+            let (empty, full): (Vec<usize>, Vec<usize>) =
+                batch.iter().partition(|&&i| srcs[i].is_empty());
             for i in empty {
-                out[i] = vec![Hypothesis { tokens: vec![], score: 0.0, log_prob: 0.0, alignment: vec![] }];
+                out[i] = vec![Hypothesis {
+                    tokens: vec![],
+                    score: 0.0,
+                    log_prob: 0.0,
+                    alignment: vec![],
+                }];
             }
             let inputs: Vec<Vec<u32>> = full.iter().map(|&i| srcs[i].clone()).collect();
-            for (i, h) in full.iter().zip(translate_batch(self.model, &inputs, &self.search, self.device)) {
+            for (i, h) in full.iter().zip(translate_batch(
+                self.model,
+                &inputs,
+                &self.search,
+                self.device,
+            )) {
                 out[*i] = h;
             }
         }
@@ -96,7 +107,10 @@ impl Translator<'_> {
                 lineno += 1;
                 let mut v = self.tokenizer.encode(line)?;
                 if v.len() > max_len {
-                    tracing::warn!("line {lineno}: {} pieces, truncated to the model's limit of {max_len}", v.len());
+                    tracing::warn!(
+                        "line {lineno}: {} pieces, truncated to the model's limit of {max_len}",
+                        v.len()
+                    );
                     v.truncate(max_len);
                     summary.truncated += 1;
                 }
@@ -110,7 +124,11 @@ impl Translator<'_> {
                 if opts.nbest > 0 {
                     for hyp in h.iter().take(opts.nbest) {
                         let t = self.tokenizer.decode(&hyp.tokens)?;
-                        text.push_str(&format!("{index} ||| {} ||| {:.4}\n", t.replace('\n', " "), hyp.score));
+                        text.push_str(&format!(
+                            "{index} ||| {} ||| {:.4}\n",
+                            t.replace('\n', " "),
+                            hyp.score
+                        ));
                     }
                 } else {
                     let best = &h[0];
@@ -118,7 +136,11 @@ impl Translator<'_> {
                     text.push_str(&self.tokenizer.decode(&best.tokens)?.replace('\n', " "));
                     if opts.alignments {
                         text.push('\t');
-                        let a: Vec<String> = best.alignment.iter().map(|j| j.min(&src.len().saturating_sub(1)).to_string()).collect();
+                        let a: Vec<String> = best
+                            .alignment
+                            .iter()
+                            .map(|j| j.min(&src.len().saturating_sub(1)).to_string())
+                            .collect();
                         text.push_str(&a.join(" "));
                     }
                     text.push('\n');

@@ -23,7 +23,11 @@ fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64) -> (Vec<u32>, f64)
         inp.extend(prefix.iter().map(|&x| x as i64));
         let (logits, _, _) = m.decode(&enc, &Tensor::from_slice(&inp).view([1, -1]), None, false);
         let lp = logits.log_softmax(-1, Kind::Float);
-        let logp: f64 = prefix.iter().enumerate().map(|(t, &x)| lp.double_value(&[0, t as i64, x as i64])).sum();
+        let logp: f64 = prefix
+            .iter()
+            .enumerate()
+            .map(|(t, &x)| lp.double_value(&[0, t as i64, x as i64]))
+            .sum();
         let last = prefix.len() as i64;
         for tok in 0..v {
             let total = logp + lp.double_value(&[0, last, tok as i64]);
@@ -50,7 +54,13 @@ fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64) -> (Vec<u32>, f64)
 #[test]
 fn wide_beam_equals_exhaustive_search() {
     let (_vs, m) = model(8);
-    let cfg = SearchConfig { beam: 64, alpha: 0.6, beta: 0.0, max_len_a: 0.0, max_len_b: 3 };
+    let cfg = SearchConfig {
+        beam: 64,
+        alpha: 0.6,
+        beta: 0.0,
+        max_len_a: 0.0,
+        max_len_b: 3,
+    };
     for src in [vec![4u32, 5, 6], vec![7, 3]] {
         let (toks, score) = exhaustive(&m, &src, 3, 0.6);
         let got = &translate_batch(&m, &[src.clone()], &cfg, Device::Cpu)[0][0];
@@ -63,8 +73,14 @@ fn wide_beam_equals_exhaustive_search() {
 fn beam_one_is_greedy() {
     let (_vs, m) = model(16);
     let src = vec![4u32, 9, 11, 5];
-    let cfg = SearchConfig { beam: 1, beta: 0.0, ..Default::default() };
-    let got = translate_batch(&m, &[src.clone()], &cfg, Device::Cpu)[0][0].tokens.clone();
+    let cfg = SearchConfig {
+        beam: 1,
+        beta: 0.0,
+        ..Default::default()
+    };
+    let got = translate_batch(&m, &[src.clone()], &cfg, Device::Cpu)[0][0]
+        .tokens
+        .clone();
     // Greedy by hand: argmax at every step until EOS or the length limit.
     let s = Tensor::from_slice(&src.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, -1]);
     let enc = m.encode(&s, &Tensor::from_slice(&[4i64]), false);

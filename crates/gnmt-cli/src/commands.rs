@@ -1,0 +1,482 @@
+//! `vocab`, `tokenize`, `detokenize`, `model-info`, `train`, `translate`.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gnmt_data::text::Lines;
+use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
+use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
+use gnmt_train::TrainConfig;
+use gnmt_translate::stream::{OutputOptions, Translator};
+use gnmt_translate::SearchConfig;
+use tch::nn;
+
+fn spinner(msg: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_message(msg.to_string());
+    b.enable_steady_tick(std::time::Duration::from_millis(120));
+    b
+}
+
+#[derive(Args, Debug)]
+pub struct VocabArgs {
+    /// Source-side training text (plain or .gz).
+    #[arg(long)]
+    src: PathBuf,
+    /// Target-side training text (plain or .gz).
+    #[arg(long)]
+    tgt: PathBuf,
+    /// Vocabulary size (rounded up to a multiple of 8).
+    #[arg(long, default_value_t = 8000)]
+    size: usize,
+    /// Subword algorithm.
+    #[arg(long, value_enum, default_value = "unigram")]
+    kind: Kind,
+    /// Threads for training (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to write the Hugging Face tokenizer.json.
+    #[arg(short, long, default_value = "tokenizer.json")]
+    output: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Kind {
+    Unigram,
+}
+
+pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
+    }
+    let Kind::Unigram = a.kind;
+    let bar = spinner("reading corpus");
+    let mut lines = gnmt_data::text::read_lines(&a.src)?;
+    lines.extend(gnmt_data::text::read_lines(&a.tgt)?);
+    bar.set_message(format!(
+        "training a {}-piece vocabulary on {} lines",
+        a.size,
+        lines.len()
+    ));
+    let t = Instant::now();
+    let tok = SubwordTokenizer::train(lines.into_iter(), a.size, VocabKind::Unigram)?;
+    bar.finish_and_clear();
+    tok.save(&a.output)?;
+    tracing::info!(
+        "wrote {} ({} pieces) in {:.1}s",
+        a.output.display(),
+        tok.vocab_size(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// The tokenizer.json.
+    #[arg(long)]
+    vocab: PathBuf,
+    /// Print ids instead of pieces.
+    #[arg(long)]
+    ids: bool,
+}
+
+pub fn tokenize(a: TokenizeArgs) -> Result<ExitCode> {
+    let tok = SubwordTokenizer::load(&a.vocab)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for line in Lines::open(Path::new("-"))? {
+        let line = line?;
+        if a.ids {
+            let ids: Vec<String> = tok.encode(&line)?.iter().map(u32::to_string).collect();
+            writeln!(out, "{}", ids.join(" "))?;
+        } else {
+            writeln!(out, "{}", tok.encode_pieces(&line)?.join(" "))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn detokenize(a: TokenizeArgs) -> Result<ExitCode> {
+    let tok = SubwordTokenizer::load(&a.vocab)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (n, line) in Lines::open(Path::new("-"))?.enumerate() {
+        let line = line?;
+        let text = if a.ids {
+            let ids: Result<Vec<u32>, _> = line.split_whitespace().map(str::parse).collect();
+            tok.decode(&ids.with_context(|| format!("stdin: line {}: not a list of ids", n + 1))?)?
+        } else {
+            let pieces: Vec<String> = line
+                .split(' ')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+            tok.decode_pieces(&pieces)
+                .with_context(|| format!("stdin: line {}", n + 1))?
+        };
+        writeln!(out, "{text}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct ModelInfoArgs {
+    /// A preset (gnmt8, gnmt4, small, small8, tiny).
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<String>,
+    /// Vocabulary size for --preset.
+    #[arg(long, default_value_t = 32000)]
+    vocab: i64,
+    /// A model directory.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+pub fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let cfg = match (&a.preset, &a.model) {
+        (Some(p), _) => ModelConfig::preset(p, a.vocab).with_context(|| {
+            format!(
+                "unknown preset `{p}` (known: {})",
+                gnmt_model::PRESETS.join(", ")
+            )
+        })?,
+        (None, Some(dir)) => {
+            let p = dir.join("config.json");
+            serde_json::from_str(
+                &std::fs::read_to_string(&p).with_context(|| p.display().to_string())?,
+            )
+            .with_context(|| p.display().to_string())?
+        }
+        (None, None) => bail!("give --preset NAME or --model DIR"),
+    };
+    let _m = Seq2Seq::new(&vs.root(), &cfg)?;
+    println!("{}", serde_json::to_string_pretty(&cfg)?);
+    for (part, n) in gnmt_model::parameter_counts(&vs) {
+        println!("{part:>12}: {n:>13}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A TOML file of training settings (see data/configs/); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    train_src: Option<PathBuf>,
+    #[arg(long)]
+    train_tgt: Option<PathBuf>,
+    #[arg(long)]
+    valid_src: Option<PathBuf>,
+    #[arg(long)]
+    valid_tgt: Option<PathBuf>,
+    /// tokenizer.json; without it one is trained and kept in the run directory.
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Model preset: gnmt8, gnmt4, small, small8, tiny.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Run directory (checkpoints, metrics.jsonl, best/, final/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    max_steps: Option<i64>,
+    /// Sentences per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Tokens per batch (padding counted).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    save_every: Option<i64>,
+    #[arg(long)]
+    valid_every: Option<i64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// CPU threads for libtorch.
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start over even if --out holds another run.
+    #[arg(long)]
+    force: bool,
+    /// Any other setting: `--set key=value` (TOML value), model fields as `model.KEY=value`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut v: toml::Table = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let t: toml::Table = text
+                .parse()
+                .with_context(|| format!("{}: not valid TOML", p.display()))?;
+            t
+        }
+        None => toml::Table::new(),
+    };
+    let mut put = |k: &str, val: toml::Value| {
+        v.insert(k.to_string(), val);
+    };
+    let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+    if let Some(x) = &a.train_src {
+        put("train_src", path(x))
+    }
+    if let Some(x) = &a.train_tgt {
+        put("train_tgt", path(x))
+    }
+    if let Some(x) = &a.valid_src {
+        put("valid_src", path(x))
+    }
+    if let Some(x) = &a.valid_tgt {
+        put("valid_tgt", path(x))
+    }
+    if let Some(x) = &a.vocab {
+        put("vocab", path(x))
+    }
+    if let Some(x) = &a.out {
+        put("out", path(x))
+    }
+    if let Some(x) = &a.preset {
+        put("preset", toml::Value::String(x.clone()))
+    }
+    if let Some(x) = &a.device {
+        put("device", toml::Value::String(x.clone()))
+    }
+    if let Some(x) = a.max_steps {
+        put("max_steps", toml::Value::Integer(x))
+    }
+    if let Some(x) = a.batch_size {
+        put("batch_size", toml::Value::Integer(x as i64))
+    }
+    if let Some(x) = a.max_tokens {
+        put("max_tokens", toml::Value::Integer(x as i64))
+    }
+    if let Some(x) = a.save_every {
+        put("save_every", toml::Value::Integer(x))
+    }
+    if let Some(x) = a.valid_every {
+        put("valid_every", toml::Value::Integer(x))
+    }
+    if let Some(x) = a.seed {
+        put("seed", toml::Value::Integer(x as i64))
+    }
+    if let Some(x) = a.lr {
+        put("lr", toml::Value::Float(x))
+    }
+    for s in &a.set {
+        let (k, val) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
+        let parsed: toml::Value = format!("x = {val}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("x").cloned())
+            .unwrap_or_else(|| toml::Value::String(val.to_string()));
+        match k.strip_prefix("model.") {
+            Some(mk) => {
+                let m = v
+                    .entry("model")
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                if let toml::Value::Table(t) = m {
+                    t.insert(mk.to_string(), parsed);
+                }
+            }
+            None => {
+                v.insert(k.to_string(), parsed);
+            }
+        }
+    }
+    let cfg: TrainConfig = toml::Value::Table(v)
+        .try_into()
+        .context("training settings")?;
+    if cfg.train_src.as_os_str().is_empty() || cfg.train_tgt.as_os_str().is_empty() {
+        bail!("give the training data: --train-src and --train-tgt (or train_src/train_tgt in --config)");
+    }
+    Ok(cfg)
+}
+
+pub fn train(a: TrainArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let cfg = build_train_config(&a)?;
+    let s = gnmt_train::train(&cfg, a.resume, a.force)
+        .with_context(|| format!("training into {}", cfg.out.display()))?;
+    eprintln!(
+        "trained {} steps: loss {:.3} -> {:.3}, {:.0} tokens/s{}; model in {}",
+        s.steps,
+        s.first_loss,
+        s.last_loss,
+        s.tokens_per_s,
+        s.best_bleu
+            .map(|b| format!(", best validation BLEU {b:.2}"))
+            .unwrap_or_default(),
+        s.final_model.display()
+    );
+    Ok(if s.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    /// Model directory (config.json, tokenizer.json, model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Input file (default: stdin).
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Output file (default: stdout); written atomically.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    /// Length normalization exponent.
+    #[arg(long, default_value_t = 0.6)]
+    alpha: f64,
+    /// Coverage penalty weight.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    #[arg(long, default_value_t = 1.5)]
+    max_len_a: f64,
+    #[arg(long, default_value_t = 10)]
+    max_len_b: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Print the N best translations with scores.
+    #[arg(long, default_value_t = 0)]
+    nbest: usize,
+    /// Append the attended source position of each output piece.
+    #[arg(long)]
+    alignments: bool,
+    /// Greedy search (beam 1).
+    #[arg(long)]
+    greedy: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Score the output against this reference with gnmt-bleu (BLEU, 13a).
+    #[arg(long = "ref")]
+    reference: Option<PathBuf>,
+}
+
+pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let device = gnmt_train::trainer::parse_device(&a.device)?;
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        if !a.model.join(f).exists() {
+            bail!(
+                "{}: not a model directory ({f} is missing)",
+                a.model.display()
+            );
+        }
+    }
+    let tok = SubwordTokenizer::load(&a.model.join("tokenizer.json"))?;
+    let (_vs, model) = load_model_dir(&a.model, device)?;
+    if tok.vocab_size() as i64 != model.config.vocab_size {
+        bail!(
+            "{}: tokenizer.json has {} pieces but config.json says {}",
+            a.model.display(),
+            tok.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    let search = SearchConfig {
+        beam: if a.greedy { 1 } else { a.beam },
+        alpha: a.alpha,
+        beta: a.beta,
+        max_len_a: a.max_len_a,
+        max_len_b: a.max_len_b,
+    };
+    let tr = Translator {
+        model: &model,
+        tokenizer: &tok,
+        device,
+        search,
+        batch_size: a.batch_size,
+        chunk_lines: 10_000,
+    };
+    let input = a.input.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let lines = Lines::open(&input)?;
+    let opts = OutputOptions {
+        nbest: a.nbest,
+        alignments: a.alignments,
+    };
+    let t = Instant::now();
+    let bar = if std::io::stderr().is_terminal() && a.input.is_some() {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let summary = match &a.output {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            let mut w = BufWriter::new(
+                std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?,
+            );
+            let s = tr.translate_stream(lines, &mut w, &opts, |n| {
+                bar.set_message(format!("{n} lines"))
+            })?;
+            drop(w);
+            std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+            s
+        }
+        None => {
+            let mut w = BufWriter::new(std::io::stdout().lock());
+            tr.translate_stream(lines, &mut w, &opts, |n| {
+                bar.set_message(format!("{n} lines"))
+            })?
+        }
+    };
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64().max(1e-9);
+    tracing::info!(
+        "translated {} sentences in {secs:.1}s: {:.1} sentences/s, {:.0} tokens/s",
+        summary.sentences,
+        summary.sentences as f64 / secs,
+        (summary.source_tokens + summary.output_tokens) as f64 / secs
+    );
+    if let (Some(r), Some(out)) = (&a.reference, &a.output) {
+        let hyps = gnmt_data::text::read_lines(out)?;
+        let refs = gnmt_data::text::read_lines(r)?;
+        let seg = gnmt_bleu::Segments {
+            hyps,
+            refs: vec![refs],
+        };
+        let m = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
+        let s = m
+            .corpus_score(&seg, false)
+            .with_context(|| format!("scoring against {}", r.display()))?;
+        eprintln!("{}", s.format_text(1, false));
+    } else if a.reference.is_some() {
+        bail!("--ref needs -o/--output");
+    }
+    Ok(ExitCode::SUCCESS)
+}

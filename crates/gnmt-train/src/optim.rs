@@ -1,0 +1,199 @@
+//! Adam with owned state, and learning-rate schedules.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+/// Adam (Kingma & Ba) whose moments are plain named tensors: savable, loadable, exact.
+#[derive(Debug)]
+pub struct Adam {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub step: i64,
+    vars: Vec<(String, Tensor)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl Adam {
+    pub fn new(vs: &nn::VarStore) -> Self {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let m = vars.iter().map(|(_, t)| t.zeros_like()).collect();
+        let v = vars.iter().map(|(_, t)| t.zeros_like()).collect();
+        Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 0,
+            vars,
+            m,
+            v,
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, t) in &mut self.vars {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Global gradient norm, then clipping to `max_norm` (if > 0). Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let norms: Vec<Tensor> = self
+            .vars
+            .iter()
+            .map(|(_, t)| t.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.square().sum(Kind::Float))
+            .collect();
+        if norms.is_empty() {
+            return 0.0;
+        }
+        let total = Tensor::stack(&norms, 0)
+            .sum(Kind::Float)
+            .sqrt()
+            .double_value(&[]);
+        if max_norm > 0.0 && total > max_norm {
+            let scale = max_norm / (total + 1e-6);
+            for (_, t) in &self.vars {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            }
+        }
+        total
+    }
+
+    /// Per-parameter gradient norms (for the residual study's plots).
+    pub fn grad_norms(&self) -> Vec<(String, f64)> {
+        self.vars
+            .iter()
+            .filter(|(_, t)| t.grad().defined())
+            .map(|(n, t)| (n.clone(), t.grad().norm().double_value(&[])))
+            .collect()
+    }
+
+    pub fn apply(&mut self, lr: f64) {
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        tch::no_grad(|| {
+            for (i, (_, p)) in self.vars.iter_mut().enumerate() {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let _ = self.m[i]
+                    .g_mul_scalar_(self.beta1)
+                    .g_add_(&(&g * (1.0 - self.beta1)));
+                let _ = self.v[i]
+                    .g_mul_scalar_(self.beta2)
+                    .g_add_(&(g.square() * (1.0 - self.beta2)));
+                let denom = (&self.v[i] / bc2).sqrt() + self.eps;
+                let update = (&self.m[i] / bc1) / denom * lr;
+                let _ = p.g_sub_(&update);
+            }
+        });
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
+        let mut named: Vec<(String, &Tensor)> = Vec::new();
+        for (i, (n, _)) in self.vars.iter().enumerate() {
+            named.push((format!("m.{n}"), &self.m[i]));
+            named.push((format!("v.{n}"), &self.v[i]));
+        }
+        Tensor::write_safetensors(&named, path)
+    }
+
+    pub fn load(&mut self, path: &Path, step: i64) -> Result<(), String> {
+        let t = Tensor::read_safetensors(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let map: std::collections::HashMap<String, Tensor> = t.into_iter().collect();
+        for (i, (n, p)) in self.vars.iter().enumerate() {
+            for (prefix, dst) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
+                let key = format!("{prefix}.{n}");
+                let src = map
+                    .get(&key)
+                    .ok_or_else(|| format!("{}: optimizer state lacks `{key}`", path.display()))?;
+                if src.size() != p.size() {
+                    return Err(format!(
+                        "{}: `{key}` has shape {:?}, the model {:?}",
+                        path.display(),
+                        src.size(),
+                        p.size()
+                    ));
+                }
+                tch::no_grad(|| dst.copy_(src));
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Learning-rate schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Schedule {
+    Constant,
+    /// NVIDIA GNMT v2: linear warmup, then halve `decay_steps` times, starting at 2/3 of training.
+    Gnmt {
+        warmup: i64,
+        decay_steps: i64,
+    },
+    /// `lr * min(step/warmup, sqrt(warmup/step))`.
+    InverseSqrt {
+        warmup: i64,
+    },
+}
+
+impl Schedule {
+    pub fn lr(&self, base: f64, step: i64, total: i64) -> f64 {
+        let s = step.max(1) as f64;
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Gnmt {
+                warmup,
+                decay_steps,
+            } => {
+                if step < warmup {
+                    return base * s / warmup as f64;
+                }
+                let start = total * 2 / 3;
+                if step < start || decay_steps <= 0 {
+                    return base;
+                }
+                let interval = ((total - start) / decay_steps).max(1);
+                let k = ((step - start) / interval + 1).min(decay_steps);
+                base * 0.5f64.powi(k as i32)
+            }
+            Schedule::InverseSqrt { warmup } => {
+                let w = warmup.max(1) as f64;
+                base * (s / w).min((w / s).sqrt())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gnmt_schedule_warms_up_then_halves_four_times() {
+        let s = Schedule::Gnmt {
+            warmup: 10,
+            decay_steps: 4,
+        };
+        assert!((s.lr(1.0, 5, 300) - 0.5).abs() < 1e-12);
+        assert_eq!(s.lr(1.0, 100, 300), 1.0);
+        assert_eq!(s.lr(1.0, 200, 300), 0.5);
+        assert_eq!(s.lr(1.0, 299, 300), 0.0625);
+    }
+}

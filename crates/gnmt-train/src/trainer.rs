@@ -1,0 +1,649 @@
+//! The training loop.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gnmt_bleu::{Bleu, BleuConfig, BleuStats};
+use gnmt_data::{epoch_batches, FilterConfig, PairCorpus};
+use gnmt_model::{ModelConfig, Seq2Seq};
+use gnmt_tokenizer::{SubwordTokenizer, VocabKind, BOS, EOS};
+use gnmt_translate::{translate_batch, SearchConfig};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::checkpoint::{self, TrainerState};
+use crate::optim::{Adam, Schedule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] gnmt_data::DataError),
+    #[error(transparent)]
+    Tokenizer(#[from] gnmt_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Model(#[from] gnmt_model::ModelError),
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: String, msg: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: p.display().to_string(),
+        source,
+    }
+}
+
+/// Everything a training run needs; the `[train]` TOML file and the command-line flags fill it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub train_src: PathBuf,
+    pub train_tgt: PathBuf,
+    pub valid_src: Option<PathBuf>,
+    pub valid_tgt: Option<PathBuf>,
+    /// A `tokenizer.json`; when absent one is trained on the training data and kept in the run.
+    pub vocab: Option<PathBuf>,
+    pub vocab_size: usize,
+    /// Model preset (`gnmt8`, `gnmt4`, `small`, `small8`, `tiny`).
+    pub preset: String,
+    /// Overrides of model config fields (`dropout`, `residual`, `residual_start`, ...).
+    pub model: BTreeMap<String, serde_json::Value>,
+    pub out: PathBuf,
+    pub max_steps: i64,
+    pub batch_size: usize,
+    pub max_tokens: Option<usize>,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub label_smoothing: f64,
+    pub clip_norm: f64,
+    pub max_len: usize,
+    pub save_every: i64,
+    pub valid_every: i64,
+    /// Sentences of the validation set translated for BLEU (greedy).
+    pub valid_bleu_sentences: usize,
+    pub keep_last: usize,
+    pub log_every: i64,
+    pub seed: u64,
+    pub device: String,
+    /// Use only the first N training pairs.
+    pub train_limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            train_src: PathBuf::new(),
+            train_tgt: PathBuf::new(),
+            valid_src: None,
+            valid_tgt: None,
+            vocab: None,
+            vocab_size: 8000,
+            preset: "small".into(),
+            model: BTreeMap::new(),
+            out: PathBuf::from("runs/run"),
+            max_steps: 1000,
+            batch_size: 64,
+            max_tokens: None,
+            lr: 2e-3,
+            schedule: Schedule::Gnmt {
+                warmup: 200,
+                decay_steps: 4,
+            },
+            label_smoothing: 0.1,
+            clip_norm: 5.0,
+            max_len: 80,
+            save_every: 500,
+            valid_every: 500,
+            valid_bleu_sentences: 500,
+            keep_last: 3,
+            log_every: 10,
+            seed: 1,
+            device: "cpu".into(),
+            train_limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The model config: the preset, the vocabulary size, then the overrides.
+    pub fn model_config(&self, vocab_size: usize) -> Result<ModelConfig, TrainError> {
+        let base = ModelConfig::preset(&self.preset, vocab_size as i64).ok_or_else(|| {
+            TrainError::Config(format!(
+                "unknown preset `{}` (known: {})",
+                self.preset,
+                gnmt_model::PRESETS.join(", ")
+            ))
+        })?;
+        let mut v = serde_json::to_value(base).map_err(|e| TrainError::Config(e.to_string()))?;
+        for (k, val) in &self.model {
+            match v.get_mut(k) {
+                Some(slot) => *slot = val.clone(),
+                None => return Err(TrainError::Config(format!("unknown model setting `{k}`"))),
+            }
+        }
+        let c: ModelConfig = serde_json::from_value(v)
+            .map_err(|e| TrainError::Config(format!("model settings: {e}")))?;
+        c.validate().map_err(TrainError::Config)?;
+        Ok(c)
+    }
+
+    /// Fingerprint of what defines the run (not its length or logging).
+    fn run_id(&self, model: &ModelConfig) -> String {
+        let key = serde_json::json!({
+            "train": [self.train_src, self.train_tgt], "model": model, "seed": self.seed,
+            "batch": [self.batch_size, self.max_tokens], "lr": self.lr, "limit": self.train_limit,
+        });
+        Sha256::digest(key.to_string().as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device, TrainError> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        _ if s.starts_with("cuda:") && tch::Cuda::is_available() => s[5..]
+            .parse()
+            .map(Device::Cuda)
+            .map_err(|_| TrainError::Config(format!("bad device `{s}`"))),
+        "cuda" | "gpu" => Err(TrainError::Config(
+            "--device cuda: CUDA is not available (see `gnmt doctor`)".into(),
+        )),
+        _ => Err(TrainError::Config(format!(
+            "unknown device `{s}` (cpu, cuda, cuda:N)"
+        ))),
+    }
+}
+
+struct Batch {
+    src: Tensor,
+    src_len: Tensor,
+    tgt_in: Tensor,
+    tgt_out: Tensor,
+    tokens: i64,
+}
+
+fn make_batch(c: &PairCorpus, idx: &[usize], device: Device) -> Batch {
+    let b = idx.len();
+    let s = idx
+        .iter()
+        .map(|&i| c.src[i].len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let t = idx.iter().map(|&i| c.tgt[i].len()).max().unwrap_or(0) + 1;
+    let mut src = vec![0i64; b * s];
+    let mut tin = vec![0i64; b * t];
+    let mut tout = vec![0i64; b * t];
+    let mut lens = Vec::with_capacity(b);
+    let mut tokens = 0;
+    for (r, &i) in idx.iter().enumerate() {
+        for (j, &x) in c.src[i].iter().enumerate() {
+            src[r * s + j] = x as i64;
+        }
+        lens.push(c.src[i].len().max(1) as i64);
+        tin[r * t] = BOS as i64;
+        for (j, &x) in c.tgt[i].iter().enumerate() {
+            tin[r * t + j + 1] = x as i64;
+            tout[r * t + j] = x as i64;
+        }
+        tout[r * t + c.tgt[i].len()] = EOS as i64;
+        tokens += (c.src[i].len() + c.tgt[i].len() + 1) as i64;
+    }
+    let mk = |v: Vec<i64>, cols: usize| {
+        Tensor::from_slice(&v)
+            .view([b as i64, cols as i64])
+            .to_device(device)
+    };
+    Batch {
+        src: mk(src, s),
+        src_len: Tensor::from_slice(&lens),
+        tgt_in: mk(tin, t),
+        tgt_out: mk(tout, t),
+        tokens,
+    }
+}
+
+/// Label-smoothed cross-entropy over non-padding targets: `(loss, nll)` per token.
+pub fn smoothed_loss(logits: &Tensor, target: &Tensor, eps: f64) -> (Tensor, Tensor) {
+    let lp = logits.log_softmax(-1, Kind::Float);
+    let nll = -lp.gather(2, &target.unsqueeze(2), false).squeeze_dim(2);
+    let smooth = -lp.mean_dim(-1, false, Kind::Float);
+    let mask = target.ne(0).to_kind(Kind::Float);
+    let n = mask.sum(Kind::Float);
+    let loss = (((1.0 - eps) * &nll + eps * smooth) * &mask).sum(Kind::Float) / &n;
+    let nll = (nll * &mask).sum(Kind::Float) / n;
+    (loss, nll)
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Default)]
+pub struct TrainSummary {
+    pub steps: i64,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub tokens_per_s: f64,
+    pub best_bleu: Option<f64>,
+    pub final_model: PathBuf,
+    pub interrupted: bool,
+}
+
+struct Validation {
+    corpus: PairCorpus,
+    refs: Vec<String>,
+}
+
+/// Runs (or resumes) training. `force` replaces a run directory that holds a different run.
+pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummary, TrainError> {
+    let device = parse_device(&cfg.device)?;
+    let run = &cfg.out;
+    let has_ckpt = !checkpoint::list(run).is_empty();
+    if has_ckpt && !resume {
+        if !force {
+            return Err(TrainError::Config(format!(
+                "{} already holds a training run: pass --resume to continue it or --force to start over",
+                run.display()
+            )));
+        }
+        std::fs::remove_dir_all(run).map_err(io_err(run))?;
+    }
+    std::fs::create_dir_all(run.join("checkpoints")).map_err(io_err(run))?;
+
+    // Vocabulary.
+    let tok_path = run.join("tokenizer.json");
+    let tokenizer = match (&cfg.vocab, tok_path.exists() && resume) {
+        (_, true) => SubwordTokenizer::load(&tok_path)?,
+        (Some(p), false) => SubwordTokenizer::load(p)?,
+        (None, false) => {
+            tracing::info!(
+                "no vocabulary given: training a {}-piece vocabulary on both sides",
+                cfg.vocab_size
+            );
+            let mut lines = gnmt_data::text::read_lines(&cfg.train_src)?;
+            lines.extend(gnmt_data::text::read_lines(&cfg.train_tgt)?);
+            SubwordTokenizer::train(lines.into_iter(), cfg.vocab_size, VocabKind::Unigram)?
+        }
+    };
+    tokenizer.save(&tok_path)?;
+
+    let filter = FilterConfig {
+        max_len: cfg.max_len,
+        ..Default::default()
+    };
+    let (corpus, report) = PairCorpus::load(
+        &cfg.train_src,
+        &cfg.train_tgt,
+        &tokenizer,
+        &filter,
+        cfg.train_limit,
+    )?;
+    tracing::info!("training data: {report}");
+    if corpus.is_empty() {
+        return Err(TrainError::Config("no usable training pairs".into()));
+    }
+    let valid = match (&cfg.valid_src, &cfg.valid_tgt) {
+        (Some(s), Some(t)) => {
+            let vf = FilterConfig {
+                max_len: 1000,
+                max_ratio: f64::INFINITY,
+                strict: false,
+            };
+            let (c, r) = PairCorpus::load(s, t, &tokenizer, &vf, None)?;
+            tracing::info!("validation data: {r}");
+            // References for BLEU: the target lines of the kept pairs, as raw text.
+            let raw_s = gnmt_data::text::read_lines(s)?;
+            let raw_t = gnmt_data::text::read_lines(t)?;
+            let refs = raw_s
+                .iter()
+                .zip(raw_t)
+                .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                .map(|(_, b)| b)
+                .collect();
+            Some(Validation { corpus: c, refs })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(TrainError::Config(
+                "give both --valid-src and --valid-tgt, or neither".into(),
+            ))
+        }
+    };
+
+    let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
+    let run_id = cfg.run_id(&model_cfg);
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
+    let mut adam = Adam::new(&vs);
+    let mut state = TrainerState {
+        step: 0,
+        epoch: 0,
+        batch: 0,
+        seed: cfg.seed,
+        best_score: None,
+        run_id: run_id.clone(),
+    };
+    if resume {
+        if let Some((_, dir)) = checkpoint::list(run).pop() {
+            state = load_checkpoint(&dir, &mut vs, &mut adam, &run_id)?;
+            tracing::info!("resumed from {} (step {})", dir.display(), state.step);
+        }
+    }
+    std::fs::write(
+        run.join("config.toml"),
+        toml::to_string(cfg).unwrap_or_default(),
+    )
+    .map_err(io_err(run))?;
+    let params: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+    tracing::info!(
+        "model: preset {}, {params} parameters, device {:?}",
+        cfg.preset,
+        device
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.join("metrics.jsonl"))
+        .map_err(io_err(run))?;
+    let lengths: Vec<usize> = (0..corpus.len())
+        .map(|i| corpus.src[i].len().max(corpus.tgt[i].len()) + 1)
+        .collect();
+    let bar = progress_bar(cfg.max_steps, state.step);
+    let mut summary = TrainSummary {
+        first_loss: f64::NAN,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut tokens_done = 0i64;
+    let mut window = (Instant::now(), 0i64);
+    'outer: while state.step < cfg.max_steps {
+        let batches = epoch_batches(
+            &lengths,
+            cfg.batch_size,
+            cfg.max_tokens,
+            cfg.seed,
+            state.epoch,
+        );
+        while state.batch < batches.len() {
+            if stop.load(Ordering::SeqCst) {
+                summary.interrupted = true;
+                break 'outer;
+            }
+            let b = make_batch(&corpus, &batches[state.batch], device);
+            // A seed per step makes dropout reproducible after a resume.
+            tch::manual_seed(
+                (cfg.seed as i64)
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(state.step),
+            );
+            let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
+            let (loss, _nll) = smoothed_loss(&logits, &b.tgt_out, cfg.label_smoothing);
+            adam.zero_grad();
+            loss.backward();
+            let grad_norm = adam.clip_grad_norm(cfg.clip_norm);
+            let lr = cfg.schedule.lr(cfg.lr, state.step + 1, cfg.max_steps);
+            adam.apply(lr);
+            state.step += 1;
+            state.batch += 1;
+            tokens_done += b.tokens;
+            let loss_v = loss.double_value(&[]);
+            if summary.first_loss.is_nan() {
+                summary.first_loss = loss_v;
+            }
+            summary.last_loss = loss_v;
+            if state.step % cfg.log_every.max(1) == 0 || state.step == cfg.max_steps {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let tps = (tokens_done - window.1) as f64 / secs;
+                window = (Instant::now(), tokens_done);
+                let layers = layer_grad_norms(&adam);
+                let line = serde_json::json!({"step": state.step, "loss": loss_v, "lr": lr, "grad_norm": grad_norm,
+                    "tokens_per_s": tps, "epoch": state.epoch, "layer_grad_norms": layers});
+                writeln!(metrics, "{line}").map_err(io_err(run))?;
+                bar.set_position(state.step as u64);
+                bar.set_message(format!("loss {loss_v:.3} lr {lr:.2e} {tps:.0} tok/s"));
+                if bar.is_hidden() {
+                    tracing::info!(
+                        "step {} loss {loss_v:.4} lr {lr:.3e} {tps:.0} tokens/s",
+                        state.step
+                    );
+                }
+            }
+            let do_valid = valid.is_some()
+                && cfg.valid_every > 0
+                && (state.step % cfg.valid_every == 0 || state.step == cfg.max_steps);
+            if do_valid {
+                if let Some(v) = &valid {
+                    let (vloss, bleu) = validate(&model, v, &tokenizer, cfg, device);
+                    let line = serde_json::json!({"step": state.step, "valid_loss": vloss, "valid_ppl": vloss.exp(), "valid_bleu": bleu});
+                    writeln!(metrics, "{line}").map_err(io_err(run))?;
+                    tracing::info!(
+                        "step {}: validation loss {vloss:.4}, ppl {:.2}, BLEU {bleu:.2}",
+                        state.step,
+                        vloss.exp()
+                    );
+                    if state.best_score.is_none_or(|b| bleu > b) {
+                        state.best_score = Some(bleu);
+                        summary.best_bleu = Some(bleu);
+                        write_model_dir(&run.join("best"), &vs, &model_cfg, &tok_path)?;
+                    }
+                }
+            }
+            if state.step % cfg.save_every.max(1) == 0 || state.step == cfg.max_steps {
+                save_checkpoint(
+                    run,
+                    &vs,
+                    &adam,
+                    &model_cfg,
+                    &tok_path,
+                    &state,
+                    cfg.keep_last,
+                )?;
+            }
+            if state.step >= cfg.max_steps {
+                break 'outer;
+            }
+        }
+        state.epoch += 1;
+        state.batch = 0;
+    }
+    bar.finish_and_clear();
+    if summary.interrupted {
+        tracing::warn!("interrupted: saving a checkpoint at step {}", state.step);
+        save_checkpoint(
+            run,
+            &vs,
+            &adam,
+            &model_cfg,
+            &tok_path,
+            &state,
+            cfg.keep_last,
+        )?;
+    }
+    let final_dir = run.join("final");
+    write_model_dir(&final_dir, &vs, &model_cfg, &tok_path)?;
+    summary.steps = state.step;
+    summary.tokens_per_s = tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    summary.final_model = final_dir;
+    summary.best_bleu = state.best_score;
+    Ok(summary)
+}
+
+fn progress_bar(total: i64, pos: i64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(pos.max(0) as u64);
+    bar
+}
+
+/// Gradient norm per layer (`encoder.layers.3`, `decoder.attention`, ...).
+fn layer_grad_norms(adam: &Adam) -> BTreeMap<String, f64> {
+    let mut acc: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, n) in adam.grad_norms() {
+        let parts: Vec<&str> = name.split('.').collect();
+        let key = if parts.len() > 2 && parts[1] == "layers" {
+            parts[..3].join(".")
+        } else {
+            parts[..parts.len().min(2)].join(".")
+        };
+        *acc.entry(key).or_default() += n * n;
+    }
+    acc.into_iter().map(|(k, v)| (k, v.sqrt())).collect()
+}
+
+fn validate(
+    model: &Seq2Seq,
+    v: &Validation,
+    tok: &SubwordTokenizer,
+    cfg: &TrainConfig,
+    device: Device,
+) -> (f64, f64) {
+    tch::no_grad(|| {
+        let mut total = 0.0;
+        let mut n = 0.0;
+        let idx: Vec<usize> = (0..v.corpus.len()).collect();
+        for chunk in idx.chunks(cfg.batch_size.max(1)) {
+            let b = make_batch(&v.corpus, chunk, device);
+            let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, false);
+            let (_, nll) = smoothed_loss(&logits, &b.tgt_out, 0.0);
+            let toks = b.tgt_out.ne(0).sum(Kind::Int64).int64_value(&[]) as f64;
+            total += nll.double_value(&[]) * toks;
+            n += toks;
+        }
+        let bleu = Bleu::new(BleuConfig::default());
+        let mut stats = BleuStats::zeros(4);
+        let search = SearchConfig {
+            beam: 1,
+            ..Default::default()
+        };
+        let m = cfg
+            .valid_bleu_sentences
+            .min(v.corpus.len())
+            .min(v.refs.len());
+        for chunk in idx[..m].chunks(cfg.batch_size.max(1)) {
+            let srcs: Vec<Vec<u32>> = chunk.iter().map(|&i| v.corpus.src[i].clone()).collect();
+            for (&i, h) in chunk
+                .iter()
+                .zip(translate_batch(model, &srcs, &search, device))
+            {
+                let text = tok.decode(&h[0].tokens).unwrap_or_default();
+                stats.add(&bleu.sentence_stats(&text, &[v.refs[i].as_str()]));
+            }
+        }
+        (total / n.max(1.0), bleu.compute(&stats).score)
+    })
+}
+
+/// Writes a model directory (config.json, tokenizer.json, model.safetensors) atomically.
+pub fn write_model_dir(
+    dir: &Path,
+    vs: &nn::VarStore,
+    cfg: &ModelConfig,
+    tok: &Path,
+) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    fill_model_dir(&tmp, vs, cfg, tok)?;
+    checkpoint::commit_dir(&tmp, dir).map_err(io_err(dir))
+}
+
+fn fill_model_dir(
+    dir: &Path,
+    vs: &nn::VarStore,
+    cfg: &ModelConfig,
+    tok: &Path,
+) -> Result<(), TrainError> {
+    let json = serde_json::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(dir.join("config.json"), json).map_err(io_err(dir))?;
+    std::fs::copy(tok, dir.join("tokenizer.json")).map_err(io_err(tok))?;
+    vs.save(dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+fn save_checkpoint(
+    run: &Path,
+    vs: &nn::VarStore,
+    adam: &Adam,
+    cfg: &ModelConfig,
+    tok: &Path,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<(), TrainError> {
+    let dest = run
+        .join("checkpoints")
+        .join(format!("step-{:08}", state.step));
+    let tmp = run
+        .join("checkpoints")
+        .join(format!(".step-{:08}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    fill_model_dir(&tmp, vs, cfg, tok)?;
+    adam.save(&tmp.join("optimizer.safetensors"))?;
+    let st = serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(tmp.join("trainer.json"), st).map_err(io_err(&tmp))?;
+    checkpoint::commit_dir(&tmp, &dest).map_err(io_err(&dest))?;
+    let all = checkpoint::list(run);
+    if all.len() > keep.max(1) {
+        for (_, old) in &all[..all.len() - keep.max(1)] {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    Ok(())
+}
+
+fn load_checkpoint(
+    dir: &Path,
+    vs: &mut nn::VarStore,
+    adam: &mut Adam,
+    run_id: &str,
+) -> Result<TrainerState, TrainError> {
+    let err = |msg: String| TrainError::Checkpoint {
+        path: dir.display().to_string(),
+        msg,
+    };
+    let text = std::fs::read_to_string(dir.join("trainer.json"))
+        .map_err(|e| err(format!("trainer.json: {e}")))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| err(format!("trainer.json: {e}")))?;
+    if state.run_id != run_id {
+        return Err(err(
+            "belongs to a different run (model, data or seed differ); use --force to start over"
+                .into(),
+        ));
+    }
+    gnmt_model::load_weights(vs, &dir.join("model.safetensors")).map_err(|e| err(e.to_string()))?;
+    adam.load(&dir.join("optimizer.safetensors"), state.step)
+        .map_err(err)?;
+    Ok(state)
+}

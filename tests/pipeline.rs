@@ -1,0 +1,227 @@
+//! End to end through the binary on a slice of Multi30k (a copy lives in tests/fixtures/m30k):
+//! vocab -> tokenize/detokenize -> train -> resume -> translate -> eval, and the refusals.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn data() -> std::path::PathBuf {
+    repo().join("tests/fixtures/m30k")
+}
+
+fn losses(run: &Path) -> Vec<(i64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["step"].as_i64()?, v.get("loss")?.as_f64()?))
+        })
+        .collect()
+}
+
+fn train_cmd(run: &Path, steps: i64) -> std::process::Command {
+    let d = data();
+    let mut c = gnmt();
+    c.arg("train")
+        .arg("--train-src")
+        .arg(d.join("train.en"))
+        .arg("--train-tgt")
+        .arg(d.join("train.de"))
+        .arg("--valid-src")
+        .arg(d.join("valid.en"))
+        .arg("--valid-tgt")
+        .arg(d.join("valid.de"))
+        .arg("--vocab")
+        .arg(run.parent().unwrap().join("tokenizer.json"))
+        .args([
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "16",
+            "--save-every",
+            "10",
+            "--valid-every",
+            "10",
+            "--lr",
+            "0.01",
+        ])
+        .args([
+            "--set",
+            "schedule={kind=\"constant\"}",
+            "--set",
+            "log_every=1",
+            "--set",
+            "valid_bleu_sentences=10",
+        ])
+        .args(["--threads", "1", "--max-steps", &steps.to_string(), "--out"])
+        .arg(run);
+    c
+}
+
+#[test]
+fn vocab_train_resume_translate_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = data();
+    // Vocabulary, and lossless tokenization through the CLI.
+    let out = run(gnmt()
+        .args(["vocab", "--size", "600", "-o"])
+        .arg(t.join("tokenizer.json"))
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = "Ein Mann fährt Fahrrad. 日本語 ☃\n";
+    let tok = run_stdin(
+        gnmt()
+            .args(["tokenize", "--ids", "--vocab"])
+            .arg(t.join("tokenizer.json")),
+        text,
+    );
+    let back = run_stdin(
+        gnmt()
+            .args(["detokenize", "--ids", "--vocab"])
+            .arg(t.join("tokenizer.json")),
+        &tok,
+    );
+    assert_eq!(back, text);
+
+    // Uninterrupted run of 20 steps, and a run stopped at 10 then resumed to 20.
+    let a = t.join("a");
+    let out = run(&mut train_cmd(&a, 20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let la = losses(&a);
+    assert_eq!(la.len(), 20);
+    let first: f64 = la[..3].iter().map(|x| x.1).sum::<f64>() / 3.0;
+    let last: f64 = la[17..].iter().map(|x| x.1).sum::<f64>() / 3.0;
+    assert!(last < first, "loss did not go down: {first} -> {last}");
+    let b = t.join("b");
+    assert!(run(&mut train_cmd(&b, 10)).status.success());
+    let out = run(train_cmd(&b, 20).arg("--resume"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        losses(&b),
+        la,
+        "resumed run differs from the uninterrupted one"
+    );
+
+    // A second run into the same directory is refused without --force.
+    let out = run(&mut train_cmd(&a, 20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--resume") && stderr(&out).contains("--force"));
+
+    // Translate: one line out per line in, empty lines kept; --ref agrees with `gnmt eval`.
+    let input = t.join("in.en");
+    let src = std::fs::read_to_string(d.join("valid.en")).unwrap();
+    let mut lines: Vec<&str> = src.lines().take(12).collect();
+    lines.insert(3, "");
+    let long = "word ".repeat(400);
+    lines.insert(7, &long);
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let hyp = t.join("out.de");
+    let reference = t.join("ref.de");
+    std::fs::write(
+        &reference,
+        (0..lines.len())
+            .map(|i| format!("Ein Mann {i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = run(gnmt()
+        .args(["translate", "--beam", "3", "--batch-size", "4", "--model"])
+        .arg(a.join("final"))
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&hyp)
+        .arg("--ref")
+        .arg(&reference));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = std::fs::read_to_string(&hyp).unwrap();
+    assert_eq!(got.lines().count(), lines.len());
+    assert_eq!(got.lines().nth(3), Some(""));
+    let bleu_line = stderr(&out)
+        .lines()
+        .find(|l| l.starts_with("BLEU|"))
+        .unwrap()
+        .to_string();
+    let ev = run(gnmt()
+        .args(["eval", "-f", "text"])
+        .arg(&reference)
+        .arg("-i")
+        .arg(&hyp));
+    assert_eq!(stdout(&ev).trim(), bleu_line);
+    assert!(
+        stderr(&out).contains("line 8") && stderr(&out).contains("truncated"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A corrupt checkpoint is refused with its path named.
+    let ck = gnmt_checkpoints(&b).pop().unwrap();
+    std::fs::write(ck.join("model.safetensors"), b"garbage").unwrap();
+    let out = run(train_cmd(&b, 30).arg("--resume"));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("model.safetensors") && !e.contains("panicked"),
+        "{e}"
+    );
+}
+
+#[test]
+fn misaligned_corpus_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data();
+    let out = run(gnmt()
+        .arg("train")
+        .arg("--train-src")
+        .arg(d.join("train.en"))
+        .arg("--train-tgt")
+        .arg(d.join("valid.de"))
+        .args([
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--set",
+            "vocab_size=400",
+            "--out",
+        ])
+        .arg(tmp.path().join("r")));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("train.en") && e.contains("valid.de") && e.contains("lines"),
+        "{e}"
+    );
+}
+
+fn gnmt_checkpoints(run: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn run_stdin(cmd: &mut std::process::Command, input: &str) -> String {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
