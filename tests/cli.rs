@@ -1,5 +1,7 @@
 //! The `gnmt` binary itself: version, help, doctor, unbuilt subcommands, linking.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests: run the `gnmt` binary as a user would.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

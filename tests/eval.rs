@@ -1,6 +1,8 @@
 //! `gnmt eval` gives byte-for-byte sacreBLEU 2.6.0 output (version field aside) on the fixtures
 //! that `scripts/bleu-fixtures.sh` generated with sacreBLEU itself.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 

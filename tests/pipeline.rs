@@ -1,6 +1,8 @@
 //! End to end through the binary on a slice of Multi30k (a copy lives in tests/fixtures/m30k):
 //! vocab -> tokenize/detokenize -> train -> resume -> translate -> eval, and the refusals.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use std::path::Path;

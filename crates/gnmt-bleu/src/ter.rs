@@ -169,6 +169,9 @@ fn perform_shift(w: &[u32], start: usize, len: usize, target: usize) -> Vec<u32>
     out
 }
 
+/// Ranking of a shift candidate: (gain, length, -start in hypothesis, -target index).
+type ShiftKey = (i64, usize, i64, i64);
+
 /// One round of tercom's greedy shift search: the best shift and its gain.
 fn shift(
     words_h: &[u32],
@@ -211,7 +214,7 @@ fn shift(
             .any(|&e| e != 0)
     };
     let (nh, nr) = (words_h.len(), words_r.len());
-    let mut best: Option<((i64, usize, i64, i64), Vec<u32>)> = None;
+    let mut best: Option<(ShiftKey, Vec<u32>)> = None;
     'outer: for sh in 0..nh {
         for sr in 0..nr {
             if sr.abs_diff(sh) > MAX_SHIFT_DIST {

@@ -647,3 +647,33 @@ fn load_checkpoint(
         .map_err(err)?;
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse_and_build_model_configs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let cfg: TrainConfig = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            cfg.model_config(8000)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+        assert!(n >= 5);
+    }
+
+    #[test]
+    fn smoothed_loss_ignores_padding() {
+        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let t1 = Tensor::from_slice(&[1i64, 2, 0, 3, 0, 0]).view([2, 3]);
+        let (a, _) = smoothed_loss(&logits, &t1, 0.1);
+        // Changing the logits at padded positions changes nothing.
+        let mask = t1.eq(0).unsqueeze(2).to_kind(Kind::Float);
+        let (b, _) = smoothed_loss(&(&logits + mask * 100.0), &t1, 0.1);
+        assert!((a.double_value(&[]) - b.double_value(&[])).abs() < 1e-6);
+    }
+}

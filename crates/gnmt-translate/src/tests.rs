@@ -63,7 +63,7 @@ fn wide_beam_equals_exhaustive_search() {
     };
     for src in [vec![4u32, 5, 6], vec![7, 3]] {
         let (toks, score) = exhaustive(&m, &src, 3, 0.6);
-        let got = &translate_batch(&m, &[src.clone()], &cfg, Device::Cpu)[0][0];
+        let got = &translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu)[0][0];
         assert_eq!(got.tokens, toks, "src {src:?}");
         assert!((got.score - score).abs() < 1e-4, "{} vs {score}", got.score);
     }
@@ -78,7 +78,7 @@ fn beam_one_is_greedy() {
         beta: 0.0,
         ..Default::default()
     };
-    let got = translate_batch(&m, &[src.clone()], &cfg, Device::Cpu)[0][0]
+    let got = translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu)[0][0]
         .tokens
         .clone();
     // Greedy by hand: argmax at every step until EOS or the length limit.
@@ -107,7 +107,7 @@ fn batch_composition_does_not_change_translations() {
     let cfg = SearchConfig::default();
     let together = translate_batch(&m, &srcs, &cfg, Device::Cpu);
     for (i, s) in srcs.iter().enumerate() {
-        let alone = translate_batch(&m, &[s.clone()], &cfg, Device::Cpu);
+        let alone = translate_batch(&m, std::slice::from_ref(s), &cfg, Device::Cpu);
         assert_eq!(alone[0][0].tokens, together[i][0].tokens, "sentence {i}");
     }
 }
