@@ -64,8 +64,9 @@ fn remove_punctuation(sent: &str) -> Vec<&str> {
     for w in py_split(sent) {
         let mut cs = w.chars();
         let first = cs.next();
-        let last = w.chars().next_back();
-        if w.chars().nth(1).is_none() {
+        // `None` for a one-character word: it stays whole.
+        let last = cs.next_back();
+        if last.is_none() {
             out.push(w);
         } else if let Some(l) = last.filter(|c| PUNCTS.contains(*c)) {
             let cut = w.len() - l.len_utf8();

@@ -238,7 +238,7 @@ pub fn tercom(sent: &str, o: TercomOptions) -> String {
     collapse_ws(&s)
 }
 
-/// Whether a string has any Python whitespace (used by chrF).
+/// The string with all Python whitespace removed (chrF's character n-grams).
 pub(crate) fn strip_all_ws(s: &str) -> String {
     s.chars().filter(|&c| !is_py_space(c)).collect()
 }

@@ -53,6 +53,8 @@ impl std::fmt::Display for FilterReport {
 pub struct PairCorpus {
     pub src: Vec<Vec<u32>>,
     pub tgt: Vec<Vec<u32>>,
+    /// 0-based line number (in both files) of each kept pair.
+    pub lines: Vec<usize>,
 }
 
 impl PairCorpus {
@@ -125,6 +127,7 @@ impl PairCorpus {
                 None => {
                     out.src.push(s);
                     out.tgt.push(t);
+                    out.lines.push(i);
                 }
             }
         }
@@ -206,6 +209,33 @@ pub fn padding_waste(lengths: &[usize], batch: &[usize]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_counts_skips_and_remembers_kept_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = "a man rides a horse in the park near the river ";
+        let train: Vec<String> = (0..100).map(|i| format!("{words}{i}")).collect();
+        let tok =
+            SubwordTokenizer::train(train.into_iter(), 300, gnmt_tokenizer::VocabKind::Unigram)
+                .unwrap();
+        let (s, t) = (dir.path().join("s.txt"), dir.path().join("t.txt"));
+        let long = words.repeat(20);
+        std::fs::write(&s, format!("a man\n\nthe horse\n{long}\nthe river\n")).unwrap();
+        std::fs::write(&t, "ein mann\nnicht leer\ndas pferd\nkurz\nder fluss\n").unwrap();
+        let f = FilterConfig {
+            max_len: 40,
+            max_ratio: f64::INFINITY,
+            strict: false,
+        };
+        let (c, r) = PairCorpus::load(&s, &t, &tok, &f, None).unwrap();
+        assert_eq!(c.lines, [0, 2, 4]);
+        assert_eq!((r.kept, r.empty, r.too_long), (3, 1, 1));
+        let strict = FilterConfig { strict: true, ..f };
+        let e = PairCorpus::load(&s, &t, &tok, &strict, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("empty"), "{e}");
+    }
 
     #[test]
     fn batches_are_deterministic_complete_and_bucketed() {

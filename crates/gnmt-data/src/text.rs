@@ -1,7 +1,7 @@
 //! Reading text files line by line, plain or gzip, with errors that name the file and line.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::DataError;
@@ -53,15 +53,6 @@ impl Lines {
         })
     }
 
-    pub fn from_reader(path: &Path, reader: Box<dyn BufRead + Send>) -> Self {
-        Lines {
-            path: path.to_path_buf(),
-            reader,
-            lineno: 0,
-            buf: Vec::new(),
-        }
-    }
-
     /// 1-based number of the line returned last.
     pub fn line_number(&self) -> usize {
         self.lineno
@@ -100,16 +91,6 @@ impl Iterator for Lines {
 /// All lines of a file.
 pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
     Lines::open(path)?.collect()
-}
-
-/// Reads everything (for small inputs such as stdin).
-pub fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut v = Vec::new();
-    open(path)?.read_to_end(&mut v).map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    Ok(v)
 }
 
 #[cfg(test)]

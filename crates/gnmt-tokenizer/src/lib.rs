@@ -228,22 +228,20 @@ impl SubwordTokenizer {
         }
     }
 
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding, TokenizerError> {
+        self.inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))
+    }
+
     /// Ids of a line (no BOS/EOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let e = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
-        Ok(e.get_ids().to_vec())
+        Ok(self.encoding(text)?.get_ids().to_vec())
     }
 
     /// Pieces of a line.
     pub fn encode_pieces(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
-        let e = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
-        Ok(e.get_tokens().to_vec())
+        Ok(self.encoding(text)?.get_tokens().to_vec())
     }
 
     /// Text of ids; special ids are dropped.

@@ -308,15 +308,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             };
             let (c, r) = PairCorpus::load(s, t, &tokenizer, &vf, None)?;
             tracing::info!("validation data: {r}");
-            // References for BLEU: the target lines of the kept pairs, as raw text.
-            let raw_s = gnmt_data::text::read_lines(s)?;
+            // References for BLEU: the raw target lines of exactly the pairs the filter kept.
             let raw_t = gnmt_data::text::read_lines(t)?;
-            let refs = raw_s
-                .iter()
-                .zip(raw_t)
-                .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
-                .map(|(_, b)| b)
-                .collect();
+            let refs = c.lines.iter().map(|&i| raw_t[i].clone()).collect();
             Some(Validation { corpus: c, refs })
         }
         (None, None) => None,
@@ -571,11 +565,21 @@ pub fn write_model_dir(
     cfg: &ModelConfig,
     tok: &Path,
 ) -> Result<(), TrainError> {
-    let tmp = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    fill_model_dir(&tmp, vs, cfg, tok)?;
-    checkpoint::commit_dir(&tmp, dir).map_err(io_err(dir))
+    write_dir_atomically(&dir.with_extension("tmp"), dir, |tmp| {
+        fill_model_dir(tmp, vs, cfg, tok)
+    })
+}
+
+/// Fills a fresh temporary directory with `fill`, then moves it to `dest` (fsync, rename).
+fn write_dir_atomically(
+    tmp: &Path,
+    dest: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).map_err(io_err(tmp))?;
+    fill(tmp)?;
+    checkpoint::commit_dir(tmp, dest).map_err(io_err(dest))
 }
 
 fn fill_model_dir(
@@ -606,13 +610,13 @@ fn save_checkpoint(
     let tmp = run
         .join("checkpoints")
         .join(format!(".step-{:08}.tmp", state.step));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    fill_model_dir(&tmp, vs, cfg, tok)?;
-    adam.save(&tmp.join("optimizer.safetensors"))?;
-    let st = serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
-    std::fs::write(tmp.join("trainer.json"), st).map_err(io_err(&tmp))?;
-    checkpoint::commit_dir(&tmp, &dest).map_err(io_err(&dest))?;
+    write_dir_atomically(&tmp, &dest, |tmp| {
+        fill_model_dir(tmp, vs, cfg, tok)?;
+        adam.save(&tmp.join("optimizer.safetensors"))?;
+        let st =
+            serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
+        std::fs::write(tmp.join("trainer.json"), st).map_err(io_err(tmp))
+    })?;
     let all = checkpoint::list(run);
     if all.len() > keep.max(1) {
         for (_, old) in &all[..all.len() - keep.max(1)] {

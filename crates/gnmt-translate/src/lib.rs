@@ -95,7 +95,7 @@ fn search(
 
     // Rows: sentence-major, `k` beams each. `active` lists the sentences still searched.
     let mut active: Vec<usize> = (0..b).collect();
-    let mut row_src: Vec<i64> = active
+    let row_src: Vec<i64> = active
         .iter()
         .flat_map(|&i| std::iter::repeat_n(i as i64, k))
         .collect();
@@ -235,7 +235,6 @@ fn search(
         }
         // Reorder (and shrink) every per-row tensor by the surviving rows.
         let index = Tensor::from_slice(&next_rows).to_device(device);
-        row_src = next_rows.iter().map(|&r| row_src[r as usize]).collect();
         enc_rows = enc_rows.select(&index);
         state = Some(st.select(&index));
         coverage = coverage.index_select(0, &index);
@@ -256,7 +255,6 @@ fn search(
             });
         }
     }
-    let _ = row_src;
     finished
 }
 
