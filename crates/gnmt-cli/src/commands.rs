@@ -1,4 +1,4 @@
-//! `vocab`, `tokenize`, `detokenize`, `model-info`, `train`, `translate`.
+//! `vocab`, `tokenize`, `detokenize`, `model-info`, `train`, `translate`, `average`.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -193,6 +193,9 @@ pub struct TrainArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     max_steps: Option<i64>,
+    /// Stop after this many passes over the training data (whichever of this and --max-steps comes first).
+    #[arg(long)]
+    epochs: Option<u64>,
     /// Sentences per batch.
     #[arg(long)]
     batch_size: Option<usize>,
@@ -267,6 +270,9 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(x) = a.max_steps {
         put("max_steps", toml::Value::Integer(x))
     }
+    if let Some(x) = a.epochs {
+        put("epochs", toml::Value::Integer(x as i64))
+    }
     if let Some(x) = a.batch_size {
         put("batch_size", toml::Value::Integer(x as i64))
     }
@@ -330,9 +336,17 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         s.first_loss,
         s.last_loss,
         s.tokens_per_s,
-        s.best_bleu
-            .map(|b| format!(", best validation BLEU {b:.2}"))
-            .unwrap_or_default(),
+        s.best_score
+            .map(|b| match cfg.best_metric {
+                gnmt_train::trainer::BestMetric::Bleu => format!(", best validation BLEU {b:.2}"),
+                gnmt_train::trainer::BestMetric::Loss => format!(", best validation loss {b:.4}"),
+            })
+            .unwrap_or_default()
+            + if s.early_stopped {
+                " (stopped early)"
+            } else {
+                ""
+            },
         s.final_model.display()
     );
     Ok(if s.interrupted {
@@ -478,5 +492,34 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     } else if a.reference.is_some() {
         bail!("--ref needs -o/--output");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct AverageArgs {
+    /// Checkpoint or model directories to average (same model and vocabulary).
+    #[arg(required_unless_present = "last", conflicts_with = "last")]
+    checkpoints: Vec<PathBuf>,
+    /// Average the last N checkpoints of the run directory given with --run.
+    #[arg(long, requires = "run")]
+    last: Option<usize>,
+    /// The run directory for --last.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// The model directory to write (config.json, tokenizer.json, model.safetensors).
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+pub fn average(a: AverageArgs) -> Result<ExitCode> {
+    let dirs = match (a.last, &a.run) {
+        (Some(n), Some(run)) => gnmt_train::average::last_checkpoints(run, n)?,
+        _ => a.checkpoints.clone(),
+    };
+    let n = gnmt_train::average::average(&dirs, &a.out)?;
+    for d in &dirs {
+        tracing::debug!("averaged {}", d.display());
+    }
+    tracing::info!("averaged {n} checkpoints into {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

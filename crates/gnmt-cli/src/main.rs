@@ -5,6 +5,7 @@
 mod commands;
 mod doctor;
 mod eval;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -47,9 +48,9 @@ enum Command {
     /// Translate a text file (or stdin) with batched beam search.
     Translate(commands::TranslateArgs),
     /// Average the weights of several checkpoints into one model directory.
-    Average(NotYet),
+    Average(commands::AverageArgs),
     /// Draw loss, BLEU, learning rate and gradient norms of a training run.
-    Plot(NotYet),
+    Plot(plot::PlotArgs),
     /// Benchmarks: eval, train, translate throughput.
     Bench(NotYet),
     /// Print what libtorch sees: version, CUDA and cuDNN, devices, threads, bf16 support.
@@ -116,6 +117,8 @@ fn main() -> ExitCode {
         Command::ModelInfo(a) => commands::model_info(a),
         Command::Train(a) => commands::train(a),
         Command::Translate(a) => commands::translate(a),
+        Command::Average(a) => commands::average(a),
+        Command::Plot(a) => plot::run(a),
         other => Err(anyhow::anyhow!(
             "`gnmt {}` is not built yet in this version of gnmt-rs",
             command_name(&other)

@@ -16,6 +16,9 @@ pub struct TrainerState {
     pub batch: usize,
     pub seed: u64,
     pub best_score: Option<f64>,
+    /// Validations in a row that did not improve `best_score` (for early stopping).
+    #[serde(default)]
+    pub stale_validations: usize,
     /// Fingerprint of the run (config + data), so a different run is not resumed by mistake.
     pub run_id: String,
 }

@@ -2,8 +2,9 @@
 //!
 //! Training GNMT models: label-smoothed cross-entropy, Adam whose state lives in tensors we own
 //! (so it is saved and restored exactly), NVIDIA's GNMT v2 learning-rate schedule, gradient
-//! clipping, atomic checkpoints, exact resume, validation loss and BLEU, `metrics.jsonl`.
+//! clipping, atomic checkpoints, checkpoint averaging, exact resume, validation loss and BLEU, `metrics.jsonl`.
 
+pub mod average;
 pub mod checkpoint;
 pub mod optim;
 pub mod trainer;

@@ -47,6 +47,24 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// The validation score that decides which checkpoint is the best.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BestMetric {
+    Bleu,
+    Loss,
+}
+
+impl BestMetric {
+    /// The score to maximise: BLEU, or the negated loss.
+    fn score(self, loss: f64, bleu: f64) -> f64 {
+        match self {
+            BestMetric::Bleu => bleu,
+            BestMetric::Loss => -loss,
+        }
+    }
+}
+
 /// Everything a training run needs; the `[train]` TOML file and the command-line flags fill it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,7 +82,11 @@ pub struct TrainConfig {
     pub model: BTreeMap<String, serde_json::Value>,
     pub out: PathBuf,
     pub max_steps: i64,
+    /// Stop after this many passes over the data, if that comes before `max_steps`.
+    pub epochs: Option<u64>,
     pub batch_size: usize,
+    /// Batches whose gradients are summed before each optimizer step (a larger effective batch).
+    pub accum_steps: usize,
     pub max_tokens: Option<usize>,
     pub lr: f64,
     pub schedule: Schedule,
@@ -76,6 +98,10 @@ pub struct TrainConfig {
     /// Sentences of the validation set translated for BLEU (greedy).
     pub valid_bleu_sentences: usize,
     pub keep_last: usize,
+    /// What `best/` keeps: the checkpoint with the highest validation `bleu` or the lowest `loss`.
+    pub best_metric: BestMetric,
+    /// Stop when this many validations in a row have not improved the best score.
+    pub patience: Option<usize>,
     pub log_every: i64,
     pub seed: u64,
     pub device: String,
@@ -96,7 +122,9 @@ impl Default for TrainConfig {
             model: BTreeMap::new(),
             out: PathBuf::from("runs/run"),
             max_steps: 1000,
+            epochs: None,
             batch_size: 64,
+            accum_steps: 1,
             max_tokens: None,
             lr: 2e-3,
             schedule: Schedule::Gnmt {
@@ -110,6 +138,8 @@ impl Default for TrainConfig {
             valid_every: 500,
             valid_bleu_sentences: 500,
             keep_last: 3,
+            best_metric: BestMetric::Bleu,
+            patience: None,
             log_every: 10,
             seed: 1,
             device: "cpu".into(),
@@ -145,7 +175,7 @@ impl TrainConfig {
     fn run_id(&self, model: &ModelConfig) -> String {
         let key = serde_json::json!({
             "train": [self.train_src, self.train_tgt], "model": model, "seed": self.seed,
-            "batch": [self.batch_size, self.max_tokens], "lr": self.lr, "limit": self.train_limit,
+            "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "limit": self.train_limit,
         });
         Sha256::digest(key.to_string().as_bytes())
             .iter()
@@ -241,9 +271,11 @@ pub struct TrainSummary {
     pub first_loss: f64,
     pub last_loss: f64,
     pub tokens_per_s: f64,
-    pub best_bleu: Option<f64>,
+    /// The best validation BLEU, or the lowest validation loss with `best_metric = "loss"`.
+    pub best_score: Option<f64>,
     pub final_model: PathBuf,
     pub interrupted: bool,
+    pub early_stopped: bool,
 }
 
 struct Validation {
@@ -333,6 +365,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         batch: 0,
         seed: cfg.seed,
         best_score: None,
+        stale_validations: 0,
         run_id: run_id.clone(),
     };
     if resume {
@@ -374,7 +407,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     let start = Instant::now();
     let mut tokens_done = 0i64;
     let mut window = (Instant::now(), 0i64);
+    let accum = cfg.accum_steps.max(1);
+    let mut early_stop = false;
     'outer: while state.step < cfg.max_steps {
+        if cfg.epochs.is_some_and(|e| state.epoch >= e) {
+            break;
+        }
         let batches = epoch_batches(
             &lengths,
             cfg.batch_size,
@@ -382,29 +420,45 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             cfg.seed,
             state.epoch,
         );
+        let mut micro = 0usize;
+        let mut loss_sum = 0.0;
         while state.batch < batches.len() {
-            if stop.load(Ordering::SeqCst) {
-                summary.interrupted = true;
-                break 'outer;
+            if micro == 0 {
+                if stop.load(Ordering::SeqCst) {
+                    summary.interrupted = true;
+                    break 'outer;
+                }
+                adam.zero_grad();
             }
             let b = make_batch(&corpus, &batches[state.batch], device);
-            // A seed per step makes dropout reproducible after a resume.
+            // A seed per batch makes dropout reproducible after a resume.
             tch::manual_seed(
                 (cfg.seed as i64)
                     .wrapping_mul(1_000_003)
-                    .wrapping_add(state.step),
+                    .wrapping_add(state.step)
+                    .wrapping_add((micro as i64) << 32),
             );
             let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
             let (loss, _nll) = smoothed_loss(&logits, &b.tgt_out, cfg.label_smoothing);
-            adam.zero_grad();
-            loss.backward();
+            if accum > 1 {
+                (&loss / accum as f64).backward();
+            } else {
+                loss.backward();
+            }
+            loss_sum += loss.double_value(&[]);
+            micro += 1;
+            state.batch += 1;
+            tokens_done += b.tokens;
+            if micro < accum && state.batch < batches.len() {
+                continue;
+            }
             let grad_norm = adam.clip_grad_norm(cfg.clip_norm);
             let lr = cfg.schedule.lr(cfg.lr, state.step + 1, cfg.max_steps);
             adam.apply(lr);
             state.step += 1;
-            state.batch += 1;
-            tokens_done += b.tokens;
-            let loss_v = loss.double_value(&[]);
+            let loss_v = loss_sum / micro as f64;
+            micro = 0;
+            loss_sum = 0.0;
             if summary.first_loss.is_nan() {
                 summary.first_loss = loss_v;
             }
@@ -439,14 +493,25 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                         state.step,
                         vloss.exp()
                     );
-                    if state.best_score.is_none_or(|b| bleu > b) {
-                        state.best_score = Some(bleu);
-                        summary.best_bleu = Some(bleu);
+                    let score = cfg.best_metric.score(vloss, bleu);
+                    if state.best_score.is_none_or(|b| score > b) {
+                        state.best_score = Some(score);
+                        state.stale_validations = 0;
                         write_model_dir(&run.join("best"), &vs, &model_cfg, &tok_path)?;
+                    } else {
+                        state.stale_validations += 1;
+                        if cfg.patience.is_some_and(|p| state.stale_validations >= p) {
+                            tracing::info!(
+                                "early stopping: {} validations without improvement",
+                                state.stale_validations
+                            );
+                            early_stop = true;
+                        }
                     }
                 }
             }
-            if state.step % cfg.save_every.max(1) == 0 || state.step == cfg.max_steps {
+            if early_stop || state.step % cfg.save_every.max(1) == 0 || state.step == cfg.max_steps
+            {
                 save_checkpoint(
                     run,
                     &vs,
@@ -457,7 +522,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                     cfg.keep_last,
                 )?;
             }
-            if state.step >= cfg.max_steps {
+            if early_stop || state.step >= cfg.max_steps {
                 break 'outer;
             }
         }
@@ -482,7 +547,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     summary.steps = state.step;
     summary.tokens_per_s = tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
     summary.final_model = final_dir;
-    summary.best_bleu = state.best_score;
+    summary.best_score = state.best_score.map(|b| match cfg.best_metric {
+        BestMetric::Bleu => b,
+        BestMetric::Loss => -b,
+    });
+    summary.early_stopped = early_stop;
     Ok(summary)
 }
 
@@ -571,7 +640,7 @@ pub fn write_model_dir(
 }
 
 /// Fills a fresh temporary directory with `fill`, then moves it to `dest` (fsync, rename).
-fn write_dir_atomically(
+pub(crate) fn write_dir_atomically(
     tmp: &Path,
     dest: &Path,
     fill: impl FnOnce(&Path) -> Result<(), TrainError>,
@@ -679,5 +748,98 @@ mod tests {
         let mask = t1.eq(0).unsqueeze(2).to_kind(Kind::Float);
         let (b, _) = smoothed_loss(&(&logits + mask * 100.0), &t1, 0.1);
         assert!((a.double_value(&[]) - b.double_value(&[])).abs() < 1e-6);
+    }
+
+    fn tiny_run(out: &Path) -> TrainConfig {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/m30k");
+        let mut model = BTreeMap::new();
+        model.insert("dropout".to_string(), serde_json::json!(0.0));
+        TrainConfig {
+            train_src: data.join("train.en"),
+            train_tgt: data.join("train.de"),
+            valid_src: Some(data.join("valid.en")),
+            valid_tgt: Some(data.join("valid.de")),
+            vocab_size: 600,
+            preset: "tiny".into(),
+            model,
+            out: out.to_path_buf(),
+            batch_size: 16,
+            train_limit: Some(64),
+            valid_bleu_sentences: 8,
+            log_every: 1,
+            ..Default::default()
+        }
+    }
+
+    fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn gradient_accumulation_takes_one_step_per_group_of_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 pairs in batches of 16: 4 batches per epoch, 2 optimizer steps per epoch with accum 2.
+        let cfg = TrainConfig {
+            accum_steps: 2,
+            max_steps: 3,
+            valid_every: 0,
+            save_every: 100,
+            ..tiny_run(dir.path())
+        };
+        let s = train(&cfg, false, false).unwrap();
+        assert_eq!(s.steps, 3);
+        let last = checkpoint::list(dir.path()).pop().unwrap().1;
+        let st: TrainerState =
+            serde_json::from_str(&std::fs::read_to_string(last.join("trainer.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (st.epoch, st.batch),
+            (1, 2),
+            "3 steps of 2 batches = 1 epoch + 2 batches"
+        );
+        let steps: Vec<i64> = metric_lines(dir.path())
+            .iter()
+            .filter_map(|l| l["step"].as_i64())
+            .collect();
+        assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn epochs_and_patience_stop_training() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 batches per epoch: 2 epochs = 8 steps, well before max_steps.
+        let cfg = TrainConfig {
+            epochs: Some(2),
+            max_steps: 1000,
+            valid_every: 0,
+            ..tiny_run(dir.path())
+        };
+        assert_eq!(train(&cfg, false, false).unwrap().steps, 8);
+
+        // With a zero learning rate nothing improves: patience 2 stops at the third validation.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            lr: 0.0,
+            max_steps: 1000,
+            valid_every: 2,
+            patience: Some(2),
+            best_metric: BestMetric::Loss,
+            ..tiny_run(dir.path())
+        };
+        let s = train(&cfg, false, false).unwrap();
+        assert!(s.early_stopped);
+        assert_eq!(s.steps, 6);
+        let valid: Vec<f64> = metric_lines(dir.path())
+            .iter()
+            .filter_map(|l| l["valid_loss"].as_f64())
+            .collect();
+        assert_eq!(valid.len(), 3);
+        assert!((s.best_score.unwrap() - valid[0]).abs() < 1e-12);
+        // The early stop left a checkpoint at its step.
+        assert_eq!(checkpoint::list(dir.path()).pop().unwrap().0, 6);
     }
 }

@@ -1,0 +1,170 @@
+//! Checkpoint averaging: the element-wise mean of the weights of several checkpoints of one run,
+//! written as a model directory. Averaging the last few checkpoints smooths out the noise of the
+//! final optimizer steps and usually gains a fraction of a BLEU point for free.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use crate::checkpoint;
+use crate::trainer::{write_dir_atomically, TrainError};
+
+fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// The last `n` checkpoints of a run directory, oldest first.
+pub fn last_checkpoints(run: &Path, n: usize) -> Result<Vec<PathBuf>, TrainError> {
+    let all = checkpoint::list(run);
+    if all.is_empty() {
+        return Err(ckpt_err(run, "holds no checkpoints (checkpoints/step-N)"));
+    }
+    let skip = all.len().saturating_sub(n.max(1));
+    Ok(all.into_iter().skip(skip).map(|(_, p)| p).collect())
+}
+
+/// Averages the weights of `dirs` (model directories or checkpoints of the same model and
+/// vocabulary) into the model directory `out`. The mean is accumulated in float64 so the order
+/// of the checkpoints does not matter to within float32 rounding.
+pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
+    let Some(first) = dirs.first() else {
+        return Err(TrainError::Config("average: no checkpoints given".into()));
+    };
+    let read = |dir: &Path, file: &str| {
+        std::fs::read(dir.join(file)).map_err(|e| ckpt_err(dir, format!("{file}: {e}")))
+    };
+    let config = read(first, "config.json")?;
+    let config_v: serde_json::Value = serde_json::from_slice(&config)
+        .map_err(|e| ckpt_err(first, format!("config.json: {e}")))?;
+    let tokenizer = read(first, "tokenizer.json")?;
+    let mut sums: BTreeMap<String, (Tensor, Kind)> = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let c: serde_json::Value = serde_json::from_slice(&read(dir, "config.json")?)
+            .map_err(|e| ckpt_err(dir, format!("config.json: {e}")))?;
+        if c != config_v {
+            return Err(ckpt_err(
+                dir,
+                format!("its config.json differs from {}'s", first.display()),
+            ));
+        }
+        if read(dir, "tokenizer.json")? != tokenizer {
+            return Err(ckpt_err(
+                dir,
+                format!("its tokenizer.json differs from {}'s", first.display()),
+            ));
+        }
+        let path = dir.join("model.safetensors");
+        let tensors = Tensor::read_safetensors(&path)
+            .map_err(|e| ckpt_err(&path, format!("cannot read: {e}")))?;
+        if i > 0 && tensors.len() != sums.len() {
+            return Err(ckpt_err(
+                &path,
+                format!("{} tensors, {} in the first", tensors.len(), sums.len()),
+            ));
+        }
+        for (name, t) in tensors {
+            match sums.get_mut(&name) {
+                None if i == 0 => {
+                    let kind = t.kind();
+                    sums.insert(name, (t.to_kind(Kind::Double), kind));
+                }
+                None => {
+                    return Err(ckpt_err(
+                        &path,
+                        format!("tensor `{name}` is not in the first"),
+                    ))
+                }
+                Some((acc, _)) => {
+                    if acc.size() != t.size() {
+                        return Err(ckpt_err(
+                            &path,
+                            format!(
+                                "tensor `{name}` has shape {:?}, {:?} in the first",
+                                t.size(),
+                                acc.size()
+                            ),
+                        ));
+                    }
+                    *acc += t.to_kind(Kind::Double);
+                }
+            }
+        }
+    }
+    let n = dirs.len() as f64;
+    let averaged: Vec<(String, Tensor)> = sums
+        .into_iter()
+        .map(|(name, (acc, kind))| (name, (acc / n).to_kind(kind)))
+        .collect();
+    write_dir_atomically(&out.with_extension("tmp"), out, |tmp| {
+        std::fs::write(tmp.join("config.json"), &config)
+            .map_err(|e| ckpt_err(tmp, e.to_string()))?;
+        std::fs::write(tmp.join("tokenizer.json"), &tokenizer)
+            .map_err(|e| ckpt_err(tmp, e.to_string()))?;
+        Tensor::write_safetensors(&averaged, tmp.join("model.safetensors"))?;
+        Ok(())
+    })?;
+    Ok(dirs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gnmt_model::{ModelConfig, Seq2Seq};
+    use tch::{nn, Device};
+
+    fn write_model(dir: &Path, cfg: &ModelConfig, seed: i64, tok: &Path) -> nn::VarStore {
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(Device::Cpu);
+        Seq2Seq::new(&vs.root(), cfg).unwrap();
+        crate::trainer::write_model_dir(dir, &vs, cfg, tok).unwrap();
+        vs
+    }
+
+    #[test]
+    fn average_is_the_elementwise_mean_and_refuses_mismatches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tokenizer.json");
+        std::fs::write(&tok, "{}").unwrap();
+        let cfg = ModelConfig::preset("tiny", 64).unwrap();
+        let a = write_model(&tmp.path().join("a"), &cfg, 1, &tok);
+        let b = write_model(&tmp.path().join("b"), &cfg, 2, &tok);
+        let out = tmp.path().join("avg");
+        let n = average(&[tmp.path().join("a"), tmp.path().join("b")], &out).unwrap();
+        assert_eq!(n, 2);
+        let avg: BTreeMap<String, Tensor> = Tensor::read_safetensors(out.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let (va, vb) = (a.variables(), b.variables());
+        assert_eq!(avg.len(), va.len());
+        for (name, t) in &avg {
+            let want = (&va[name] + &vb[name]) / 2.0;
+            let diff = (t - want).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{name}: {diff}");
+        }
+        assert!(out.join("config.json").exists() && out.join("tokenizer.json").exists());
+
+        // A different model is refused, naming it.
+        let other = ModelConfig {
+            hidden_size: cfg.hidden_size * 2,
+            ..cfg.clone()
+        };
+        write_model(&tmp.path().join("c"), &other, 3, &tok);
+        let err = average(&[tmp.path().join("a"), tmp.path().join("c")], &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json differs") && err.contains("/c"),
+            "{err}"
+        );
+        // A missing file names the checkpoint.
+        let err = average(&[tmp.path().join("a"), tmp.path().join("nope")], &out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}
