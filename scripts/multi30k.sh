@@ -32,7 +32,7 @@ G=target/release/gnmt
 mkdir -p "$OUT"
 start=$(date +%s)
 [ -f "$OUT/tokenizer.json" ] || $G vocab --src "$DATA/train.en" --tgt "$DATA/train.de" --size 8000 -o "$OUT/tokenizer.json"
-EVERY=$(( STEPS / 8 ))
+EVERY=$(( STEPS / 6 ))
 $G train --train-src "$DATA/train.en" --train-tgt "$DATA/train.de" --valid-src "$DATA/valid.en" --valid-tgt "$DATA/valid.de" \
     --vocab "$OUT/tokenizer.json" --preset "$PRESET" --device "$DEVICE" --batch-size "$BATCH" --max-steps "$STEPS" \
     --save-every "$EVERY" --valid-every "$EVERY" --set keep_last=4 --set valid_bleu_sentences=1014 \

@@ -161,6 +161,56 @@ fn vocab_train_resume_translate_eval() {
         stderr(&out)
     );
 
+    // Averaging the last two checkpoints (steps 10 and 20) gives a model directory that translates.
+    let avg = t.join("avg");
+    let out = run(gnmt()
+        .args(["average", "--last", "2", "--run"])
+        .arg(&a)
+        .arg("--out")
+        .arg(&avg));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("averaged 2 checkpoints"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_stdin(
+        gnmt().args(["translate", "--greedy", "--model"]).arg(&avg),
+        "A man rides a bike.\n\nTwo dogs.\n",
+    );
+    assert_eq!(out.lines().count(), 3);
+    // Averaging different models is refused, naming the odd one out.
+    let out = run(gnmt()
+        .arg("average")
+        .arg(a.join("final"))
+        .arg(t.join("missing"))
+        .arg("--out")
+        .arg(t.join("avg2")));
+    assert!(!out.status.success() && stderr(&out).contains("missing"));
+
+    // Plots of the run's metrics: every chart as PNG and SVG.
+    let plots = t.join("plots");
+    let out = run(gnmt().arg("plot").arg(&a).arg(&b).arg("-o").arg(&plots));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for stem in [
+        "loss",
+        "valid_bleu",
+        "valid_loss",
+        "lr",
+        "grad_norm_by_layer",
+    ] {
+        for ext in ["png", "svg"] {
+            let f = plots.join(format!("{stem}.{ext}"));
+            assert!(
+                std::fs::metadata(&f)
+                    .map(|m| m.len() > 1000)
+                    .unwrap_or(false),
+                "{}",
+                f.display()
+            );
+        }
+    }
+
     // A corrupt checkpoint is refused with its path named.
     let ck = gnmt_checkpoints(&b).pop().unwrap();
     std::fs::write(ck.join("model.safetensors"), b"garbage").unwrap();

@@ -379,8 +379,12 @@ pub struct TranslateArgs {
     max_len_a: f64,
     #[arg(long, default_value_t = 10)]
     max_len_b: usize,
+    /// Sentences per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Source tokens per batch, padding counted (batches then also stay within --batch-size).
+    #[arg(long)]
+    max_tokens: Option<usize>,
     /// Print the N best translations with scores.
     #[arg(long, default_value_t = 0)]
     nbest: usize,
@@ -435,6 +439,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         device,
         search,
         batch_size: a.batch_size,
+        max_tokens: a.max_tokens,
         chunk_lines: 10_000,
     };
     let input = a.input.clone().unwrap_or_else(|| PathBuf::from("-"));

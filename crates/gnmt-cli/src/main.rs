@@ -2,6 +2,7 @@
 //! translations exactly as sacreBLEU does. Each subcommand lives in its own module; this file
 //! holds the command line, logging set-up and error reporting.
 
+mod bench;
 mod commands;
 mod doctor;
 mod eval;
@@ -52,7 +53,7 @@ enum Command {
     /// Draw loss, BLEU, learning rate and gradient norms of a training run.
     Plot(plot::PlotArgs),
     /// Benchmarks: eval, train, translate throughput.
-    Bench(NotYet),
+    Bench(bench::BenchArgs),
     /// Print what libtorch sees: version, CUDA and cuDNN, devices, threads, bf16 support.
     Doctor,
 }
@@ -119,6 +120,7 @@ fn main() -> ExitCode {
         Command::Translate(a) => commands::translate(a),
         Command::Average(a) => commands::average(a),
         Command::Plot(a) => plot::run(a),
+        Command::Bench(a) => bench::run(a),
         other => Err(anyhow::anyhow!(
             "`gnmt {}` is not built yet in this version of gnmt-rs",
             command_name(&other)

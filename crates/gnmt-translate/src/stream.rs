@@ -46,6 +46,9 @@ pub struct Translator<'a> {
     pub search: SearchConfig,
     /// Sentences per batch.
     pub batch_size: usize,
+    /// Source tokens per batch, padding counted (the longest sentence times the batch size);
+    /// with it, batches of short sentences grow and batches of long ones shrink.
+    pub max_tokens: Option<usize>,
     /// Lines read (and held) at a time: memory stays bounded on any file size.
     pub chunk_lines: usize,
 }
@@ -56,7 +59,7 @@ impl Translator<'_> {
         let mut order: Vec<usize> = (0..srcs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
         let mut out: Vec<Vec<Hypothesis>> = vec![Vec::new(); srcs.len()];
-        for batch in order.chunks(self.batch_size.max(1)) {
+        for batch in self.batches(&order, srcs) {
             let (empty, full): (Vec<usize>, Vec<usize>) =
                 batch.iter().partition(|&&i| srcs[i].is_empty());
             for i in empty {
@@ -76,6 +79,26 @@ impl Translator<'_> {
             )) {
                 out[*i] = h;
             }
+        }
+        out
+    }
+
+    /// Splits `order` (longest first) into batches of at most `batch_size` sentences and, with
+    /// `max_tokens`, at most that many padded source tokens (but always at least one sentence).
+    pub(crate) fn batches<'o>(&self, order: &'o [usize], srcs: &[Vec<u32>]) -> Vec<&'o [usize]> {
+        let size = self.batch_size.max(1);
+        let mut out = Vec::new();
+        let mut rest = order;
+        while !rest.is_empty() {
+            // Longest first: the first sentence sets the padded width of the batch.
+            let n = match self.max_tokens {
+                Some(budget) => (budget / srcs[rest[0]].len().max(1)).clamp(1, size),
+                None => size,
+            }
+            .min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            out.push(head);
+            rest = tail;
         }
         out
     }

@@ -111,3 +111,57 @@ fn batch_composition_does_not_change_translations() {
         assert_eq!(alone[0][0].tokens, together[i][0].tokens, "sentence {i}");
     }
 }
+
+#[test]
+fn token_budget_batches_and_keeps_results() {
+    let (_vs, m) = model(300);
+    let lines = ["a b c d e f g h", "a", "a b c", "", "a b c d"];
+    let tok = gnmt_tokenizer::SubwordTokenizer::train(
+        lines.iter().map(|s| s.to_string()).cycle().take(50),
+        300,
+        gnmt_tokenizer::VocabKind::Unigram,
+    )
+    .unwrap();
+    let tr = |batch_size, max_tokens| stream::Translator {
+        model: &m,
+        tokenizer: &tok,
+        device: Device::Cpu,
+        search: SearchConfig::default(),
+        batch_size,
+        max_tokens,
+        chunk_lines: 100,
+    };
+    // Lengths 8, 4, 3, 1 (longest first): a budget of 9 padded tokens gives [8], [4 3], [1].
+    let srcs: Vec<Vec<u32>> = [8usize, 1, 3, 4].iter().map(|&n| vec![FIRST; n]).collect();
+    let order = [0usize, 3, 2, 1];
+    let b = tr(64, Some(9));
+    let sizes: Vec<usize> = b.batches(&order, &srcs).iter().map(|x| x.len()).collect();
+    assert_eq!(sizes, vec![1, 2, 1]);
+    // A budget below the longest sentence still makes progress; batch_size still caps.
+    let sizes: Vec<usize> = tr(2, Some(1))
+        .batches(&order, &srcs)
+        .iter()
+        .map(|x| x.len())
+        .collect();
+    assert_eq!(sizes, vec![1, 1, 1, 1]);
+    let sizes: Vec<usize> = tr(2, Some(1000))
+        .batches(&order, &srcs)
+        .iter()
+        .map(|x| x.len())
+        .collect();
+    assert_eq!(sizes, vec![2, 2]);
+    // Same translations, in input order, whatever the batching.
+    let ids: Vec<Vec<u32>> = lines.iter().map(|l| tok.encode(l).unwrap()).collect();
+    let by_budget = tr(64, Some(5)).translate_ids(&ids);
+    let one_by_one = tr(1, None).translate_ids(&ids);
+    assert_eq!(by_budget.len(), lines.len());
+    for (a, b) in by_budget.iter().zip(&one_by_one) {
+        assert_eq!(a[0].tokens, b[0].tokens);
+    }
+    assert!(
+        by_budget[3][0].tokens.is_empty(),
+        "empty line, empty output"
+    );
+}
+
+const FIRST: u32 = gnmt_tokenizer::FIRST_PIECE;

@@ -1,0 +1,283 @@
+//! `gnmt bench`: throughput of training steps and of batched beam search, as JSON on stdout, so
+//! runs can be compared with each other and with `scripts/pytorch-compare.py` (the same model
+//! and search written in PyTorch eager).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
+use gnmt_tokenizer::{SubwordTokenizer, BOS, EOS, FIRST_PIECE};
+use gnmt_train::optim::Adam;
+use gnmt_translate::{translate_batch, SearchConfig};
+use tch::{nn, Device, Tensor};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWhat {
+    /// Training steps (forward, label-smoothed loss, backward, clipping, Adam) on synthetic batches.
+    Train(TrainBench),
+    /// Batched beam search over a file or synthetic sentences.
+    Translate(TranslateBench),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// A model preset (random weights; see `gnmt model-info`).
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<String>,
+    /// A model directory (config.json, tokenizer.json, model.safetensors).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Vocabulary size for --preset.
+    #[arg(long, default_value_t = 8000)]
+    vocab_size: i64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// CPU threads for libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Source (and target) length of synthetic sentences, in pieces.
+    #[arg(long, default_value_t = 16)]
+    len: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: i64,
+}
+
+#[derive(Args, Debug)]
+struct TrainBench {
+    #[command(flatten)]
+    common: Common,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+#[derive(Args, Debug)]
+struct TranslateBench {
+    #[command(flatten)]
+    common: Common,
+    /// Text to translate (needs --model for its tokenizer); default: synthetic sentences.
+    #[arg(short, long, requires = "model")]
+    input: Option<PathBuf>,
+    /// Synthetic sentences (without --input).
+    #[arg(long, default_value_t = 256)]
+    sentences: usize,
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    #[arg(long, default_value_t = 0.6)]
+    alpha: f64,
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    #[arg(long, default_value_t = 1.5)]
+    max_len_a: f64,
+    #[arg(long, default_value_t = 10)]
+    max_len_b: usize,
+}
+
+fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
+    if let Some(t) = c.threads {
+        tch::set_num_threads(t);
+    }
+    let device = gnmt_train::trainer::parse_device(&c.device)?;
+    tch::manual_seed(c.seed);
+    match (&c.model, &c.preset) {
+        (Some(dir), _) => {
+            let (vs, m) = load_model_dir(dir, device)?;
+            Ok((vs, m, device))
+        }
+        (None, p) => {
+            let name = p.as_deref().unwrap_or("small");
+            let cfg = ModelConfig::preset(name, c.vocab_size).with_context(|| {
+                format!(
+                    "--preset {name}: known presets are {}",
+                    gnmt_model::PRESETS.join(", ")
+                )
+            })?;
+            let vs = nn::VarStore::new(device);
+            let m = Seq2Seq::new(&vs.root(), &cfg)?;
+            Ok((vs, m, device))
+        }
+    }
+}
+
+/// Deterministic pseudo-random ids of ordinary pieces (no specials, no byte pieces).
+fn synthetic(n: usize, len: usize, vocab: i64, seed: u64) -> Vec<Vec<u32>> {
+    let span = (vocab as u64).saturating_sub(FIRST_PIECE as u64).max(1);
+    let mut rng = gnmt_data::SplitMix64(seed);
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| FIRST_PIECE + (rng.next_u64() % span) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
+    let c = &a.common;
+    let (vs, model, device) = build(c)?;
+    let b = c.batch_size;
+    let l = c.len;
+    let data = synthetic(2 * b, l, model.config.vocab_size, c.seed as u64);
+    let flat =
+        |rows: &[Vec<u32>]| -> Vec<i64> { rows.iter().flatten().map(|&x| x as i64).collect() };
+    let src = Tensor::from_slice(&flat(&data[..b]))
+        .view([b as i64, l as i64])
+        .to_device(device);
+    let tgt: Vec<Vec<u32>> = data[b..].to_vec();
+    let tgt_in: Vec<Vec<u32>> = tgt
+        .iter()
+        .map(|t| std::iter::once(BOS).chain(t.iter().copied()).collect())
+        .collect();
+    let tgt_out: Vec<Vec<u32>> = tgt
+        .iter()
+        .map(|t| t.iter().copied().chain(std::iter::once(EOS)).collect())
+        .collect();
+    let tgt_in = Tensor::from_slice(&flat(&tgt_in))
+        .view([b as i64, l as i64 + 1])
+        .to_device(device);
+    let tgt_out = Tensor::from_slice(&flat(&tgt_out))
+        .view([b as i64, l as i64 + 1])
+        .to_device(device);
+    let src_len = Tensor::from_slice(&vec![l as i64; b]);
+    let mut adam = Adam::new(&vs);
+    let mut step = || {
+        let logits = model.forward(&src, &src_len, &tgt_in, true);
+        let (loss, _) = gnmt_train::trainer::smoothed_loss(&logits, &tgt_out, 0.1);
+        adam.zero_grad();
+        loss.backward();
+        adam.clip_grad_norm(5.0);
+        adam.apply(1e-3);
+        loss.double_value(&[])
+    };
+    for _ in 0..a.warmup {
+        step();
+    }
+    sync(device);
+    let t = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..a.steps.max(1) {
+        last = step();
+    }
+    sync(device);
+    let secs = t.elapsed().as_secs_f64();
+    let steps = a.steps.max(1) as f64;
+    // Non-pad tokens per step: source plus target (with its EOS).
+    let tokens = (b * l + b * (l + 1)) as f64;
+    Ok(serde_json::json!({
+        "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()),
+        "model": c.model, "device": c.device, "threads": tch::get_num_threads(),
+        "batch_size": b, "len": l, "steps": a.steps.max(1),
+        "ms_per_step": secs * 1000.0 / steps, "tokens_per_s": tokens * steps / secs,
+        "final_loss": last, "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
+    let c = &a.common;
+    let (_vs, model, device) = build(c)?;
+    let srcs: Vec<Vec<u32>> = match (&a.input, &c.model) {
+        (Some(path), Some(dir)) => {
+            let tok = SubwordTokenizer::load(&dir.join("tokenizer.json"))?;
+            let lines = gnmt_data::text::read_lines(path)?;
+            let max = model.config.max_source_len.max(1) as usize;
+            let mut v = Vec::with_capacity(lines.len());
+            for l in &lines {
+                let mut ids = tok.encode(l)?;
+                ids.truncate(max);
+                v.push(ids);
+            }
+            v
+        }
+        _ => synthetic(a.sentences, c.len, model.config.vocab_size, c.seed as u64),
+    };
+    if srcs.is_empty() {
+        bail!("nothing to translate");
+    }
+    let search = SearchConfig {
+        beam: a.beam.max(1),
+        alpha: a.alpha,
+        beta: a.beta,
+        max_len_a: a.max_len_a,
+        max_len_b: a.max_len_b,
+    };
+    // As `gnmt translate` does: longest first, fixed-size batches.
+    let mut order: Vec<usize> = (0..srcs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
+    // Warm-up on one batch (allocator, thread pool).
+    let first: Vec<Vec<u32>> = order
+        .iter()
+        .take(c.batch_size.max(1))
+        .map(|&i| srcs[i].clone())
+        .collect();
+    translate_batch(&model, &first[..first.len().min(4)], &search, device);
+    sync(device);
+    let t = Instant::now();
+    let mut generated = 0usize;
+    for batch in order.chunks(c.batch_size.max(1)) {
+        let inputs: Vec<Vec<u32>> = batch.iter().map(|&i| srcs[i].clone()).collect();
+        for h in translate_batch(&model, &inputs, &search, device) {
+            generated += h.first().map_or(0, |h| h.tokens.len() + 1);
+        }
+    }
+    sync(device);
+    let secs = t.elapsed().as_secs_f64();
+    let source: usize = srcs.iter().map(Vec::len).sum();
+    Ok(serde_json::json!({
+        "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input,
+        "device": c.device, "threads": tch::get_num_threads(), "beam": search.beam,
+        "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
+        "generated_tokens": generated, "seconds": secs,
+        "tokens_per_s": (source + generated) as f64 / secs,
+        "sentences_per_s": srcs.len() as f64 / secs, "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let v = match a.what {
+        BenchWhat::Train(t) => bench_train(t)?,
+        BenchWhat::Translate(t) => bench_translate(t)?,
+    };
+    println!("{v}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_are_ordinary_pieces_and_deterministic() {
+        let a = synthetic(3, 5, 300, 7);
+        assert_eq!(a, synthetic(3, 5, 300, 7));
+        assert!(a.iter().flatten().all(|&x| (FIRST_PIECE..300).contains(&x)));
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![5, 5, 5]);
+    }
+}

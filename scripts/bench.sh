@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Speed of gnmt-rs against the same model and beam search in PyTorch eager
+# (scripts/pytorch-compare.py), measured side by side, alternating, with the same thread count.
+# Also checks that both beam searches give the same translations of real sentences.
+#
+#   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N]
+#   MODEL defaults to runs/multi30k-small/averaged, else demo/run/final.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model) MODEL="$2"; shift 2 ;;
+        --input) INPUT="$2"; shift 2 ;;
+        --threads) THREADS="$2"; shift 2 ;;
+        --sentences) N="$2"; shift 2 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+for m in "$MODEL" runs/multi30k-small/averaged demo/run/final; do
+    [ -n "$m" ] && [ -f "$m/model.safetensors" ] && { MODEL=$m; break; }
+done
+[ -f "$MODEL/model.safetensors" ] || { echo "bench.sh: no model: run scripts/demo.sh or give --model" >&2; exit 1; }
+scripts/setup.sh >/dev/null
+cargo build --release -q -p gnmt-cli
+export OMP_WAIT_POLICY=PASSIVE
+G=target/release/gnmt
+PY="$(readlink -f .libtorch)/../../../../bin/python"
+[ -x "$PY" ] || PY="${GNMT_VENV:-$HOME/.cache/gnmt/torch-2.11.0}/bin/python"
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+head -n "$N" "$INPUT" > "$TMP/in.txt"
+$G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
+field() { python3 -c "import json,sys; print(round(json.loads(sys.stdin.read())['$1'], 1))"; }
+echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo
+echo "| benchmark | gnmt-rs | PyTorch eager | ratio |"
+echo "| --- | --- | --- | --- |"
+for round in 1 2; do
+    r=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 | field tokens_per_s)
+    p=$("$PY" scripts/pytorch-compare.py train --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
+    echo "| train small, batch 64, tokens/s (round $round) | $r | $p | $(python3 -c "print(f'{$r/$p:.2f}x')") |"
+    r=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" | field tokens_per_s)
+    p=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
+        --threads "$THREADS" --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
+    echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(python3 -c "print(f'{$r/$p:.2f}x')") |"
+done
+# Same search, same translations?
+$G translate --model "$MODEL" --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null
+$G detokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/py.ids" > "$TMP/py.txt"
+same=$(paste -d '\n' "$TMP/rs.txt" "$TMP/py.txt" | paste - - | awk -F'\t' '$1==$2' | wc -l)
+echo
+echo "identical beam-5 translations, gnmt-rs vs PyTorch: $same of $N"
