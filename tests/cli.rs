@@ -69,3 +69,50 @@ fn binary_links_libtorch_cuda_and_has_runpath() {
         );
     }
 }
+
+#[test]
+fn bench_prints_json_with_throughput() {
+    let out = run(gnmt().args([
+        "bench",
+        "train",
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["bench"], "train");
+    assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["ms_per_step"].as_f64().unwrap() > 0.0);
+    let out = run(gnmt().args([
+        "bench",
+        "translate",
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "300",
+        "--sentences",
+        "6",
+        "--batch-size",
+        "4",
+        "--beam",
+        "2",
+        "--threads",
+        "1",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["sentences"], 6);
+    assert!(v["generated_tokens"].as_u64().unwrap() >= 6);
+    // A bad preset is an error naming the option.
+    let out = run(gnmt().args(["bench", "train", "--preset", "huge"]));
+    assert!(!out.status.success() && stderr(&out).contains("--preset huge"));
+}

@@ -277,3 +277,78 @@ fn run_stdin(cmd: &mut std::process::Command, input: &str) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[test]
+fn prepare_once_then_train_on_the_prepared_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = data();
+    let vocab = |size: &str, out: &Path| {
+        let o = run(gnmt()
+            .args(["vocab", "--size", size, "-o"])
+            .arg(out)
+            .arg("--src")
+            .arg(d.join("train.en"))
+            .arg("--tgt")
+            .arg(d.join("train.de")));
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    vocab("600", &t.join("tok.json"));
+    let prep = t.join("prep");
+    let out = run(gnmt()
+        .args(["prepare", "--max-len", "20", "--vocab"])
+        .arg(t.join("tok.json"))
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de"))
+        .arg("-o")
+        .arg(&prep));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The summary says how many pairs were kept and why the others were skipped.
+    let e = stderr(&out);
+    assert!(
+        e.contains("prepared") && e.contains("longer than the maximum length"),
+        "{e}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prep.join("meta.json")).unwrap()).unwrap();
+    let kept = meta["report"]["kept"].as_u64().unwrap();
+    assert!(kept > 100 && kept < 1500, "{meta}");
+
+    let train = |vocab: &Path, run_dir: &Path| {
+        run(gnmt()
+            .arg("train")
+            .arg("--prepared")
+            .arg(&prep)
+            .arg("--vocab")
+            .arg(vocab)
+            .args(["--preset", "tiny", "--batch-size", "16", "--max-steps", "3"])
+            .args(["--set", "log_every=1", "--threads", "1", "--out"])
+            .arg(run_dir))
+    };
+    let out = train(&t.join("tok.json"), &t.join("run"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(losses(&t.join("run")).len(), 3);
+    // A corpus prepared with another tokenizer is stale: refused, naming it.
+    vocab("800", &t.join("other.json"));
+    let out = train(&t.join("other.json"), &t.join("run2"));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("prep") && e.contains("different tokenizer"),
+        "{e}"
+    );
+    // --strict turns a skipped pair into an error naming its line.
+    let out = run(gnmt()
+        .args(["prepare", "--strict", "--max-len", "20", "--vocab"])
+        .arg(t.join("tok.json"))
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de"))
+        .arg("-o")
+        .arg(t.join("strict")));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line ") && !t.join("strict").exists());
+}

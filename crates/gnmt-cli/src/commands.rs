@@ -1,4 +1,4 @@
-//! `vocab`, `tokenize`, `detokenize`, `model-info`, `train`, `translate`, `average`.
+//! `vocab`, `tokenize`, `detokenize`, `prepare`, `model-info`, `train`, `translate`, `average`.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -216,6 +216,12 @@ pub struct TrainArgs {
     /// CPU threads for libtorch.
     #[arg(long)]
     threads: Option<i32>,
+    /// A corpus from `gnmt prepare` (instead of --train-src/--train-tgt).
+    #[arg(long)]
+    prepared: Option<PathBuf>,
+    /// Make a skipped training pair (empty side, too long, bad length ratio) an error.
+    #[arg(long)]
+    strict: bool,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -257,6 +263,12 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     if let Some(x) = &a.vocab {
         put("vocab", path(x))
+    }
+    if let Some(x) = &a.prepared {
+        put("prepared", path(x))
+    }
+    if a.strict {
+        put("strict", toml::Value::Boolean(true))
     }
     if let Some(x) = &a.out {
         put("out", path(x))
@@ -317,8 +329,10 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let cfg: TrainConfig = toml::Value::Table(v)
         .try_into()
         .context("training settings")?;
-    if cfg.train_src.as_os_str().is_empty() || cfg.train_tgt.as_os_str().is_empty() {
-        bail!("give the training data: --train-src and --train-tgt (or train_src/train_tgt in --config)");
+    if cfg.prepared.is_none()
+        && (cfg.train_src.as_os_str().is_empty() || cfg.train_tgt.as_os_str().is_empty())
+    {
+        bail!("give the training data: --train-src and --train-tgt, or --prepared (or the same keys in --config)");
     }
     Ok(cfg)
 }
@@ -526,5 +540,68 @@ pub fn average(a: AverageArgs) -> Result<ExitCode> {
         tracing::debug!("averaged {}", d.display());
     }
     tracing::info!("averaged {n} checkpoints into {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// The tokenizer.json to tokenize with (the one training will use).
+    #[arg(long)]
+    vocab: PathBuf,
+    /// Source-side text (plain or .gz).
+    #[arg(long)]
+    src: PathBuf,
+    /// Target-side text (plain or .gz), aligned line by line with --src.
+    #[arg(long)]
+    tgt: PathBuf,
+    /// Directory to write (meta.json and the id arrays).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Longest sentence (either side), in pieces; longer pairs are skipped and counted.
+    #[arg(long, default_value_t = 80)]
+    max_len: usize,
+    /// Largest longer/shorter length ratio.
+    #[arg(long, default_value_t = 9.0)]
+    max_ratio: f64,
+    /// Use only the first N pairs.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Make a pair that would be skipped an error naming its line.
+    #[arg(long)]
+    strict: bool,
+    /// Tokenizer threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
+    }
+    let tok = SubwordTokenizer::load(&a.vocab)?;
+    let filter = gnmt_data::FilterConfig {
+        max_len: a.max_len,
+        max_ratio: a.max_ratio,
+        strict: a.strict,
+    };
+    let bar = spinner("tokenizing");
+    let t = Instant::now();
+    let meta =
+        gnmt_data::prepare::prepare(&a.src, &a.tgt, &tok, &filter, a.limit, &a.output, |n| {
+            bar.set_message(format!("{n} pairs tokenized"))
+        })?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    tracing::info!("{}", meta.report);
+    eprintln!(
+        "prepared {} pairs ({} + {} tokens) into {} in {secs:.1}s",
+        meta.report.kept,
+        meta.src_tokens,
+        meta.tgt_tokens,
+        a.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

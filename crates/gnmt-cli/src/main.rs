@@ -41,7 +41,7 @@ enum Command {
     /// Subword pieces or ids (stdin) back to text (stdout); --ids for ids.
     Detokenize(commands::TokenizeArgs),
     /// Tokenize a parallel corpus once into a memory-mapped binary corpus.
-    Prepare(NotYet),
+    Prepare(commands::PrepareArgs),
     /// Parameter counts of a preset or a model directory.
     ModelInfo(commands::ModelInfoArgs),
     /// Train a GNMT model on a parallel corpus.
@@ -56,13 +56,6 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print what libtorch sees: version, CUDA and cuDNN, devices, threads, bf16 support.
     Doctor,
-}
-
-/// Arguments of a subcommand that is not built yet: accepted so `--help` lists it, refused when run.
-#[derive(clap::Args, Debug)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -119,12 +112,9 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train(a),
         Command::Translate(a) => commands::translate(a),
         Command::Average(a) => commands::average(a),
+        Command::Prepare(a) => commands::prepare(a),
         Command::Plot(a) => plot::run(a),
         Command::Bench(a) => bench::run(a),
-        other => Err(anyhow::anyhow!(
-            "`gnmt {}` is not built yet in this version of gnmt-rs",
-            command_name(&other)
-        )),
     };
     match result {
         Ok(code) => code,
@@ -132,22 +122,5 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Eval(_) => "eval",
-        Command::Vocab(_) => "vocab",
-        Command::Tokenize(_) => "tokenize",
-        Command::Detokenize(_) => "detokenize",
-        Command::Prepare(_) => "prepare",
-        Command::ModelInfo(_) => "model-info",
-        Command::Train(_) => "train",
-        Command::Translate(_) => "translate",
-        Command::Average(_) => "average",
-        Command::Plot(_) => "plot",
-        Command::Bench(_) => "bench",
-        Command::Doctor => "doctor",
     }
 }

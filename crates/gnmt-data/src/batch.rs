@@ -30,7 +30,7 @@ impl Default for FilterConfig {
 }
 
 /// How many pairs were kept and why the others were skipped.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FilterReport {
     pub kept: usize,
     pub empty: usize,
@@ -48,40 +48,129 @@ impl std::fmt::Display for FilterReport {
     }
 }
 
-/// Aligned sentence pairs as ids (no BOS/EOS).
-#[derive(Debug, Clone, Default)]
-pub struct PairCorpus {
-    pub src: Vec<Vec<u32>>,
-    pub tgt: Vec<Vec<u32>>,
-    /// 0-based line number (in both files) of each kept pair.
-    pub lines: Vec<usize>,
+/// One side of a corpus: all ids back to back, and where each sentence starts.
+#[derive(Debug)]
+pub(crate) enum Store {
+    Owned { ids: Vec<u32>, offsets: Vec<u64> },
+    Mapped { ids: Mapped, offsets: Mapped },
 }
 
-impl PairCorpus {
-    pub fn len(&self) -> usize {
-        self.src.len()
+/// A memory-mapped little-endian array file (or an empty one, which cannot be mapped).
+#[derive(Debug)]
+pub(crate) struct Mapped(pub(crate) Option<memmap2::Mmap>);
+
+impl Mapped {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Store {
+    fn new() -> Self {
+        Store::Owned {
+            ids: Vec::new(),
+            offsets: vec![0],
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.src.is_empty()
+    fn ids(&self) -> &[u32] {
+        match self {
+            Store::Owned { ids, .. } => ids,
+            // Checked when the corpus was opened: the map is page-aligned and a multiple of 4.
+            Store::Mapped { ids, .. } => bytemuck::try_cast_slice(ids.bytes()).unwrap_or(&[]),
+        }
     }
 
-    /// Reads, tokenizes (in parallel) and filters two aligned files.
-    pub fn load(
-        src_path: &Path,
-        tgt_path: &Path,
-        tok: &SubwordTokenizer,
-        filter: &FilterConfig,
-        limit: Option<usize>,
-    ) -> Result<(Self, FilterReport), DataError> {
-        let take = limit.unwrap_or(usize::MAX);
-        let src: Vec<String> = Lines::open(src_path)?
-            .take(take)
-            .collect::<Result<_, _>>()?;
-        let tgt: Vec<String> = Lines::open(tgt_path)?
-            .take(take)
-            .collect::<Result<_, _>>()?;
-        if src.len() != tgt.len() {
+    fn offsets(&self) -> &[u64] {
+        match self {
+            Store::Owned { offsets, .. } => offsets,
+            Store::Mapped { offsets, .. } => {
+                bytemuck::try_cast_slice(offsets.bytes()).unwrap_or(&[])
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> &[u32] {
+        let o = self.offsets();
+        &self.ids()[o[i] as usize..o[i + 1] as usize]
+    }
+
+    fn push(&mut self, s: &[u32]) {
+        if let Store::Owned { ids, offsets } = self {
+            ids.extend_from_slice(s);
+            offsets.push(ids.len() as u64);
+        }
+    }
+}
+
+/// Aligned sentence pairs as ids (no BOS/EOS), held in memory or memory-mapped from a corpus
+/// written by [`crate::prepare::prepare`].
+#[derive(Debug)]
+pub struct PairCorpus {
+    pub(crate) src: Store,
+    pub(crate) tgt: Store,
+    /// 0-based line number (in both files) of each kept pair.
+    pub(crate) lines: Vec<u64>,
+}
+
+impl Default for PairCorpus {
+    fn default() -> Self {
+        PairCorpus {
+            src: Store::new(),
+            tgt: Store::new(),
+            lines: Vec::new(),
+        }
+    }
+}
+
+/// Why a pair is skipped, if it is.
+pub(crate) fn check_pair(
+    s: &[u32],
+    t: &[u32],
+    filter: &FilterConfig,
+    report: &mut FilterReport,
+) -> Option<&'static str> {
+    if s.is_empty() || t.is_empty() {
+        report.empty += 1;
+        Some("one side is empty")
+    } else if s.len() > filter.max_len || t.len() > filter.max_len {
+        report.too_long += 1;
+        Some("longer than the maximum length")
+    } else if (s.len().max(t.len()) as f64) / (s.len().min(t.len()) as f64) > filter.max_ratio {
+        report.bad_ratio += 1;
+        Some("beyond the length-ratio bound")
+    } else {
+        None
+    }
+}
+
+/// Reads two aligned files in lockstep, `chunk` pairs at a time, tokenizes each chunk in
+/// parallel, filters, and hands every kept pair (0-based line, source ids, target ids) to `sink`.
+/// Memory stays bounded by the chunk, whatever the size of the files.
+pub(crate) fn tokenize_pairs(
+    src_path: &Path,
+    tgt_path: &Path,
+    tok: &SubwordTokenizer,
+    filter: &FilterConfig,
+    limit: Option<usize>,
+    chunk: usize,
+    mut sink: impl FnMut(usize, &[u32], &[u32]) -> Result<(), DataError>,
+) -> Result<FilterReport, DataError> {
+    let take = limit.unwrap_or(usize::MAX);
+    let mut src = Lines::open(src_path)?.take(take);
+    let mut tgt = Lines::open(tgt_path)?.take(take);
+    let mut report = FilterReport::default();
+    let mut line = 0usize;
+    let enc = |lines: &[String]| -> Result<Vec<Vec<u32>>, DataError> {
+        lines
+            .par_iter()
+            .map(|l| tok.encode(l).map_err(|e| DataError::Other(e.to_string())))
+            .collect()
+    };
+    loop {
+        let s: Vec<String> = src.by_ref().take(chunk.max(1)).collect::<Result<_, _>>()?;
+        let t: Vec<String> = tgt.by_ref().take(chunk.max(1)).collect::<Result<_, _>>()?;
+        if s.len() != t.len() {
             // Count the whole files so the message gives the real line counts.
             let full = |p: &Path| Lines::open(p).map(|l| l.count());
             return Err(DataError::Misaligned {
@@ -91,47 +180,83 @@ impl PairCorpus {
                 tgt_lines: full(tgt_path)?,
             });
         }
-        let enc = |lines: &[String]| -> Result<Vec<Vec<u32>>, DataError> {
-            lines
-                .par_iter()
-                .map(|l| tok.encode(l).map_err(|e| DataError::Other(e.to_string())))
-                .collect()
-        };
-        let (s_ids, t_ids) = (enc(&src)?, enc(&tgt)?);
-        let mut report = FilterReport::default();
-        let mut out = PairCorpus::default();
-        for (i, (s, t)) in s_ids.into_iter().zip(t_ids).enumerate() {
-            let reason = if s.is_empty() || t.is_empty() {
-                report.empty += 1;
-                Some("one side is empty")
-            } else if s.len() > filter.max_len || t.len() > filter.max_len {
-                report.too_long += 1;
-                Some("longer than the maximum length")
-            } else if (s.len().max(t.len()) as f64) / (s.len().min(t.len()) as f64)
-                > filter.max_ratio
-            {
-                report.bad_ratio += 1;
-                Some("beyond the length-ratio bound")
-            } else {
-                None
-            };
-            match reason {
-                Some(r) if filter.strict => {
+        if s.is_empty() {
+            break;
+        }
+        let (s_ids, t_ids) = rayon::join(|| enc(&s), || enc(&t));
+        for (s, t) in s_ids?.iter().zip(&t_ids?) {
+            match check_pair(s, t, filter, &mut report) {
+                Some(reason) if filter.strict => {
                     return Err(DataError::BadPair {
                         path: src_path.to_path_buf(),
-                        line: i + 1,
-                        reason: r.into(),
+                        line: line + 1,
+                        reason: reason.into(),
                     })
                 }
                 Some(_) => {}
                 None => {
-                    out.src.push(s);
-                    out.tgt.push(t);
-                    out.lines.push(i);
+                    report.kept += 1;
+                    sink(line, s, t)?;
                 }
             }
+            line += 1;
         }
-        report.kept = out.len();
+    }
+    Ok(report)
+}
+
+impl PairCorpus {
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Source ids of pair `i`.
+    pub fn src(&self, i: usize) -> &[u32] {
+        self.src.get(i)
+    }
+
+    /// Target ids of pair `i`.
+    pub fn tgt(&self, i: usize) -> &[u32] {
+        self.tgt.get(i)
+    }
+
+    /// 0-based line number (in both files) of pair `i`.
+    pub fn line(&self, i: usize) -> usize {
+        self.lines[i] as usize
+    }
+
+    /// Adds a pair (in-memory corpora only).
+    pub fn push(&mut self, line: usize, src: &[u32], tgt: &[u32]) {
+        self.src.push(src);
+        self.tgt.push(tgt);
+        self.lines.push(line as u64);
+    }
+
+    /// Reads, tokenizes (in parallel) and filters two aligned files into memory.
+    pub fn load(
+        src_path: &Path,
+        tgt_path: &Path,
+        tok: &SubwordTokenizer,
+        filter: &FilterConfig,
+        limit: Option<usize>,
+    ) -> Result<(Self, FilterReport), DataError> {
+        let mut out = PairCorpus::default();
+        let report = tokenize_pairs(
+            src_path,
+            tgt_path,
+            tok,
+            filter,
+            limit,
+            100_000,
+            |l, s, t| {
+                out.push(l, s, t);
+                Ok(())
+            },
+        )?;
         Ok((out, report))
     }
 }
@@ -228,7 +353,11 @@ mod tests {
             strict: false,
         };
         let (c, r) = PairCorpus::load(&s, &t, &tok, &f, None).unwrap();
-        assert_eq!(c.lines, [0, 2, 4]);
+        assert_eq!(
+            (0..c.len()).map(|i| c.line(i)).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        assert_eq!(c.src(1), tok.encode("the horse").unwrap().as_slice());
         assert_eq!((r.kept, r.empty, r.too_long), (3, 1, 1));
         let strict = FilterConfig { strict: true, ..f };
         let e = PairCorpus::load(&s, &t, &tok, &strict, None)

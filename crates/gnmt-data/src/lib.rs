@@ -1,9 +1,11 @@
 //! # gnmt-data
 //!
 //! Parallel corpora for gnmt-rs, in pure Rust: reading text (plain or gzip) with errors that name
-//! the file and line, validating and filtering sentence pairs, and turning them into id batches.
+//! the file and line, validating and filtering sentence pairs, preparing corpora once into
+//! memory-mapped binary arrays ([`prepare`]), and turning them into id batches.
 
 pub mod batch;
+pub mod prepare;
 pub mod text;
 
 pub use batch::{epoch_batches, padding_waste, FilterConfig, FilterReport, PairCorpus, SplitMix64};
@@ -37,6 +39,8 @@ pub enum DataError {
         line: usize,
         reason: String,
     },
+    #[error("prepared corpus {}: {msg}", path.display())]
+    Prepared { path: PathBuf, msg: String },
     #[error("{0}")]
     Other(String),
 }

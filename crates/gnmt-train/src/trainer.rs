@@ -71,6 +71,9 @@ impl BestMetric {
 pub struct TrainConfig {
     pub train_src: PathBuf,
     pub train_tgt: PathBuf,
+    /// A corpus from `gnmt prepare` to train on instead of `train_src`/`train_tgt`. Without it
+    /// the text is prepared into the run directory's `data/` once and reused.
+    pub prepared: Option<PathBuf>,
     pub valid_src: Option<PathBuf>,
     pub valid_tgt: Option<PathBuf>,
     /// A `tokenizer.json`; when absent one is trained on the training data and kept in the run.
@@ -92,7 +95,12 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub label_smoothing: f64,
     pub clip_norm: f64,
+    /// Longest training sentence (either side), in pieces; longer pairs are skipped and counted.
     pub max_len: usize,
+    /// Largest `longer / shorter` length ratio of a training pair.
+    pub max_ratio: f64,
+    /// Make a skipped training pair an error naming its line.
+    pub strict: bool,
     pub save_every: i64,
     pub valid_every: i64,
     /// Sentences of the validation set translated for BLEU (greedy).
@@ -114,6 +122,7 @@ impl Default for TrainConfig {
         TrainConfig {
             train_src: PathBuf::new(),
             train_tgt: PathBuf::new(),
+            prepared: None,
             valid_src: None,
             valid_tgt: None,
             vocab: None,
@@ -134,6 +143,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.1,
             clip_norm: 5.0,
             max_len: 80,
+            max_ratio: 9.0,
+            strict: false,
             save_every: 500,
             valid_every: 500,
             valid_bleu_sentences: 500,
@@ -174,7 +185,7 @@ impl TrainConfig {
     /// Fingerprint of what defines the run (not its length or logging).
     fn run_id(&self, model: &ModelConfig) -> String {
         let key = serde_json::json!({
-            "train": [self.train_src, self.train_tgt], "model": model, "seed": self.seed,
+            "train": [self.train_src, self.train_tgt, self.prepared], "model": model, "seed": self.seed,
             "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "limit": self.train_limit,
         });
         Sha256::digest(key.to_string().as_bytes())
@@ -215,28 +226,28 @@ fn make_batch(c: &PairCorpus, idx: &[usize], device: Device) -> Batch {
     let b = idx.len();
     let s = idx
         .iter()
-        .map(|&i| c.src[i].len())
+        .map(|&i| c.src(i).len())
         .max()
         .unwrap_or(1)
         .max(1);
-    let t = idx.iter().map(|&i| c.tgt[i].len()).max().unwrap_or(0) + 1;
+    let t = idx.iter().map(|&i| c.tgt(i).len()).max().unwrap_or(0) + 1;
     let mut src = vec![0i64; b * s];
     let mut tin = vec![0i64; b * t];
     let mut tout = vec![0i64; b * t];
     let mut lens = Vec::with_capacity(b);
     let mut tokens = 0;
     for (r, &i) in idx.iter().enumerate() {
-        for (j, &x) in c.src[i].iter().enumerate() {
+        for (j, &x) in c.src(i).iter().enumerate() {
             src[r * s + j] = x as i64;
         }
-        lens.push(c.src[i].len().max(1) as i64);
+        lens.push(c.src(i).len().max(1) as i64);
         tin[r * t] = BOS as i64;
-        for (j, &x) in c.tgt[i].iter().enumerate() {
+        for (j, &x) in c.tgt(i).iter().enumerate() {
             tin[r * t + j + 1] = x as i64;
             tout[r * t + j] = x as i64;
         }
-        tout[r * t + c.tgt[i].len()] = EOS as i64;
-        tokens += (c.src[i].len() + c.tgt[i].len() + 1) as i64;
+        tout[r * t + c.tgt(i).len()] = EOS as i64;
+        tokens += (c.src(i).len() + c.tgt(i).len() + 1) as i64;
     }
     let mk = |v: Vec<i64>, cols: usize| {
         Tensor::from_slice(&v)
@@ -318,15 +329,38 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
 
     let filter = FilterConfig {
         max_len: cfg.max_len,
-        ..Default::default()
+        max_ratio: cfg.max_ratio,
+        strict: cfg.strict,
     };
-    let (corpus, report) = PairCorpus::load(
-        &cfg.train_src,
-        &cfg.train_tgt,
-        &tokenizer,
-        &filter,
-        cfg.train_limit,
-    )?;
+    let (corpus, meta) = match &cfg.prepared {
+        Some(dir) => gnmt_data::prepare::open(dir, &tokenizer)?,
+        None => {
+            let dir = run.join("data");
+            if gnmt_data::prepare::is_current(
+                &dir,
+                &cfg.train_src,
+                &cfg.train_tgt,
+                &tokenizer,
+                &filter,
+                cfg.train_limit,
+            ) {
+                tracing::info!("training data: reusing {}", dir.display());
+            } else {
+                tracing::info!("training data: tokenizing into {}", dir.display());
+                gnmt_data::prepare::prepare(
+                    &cfg.train_src,
+                    &cfg.train_tgt,
+                    &tokenizer,
+                    &filter,
+                    cfg.train_limit,
+                    &dir,
+                    |n| tracing::debug!("{n} pairs read"),
+                )?;
+            }
+            gnmt_data::prepare::open(&dir, &tokenizer)?
+        }
+    };
+    let report = meta.report;
     tracing::info!("training data: {report}");
     if corpus.is_empty() {
         return Err(TrainError::Config("no usable training pairs".into()));
@@ -342,7 +376,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             tracing::info!("validation data: {r}");
             // References for BLEU: the raw target lines of exactly the pairs the filter kept.
             let raw_t = gnmt_data::text::read_lines(t)?;
-            let refs = c.lines.iter().map(|&i| raw_t[i].clone()).collect();
+            let refs = (0..c.len()).map(|i| raw_t[c.line(i)].clone()).collect();
             Some(Validation { corpus: c, refs })
         }
         (None, None) => None,
@@ -397,7 +431,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         .open(run.join("metrics.jsonl"))
         .map_err(io_err(run))?;
     let lengths: Vec<usize> = (0..corpus.len())
-        .map(|i| corpus.src[i].len().max(corpus.tgt[i].len()) + 1)
+        .map(|i| corpus.src(i).len().max(corpus.tgt(i).len()) + 1)
         .collect();
     let bar = progress_bar(cfg.max_steps, state.step);
     let mut summary = TrainSummary {
@@ -614,7 +648,7 @@ fn validate(
             .min(v.corpus.len())
             .min(v.refs.len());
         for chunk in idx[..m].chunks(cfg.batch_size.max(1)) {
-            let srcs: Vec<Vec<u32>> = chunk.iter().map(|&i| v.corpus.src[i].clone()).collect();
+            let srcs: Vec<Vec<u32>> = chunk.iter().map(|&i| v.corpus.src(i).to_vec()).collect();
             for (&i, h) in chunk
                 .iter()
                 .zip(translate_batch(model, &srcs, &search, device))
