@@ -116,3 +116,19 @@ fn bench_prints_json_with_throughput() {
     let out = run(gnmt().args(["bench", "train", "--preset", "huge"]));
     assert!(!out.status.success() && stderr(&out).contains("--preset huge"));
 }
+
+#[test]
+fn doctor_smoke_test_runs_on_cpu() {
+    let out = run(gnmt().args(["doctor", "--smoke", "--device", "cpu", "--preset", "tiny"]));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let s = stdout(&out);
+    for check in [
+        "matmul",
+        "lstm forward",
+        "lstm backward",
+        "tiny loss",
+        "all checks passed",
+    ] {
+        assert!(s.contains(check), "{s}");
+    }
+}

@@ -352,3 +352,29 @@ fn prepare_once_then_train_on_the_prepared_corpus() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line ") && !t.join("strict").exists());
 }
+
+#[test]
+fn wmt_script_prepares_the_wmt_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("wmt");
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/get-wmt16-en-de.sh"))
+        .arg("--text")
+        .arg(repo().join("../shared/data/wmt-sample-en-de"))
+        .args(["--vocab-size", "2000", "--out"])
+        .arg(&out)
+        .env("GNMT", env!("CARGO_BIN_EXE_gnmt"))
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("tokenizer.json").exists() && out.join("valid.de").exists());
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("train.prepared/meta.json")).unwrap(),
+    )
+    .unwrap();
+    // Line 5 of train.en is empty: that pair is skipped and counted, not lost silently.
+    assert!(meta["report"]["empty"].as_u64().unwrap() >= 1, "{meta}");
+    let r = &meta["report"];
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("kept") + n("empty") + n("too_long") + n("bad_ratio"), 10_000, "{meta}");
+    assert!(n("kept") > 2000, "{meta}");
+}

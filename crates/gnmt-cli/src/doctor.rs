@@ -1,8 +1,26 @@
-//! `gnmt doctor`: what libtorch sees on this machine.
+//! `gnmt doctor`: what libtorch sees on this machine, and with `--smoke` a numerical check that
+//! a device computes what the CPU computes (matmul, LSTM forward and backward, a GNMT training
+//! step), which is what a GPU machine's first minute should establish.
 
 use std::process::ExitCode;
 
+use clap::Args;
+use gnmt_model::{ModelConfig, Seq2Seq};
+use tch::nn::{self, RNN};
 use tch::{Cuda, Device, Kind, Tensor};
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Also run the smoke test: the device's results against the CPU's.
+    #[arg(long)]
+    smoke: bool,
+    /// Device for --smoke (default: cuda when available, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// Model preset for the training step of --smoke.
+    #[arg(long, default_value = "small")]
+    preset: String,
+}
 
 /// The libtorch that is actually loaded (which may differ from the one we built against when
 /// LD_LIBRARY_PATH points elsewhere), found through the process's memory map.
@@ -44,7 +62,127 @@ fn bf16_works(device: Device) -> bool {
     .unwrap_or(false)
 }
 
-pub fn run() -> anyhow::Result<ExitCode> {
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_device(Device::Cpu).to_kind(Kind::Double)
+        - b.to_device(Device::Cpu).to_kind(Kind::Double))
+    .abs()
+    .max()
+    .double_value(&[])
+}
+
+fn check(name: &str, diff: f64, tol: f64, failures: &mut usize) {
+    let ok = diff.is_finite() && diff <= tol;
+    println!(
+        "smoke: {name}: max |device - cpu| = {diff:.3e} (tolerance {tol:.0e}) {}",
+        if ok { "ok" } else { "FAILED" }
+    );
+    if !ok {
+        *failures += 1;
+    }
+}
+
+/// Runs the same computations on `device` and on the CPU and compares them.
+fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
+    let mut failures = 0;
+    tch::manual_seed(7);
+    let a = Tensor::randn([512, 512], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([512, 512], (Kind::Float, Device::Cpu));
+    // TF32 matmuls on Ampere and later round inputs to 10 bits of mantissa.
+    check(
+        "matmul 512x512",
+        max_diff(
+            &a.to_device(device).matmul(&b.to_device(device)),
+            &a.matmul(&b),
+        ) / 22.6,
+        5e-3,
+        &mut failures,
+    );
+
+    // LSTM forward and backward, same weights on both devices.
+    let lstm_run = |dev: Device| -> (Tensor, Vec<Tensor>) {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l = nn::lstm(vs.root(), 32, 64, Default::default());
+        let x = Tensor::randn([4, 9, 32], (Kind::Float, Device::Cpu));
+        let mut vs = vs;
+        vs.set_device(dev);
+        let (y, _) = l.seq(&x.to_device(dev));
+        y.square().sum(Kind::Float).backward();
+        let mut names: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        names.sort_by(|p, q| p.0.cmp(&q.0));
+        (
+            y.to_device(Device::Cpu),
+            names
+                .into_iter()
+                .map(|(_, t)| t.grad().to_device(Device::Cpu))
+                .collect(),
+        )
+    };
+    let (yd, gd) = lstm_run(device);
+    let (yc, gc) = lstm_run(Device::Cpu);
+    // cuDNN may use TF32 for RNNs: loose tolerances, this catches gross failures.
+    check("lstm forward", max_diff(&yd, &yc), 5e-3, &mut failures);
+    let g = gd
+        .iter()
+        .zip(&gc)
+        .map(|(p, q)| max_diff(p, q) / (q.abs().max().double_value(&[]) + 1e-6))
+        .fold(0.0, f64::max);
+    check("lstm backward (relative)", g, 1e-2, &mut failures);
+
+    // One GNMT training step: loss and gradient norm.
+    let model_run = |dev: Device| -> anyhow::Result<(f64, f64)> {
+        tch::manual_seed(13);
+        let cfg = ModelConfig::preset(preset, 1000)
+            .ok_or_else(|| anyhow::anyhow!("--preset {preset}: unknown"))?;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let m = Seq2Seq::new(&vs.root(), &cfg)?;
+        vs.set_device(dev);
+        let src = Tensor::randint_low(4, 1000, [8, 12], (Kind::Int64, Device::Cpu));
+        let tgt = Tensor::randint_low(4, 1000, [8, 11], (Kind::Int64, Device::Cpu));
+        let lens = Tensor::from_slice(&[12i64, 12, 11, 10, 9, 8, 7, 6]);
+        let src = src.masked_fill(
+            &Tensor::arange(12, (Kind::Int64, Device::Cpu))
+                .unsqueeze(0)
+                .ge_tensor(&lens.unsqueeze(1)),
+            0,
+        );
+        let logits = m.forward(&src.to_device(dev), &lens, &tgt.to_device(dev), false);
+        let (loss, _) = gnmt_train::trainer::smoothed_loss(&logits, &tgt.to_device(dev), 0.1);
+        loss.backward();
+        let norm: f64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad().square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt();
+        Ok((loss.double_value(&[]), norm))
+    };
+    let (ld, nd) = model_run(device)?;
+    let (lc, nc) = model_run(Device::Cpu)?;
+    check(
+        &format!("{preset} loss"),
+        (ld - lc).abs(),
+        1e-2,
+        &mut failures,
+    );
+    check(
+        &format!("{preset} gradient norm (relative)"),
+        (nd - nc).abs() / nc.max(1e-9),
+        1e-2,
+        &mut failures,
+    );
+    if device.is_cuda() {
+        let ok = bf16_works(device);
+        println!(
+            "smoke: bf16 matmul on {device:?}: {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        failures += usize::from(!ok);
+    }
+    Ok(failures)
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let (version, path) = loaded_libtorch().unwrap_or_else(|| ("unknown".into(), "unknown".into()));
     println!("gnmt {}", env!("CARGO_PKG_VERSION"));
     println!("libtorch version: {version}");
@@ -73,6 +211,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
         "bf16 on {name}: {}",
         if bf16_works(best) { "yes" } else { "no" }
     );
+    if args.smoke {
+        let device = match &args.device {
+            Some(d) => gnmt_train::trainer::parse_device(d)?,
+            None => best,
+        };
+        let failures = smoke(device, &args.preset)?;
+        if failures > 0 {
+            println!("smoke: {failures} check(s) FAILED on {device:?}");
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("smoke: all checks passed on {device:?}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,7 +55,7 @@ enum Command {
     /// Benchmarks: eval, train, translate throughput.
     Bench(bench::BenchArgs),
     /// Print what libtorch sees: version, CUDA and cuDNN, devices, threads, bf16 support.
-    Doctor,
+    Doctor(doctor::DoctorArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Eval(args) => eval::run(args),
-        Command::Doctor => doctor::run(),
+        Command::Doctor(a) => doctor::run(a),
         Command::Vocab(a) => commands::vocab(a),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Detokenize(a) => commands::detokenize(a),

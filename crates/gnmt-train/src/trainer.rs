@@ -360,6 +360,13 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             gnmt_data::prepare::open(&dir, &tokenizer)?
         }
     };
+    if cfg.prepared.is_some() && meta.max_len != cfg.max_len {
+        tracing::warn!(
+            "the prepared corpus was filtered at max_len {}, the config says {}: the corpus wins",
+            meta.max_len,
+            cfg.max_len
+        );
+    }
     let report = meta.report;
     tracing::info!("training data: {report}");
     if corpus.is_empty() {
