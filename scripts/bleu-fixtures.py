@@ -63,13 +63,37 @@ for inp in (["ref.de", "-i", "sysA.de"], ["adv.ref", "-i", "adv.hyp"]):
 cases.append(["refs.tsv", "-nr", "2", "-i", "sysA.de", "-m", "bleu", "chrf", "ter"])
 cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-m", "bleu", "chrf"])
 cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-m", "bleu", "ter", "-w", "2"])
+# The text table for several systems.
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-m", "bleu", "chrf", "ter", "-f", "text"])
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "ref2.de", "-m", "bleu", "-f", "text", "-w", "3", "-sh"])
+# Confidence intervals and paired tests (numpy's generator, float32 statistics).
+for inp in (["ref.de", "-i", "sysA.de"], ["adv.ref", "-i", "adv.hyp"], ["wmt.ref", "-i", "wmt.hyp"]):
+    for fmt in (["-f", "text"], ["-f", "json"]):
+        cases.append(inp + ["-ci", "-m", "bleu", "chrf", "ter"] + fmt)
+cases.append(["ref.de", "-i", "sysA.de", "-ci", "-cin", "300", "-w", "3", "-f", "text", "-s", "floor", "-m", "bleu", "chrf", "-cw", "2"])
+cases.append(["ref.de", "ref2.de", "-i", "sysB.de", "-ci", "-m", "bleu", "ter", "-lc", "-f", "text", "-sh"])
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-pbs", "-m", "bleu", "chrf", "ter", "-f", "text"])
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "ref2.de", "-pbs", "-pbsn", "500", "-m", "bleu", "-f", "json"])
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-par", "-m", "bleu", "chrf", "ter", "-f", "text", "-w", "2"])
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "ref2.de", "-par", "-parn", "2000", "-m", "bleu", "chrf", "ter", "-f", "json"])
+cases.append(["adv.ref", "-i", "adv.hyp", "adv.ref", "-pbs", "-m", "bleu", "chrf", "ter", "-f", "text", "-sh"])
+cases.append(["ref.de", "-i", "sysA.de", "sysA.de", "sysB.de", "-par", "-parn", "500", "-m", "chrf", "-f", "text"])
+cases.append({"args": ["ref.de", "-i", "sysA.de", "sysB.de", "-pbs", "-m", "bleu", "ter", "-f", "text"], "env": {"SACREBLEU_SEED": "7"}})
+cases.append({"args": ["wmt.ref", "-i", "wmt.hyp", "-ci", "-m", "bleu", "chrf", "-f", "text"], "env": {"SACREBLEU_SEED": "42"}})
+# Refusals: -ci with several systems, a paired test with one.
+cases.append(["ref.de", "-i", "sysA.de", "sysB.de", "-ci"])
+cases.append(["ref.de", "-i", "sysA.de", "-pbs"])
 
 fixtures = []
 env = dict(os.environ, NO_COLOR="1")
 env.pop("SACREBLEU_FORMAT", None)
-for args in cases:
-    p = subprocess.run([sacrebleu] + args, cwd=out, capture_output=True, text=True, env=env)
-    fixtures.append({"args": args, "code": p.returncode, "stdout": p.stdout})
+for case in cases:
+    args, extra = (case["args"], case["env"]) if isinstance(case, dict) else (case, {})
+    p = subprocess.run([sacrebleu] + args, cwd=out, capture_output=True, text=True, env=dict(env, **extra))
+    fixture = {"args": args, "code": p.returncode, "stdout": p.stdout}
+    if extra:
+        fixture["env"] = extra
+    fixtures.append(fixture)
 with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
     json.dump(fixtures, f, ensure_ascii=False, indent=1)
 print(f"wrote {len(fixtures)} cases to {out}")

@@ -8,6 +8,7 @@ pub fn gnmt() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gnmt"));
     c.env("OMP_WAIT_POLICY", "PASSIVE")
         .env_remove("SACREBLEU_FORMAT")
+        .env_remove("SACREBLEU_SEED")
         .env_remove("RUST_LOG");
     c
 }

@@ -25,7 +25,14 @@ fn eval_matches_sacrebleu_fixtures() {
             .unwrap()
             .replace(":2.6.0", &format!(":{version}"))
             .replace("\"2.6.0\"", &format!("\"{version}\""));
-        let out = run(gnmt().current_dir(&dir).arg("eval").args(&args));
+        let mut cmd = gnmt();
+        cmd.current_dir(&dir).arg("eval").args(&args);
+        if let Some(env) = case.get("env").and_then(|e| e.as_object()) {
+            for (k, v) in env {
+                cmd.env(k, v.as_str().unwrap());
+            }
+        }
+        let out = run(&mut cmd);
         assert_eq!(
             out.status.code(),
             Some(case["code"].as_i64().unwrap() as i32),

@@ -375,6 +375,10 @@ fn wmt_script_prepares_the_wmt_sample() {
     assert!(meta["report"]["empty"].as_u64().unwrap() >= 1, "{meta}");
     let r = &meta["report"];
     let n = |k: &str| r[k].as_u64().unwrap();
-    assert_eq!(n("kept") + n("empty") + n("too_long") + n("bad_ratio"), 10_000, "{meta}");
+    assert_eq!(
+        n("kept") + n("empty") + n("too_long") + n("bad_ratio"),
+        10_000,
+        "{meta}"
+    );
     assert!(n("kept") > 2000, "{meta}");
 }

@@ -49,12 +49,30 @@ impl Metric {
     }
 
     pub fn signature(&self, nrefs: usize) -> Signature {
+        self.signature_resampled(nrefs, None)
+    }
+
+    /// The signature with the resampling test's `(kind, count, seed)` (`bs`/`ar`).
+    pub fn signature_resampled(
+        &self,
+        nrefs: usize,
+        resampling: Option<(&'static str, usize, String)>,
+    ) -> Signature {
         let pairs = match self {
             Metric::Bleu(m) => m.signature_pairs(),
             Metric::Chrf(m) => m.signature_pairs(),
             Metric::Ter(m) => m.signature_pairs(),
         };
-        Signature::new(Some(nrefs), None, pairs)
+        Signature::new(Some(nrefs), resampling, pairs)
+    }
+
+    /// The score's display name: `BLEU`, `chrF2`, `chrF2++`, `TER`.
+    pub fn name(&self) -> String {
+        match self {
+            Metric::Bleu(_) => "BLEU".into(),
+            Metric::Chrf(m) => m.name(),
+            Metric::Ter(_) => "TER".into(),
+        }
     }
 
     /// The corpus score, computed in parallel over sentences.

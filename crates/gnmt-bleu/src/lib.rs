@@ -18,6 +18,8 @@
 pub mod bleu;
 pub mod chrf;
 pub mod corpus;
+pub mod rng;
+pub mod significance;
 pub mod ter;
 pub mod text;
 pub mod tokenize;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gnmt_bleu::text::py_rstrip;
+use gnmt_bleu::significance::{self, PairedResult, Seed};
+use gnmt_bleu::text::{fmt_fixed, py_float_repr, py_json_str, py_rstrip};
 use gnmt_bleu::{
     Bleu, BleuConfig, Chrf, ChrfConfig, Metric, Segments, Smooth, Ter, TercomOptions, Tokenizer,
 };
@@ -111,16 +112,16 @@ pub struct EvalArgs {
     /// TER: normalize (tokenize punctuation, split 's).
     #[arg(long = "ter-normalized")]
     ter_normalized: bool,
-    /// Bootstrap confidence intervals [-ci] (not yet supported by gnmt-bleu).
+    /// Bootstrap confidence intervals [-ci] (seed: SACREBLEU_SEED, default 12345).
     #[arg(long = "confidence")]
     confidence: bool,
     /// Bootstrap samples [-cin].
     #[arg(long = "confidence-n", default_value_t = 1000)]
     confidence_n: usize,
-    /// Paired approximate randomization test [-par] (not yet supported by gnmt-bleu).
+    /// Paired approximate randomization test against the first system [-par].
     #[arg(long = "paired-ar", conflicts_with = "paired_bs")]
     paired_ar: bool,
-    /// Paired bootstrap resampling test [-pbs] (not yet supported by gnmt-bleu).
+    /// Paired bootstrap resampling test against the first system [-pbs].
     #[arg(long = "paired-bs")]
     paired_bs: bool,
     /// Approximate randomization trials [-parn].
@@ -193,9 +194,9 @@ fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
 }
 
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    if a.confidence || a.paired_ar || a.paired_bs {
-        bail!("confidence intervals and paired significance tests (-ci, -pbs, -par) are not implemented in gnmt-bleu yet");
-    }
+    let paired = a.paired_ar || a.paired_bs;
+    let seed = Seed::from_env_value(std::env::var("SACREBLEU_SEED").ok().as_deref())
+        .map_err(anyhow::Error::msg)?;
     if a.sentence_level && a.metrics.len() > 1 {
         bail!("only one metric can be used in sentence-level mode (-sl)");
     }
@@ -247,6 +248,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             for f in files {
                 let name = f.display().to_string();
                 if systems.iter().any(|(n, _)| *n == name) {
+                    if paired && systems[0].0 == name {
+                        tracing::info!("ignoring {name:?} as it was also given as the baseline");
+                        continue;
+                    }
                     bail!("{name:?} already used to name a system");
                 }
                 let lines =
@@ -302,11 +307,28 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
         }
     }
+    if paired {
+        match &a.input {
+            Some(_) => systems[0].0 = format!("Baseline: {}", systems[0].0),
+            None => {
+                for (i, s) in systems.iter_mut().enumerate() {
+                    s.0 = if i == 0 {
+                        "Baseline".into()
+                    } else {
+                        format!("System {i}")
+                    };
+                }
+            }
+        }
+    }
     let metrics = build_metrics(&a, a.sentence_level)?;
     let short = a.short;
     if a.sentence_level {
         if systems.len() > 1 {
             bail!("only one system can be evaluated in sentence-level mode (-sl)");
+        }
+        if a.confidence || paired {
+            bail!("statistical tests are unavailable in sentence-level mode (-sl)");
         }
         let m = &metrics[0];
         let mut out = String::new();
@@ -321,6 +343,12 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         print!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
+    if paired && systems.len() == 1 {
+        bail!("paired tests (-pbs, -par) need several systems given to --input (-i)");
+    }
+    if systems.len() > 1 && a.confidence {
+        bail!("use paired tests (-pbs, -par) for several systems, not -ci");
+    }
     if systems.len() == 1 {
         let seg = Segments {
             hyps: systems.pop().map(|s| s.1).unwrap_or_default(),
@@ -328,7 +356,19 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         };
         let mut results = Vec::new();
         for m in &metrics {
-            let s = m.corpus_score(&seg, short && format != "json")?;
+            let short = short && format != "json";
+            let mut s = m.corpus_score(&seg, short)?;
+            if a.confidence && a.confidence_n > 1 {
+                let stats = significance::segment_stats(m, &seg);
+                let (mean, ci) = significance::bootstrap_ci(m, &stats, a.confidence_n, &seed);
+                s.ci = Some((mean, ci));
+                s.signature = m
+                    .signature_resampled(
+                        seg.refs.len(),
+                        Some(("bs", a.confidence_n, seed.raw.clone())),
+                    )
+                    .format(short);
+            }
             results.push(if a.score_only {
                 s.format_text(a.width, true)
             } else if format == "json" {
@@ -338,6 +378,8 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             });
         }
         print_single(&results, &format);
+    } else if paired {
+        print_paired(&a, &metrics, systems, refs, &format, &seed)?;
     } else {
         print_multi(&a, &metrics, systems, refs, &format)?;
     }
@@ -376,7 +418,7 @@ fn print_single(results: &[String], format: &str) {
     }
 }
 
-/// Several systems without a paired test: sacreBLEU's JSON list (the text table is not built yet).
+/// Several systems without a paired test: sacreBLEU's JSON list or text table.
 fn print_multi(
     a: &EvalArgs,
     metrics: &[Metric],
@@ -384,29 +426,295 @@ fn print_multi(
     refs: Vec<Vec<String>>,
     format: &str,
 ) -> Result<()> {
-    if format != "json" {
-        bail!("the text table for several systems is not implemented yet; use -f json");
-    }
-    let mut out = Vec::new();
+    let mut names = Vec::new();
+    let mut columns: Vec<(String, Vec<String>)> =
+        metrics.iter().map(|m| (m.name(), Vec::new())).collect();
     for (name, hyps) in systems {
         let seg = Segments {
             hyps,
             refs: refs.clone(),
         };
-        let mut fields = vec![format!(
-            "        \"system\": {}",
-            gnmt_bleu::text::py_json_str(&name)
-        )];
-        for m in metrics {
-            let s = m.corpus_score(&seg, a.short)?;
-            fields.push(format!(
-                "        {}: {}",
-                gnmt_bleu::text::py_json_str(&s.name),
-                gnmt_bleu::text::py_json_str(&s.format_text(a.width, true))
-            ));
+        for (m, col) in metrics.iter().zip(columns.iter_mut()) {
+            col.1
+                .push(m.corpus_score(&seg, a.short)?.format_text(a.width, true));
         }
-        out.push(format!("    {{\n{}\n    }}", fields.join(",\n")));
+        names.push(name);
     }
-    println!("[\n{}\n]", out.join(",\n"));
+    if format == "json" {
+        let out: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut fields = vec![format!("        \"system\": {}", py_json_str(name))];
+                for (metric, col) in &columns {
+                    fields.push(format!(
+                        "        {}: {}",
+                        py_json_str(metric),
+                        py_json_str(&col[i])
+                    ));
+                }
+                format!("    {{\n{}\n    }}", fields.join(",\n"))
+            })
+            .collect();
+        println!("[\n{}\n]", out.join(",\n"));
+        return Ok(());
+    }
+    let mut headers = vec!["System".to_string()];
+    headers.extend(columns.iter().map(|c| c.0.clone()));
+    let rows: Vec<Vec<String>> = (0..names.len())
+        .map(|i| {
+            let mut r = vec![names[i].clone()];
+            r.extend(columns.iter().map(|c| c.1[i].clone()));
+            r
+        })
+        .collect();
+    println!("{}", fancy_grid(&headers, &rows));
+    println!();
+    print_signatures(metrics, refs.len(), a.short, None);
     Ok(())
 }
+
+/// The "Metric signatures" block that ends sacreBLEU's tables.
+fn print_signatures(
+    metrics: &[Metric],
+    nrefs: usize,
+    short: bool,
+    resampling: Option<(&'static str, usize, String)>,
+) {
+    println!("-----------------");
+    println!("Metric signatures");
+    println!("-----------------");
+    for m in metrics {
+        let sig = m
+            .signature_resampled(nrefs, resampling.clone())
+            .format(short);
+        let name = m.name();
+        println!(" - {name:<10} {sig}");
+    }
+}
+
+/// python-tabulate's `fancy_grid` as sacreBLEU calls it: first column right-aligned, the others
+/// centred (Python's `^`: an odd space goes right), multi-line cells, headers padded by 2.
+fn fancy_grid(headers: &[String], rows: &[Vec<String>]) -> String {
+    let len = |s: &str| s.chars().count();
+    let ncol = headers.len();
+    let widths: Vec<usize> = (0..ncol)
+        .map(|c| {
+            let cells = rows
+                .iter()
+                .flat_map(|r| r[c].split('\n').map(len))
+                .max()
+                .unwrap_or(0);
+            cells.max(len(&headers[c]) + 2)
+        })
+        .collect();
+    let pad = |s: &str, c: usize| -> String {
+        let w = widths[c];
+        let n = w.saturating_sub(len(s));
+        if c == 0 {
+            format!("{}{s}", " ".repeat(n))
+        } else {
+            format!("{}{s}{}", " ".repeat(n / 2), " ".repeat(n - n / 2))
+        }
+    };
+    let rule = |l: &str, m: &str, r: &str, fill: &str| -> String {
+        let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
+        format!("{l}{}{r}", parts.join(m))
+    };
+    let line = |cells: Vec<String>| format!("│ {} │", cells.join(" │ "));
+    let mut out = vec![rule("╒", "╤", "╕", "═")];
+    out.push(line(
+        headers.iter().enumerate().map(|(c, h)| pad(h, c)).collect(),
+    ));
+    out.push(rule("╞", "╪", "╡", "═"));
+    for (i, r) in rows.iter().enumerate() {
+        let split: Vec<Vec<&str>> = r.iter().map(|c| c.split('\n').collect()).collect();
+        let height = split.iter().map(Vec::len).max().unwrap_or(1);
+        for k in 0..height {
+            out.push(line(
+                split
+                    .iter()
+                    .enumerate()
+                    .map(|(c, l)| pad(l.get(k).copied().unwrap_or(""), c))
+                    .collect(),
+            ));
+        }
+        if i + 1 < rows.len() {
+            out.push(rule("├", "┼", "┤", "─"));
+        }
+    }
+    out.push(rule("╘", "╧", "╛", "═"));
+    out.join("\n")
+}
+
+/// Paired significance tests against the first system: sacreBLEU's table (text) or JSON.
+fn print_paired(
+    a: &EvalArgs,
+    metrics: &[Metric],
+    systems: Vec<(String, Vec<String>)>,
+    refs: Vec<Vec<String>>,
+    format: &str,
+    seed: &Seed,
+) -> Result<()> {
+    let bs = a.paired_bs;
+    let n = if bs {
+        if a.paired_bs_n > 0 {
+            a.paired_bs_n
+        } else {
+            1000
+        }
+    } else if a.paired_ar_n > 0 {
+        a.paired_ar_n
+    } else {
+        10000
+    };
+    // Statistics and actual scores of every system, per metric.
+    let stats_of = |hyps: &[String]| -> Vec<(Vec<Vec<f64>>, f64)> {
+        let seg = Segments {
+            hyps: hyps.to_vec(),
+            refs: refs.clone(),
+        };
+        metrics
+            .iter()
+            .map(|m| {
+                let st = significance::segment_stats(m, &seg);
+                let k = st.first().map_or(0, Vec::len);
+                let mut sum = vec![0.0; k];
+                for r in &st {
+                    for (x, y) in sum.iter_mut().zip(r) {
+                        *x += y;
+                    }
+                }
+                let score = significance::score_f64(m, &sum);
+                (st, score)
+            })
+            .collect()
+    };
+    let bl = stats_of(&systems[0].1);
+    let mut results: Vec<Vec<PairedResult>> = vec![metrics
+        .iter()
+        .zip(&bl)
+        .map(|(m, (st, score))| {
+            let (mean, ci) = if bs {
+                let (m_, c) = significance::baseline_bootstrap(m, st, n, seed);
+                (Some(m_), Some(c))
+            } else {
+                (None, None)
+            };
+            PairedResult {
+                score: *score,
+                p_value: None,
+                mean,
+                ci,
+            }
+        })
+        .collect()];
+    for (_, hyps) in &systems[1..] {
+        let sys = stats_of(hyps);
+        results.push(if bs {
+            significance::paired_bootstrap(metrics, &bl, &sys, n, seed)
+        } else {
+            significance::paired_randomization(metrics, &bl, &sys, n, seed)
+        });
+    }
+    if format == "json" {
+        let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
+        let out: Vec<String> = systems
+            .iter()
+            .zip(&results)
+            .map(|((name, _), rs)| {
+                let mut fields = vec![format!("        \"system\": {}", py_json_str(name))];
+                for (m, r) in metrics.iter().zip(rs) {
+                    fields.push(format!(
+                        "        {}: {{\n            \"score\": {},\n            \"p_value\": {},\n            \"mean\": {},\n            \"ci\": {}\n        }}",
+                        py_json_str(&m.name()),
+                        py_float_repr(r.score),
+                        opt(r.p_value),
+                        opt(r.mean),
+                        opt(r.ci)
+                    ));
+                }
+                format!("    {{\n{}\n    }}", fields.join(",\n"))
+            })
+            .collect();
+        println!("[\n{}\n]", out.join(",\n"));
+        return Ok(());
+    }
+    let w = a.width;
+    let mut headers = vec!["System".to_string()];
+    for m in metrics {
+        headers.push(if bs {
+            format!("{} (μ ± 95% CI)", m.name())
+        } else {
+            m.name()
+        });
+    }
+    let rows: Vec<Vec<String>> = systems
+        .iter()
+        .zip(&results)
+        .map(|((name, _), rs)| {
+            let mut row = vec![name.clone()];
+            for r in rs {
+                let mut c = fmt_fixed(r.score, w);
+                if let (Some(mean), Some(ci)) = (r.mean, r.ci) {
+                    c.push_str(&format!(" ({} ± {})", fmt_fixed(mean, w), fmt_fixed(ci, w)));
+                }
+                if let Some(p) = r.p_value {
+                    c.push_str(&format!("\n(p = {})", fmt_fixed(p, 4)));
+                    if p <= 0.05 {
+                        c.push('*');
+                    }
+                }
+                row.push(c);
+            }
+            row
+        })
+        .collect();
+    println!("{}", fancy_grid(&headers, &rows));
+    println!();
+    let (test, trials, kind) = if bs {
+        ("bootstrap resampling", a.paired_bs_n, "resampling trials")
+    } else {
+        ("approximate randomization", a.paired_ar_n, "trials")
+    };
+    let msg = format!("Paired {test} test with {trials} {kind}");
+    let rule = "-".repeat(msg.chars().count());
+    println!("{rule}\n{msg}\n{rule}");
+    // sacreBLEU names the baseline only when it carries the `Baseline:` prefix (files, not stdin).
+    let baseline = if systems[0].0.starts_with("Baseline:") {
+        systems[0].0.as_str()
+    } else {
+        ""
+    };
+    println!(" - Each system is pairwise compared to {baseline}.");
+    if bs {
+        println!("   Actual system score / bootstrap estimated true mean / 95% CI are provided for each metric.");
+    } else {
+        println!("   Actual system score is provided for each metric.");
+    }
+    println!();
+    print!("{}", PAIRED_EXPLANATION);
+    print_signatures(
+        metrics,
+        refs.len(),
+        a.short,
+        Some((if bs { "bs" } else { "ar" }, n, seed.normalized())),
+    );
+    Ok(())
+}
+
+const PAIRED_EXPLANATION: &str =
+    " - Null hypothesis: the system and the baseline translations are essentially
+   generated by the same underlying process. For a given system and the baseline,
+   the p-value is roughly the probability of the absolute score difference (delta)
+   or higher occurring due to chance, under the assumption that the null hypothesis is correct.
+
+ - Assuming a significance threshold of 0.05, the null hypothesis can be rejected
+   for p-values < 0.05 (marked with \"*\"). This means that the delta is unlikely to be attributed
+   to chance, hence the system is significantly \"different\" than the baseline.
+   Otherwise, the p-values are highlighted in red.
+
+ - NOTE: Significance does not tell whether a system is \"better\" than the baseline but rather
+   emphasizes the \"difference\" of the systems in terms of the replicability of the delta.
+
+";
