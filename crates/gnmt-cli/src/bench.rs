@@ -52,6 +52,9 @@ struct Common {
     len: usize,
     #[arg(long, default_value_t = 1)]
     seed: i64,
+    /// bf16 (training: mixed precision with float32 master weights; translation: bf16 model).
+    #[arg(long)]
+    bf16: bool,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +92,14 @@ struct TranslateBench {
 }
 
 fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
+    let (mut vs, m, d) = build_fp32(c)?;
+    if c.bf16 {
+        vs.bfloat16();
+    }
+    Ok((vs, m, d))
+}
+
+fn build_fp32(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     if let Some(t) = c.threads {
         tch::set_num_threads(t);
     }
@@ -142,7 +153,18 @@ fn sync(device: Device) {
 
 fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     let c = &a.common;
-    let (vs, model, device) = build(c)?;
+    let (vs, model, device) = build_fp32(c)?;
+    let work = if c.bf16 {
+        let (wvs, wm, _) = build(c)?;
+        Some((wvs, wm))
+    } else {
+        None
+    };
+    let mut adam = match &work {
+        Some((wvs, _)) => Adam::mixed(&vs, wvs).map_err(anyhow::Error::msg)?,
+        None => Adam::new(&vs),
+    };
+    let model = work.as_ref().map_or(&model, |w| &w.1);
     let b = c.batch_size;
     let l = c.len;
     let data = synthetic(2 * b, l, model.config.vocab_size, c.seed as u64);
@@ -167,7 +189,6 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         .view([b as i64, l as i64 + 1])
         .to_device(device);
     let src_len = Tensor::from_slice(&vec![l as i64; b]);
-    let mut adam = Adam::new(&vs);
     let mut step = || {
         let logits = model.forward(&src, &src_len, &tgt_in, true);
         let (loss, _) = gnmt_train::trainer::smoothed_loss(&logits, &tgt_out, 0.1);
@@ -192,7 +213,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     // Non-pad tokens per step: source plus target (with its EOS).
     let tokens = (b * l + b * (l + 1)) as f64;
     Ok(serde_json::json!({
-        "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()),
+        "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()), "bf16": c.bf16,
         "model": c.model, "device": c.device, "threads": tch::get_num_threads(),
         "batch_size": b, "len": l, "steps": a.steps.max(1),
         "ms_per_step": secs * 1000.0 / steps, "tokens_per_s": tokens * steps / secs,
@@ -251,7 +272,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let secs = t.elapsed().as_secs_f64();
     let source: usize = srcs.iter().map(Vec::len).sum();
     Ok(serde_json::json!({
-        "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input,
+        "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16,
         "device": c.device, "threads": tch::get_num_threads(), "beam": search.beam,
         "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
         "generated_tokens": generated, "seconds": secs,

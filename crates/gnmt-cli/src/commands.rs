@@ -216,6 +216,9 @@ pub struct TrainArgs {
     /// CPU threads for libtorch.
     #[arg(long)]
     threads: Option<i32>,
+    /// bf16 mixed precision: bf16 forward and backward, float32 master weights and Adam state.
+    #[arg(long)]
+    bf16: bool,
     /// A corpus from `gnmt prepare` (instead of --train-src/--train-tgt).
     #[arg(long)]
     prepared: Option<PathBuf>,
@@ -269,6 +272,9 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     if a.strict {
         put("strict", toml::Value::Boolean(true))
+    }
+    if a.bf16 {
+        put("precision", toml::Value::String("bf16".into()))
     }
     if let Some(x) = &a.out {
         put("out", path(x))
@@ -408,6 +414,9 @@ pub struct TranslateArgs {
     /// Greedy search (beam 1).
     #[arg(long)]
     greedy: bool,
+    /// Run the model in bf16 (scores and the search itself stay float32).
+    #[arg(long)]
+    bf16: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
     #[arg(long)]
@@ -431,7 +440,10 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         }
     }
     let tok = SubwordTokenizer::load(&a.model.join("tokenizer.json"))?;
-    let (_vs, model) = load_model_dir(&a.model, device)?;
+    let (mut vs, model) = load_model_dir(&a.model, device)?;
+    if a.bf16 {
+        vs.bfloat16();
+    }
     if tok.vocab_size() as i64 != model.config.vocab_size {
         bail!(
             "{}: tokenizer.json has {} pieces but config.json says {}",

@@ -87,11 +87,17 @@ pub fn read_metrics(path: &Path) -> Result<RunMetrics> {
 }
 
 /// `encoder.layers.3` -> (0, 3); the embedding, attention and classifier go to the ends.
+/// Whether a gradient-norm key is an LSTM layer (the bottom encoder directions included).
+fn is_layer(name: &str) -> bool {
+    name.contains(".layers.") || name.starts_with("encoder.bottom")
+}
+
 fn layer_order(name: &str) -> (u8, i64, String) {
     let parts: Vec<&str> = name.split('.').collect();
     let side = if name.starts_with("encoder") { 0 } else { 1 };
     match parts.as_slice() {
         [_, "layers", n, ..] => (side, n.parse().unwrap_or(0), name.to_string()),
+        ["encoder", b, ..] if b.starts_with("bottom") => (side, 0, name.to_string()),
         _ if name.contains("embedding") => (side, -1, name.to_string()),
         _ => (side, 1000, name.to_string()),
     }
@@ -102,6 +108,8 @@ fn layer_label(name: &str) -> String {
     let parts: Vec<&str> = name.split('.').collect();
     match parts.as_slice() {
         [side, "layers", n] => format!("{} {n}", &side[..3]),
+        ["encoder", "bottom_fwd"] => "enc 0 fwd".into(),
+        ["encoder", "bottom_bwd"] => "enc 0 bwd".into(),
         _ => name.to_string(),
     }
 }
@@ -148,6 +156,7 @@ where
         .map_err(e)?;
     c.configure_mesh()
         .x_desc(chart.x_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(chart.y_label)
         .label_style(("sans-serif", 14))
         .draw()
@@ -273,7 +282,7 @@ pub fn plot_runs(
         layers.sort_by_key(|k| layer_order(k));
         let series = layers
             .iter()
-            .filter(|k| k.contains(".layers."))
+            .filter(|k| is_layer(k))
             .map(|k| {
                 let pts = smooth(&m.layer_grad_norms[*k], 10);
                 (
@@ -305,11 +314,8 @@ pub fn plot_runs(
     let by_layer: Vec<(String, Vec<(f64, f64)>)> = runs
         .iter()
         .map(|(label, m)| {
-            let mut layers: Vec<&String> = m
-                .layer_grad_norms
-                .keys()
-                .filter(|k| k.contains(".layers."))
-                .collect();
+            let mut layers: Vec<&String> =
+                m.layer_grad_norms.keys().filter(|k| is_layer(k)).collect();
             layers.sort_by_key(|k| layer_order(k));
             let pts = layers
                 .iter()

@@ -9,4 +9,4 @@ pub mod checkpoint;
 pub mod optim;
 pub mod trainer;
 
-pub use trainer::{train, TrainConfig, TrainError};
+pub use trainer::{train, Precision, TrainConfig, TrainError};

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 /// Adam (Kingma & Ba) whose moments are plain named tensors: savable, loadable, exact.
+///
+/// In mixed precision ([`Adam::mixed`]) the forward and backward passes run on a low-precision
+/// working copy of the weights; Adam reads that copy's gradients, updates the float32 master
+/// weights (which checkpoints save) and refreshes the working copy from them.
 #[derive(Debug)]
 pub struct Adam {
     pub beta1: f64,
@@ -15,6 +19,8 @@ pub struct Adam {
     vars: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// The working copy (same order as `vars`), when training in mixed precision.
+    work: Option<Vec<Tensor>>,
 }
 
 impl Adam {
@@ -31,11 +37,66 @@ impl Adam {
             vars,
             m,
             v,
+            work: None,
+        }
+    }
+
+    /// Mixed precision: `master` holds the float32 weights, `work` the same names in the
+    /// precision the model runs in. The working copy is refreshed from the master now and
+    /// after every step.
+    pub fn mixed(master: &nn::VarStore, work: &nn::VarStore) -> Result<Self, String> {
+        let mut adam = Adam::new(master);
+        let wv = work.variables();
+        let mut list = Vec::with_capacity(adam.vars.len());
+        for (name, p) in &adam.vars {
+            let w = wv
+                .get(name)
+                .ok_or_else(|| format!("working copy lacks `{name}`"))?;
+            if w.size() != p.size() {
+                return Err(format!("working copy of `{name}` has another shape"));
+            }
+            list.push(w.shallow_clone());
+        }
+        adam.work = Some(list);
+        adam.sync_work();
+        Ok(adam)
+    }
+
+    fn sync_work(&mut self) {
+        if let Some(work) = &mut self.work {
+            tch::no_grad(|| {
+                for (w, (_, p)) in work.iter_mut().zip(&self.vars) {
+                    w.copy_(p);
+                }
+            });
+        }
+    }
+
+    /// The gradient of parameter `i`: the working copy's in mixed precision, as float32.
+    fn grad(&self, i: usize) -> Tensor {
+        match &self.work {
+            Some(w) => {
+                let g = w[i].grad();
+                if g.defined() {
+                    g.to_kind(Kind::Float)
+                } else {
+                    g
+                }
+            }
+            None => self.vars[i].1.grad(),
+        }
+    }
+
+    /// The tensors whose gradients backward fills.
+    fn grad_holders(&self) -> Vec<Tensor> {
+        match &self.work {
+            Some(w) => w.iter().map(Tensor::shallow_clone).collect(),
+            None => self.vars.iter().map(|(_, t)| t.shallow_clone()).collect(),
         }
     }
 
     pub fn zero_grad(&mut self) {
-        for (_, t) in &mut self.vars {
+        for t in self.grad_holders() {
             let mut g = t.grad();
             if g.defined() {
                 let _ = g.zero_();
@@ -46,11 +107,11 @@ impl Adam {
     /// Global gradient norm, then clipping to `max_norm` (if > 0). Returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
         let norms: Vec<Tensor> = self
-            .vars
+            .grad_holders()
             .iter()
-            .map(|(_, t)| t.grad())
+            .map(|t| t.grad())
             .filter(|g| g.defined())
-            .map(|g| g.square().sum(Kind::Float))
+            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
             .collect();
         if norms.is_empty() {
             return 0.0;
@@ -61,7 +122,7 @@ impl Adam {
             .double_value(&[]);
         if max_norm > 0.0 && total > max_norm {
             let scale = max_norm / (total + 1e-6);
-            for (_, t) in &self.vars {
+            for t in self.grad_holders() {
                 let mut g = t.grad();
                 if g.defined() {
                     let _ = g.g_mul_scalar_(scale);
@@ -73,10 +134,12 @@ impl Adam {
 
     /// Per-parameter gradient norms (for the residual study's plots).
     pub fn grad_norms(&self) -> Vec<(String, f64)> {
-        self.vars
-            .iter()
-            .filter(|(_, t)| t.grad().defined())
-            .map(|(n, t)| (n.clone(), t.grad().norm().double_value(&[])))
+        (0..self.vars.len())
+            .filter_map(|i| {
+                let g = self.grad(i);
+                g.defined()
+                    .then(|| (self.vars[i].0.clone(), g.norm().double_value(&[])))
+            })
             .collect()
     }
 
@@ -84,9 +147,9 @@ impl Adam {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        let grads: Vec<Tensor> = (0..self.vars.len()).map(|i| self.grad(i)).collect();
         tch::no_grad(|| {
-            for (i, (_, p)) in self.vars.iter_mut().enumerate() {
-                let g = p.grad();
+            for (i, ((_, p), g)) in self.vars.iter_mut().zip(grads).enumerate() {
                 if !g.defined() {
                     continue;
                 }
@@ -101,6 +164,7 @@ impl Adam {
                 let _ = p.g_sub_(&update);
             }
         });
+        self.sync_work();
     }
 
     pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
@@ -133,6 +197,7 @@ impl Adam {
             }
         }
         self.step = step;
+        self.sync_work();
         Ok(())
     }
 }

@@ -47,6 +47,14 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// Arithmetic precision of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
 /// The validation score that decides which checkpoint is the best.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +93,8 @@ pub struct TrainConfig {
     pub model: BTreeMap<String, serde_json::Value>,
     pub out: PathBuf,
     pub max_steps: i64,
+    /// `fp32`, or `bf16` mixed precision (bf16 forward/backward, float32 master weights and Adam).
+    pub precision: Precision,
     /// Stop after this many passes over the data, if that comes before `max_steps`.
     pub epochs: Option<u64>,
     pub batch_size: usize,
@@ -131,6 +141,7 @@ impl Default for TrainConfig {
             model: BTreeMap::new(),
             out: PathBuf::from("runs/run"),
             max_steps: 1000,
+            precision: Precision::Fp32,
             epochs: None,
             batch_size: 64,
             accum_steps: 1,
@@ -186,7 +197,7 @@ impl TrainConfig {
     fn run_id(&self, model: &ModelConfig) -> String {
         let key = serde_json::json!({
             "train": [self.train_src, self.train_tgt, self.prepared], "model": model, "seed": self.seed,
-            "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "limit": self.train_limit,
+            "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "precision": self.precision, "limit": self.train_limit,
         });
         Sha256::digest(key.to_string().as_bytes())
             .iter()
@@ -399,7 +410,19 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     tch::manual_seed(cfg.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
-    let mut adam = Adam::new(&vs);
+    // Mixed precision: a bf16 working copy runs forward and backward; Adam keeps float32
+    // master weights (what checkpoints hold) and refreshes the copy after every step.
+    let (work, mut adam) = match cfg.precision {
+        Precision::Fp32 => (None, Adam::new(&vs)),
+        Precision::Bf16 => {
+            let mut wvs = nn::VarStore::new(device);
+            let wm = Seq2Seq::new(&wvs.root(), &model_cfg)?;
+            wvs.bfloat16();
+            let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
+            (Some((wvs, wm)), adam)
+        }
+    };
+    let run_model = work.as_ref().map_or(&model, |w| &w.1);
     let mut state = TrainerState {
         step: 0,
         epoch: 0,
@@ -479,7 +502,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                     .wrapping_add(state.step)
                     .wrapping_add((micro as i64) << 32),
             );
-            let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
+            let logits = run_model.forward(&b.src, &b.src_len, &b.tgt_in, true);
             let (loss, _nll) = smoothed_loss(&logits, &b.tgt_out, cfg.label_smoothing);
             if accum > 1 {
                 (&loss / accum as f64).backward();
@@ -882,5 +905,31 @@ mod tests {
         assert!((s.best_score.unwrap() - valid[0]).abs() < 1e-12);
         // The early stop left a checkpoint at its step.
         assert_eq!(checkpoint::list(dir.path()).pop().unwrap().0, 6);
+    }
+
+    #[test]
+    fn bf16_mixed_precision_trains_and_saves_float32_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            precision: Precision::Bf16,
+            lr: 0.01,
+            max_steps: 8,
+            valid_every: 0,
+            save_every: 8,
+            ..tiny_run(dir.path())
+        };
+        let s = train(&cfg, false, false).unwrap();
+        assert!(
+            s.last_loss.is_finite() && s.last_loss < s.first_loss,
+            "{s:?}"
+        );
+        let w = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
+        assert!(w.iter().all(|(_, t)| t.kind() == Kind::Float));
+        // Resuming continues from the float32 master weights and the bf16 copy alike.
+        let cfg = TrainConfig {
+            max_steps: 10,
+            ..cfg
+        };
+        assert_eq!(train(&cfg, true, false).unwrap().steps, 10);
     }
 }
