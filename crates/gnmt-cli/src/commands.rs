@@ -49,7 +49,10 @@ pub struct VocabArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Kind {
+    /// SentencePiece-style unigram language model.
     Unigram,
+    /// Byte-pair encoding.
+    Bpe,
 }
 
 pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
@@ -59,7 +62,10 @@ pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
             .build_global()
             .ok();
     }
-    let Kind::Unigram = a.kind;
+    let kind = match a.kind {
+        Kind::Unigram => VocabKind::Unigram,
+        Kind::Bpe => VocabKind::Bpe,
+    };
     let bar = spinner("reading corpus");
     let mut lines = gnmt_data::text::read_lines(&a.src)?;
     lines.extend(gnmt_data::text::read_lines(&a.tgt)?);
@@ -69,7 +75,7 @@ pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
         lines.len()
     ));
     let t = Instant::now();
-    let tok = SubwordTokenizer::train(lines.into_iter(), a.size, VocabKind::Unigram)?;
+    let tok = SubwordTokenizer::train(lines.into_iter(), a.size, kind)?;
     bar.finish_and_clear();
     tok.save(&a.output)?;
     tracing::info!(

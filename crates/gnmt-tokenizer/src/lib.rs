@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::{Replace, Sequence as NormSequence, Strip, NFKC};
@@ -48,6 +49,9 @@ pub enum VocabKind {
     /// SentencePiece-style unigram language model (the default).
     #[default]
     Unigram,
+    /// Byte-pair encoding (merges learned on the same normalized, metaspace-split text), with
+    /// the same byte fallback.
+    Bpe,
 }
 
 /// The shared subword vocabulary.
@@ -93,7 +97,6 @@ impl SubwordTokenizer {
     where
         I: Iterator<Item = String> + Send,
     {
-        let VocabKind::Unigram = kind;
         if size < FIRST_PIECE as usize + 16 {
             return Err(TokenizerError::Invalid(format!(
                 "vocabulary size {size} is too small: at least {} (4 specials, 256 byte pieces, some pieces)",
@@ -102,6 +105,9 @@ impl SubwordTokenizer {
         }
         let target = size.div_ceil(8) * 8;
         let learned = (target - FIRST_PIECE as usize) as u32;
+        if kind == VocabKind::Bpe {
+            return Self::train_bpe(lines, target, learned);
+        }
         let mut tk = Tokenizer::new(Unigram::default());
         tk.with_normalizer(Some(normalizer()?))
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
@@ -135,6 +141,80 @@ impl SubwordTokenizer {
             pieces.push((s, sc));
         }
         Self::assemble(pieces, target)
+    }
+
+    /// BPE: learn merges, then rebuild the model with our fixed ids (specials, bytes, the
+    /// learned tokens in their order) and byte fallback.
+    fn train_bpe<I>(lines: I, target: usize, learned: u32) -> Result<Self, TokenizerError>
+    where
+        I: Iterator<Item = String> + Send,
+    {
+        let err = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
+        let mut tk = Tokenizer::new(BPE::default());
+        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
+        tk.with_pre_tokenizer(Some(pretok()));
+        let trainer = BpeTrainerBuilder::new()
+            .show_progress(false)
+            .vocab_size(learned as usize)
+            .min_frequency(2)
+            .build();
+        let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+        tk.train(&mut trainer, lines).map_err(err)?;
+        let tokenizers::ModelWrapper::BPE(bpe) = tk.get_model() else {
+            return Err(TokenizerError::Train(
+                "BPE training gave another model".into(),
+            ));
+        };
+        let mut learned_tokens: Vec<(String, u32)> = bpe.get_vocab().into_iter().collect();
+        learned_tokens.sort_by_key(|(_, id)| *id);
+        let mut vocab: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
+        vocab.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        vocab.extend(
+            learned_tokens
+                .into_iter()
+                .map(|(t, _)| t)
+                .filter(|t| !SPECIALS.contains(&t.as_str()) && !is_byte_piece(t)),
+        );
+        let total = vocab.len().div_ceil(8).max(target / 8) * 8;
+        let mut k = 0;
+        while vocab.len() < total {
+            vocab.push(format!("<extra_{k}>"));
+            k += 1;
+        }
+        let ids: tokenizers::models::bpe::Vocab = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        // The merges, as token pairs, in the order they were learned.
+        let json = serde_json::to_value(bpe).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let merges: Vec<(String, String)> = json["merges"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| match x {
+                        serde_json::Value::String(s) => s
+                            .split_once(' ')
+                            .map(|(a, b)| (a.to_string(), b.to_string())),
+                        serde_json::Value::Array(a) if a.len() == 2 => {
+                            Some((a[0].as_str()?.to_string(), a[1].as_str()?.to_string()))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let model = BPE::builder()
+            .vocab_and_merges(ids, merges)
+            .unk_token("<unk>".into())
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
+        let mut tk = Tokenizer::new(model);
+        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
+        tk.with_pre_tokenizer(Some(pretok()));
+        tk.with_decoder(Some(decoder()));
+        Self::from_tokenizer(tk)
     }
 
     /// Builds the final model: specials, bytes, pieces, padding up to `target` (a multiple of 8).
@@ -241,7 +321,12 @@ impl SubwordTokenizer {
 
     /// Pieces of a line.
     pub fn encode_pieces(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
-        Ok(self.encoding(text)?.get_tokens().to_vec())
+        // `encode_fast` leaves the token strings empty: map the ids.
+        Ok(self
+            .encode(text)?
+            .into_iter()
+            .map(|id| self.inner.id_to_token(id).unwrap_or_default())
+            .collect())
     }
 
     /// Text of ids; special ids are dropped.
@@ -298,8 +383,22 @@ mod tests {
 
     #[test]
     fn train_fixed_specials_and_roundtrip() {
-        let t = SubwordTokenizer::train(corpus().into_iter(), 300, VocabKind::Unigram).unwrap();
+        for kind in [VocabKind::Unigram, VocabKind::Bpe] {
+            specials_and_roundtrip(kind);
+        }
+    }
+
+    fn specials_and_roundtrip(kind: VocabKind) {
+        let t = SubwordTokenizer::train(corpus().into_iter(), 300, kind).unwrap();
         assert_eq!(t.vocab_size() % 8, 0);
+        // Learned pieces are used: a frequent word is not spelled out in bytes.
+        let n = t.encode_pieces("a man is riding").unwrap();
+        assert!(
+            n.len() <= 12 && n.iter().all(|p| !p.is_empty()),
+            "{kind:?}: {n:?}"
+        );
+        assert!(n.iter().any(|p| p.chars().count() > 2), "{kind:?}: {n:?}");
+        assert_eq!(t.decode_pieces(&n).unwrap(), "a man is riding");
         for (i, s) in SPECIALS.iter().enumerate() {
             assert_eq!(t.id_to_piece(i as u32).as_deref(), Some(*s));
         }
