@@ -194,9 +194,11 @@ impl TrainConfig {
     }
 
     /// Fingerprint of what defines the run (not its length or logging).
-    fn run_id(&self, model: &ModelConfig) -> String {
+    /// `data` fingerprints the training data itself: the tokenizer's hash and the prepared
+    /// corpus's source stamps and counts, so an edited corpus is not resumed as if unchanged.
+    fn run_id(&self, model: &ModelConfig, data: &serde_json::Value) -> String {
         let key = serde_json::json!({
-            "train": [self.train_src, self.train_tgt, self.prepared], "model": model, "seed": self.seed,
+            "train": [self.train_src, self.train_tgt, self.prepared], "data": data, "model": model, "seed": self.seed,
             "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "precision": self.precision, "limit": self.train_limit,
         });
         Sha256::digest(key.to_string().as_bytes())
@@ -406,7 +408,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     };
 
     let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
-    let run_id = cfg.run_id(&model_cfg);
+    let data_fingerprint = serde_json::json!({
+        "tokenizer": tokenizer.hash(), "src": meta.src_stamp, "tgt": meta.tgt_stamp,
+        "pairs": report.kept, "tokens": [meta.src_tokens, meta.tgt_tokens],
+    });
+    let run_id = cfg.run_id(&model_cfg, &data_fingerprint);
     tch::manual_seed(cfg.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
