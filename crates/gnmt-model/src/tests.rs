@@ -96,3 +96,94 @@ fn mismatched_weights_name_the_tensor() {
     let _m3 = Seq2Seq::new(&vs3.root(), &ModelConfig::preset("tiny", 24).unwrap()).unwrap();
     load_weights(&mut vs3, &p).unwrap();
 }
+
+#[test]
+fn tied_output_uses_the_embedding_matrix() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = ModelConfig::preset("tiny", 24).unwrap();
+    cfg.embedding_size = cfg.hidden_size;
+    cfg.tied_output = true;
+    let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    let run = || {
+        m.forward(
+            &ids(&[5, 6, 7, 8], 2),
+            &Tensor::from_slice(&[2i64, 2]),
+            &ids(&[1, 9, 1, 10], 2),
+            false,
+        )
+    };
+    let before = run();
+    // The classifier's own weight is not used when tied...
+    let mut vars = vs.variables();
+    let w = vars.get_mut("decoder.classifier.weight").unwrap();
+    let _ = tch::no_grad(|| w.fill_(5.0));
+    assert!((run() - &before).abs().max().double_value(&[]) < 1e-6);
+    // ...the embedding is.
+    let e = vars.get_mut("embedding.weight").unwrap();
+    let _ = tch::no_grad(|| e.g_mul_scalar_(2.0));
+    assert!((run() - &before).abs().max().double_value(&[]) > 1e-4);
+    // And it is refused when the sizes cannot match.
+    let bad = ModelConfig {
+        embedding_size: cfg.hidden_size + 1,
+        ..cfg
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn residual_wiring_follows_the_config() {
+    let cfg = ModelConfig::preset("small8", 100).unwrap();
+    // GNMT: from layer 3 (0-based 2) in both stacks.
+    assert!(!cfg.residual_at(1, true) && cfg.residual_at(2, true) && cfg.residual_at(7, true));
+    assert!(!cfg.residual_at(1, false) && cfg.residual_at(2, false));
+    // From layer 2: only the decoder can (the encoder's layer 2 changes width).
+    let from2 = ModelConfig {
+        residual_start: 2,
+        ..cfg.clone()
+    };
+    assert!(!from2.residual_at(1, true) && from2.residual_at(1, false));
+    let none = ModelConfig {
+        residual: false,
+        ..cfg
+    };
+    assert!((0..8).all(|i| !none.residual_at(i, true) && !none.residual_at(i, false)));
+    // Turning residuals off changes what the network computes.
+    // Same seed, same weights; only the wiring differs.
+    let base = ModelConfig::preset("tiny", 24).unwrap();
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let with = Seq2Seq::new(&vs.root(), &base).unwrap();
+    tch::manual_seed(5);
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let plain = ModelConfig {
+        residual: false,
+        ..base.clone()
+    };
+    let without = Seq2Seq::new(&vs2.root(), &plain).unwrap();
+    let (s, l, t) = (
+        ids(&[5, 6, 7, 8], 1),
+        Tensor::from_slice(&[4i64]),
+        ids(&[1, 9], 1),
+    );
+    let d = (with.forward(&s, &l, &t, false) - without.forward(&s, &l, &t, false))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d > 1e-6);
+}
+
+#[test]
+fn bf16_model_agrees_with_float32() {
+    let (mut vs, m) = tiny();
+    let (s, l, t) = (
+        ids(&[5, 6, 7, 8, 9, 0], 2),
+        Tensor::from_slice(&[3i64, 2]),
+        ids(&[1, 9, 10, 1, 11, 12], 2),
+    );
+    let full = m.forward(&s, &l, &t, false).log_softmax(-1, Kind::Float);
+    vs.bfloat16();
+    let half = m.forward(&s, &l, &t, false).log_softmax(-1, Kind::Float);
+    let d = (half - full).abs().max().double_value(&[]);
+    assert!(d < 0.05, "{d}");
+}
