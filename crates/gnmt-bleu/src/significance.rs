@@ -331,58 +331,32 @@ fn fsum(xs: impl Iterator<Item = f64>) -> f64 {
     partials.iter().rev().fold(0.0, |a, &b| a + b)
 }
 
-/// numpy's pairwise summation (`np.add.reduce` on a contiguous array), in f64 or f32.
-fn pairwise_f64(a: &[f64]) -> f64 {
+/// numpy's pairwise summation (`np.add.reduce` on a contiguous array), in the array's type:
+/// a running sum below 8 values, 8 interleaved accumulators up to 128, halves above.
+fn pairwise<T: Copy + Default + std::ops::Add<Output = T>>(a: &[T]) -> T {
     let n = a.len();
     if n < 8 {
-        a.iter().fold(0.0, |s, &x| s + x)
+        a.iter().fold(T::default(), |s, &x| s + x)
     } else if n <= 128 {
-        let mut r = [0.0f64; 8];
+        let mut r = [T::default(); 8];
         r.copy_from_slice(&a[..8]);
         let mut i = 8;
         while i < n - n % 8 {
             for j in 0..8 {
-                r[j] += a[i + j];
+                r[j] = r[j] + a[i + j];
             }
             i += 8;
         }
         let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         while i < n {
-            res += a[i];
+            res = res + a[i];
             i += 1;
         }
         res
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        pairwise_f64(&a[..n2]) + pairwise_f64(&a[n2..])
-    }
-}
-
-fn pairwise_f32(a: &[f32]) -> f32 {
-    let n = a.len();
-    if n < 8 {
-        a.iter().fold(0.0, |s, &x| s + x)
-    } else if n <= 128 {
-        let mut r = [0.0f32; 8];
-        r.copy_from_slice(&a[..8]);
-        let mut i = 8;
-        while i < n - n % 8 {
-            for j in 0..8 {
-                r[j] += a[i + j];
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        while i < n {
-            res += a[i];
-            i += 1;
-        }
-        res
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        pairwise_f32(&a[..n2]) + pairwise_f32(&a[n2..])
+        pairwise(&a[..n2]) + pairwise(&a[n2..])
     }
 }
 
@@ -405,8 +379,8 @@ impl Array {
     /// `np.mean`.
     fn mean(&self) -> Num {
         match self {
-            Array::F64(v) => Num::Py(pairwise_f64(v) / v.len() as f64),
-            Array::F32(v) => Num::F32(pairwise_f32(v) / v.len() as f32),
+            Array::F64(v) => Num::Py(pairwise(v) / v.len() as f64),
+            Array::F32(v) => Num::F32(pairwise(v) / v.len() as f32),
         }
     }
 
@@ -614,11 +588,11 @@ mod tests {
     #[test]
     fn pairwise_sum_matches_sequential_on_exact_values() {
         let v: Vec<f64> = (0..1000).map(|i| i as f64).collect();
-        assert_eq!(pairwise_f64(&v), 499500.0);
+        assert_eq!(pairwise(&v), 499500.0);
         // On inexact values the order shows: numpy's blocks of 8 differ from a running sum.
         let w: Vec<f32> = (0..300).map(|i| 0.1 + i as f32 * 1e-3).collect();
         let seq = w.iter().fold(0.0f32, |a, &b| a + b);
-        assert!((pairwise_f32(&w) - seq).abs() < 1e-2);
+        assert!((pairwise(&w) - seq).abs() < 1e-2);
     }
 
     #[test]

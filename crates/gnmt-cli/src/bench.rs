@@ -138,7 +138,8 @@ fn synthetic(n: usize, len: usize, vocab: i64, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn peak_rss_mb() -> Option<f64> {
+/// The process's peak resident memory (VmHWM), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

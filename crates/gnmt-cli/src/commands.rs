@@ -509,10 +509,11 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64().max(1e-9);
     tracing::info!(
-        "translated {} sentences in {secs:.1}s: {:.1} sentences/s, {:.0} tokens/s",
+        "translated {} sentences in {secs:.1}s: {:.1} sentences/s, {:.0} tokens/s, peak memory {:.0} MB",
         summary.sentences,
         summary.sentences as f64 / secs,
-        (summary.source_tokens + summary.output_tokens) as f64 / secs
+        (summary.source_tokens + summary.output_tokens) as f64 / secs,
+        crate::bench::peak_rss_mb().unwrap_or(0.0)
     );
     if let (Some(r), Some(out)) = (&a.reference, &a.output) {
         let hyps = gnmt_data::text::read_lines(out)?;
