@@ -477,6 +477,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     let start = Instant::now();
     let mut tokens_done = 0i64;
     let mut window = (Instant::now(), 0i64);
+    // Time spent building batches in the current logging window: the loader must stay cheap.
+    let mut data_secs = 0.0f64;
     let accum = cfg.accum_steps.max(1);
     let mut early_stop = false;
     'outer: while state.step < cfg.max_steps {
@@ -490,6 +492,22 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             cfg.seed,
             state.epoch,
         );
+        if state.batch == 0 {
+            let waste = batches
+                .iter()
+                .map(|b| gnmt_data::padding_waste(&lengths, b))
+                .sum::<f64>()
+                / batches.len().max(1) as f64;
+            tracing::info!(
+                "epoch {}: {} batches, {:.1}% padding",
+                state.epoch,
+                batches.len(),
+                100.0 * waste
+            );
+            let line = serde_json::json!({"step": state.step, "epoch": state.epoch,
+                "batches": batches.len(), "padding_waste": waste});
+            writeln!(metrics, "{line}").map_err(io_err(run))?;
+        }
         let mut micro = 0usize;
         let mut loss_sum = 0.0;
         while state.batch < batches.len() {
@@ -500,7 +518,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                 }
                 adam.zero_grad();
             }
+            let t_data = Instant::now();
             let b = make_batch(&corpus, &batches[state.batch], device);
+            data_secs += t_data.elapsed().as_secs_f64();
             // A seed per batch makes dropout reproducible after a resume.
             tch::manual_seed(
                 (cfg.seed as i64)
@@ -537,9 +557,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let tps = (tokens_done - window.1) as f64 / secs;
                 window = (Instant::now(), tokens_done);
+                let data_fraction = data_secs / secs;
+                data_secs = 0.0;
                 let layers = layer_grad_norms(&adam);
                 let line = serde_json::json!({"step": state.step, "loss": loss_v, "lr": lr, "grad_norm": grad_norm,
-                    "tokens_per_s": tps, "epoch": state.epoch, "layer_grad_norms": layers});
+                    "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": state.epoch, "layer_grad_norms": layers});
                 writeln!(metrics, "{line}").map_err(io_err(run))?;
                 bar.set_position(state.step as u64);
                 bar.set_message(format!("loss {loss_v:.3} lr {lr:.2e} {tps:.0} tok/s"));
@@ -871,11 +893,25 @@ mod tests {
             (1, 2),
             "3 steps of 2 batches = 1 epoch + 2 batches"
         );
-        let steps: Vec<i64> = metric_lines(dir.path())
+        let lines = metric_lines(dir.path());
+        let steps: Vec<i64> = lines
             .iter()
+            .filter(|l| l.get("loss").is_some())
             .filter_map(|l| l["step"].as_i64())
             .collect();
         assert_eq!(steps, vec![1, 2, 3]);
+        // Each epoch reports its batches and padding; each step how long batching took.
+        let epochs: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l.get("padding_waste").is_some())
+            .collect();
+        assert_eq!(epochs.len(), 2);
+        assert_eq!(epochs[0]["batches"], 4);
+        let w = epochs[0]["padding_waste"].as_f64().unwrap();
+        assert!((0.0..0.5).contains(&w), "{w}");
+        assert!(lines
+            .iter()
+            .all(|l| l.get("loss").is_none() || l["data_fraction"].as_f64().is_some()));
     }
 
     #[test]
