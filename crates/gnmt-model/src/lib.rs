@@ -221,6 +221,20 @@ impl Seq2Seq {
         state: Option<&DecoderState>,
         train: bool,
     ) -> (Tensor, Tensor, DecoderState) {
+        self.decode_grouped(enc, tgt_in, state, train, 1)
+    }
+
+    /// [`Seq2Seq::decode`] where `group` consecutive rows of `tgt_in` (the beams of one
+    /// sentence, `T` = 1) share row `i / group` of `enc`: beam search never copies the encoder
+    /// outputs per beam, the beams are the attention's queries.
+    fn decode_grouped(
+        &self,
+        enc: &Encoded,
+        tgt_in: &Tensor,
+        state: Option<&DecoderState>,
+        train: bool,
+        group: i64,
+    ) -> (Tensor, Tensor, DecoderState) {
         let b = tgt_in.size()[0];
         let zero = |l: &nn::LSTM| l.zero_state(b);
         let mut new_state = Vec::with_capacity(self.dec_layers.len());
@@ -233,9 +247,19 @@ impl Seq2Seq {
         };
         let (h0, s0) = self.dec_layers[0].seq_init(&x, &init(0));
         new_state.push(s0);
-        let (ctx, attn) = self
-            .attention
-            .forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask);
+        let (ctx, attn) = if group > 1 {
+            // [B*g, 1, H] -> [B, g, H]: the g beams are g queries over one sentence.
+            let (rows, _, hid) = h0.size3().unwrap_or((b, 1, 0));
+            let q = h0.view([rows / group, group, hid]);
+            let (c, a) = self
+                .attention
+                .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask);
+            let s = a.size()[2];
+            (c.reshape([rows, 1, -1]), a.reshape([rows, 1, s]))
+        } else {
+            self.attention
+                .forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask)
+        };
         let mut out = h0;
         for (k, layer) in self.dec_layers.iter().enumerate().skip(1) {
             let inp = Tensor::cat(
@@ -281,7 +305,20 @@ impl Seq2Seq {
         state: Option<&DecoderState>,
         tokens: &Tensor,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (logits, attn, st) = self.decode(enc, &tokens.unsqueeze(1), state, false);
+        self.step_grouped(enc, state, tokens, 1)
+    }
+
+    /// One decoder step for `group` hypotheses per sentence: `tokens` `[B * group]`, `enc` one
+    /// row per sentence.
+    pub fn step_grouped(
+        &self,
+        enc: &Encoded,
+        state: Option<&DecoderState>,
+        tokens: &Tensor,
+        group: i64,
+    ) -> (Tensor, Tensor, DecoderState) {
+        let (logits, attn, st) =
+            self.decode_grouped(enc, &tokens.unsqueeze(1), state, false, group.max(1));
         (
             logits.squeeze_dim(1).log_softmax(-1, Kind::Float),
             attn.squeeze_dim(1).to_kind(Kind::Float),

@@ -187,3 +187,17 @@ fn bf16_model_agrees_with_float32() {
     let d = (half - full).abs().max().double_value(&[]);
     assert!(d < 0.05, "{d}");
 }
+
+#[test]
+fn grouped_steps_equal_steps_on_repeated_encoder_rows() {
+    let (_vs, m) = tiny();
+    let src = ids(&[5, 6, 7, 8, 9, 10, 0, 0], 2);
+    let enc = m.encode(&src, &Tensor::from_slice(&[4i64, 2]), false);
+    // Three hypotheses per sentence.
+    let rows = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 1]);
+    let tokens = Tensor::from_slice(&[1i64, 11, 12, 1, 13, 14]);
+    let (a, att_a, _) = m.step(&enc.select(&rows), None, &tokens);
+    let (b, att_b, _) = m.step_grouped(&enc, None, &tokens, 3);
+    assert!((a - b).abs().max().double_value(&[]) < 1e-5);
+    assert!((att_a - att_b).abs().max().double_value(&[]) < 1e-6);
+}

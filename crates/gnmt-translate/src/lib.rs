@@ -93,20 +93,17 @@ fn search(
         .collect();
     let global_max = max_len.iter().copied().max().unwrap_or(1);
 
-    // Rows: sentence-major, `k` beams each. `active` lists the sentences still searched.
+    // Rows: sentence-major, `group` hypotheses each: one at the first step (all beams would be
+    // the same), `k` afterwards. `active` lists the sentences still searched; the encoder
+    // outputs stay one row per active sentence, shared by its hypotheses.
     let mut active: Vec<usize> = (0..b).collect();
-    let row_src: Vec<i64> = active
-        .iter()
-        .flat_map(|&i| std::iter::repeat_n(i as i64, k))
-        .collect();
-    let mut enc_rows = enc.select(&Tensor::from_slice(&row_src).to_device(device));
-    let mut scores: Vec<f64> = (0..b * k)
-        .map(|r| if r % k == 0 { 0.0 } else { f64::NEG_INFINITY })
-        .collect();
-    let mut hist: Vec<Vec<u32>> = vec![Vec::new(); b * k];
-    let mut align: Vec<Vec<usize>> = vec![Vec::new(); b * k];
-    let mut coverage = Tensor::zeros([(b * k) as i64, s as i64], (Kind::Float, device));
-    let mut tokens = Tensor::full([(b * k) as i64], BOS as i64, (Kind::Int64, device));
+    let mut group = 1usize;
+    let mut enc_active = enc;
+    let mut scores: Vec<f64> = vec![0.0; b];
+    let mut hist: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut align: Vec<Vec<usize>> = vec![Vec::new(); b];
+    let mut coverage = Tensor::zeros([b as i64, s as i64], (Kind::Float, device));
+    let mut tokens = Tensor::full([b as i64], BOS as i64, (Kind::Int64, device));
     let mut state: Option<DecoderState> = None;
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); b];
     let src_mask: Vec<Vec<bool>> = (0..b)
@@ -117,15 +114,15 @@ fn search(
         if active.is_empty() {
             break;
         }
-        let (lp, attn, st) = model.step(&enc_rows, state.as_ref(), &tokens);
+        let (lp, attn, st) = model.step_grouped(&enc_active, state.as_ref(), &tokens, group as i64);
         coverage += &attn;
-        let rows = active.len() * k;
+        let rows = active.len() * group;
         let sc = Tensor::from_slice(&scores)
             .to_device(device)
             .to_kind(Kind::Float)
             .unsqueeze(1);
-        let cand = (lp + sc).view([active.len() as i64, (k as i64) * vocab]);
-        let want = (2 * k).min((k as i64 * vocab) as usize) as i64;
+        let cand = (lp + sc).view([active.len() as i64, (group as i64) * vocab]);
+        let want = (2 * k).min((group as i64 * vocab) as usize) as i64;
         let (top_v, top_i) = cand.topk(want, -1, true, true);
         let top_v: Vec<f32> =
             Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
@@ -162,6 +159,7 @@ fn search(
         let mut next_hist = Vec::with_capacity(rows);
         let mut next_align = Vec::with_capacity(rows);
         let mut still_active = Vec::with_capacity(active.len());
+        let mut kept_pos: Vec<i64> = Vec::with_capacity(active.len());
         for (ai, &sent) in active.iter().enumerate() {
             let mut live: Vec<(usize, i64, f64)> = Vec::with_capacity(k);
             for c in 0..want as usize {
@@ -172,7 +170,7 @@ fn search(
                 let idx = top_i[ai * want as usize + c];
                 let beam = (idx / vocab) as usize;
                 let tok = idx % vocab;
-                let row = ai * k + beam;
+                let row = ai * group + beam;
                 if tok == EOS as i64 || t + 1 >= max_len[sent] {
                     // Only an end among the top `k` candidates finishes a hypothesis (the rest
                     // of the 2k are there to keep `k` live ones).
@@ -214,6 +212,7 @@ fn search(
                 continue;
             }
             still_active.push(sent);
+            kept_pos.push(ai as i64);
             while live.len() < k {
                 let first = live[0];
                 live.push((first.0, first.1, f64::NEG_INFINITY));
@@ -235,7 +234,10 @@ fn search(
         }
         // Reorder (and shrink) every per-row tensor by the surviving rows.
         let index = Tensor::from_slice(&next_rows).to_device(device);
-        enc_rows = enc_rows.select(&index);
+        if kept_pos.len() < active.len() {
+            enc_active = enc_active.select(&Tensor::from_slice(&kept_pos).to_device(device));
+        }
+        group = k;
         state = Some(st.select(&index));
         coverage = coverage.index_select(0, &index);
         tokens = Tensor::from_slice(&next_tokens).to_device(device);
