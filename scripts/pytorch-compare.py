@@ -93,13 +93,18 @@ class Seq2Seq(nn.Module):
             out = y + out if residual_at(self.cfg, i, True) else y
         return out, self.decoder.attention.key(out), src.eq(0)
 
-    def decode(self, enc, tgt_in, state=None):
+    def decode(self, enc, tgt_in, state=None, group=1):
         outputs, keys, mask = enc
         x = self.drop(self.embedding(tgt_in))
         new = []
         h0, s0 = self.decoder.layers[0](x, None if state is None else state[0])
         new.append(s0)
-        ctx, attn = self.decoder.attention(h0, keys, outputs, mask)
+        if group > 1:  # the group's hypotheses are queries over their sentence's encoder rows
+            rows = h0.shape[0]
+            ctx, attn = self.decoder.attention(h0.view(rows // group, group, -1), keys, outputs, mask)
+            ctx, attn = ctx.reshape(rows, 1, -1), attn.reshape(rows, 1, -1)
+        else:
+            ctx, attn = self.decoder.attention(h0, keys, outputs, mask)
         out = h0
         for k in range(1, self.cfg["decoder_layers"]):
             y, st = self.decoder.layers[k](torch.cat([self.drop(out), ctx], 2), None if state is None else state[k])
@@ -188,8 +193,12 @@ def length_penalty(n, alpha):
 
 
 @torch.no_grad()
-def beam_search(m, sources, k, alpha, beta, a, b_len):
-    """The algorithm of crates/gnmt-translate, step for step."""
+def beam_search(m, sources, k, alpha, beta, a, b_len, grouped=False):
+    """The algorithm of crates/gnmt-translate, step for step. Plain (the usual implementation):
+    encoder outputs copied per beam and reordered every step. `grouped`: gnmt-rs's way, beams
+    share their sentence's encoder outputs and the first step runs one hypothesis per sentence."""
+    if grouped:
+        return beam_search_grouped(m, sources, k, alpha, beta, a, b_len)
     b = len(sources)
     s = max(max(len(x) for x in sources), 1)
     src = torch.zeros(b, s, dtype=torch.long)
@@ -260,6 +269,79 @@ def beam_search(m, sources, k, alpha, beta, a, b_len):
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 
+@torch.no_grad()
+def beam_search_grouped(m, sources, k, alpha, beta, a, b_len):
+    b = len(sources)
+    s = max(max(len(x) for x in sources), 1)
+    src = torch.zeros(b, s, dtype=torch.long)
+    for i, x in enumerate(sources):
+        src[i, :len(x)] = torch.tensor(x)
+    lens = torch.tensor([max(len(x), 1) for x in sources])
+    enc = m.encode(src, lens)
+    vocab = m.cfg["vocab_size"]
+    max_len = [int(a * len(x)) + b_len for x in sources]
+    active = list(range(b))
+    group = 1
+    scores = [0.0] * b
+    hist = [[] for _ in range(b)]
+    coverage = torch.zeros(b, s)
+    tokens = torch.full((b,), BOS)
+    state = None
+    finished = [[] for _ in range(b)]
+    src_mask = [[j < len(sources[i]) for j in range(s)] for i in range(b)]
+    for t in range(max(max_len)):
+        if not active:
+            break
+        logits, attn, st = m.decode(enc, tokens.unsqueeze(1), state, group)
+        lp = logits.squeeze(1).float().log_softmax(-1)
+        coverage += attn.squeeze(1)
+        cand = (lp + torch.tensor(scores, dtype=torch.float32).unsqueeze(1)).view(len(active), group * vocab)
+        want = min(2 * k, group * vocab)
+        top_v, top_i = cand.topk(want, -1)
+        top_v, top_i, cov = top_v.tolist(), top_i.tolist(), coverage.tolist()
+        next_rows, next_tokens, next_scores, next_hist, still, kept = [], [], [], [], [], []
+        for ai, sent in enumerate(active):
+            live = []
+            for c in range(want):
+                v = top_v[ai][c]
+                if v == -math.inf:
+                    continue
+                idx = top_i[ai][c]
+                beam, tok = idx // vocab, idx % vocab
+                row = ai * group + beam
+                if tok == EOS or t + 1 >= max_len[sent]:
+                    if c < k and len(finished[sent]) < k:
+                        toks = hist[row] + ([] if tok == EOS else [tok])
+                        cp = beta * sum(math.log(min(max(x, 1e-10), 1.0)) for x, mk in zip(cov[row], src_mask[sent]) if mk)
+                        finished[sent].append((v / length_penalty(len(toks) + 1, alpha) + cp, toks))
+                elif len(live) < k:
+                    live.append((row, tok, v))
+            best_done = max((h[0] for h in finished[sent]), default=-math.inf)
+            bound = max((x[2] / length_penalty(max_len[sent] + 1, alpha) for x in live), default=-math.inf)
+            if len(finished[sent]) >= k or not live or t + 1 >= max_len[sent] or best_done >= bound:
+                continue
+            still.append(sent)
+            kept.append(ai)
+            while len(live) < k:
+                live.append((live[0][0], live[0][1], -math.inf))
+            for row, tok, v in live:
+                next_rows.append(row)
+                next_tokens.append(tok)
+                next_scores.append(v)
+                next_hist.append(hist[row] + [tok])
+        if not still:
+            break
+        index = torch.tensor(next_rows)
+        if len(kept) < len(active):
+            enc = tuple(x[torch.tensor(kept)] for x in enc)
+        group = k
+        state = [(h[:, index], c[:, index]) for h, c in st]
+        coverage = coverage[index]
+        tokens = torch.tensor(next_tokens)
+        scores, hist, active = next_scores, next_hist, still
+    return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
+
+
 def bench_translate(args):
     m = build(args)
     m.eval()
@@ -268,13 +350,14 @@ def bench_translate(args):
     else:
         sources = synthetic(args.sentences, args.len, m.cfg["vocab_size"], args.seed).tolist()
     order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
-    beam_search(m, [sources[i] for i in order[:4]], args.beam, args.alpha, args.beta, args.max_len_a, args.max_len_b)
+    beam_search(m, [sources[i] for i in order[:4]], args.beam, args.alpha, args.beta, args.max_len_a, args.max_len_b,
+                args.grouped)
     out = [None] * len(sources)
     t = time.perf_counter()
     for j in range(0, len(order), args.batch_size):
         batch = order[j:j + args.batch_size]
         for i, h in zip(batch, beam_search(m, [sources[i] for i in batch], args.beam, args.alpha, args.beta,
-                                           args.max_len_a, args.max_len_b)):
+                                           args.max_len_a, args.max_len_b, args.grouped)):
             out[i] = h
     secs = time.perf_counter() - t
     if args.output:
@@ -283,7 +366,8 @@ def bench_translate(args):
                 f.write(" ".join(map(str, h)) + "\n")
     source = sum(len(x) for x in sources)
     generated = sum(len(h) + 1 for h in out)
-    return dict(bench="translate", impl="pytorch", threads=torch.get_num_threads(), beam=args.beam,
+    return dict(bench="translate", impl="pytorch-grouped" if args.grouped else "pytorch",
+                threads=torch.get_num_threads(), beam=args.beam,
                 batch_size=args.batch_size, sentences=len(sources), source_tokens=source,
                 generated_tokens=generated, seconds=secs, tokens_per_s=(source + generated) / secs,
                 sentences_per_s=len(sources) / secs)
@@ -305,6 +389,8 @@ def main():
     p.add_argument("--ids", help="source ids, one sentence per line (from `gnmt tokenize --ids`)")
     p.add_argument("--output", help="write the best hypotheses' ids here")
     p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--grouped", action="store_true",
+                   help="beams share encoder outputs, first step one hypothesis (gnmt-rs's search)")
     p.add_argument("--alpha", type=float, default=0.6)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--max-len-a", type=float, default=1.5)
