@@ -23,6 +23,7 @@ pub mod significance;
 pub mod ter;
 pub mod text;
 pub mod tokenize;
+mod unicode_classes;
 
 pub use bleu::{compute_bleu, Bleu, BleuConfig, BleuScore, BleuStats, Smooth};
 pub use chrf::{Chrf, ChrfConfig, ChrfStats};

@@ -108,9 +108,13 @@ fn tok_13a(line: &str) -> String {
     regexp_post(&format!(" {l} "))
 }
 
-static RE_INTL_1: LazyLock<Regex> = LazyLock::new(|| re(r"(\P{N})(\p{P})"));
-static RE_INTL_2: LazyLock<Regex> = LazyLock::new(|| re(r"(\p{P})(\P{N})"));
-static RE_INTL_3: LazyLock<Regex> = LazyLock::new(|| re(r"(\p{S})"));
+// sacreBLEU's `(\P{N})(\p{P})`, `(\p{P})(\P{N})` and `(\p{S})`, with the categories of Python's
+// `regex` module (Unicode 17) rather than the `regex` crate's older tables.
+static RE_INTL_1: LazyLock<Regex> = LazyLock::new(|| re(&format!("([^{N}])([{P}])")));
+static RE_INTL_2: LazyLock<Regex> = LazyLock::new(|| re(&format!("([{P}])([^{N}])")));
+static RE_INTL_3: LazyLock<Regex> = LazyLock::new(|| re(&format!("([{S}])")));
+
+use crate::unicode_classes::{N, P, S};
 
 fn tok_intl(line: &str) -> String {
     let s = RE_INTL_1.replace_all(line, "$1 $2 ");
@@ -268,6 +272,33 @@ mod tests {
         assert!(!is_chinese('\u{2000}'));
         assert!(!is_chinese('\u{20000}'));
         assert_eq!(Tokenizer::Zh.tokenize("我爱你。"), "我 爱 你 。");
+    }
+
+    #[test]
+    fn intl_uses_python_regex_unicode_tables() {
+        // Code points Python 3.11's own tables do not know; sacreBLEU (Python `regex`) output.
+        for (cp, want) in [
+            (0x1b4e, "a \u{1b4e} b 1\u{1b4e}2"),
+            (0x1cc07, "a \u{1cc07} b 1 \u{1cc07} 2"),
+            (0x1cd07, "a \u{1cd07} b 1 \u{1cd07} 2"),
+            (0x1fbfa, "a \u{1fbfa} b 1 \u{1fbfa} 2"),
+        ] {
+            let c = char::from_u32(cp).unwrap();
+            assert_eq!(
+                Tokenizer::Intl.tokenize(&format!("a{c}b 1{c}2")),
+                want,
+                "U+{cp:X}"
+            );
+        }
+        // The tables hold as many code points as Python's regex module reports.
+        let count = |class: &str| {
+            let r = Regex::new(&format!("[{class}]")).unwrap();
+            (0..0x110000u32)
+                .filter_map(char::from_u32)
+                .filter(|c| r.is_match(c.encode_utf8(&mut [0; 4])))
+                .count()
+        };
+        assert_eq!((count(P), count(S), count(N)), (860, 8760, 2247));
     }
 
     #[test]
