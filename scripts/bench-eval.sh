@@ -3,10 +3,10 @@
 # TER and a paired bootstrap test, side by side. Installs sacreBLEU into a venv under
 # ~/.cache/gnmt (PyPI) the first time.
 #
-#   scripts/bench-eval.sh [LINES]     LINES of Tatoeba En-De train as reference (default 50000)
+#   scripts/bench-eval.sh [LINES]     LINES of Tatoeba En-De train as reference (default 100000)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-N="${1:-50000}"
+N="${1:-100000}"
 SB_VENV="${GNMT_CACHE:-$HOME/.cache/gnmt}/sacrebleu-2.6.0"
 [ -x "$SB_VENV/bin/sacrebleu" ] || { python3 -m venv "$SB_VENV" && "$SB_VENV/bin/pip" install -q sacrebleu==2.6.0; }
 scripts/setup.sh >/dev/null

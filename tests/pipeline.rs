@@ -127,6 +127,22 @@ fn vocab_train_resume_translate_eval() {
         "resumed run differs from the uninterrupted one"
     );
 
+    // Every artifact of a run is there: the prepared corpus, metrics, checkpoints, best and final.
+    for f in [
+        "data/meta.json",
+        "data/src.ids",
+        "metrics.jsonl",
+        "config.toml",
+        "tokenizer.json",
+        "best/model.safetensors",
+        "final/config.json",
+        "final/tokenizer.json",
+        "final/model.safetensors",
+    ] {
+        assert!(a.join(f).exists(), "{f} missing from the run directory");
+    }
+    assert_eq!(gnmt_checkpoints(&a).len(), 2);
+
     // A second run into the same directory is refused without --force.
     let out = run(&mut train_cmd(&a, 20));
     assert!(!out.status.success());
@@ -173,6 +189,17 @@ fn vocab_train_resume_translate_eval() {
         .arg("-i")
         .arg(&hyp));
     assert_eq!(stdout(&ev).trim(), bleu_line);
+    // The BLEU line parses: `BLEU|signature = score precisions (BP = ...)`.
+    let score: f64 = bleu_line
+        .split(" = ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    assert!(
+        (0.0..=100.0).contains(&score) && bleu_line.contains("tok:13a"),
+        "{bleu_line}"
+    );
     assert!(
         stderr(&out).contains("line 8") && stderr(&out).contains("truncated"),
         "{}",
