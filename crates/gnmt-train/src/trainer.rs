@@ -339,6 +339,10 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         }
     };
     tokenizer.save(&tok_path)?;
+    // Work with exactly what the file holds: a freshly trained tokenizer can serialize slightly
+    // differently before and after a save/load round trip, and its hash keys the prepared corpus
+    // and the run id, which a resumed run (loading the file) must reproduce.
+    let tokenizer = SubwordTokenizer::load(&tok_path)?;
 
     let filter = FilterConfig {
         max_len: cfg.max_len,
