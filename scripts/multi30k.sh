@@ -62,8 +62,8 @@ end=$(date +%s)
     done
     echo
     echo '```'
-    $G eval "$DATA/test2016.de" -i "$OUT/test2016.averaged.de" -m bleu chrf
-    $G eval "$DATA/test2016.de" -i "$OUT/test2016.averaged.de" -lc
+    $G eval "$DATA/test2016.de" -i "$OUT/test2016.averaged.de" -m bleu chrf -f text
+    $G eval "$DATA/test2016.de" -i "$OUT/test2016.averaged.de" -lc -f text
     echo '```'
 } > "$OUT/results.md"
 cat "$OUT/results.md"
