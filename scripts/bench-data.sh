@@ -15,7 +15,7 @@ T=../shared/data/tatoeba-en-de
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 timed() {  # command...: prints "seconds max_rss_mb"
     /usr/bin/time -f "%e %M" -o "$TMP/t" "$@" >/dev/null 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
-    awk '{ printf "%.1f %.0f", $1, $2 / 1024 }' "$TMP/t"
+    awk '{ printf "%.1f %.0f\n", $1, $2 / 1024 }' "$TMP/t"
 }
 pairs=$(zcat "$T/train.en.gz" | wc -l)
 echo "$(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

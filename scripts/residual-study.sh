@@ -58,7 +58,7 @@ import json, math, sys
 runs, steps = sys.argv[1], int(sys.argv[2])
 names = [("res3", "8+8, residual from layer 3 (GNMT)"), ("res2", "8+8, residual from layer 2"),
          ("none", "8+8, no residual"), ("shallow", "4+4, no residual")]
-print(f"| model | train loss (last 50 steps) | valid loss | best valid BLEU (greedy) | grad norm enc 0 / top | grad norm dec 0 / top |")
+print(f"| model | train loss (last 50 steps) | valid loss | best valid BLEU (greedy) | mean grad norm, encoder bottom / top layer | decoder bottom / top |")
 print("| --- | --- | --- | --- | --- | --- |")
 for key, label in names:
     rows = [json.loads(l) for l in open(f"{runs}/{key}/metrics.jsonl")]
@@ -71,7 +71,9 @@ for key, label in names:
     lg = train[-1]["layer_grad_norms"]
     def ratio(side):
         layers = sorted((int(k.split(".")[2]), k) for k in lg if k.startswith(side + ".layers."))
-        return f"{mean_norm(layers[0][1]):.3f} / {mean_norm(layers[-1][1]):.3f}"
+        # The encoder's bottom layer is the bidirectional pair (bottom_fwd/bottom_bwd).
+        bottom = mean_norm("encoder.bottom_fwd") if side == "encoder" else mean_norm(layers[0][1])
+        return f"{bottom:.4f} / {mean_norm(layers[-1][1]):.4f}"
     print(f"| {label} | {sum(last)/len(last):.3f} | {valid[-1]['valid_loss']:.3f} | "
           f"{max(r['valid_bleu'] for r in valid):.2f} | {ratio('encoder')} | {ratio('decoder')} |")
 PY

@@ -5,7 +5,6 @@
 mod bench;
 mod commands;
 mod doctor;
-mod eval;
 mod plot;
 
 use std::process::ExitCode;
@@ -33,7 +32,7 @@ enum Command {
     ///
     /// Takes sacreBLEU's command line: `gnmt eval REF... -i HYP... -m bleu chrf ter`.
     #[command(disable_help_flag = false)]
-    Eval(eval::EvalArgs),
+    Eval(gnmt_eval::EvalArgs),
     /// Train the shared subword vocabulary on both sides of a parallel corpus.
     Vocab(commands::VocabArgs),
     /// Text (stdin) to subword pieces or ids (stdout).
@@ -99,11 +98,11 @@ fn ensure_omp_wait_policy() {
 
 fn main() -> ExitCode {
     ensure_omp_wait_policy();
-    let args = eval::translate_sacrebleu_flags(std::env::args_os().collect());
+    let args = gnmt_eval::translate_sacrebleu_flags(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => gnmt_eval::run(args),
         Command::Doctor(a) => doctor::run(a),
         Command::Vocab(a) => commands::vocab(a),
         Command::Tokenize(a) => commands::tokenize(a),

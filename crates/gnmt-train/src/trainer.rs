@@ -465,10 +465,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let metrics_path = run.join("metrics.jsonl");
+    restart_metrics(&metrics_path, state.step)?;
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(run.join("metrics.jsonl"))
+        .open(&metrics_path)
         .map_err(io_err(run))?;
     let lengths: Vec<usize> = (0..corpus.len())
         .map(|i| corpus.src(i).len().max(corpus.tgt(i).len()) + 1)
@@ -649,6 +651,28 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     });
     summary.early_stopped = early_stop;
     Ok(summary)
+}
+
+/// Keeps the lines of `metrics.jsonl` up to `step`, the step training restarts from: a fresh
+/// run (step 0) starts an empty file, and a run resumed after `kill -9` drops what the killed
+/// process logged after its last checkpoint, which the resumed run logs again.
+fn restart_metrics(path: &Path, step: i64) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            let s = v.get("step").and_then(|s| s.as_i64()).unwrap_or(i64::MAX);
+            // An epoch header at the restart step belongs to the new run.
+            step > 0 && (s < step || (s == step && v.get("padding_waste").is_none()))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 fn progress_bar(total: i64, pos: i64) -> indicatif::ProgressBar {
@@ -977,5 +1001,26 @@ mod tests {
             ..cfg
         };
         assert_eq!(train(&cfg, true, false).unwrap().steps, 10);
+    }
+
+    #[test]
+    fn metrics_restart_at_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let lines = [
+            r#"{"step":0,"epoch":0,"padding_waste":0.1}"#,
+            r#"{"step":10,"loss":3.0}"#,
+            r#"{"step":10,"valid_loss":2.0}"#,
+            r#"{"step":10,"epoch":1,"padding_waste":0.1}"#,
+            r#"{"step":15,"loss":2.5}"#,
+        ];
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        // Resuming from the step-10 checkpoint keeps what led to it, drops what came after.
+        restart_metrics(&p, 10).unwrap();
+        let kept = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(kept, lines[..3].join("\n") + "\n");
+        // A fresh run starts empty.
+        restart_metrics(&p, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
     }
 }

@@ -1,4 +1,8 @@
-//! `gnmt eval`: sacreBLEU's command line over gnmt-bleu.
+//! # gnmt-eval
+//!
+//! `gnmt eval`: sacreBLEU's command line over gnmt-bleu — flags, references and systems, the
+//! significance tests, and output byte-identical to sacreBLEU 2.6.0. Pure Rust: the `gnmt` binary
+//! uses it as a subcommand, and the `gnmt-eval` binary runs it without loading libtorch.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,15 @@ pub fn translate_sacrebleu_flags(args: Vec<OsString>) -> Vec<OsString> {
     let Some(pos) = args.iter().position(|a| a == "eval") else {
         return args;
     };
+    translate_after(args, pos)
+}
+
+/// The same for `gnmt-eval`, whose every argument is an eval argument.
+pub fn translate_sacrebleu_flags_all(args: Vec<OsString>) -> Vec<OsString> {
+    translate_after(args, 0)
+}
+
+fn translate_after(args: Vec<OsString>, pos: usize) -> Vec<OsString> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
