@@ -16,8 +16,8 @@ D=../shared/data/multi30k
 $G vocab --src "$D/train.en" --tgt "$D/train.de" --size 2000 -o "$TMP/tok.json" 2>/dev/null
 $G train --train-src "$D/train.en" --train-tgt "$D/train.de" --vocab "$TMP/tok.json" --preset tiny \
     --max-steps 1 --out "$TMP/run" 2>/dev/null
-# Repeats the Multi30k sentences up to N lines (head ends the loop with SIGPIPE, expected).
-yes_lines() { (while :; do cat "$D/train.en"; done | head -n "$1") || true; }
+# The Multi30k sentences repeated up to N lines.
+yes_lines() { python3 -c 'import sys, itertools; l = open(sys.argv[1]).read().splitlines(); sys.stdout.write("".join(x + "\n" for x in itertools.islice(itertools.cycle(l), int(sys.argv[2]))))' "$D/train.en" "$1"; }
 yes_lines 10000 > "$TMP/small.en"
 yes_lines "$BIG" > "$TMP/big.en"
 rss() { /usr/bin/time -f "%M" -o "$TMP/t" $G translate --greedy --max-len-a 0 --max-len-b 3 --threads 1 \
