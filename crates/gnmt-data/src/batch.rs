@@ -73,15 +73,16 @@ impl Store {
         }
     }
 
-    fn ids(&self) -> &[u32] {
+    pub(crate) fn ids(&self) -> &[u32] {
         match self {
             Store::Owned { ids, .. } => ids,
-            // Checked when the corpus was opened: the map is page-aligned and a multiple of 4.
+            // A map is page-aligned; a length that is not a multiple of 4 gives an empty slice,
+            // which `prepare::open` rejects as truncated.
             Store::Mapped { ids, .. } => bytemuck::try_cast_slice(ids.bytes()).unwrap_or(&[]),
         }
     }
 
-    fn offsets(&self) -> &[u64] {
+    pub(crate) fn offsets(&self) -> &[u64] {
         match self {
             Store::Owned { offsets, .. } => offsets,
             Store::Mapped { offsets, .. } => {

@@ -241,7 +241,7 @@ pub fn open(dir: &Path, tok: &SubwordTokenizer) -> Result<(PairCorpus, PreparedM
         let ids = map(&dir.join(format!("{name}.ids")))?;
         let offsets = map(&dir.join(format!("{name}.offsets")))?;
         let store = Store::Mapped { ids, offsets };
-        let (i, o) = (store_ids(&store), store_offsets(&store));
+        let (i, o) = (store.ids(), store.offsets());
         if o.len() != pairs + 1 || i.len() as u64 != tokens || o.last() != Some(&tokens) {
             return Err(stale(
                 dir,
@@ -272,24 +272,6 @@ pub fn open(dir: &Path, tok: &SubwordTokenizer) -> Result<(PairCorpus, PreparedM
         .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
     Ok((PairCorpus { src, tgt, lines }, meta))
-}
-
-fn store_ids(s: &Store) -> &[u32] {
-    match s {
-        Store::Mapped { ids, .. } => {
-            bytemuck::try_cast_slice(ids.0.as_deref().unwrap_or(&[])).unwrap_or(&[])
-        }
-        Store::Owned { ids, .. } => ids,
-    }
-}
-
-fn store_offsets(s: &Store) -> &[u64] {
-    match s {
-        Store::Mapped { offsets, .. } => {
-            bytemuck::try_cast_slice(offsets.0.as_deref().unwrap_or(&[])).unwrap_or(&[])
-        }
-        Store::Owned { offsets, .. } => offsets,
-    }
 }
 
 #[cfg(test)]
