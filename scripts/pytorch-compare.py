@@ -195,82 +195,9 @@ def length_penalty(n, alpha):
 @torch.no_grad()
 def beam_search(m, sources, k, alpha, beta, a, b_len, grouped=False):
     """The algorithm of crates/gnmt-translate, step for step. Plain (the usual implementation):
-    encoder outputs copied per beam and reordered every step. `grouped`: gnmt-rs's way, beams
-    share their sentence's encoder outputs and the first step runs one hypothesis per sentence."""
-    if grouped:
-        return beam_search_grouped(m, sources, k, alpha, beta, a, b_len)
-    b = len(sources)
-    s = max(max(len(x) for x in sources), 1)
-    src = torch.zeros(b, s, dtype=torch.long)
-    for i, x in enumerate(sources):
-        src[i, :len(x)] = torch.tensor(x)
-    lens = torch.tensor([max(len(x), 1) for x in sources])
-    outputs, keys, mask = m.encode(src, lens)
-    vocab = m.cfg["vocab_size"]
-    max_len = [int(a * len(x)) + b_len for x in sources]
-    active = list(range(b))
-    rows = torch.tensor([i for i in active for _ in range(k)])
-    enc = (outputs[rows], keys[rows], mask[rows])
-    scores = [0.0 if r % k == 0 else -math.inf for r in range(b * k)]
-    hist = [[] for _ in range(b * k)]
-    coverage = torch.zeros(b * k, s)
-    tokens = torch.full((b * k,), BOS)
-    state = None
-    finished = [[] for _ in range(b)]
-    src_mask = [[j < len(sources[i]) for j in range(s)] for i in range(b)]
-    for t in range(max(max_len)):
-        if not active:
-            break
-        logits, attn, st = m.decode(enc, tokens.unsqueeze(1), state)
-        lp = logits.squeeze(1).float().log_softmax(-1)
-        attn = attn.squeeze(1)
-        coverage += attn
-        cand = (lp + torch.tensor(scores, dtype=torch.float32).unsqueeze(1)).view(len(active), k * vocab)
-        want = min(2 * k, k * vocab)
-        top_v, top_i = cand.topk(want, -1)
-        top_v, top_i, cov = top_v.tolist(), top_i.tolist(), coverage.tolist()
-        next_rows, next_tokens, next_scores, next_hist, still = [], [], [], [], []
-        for ai, sent in enumerate(active):
-            live = []
-            for c in range(want):
-                v = top_v[ai][c]
-                if v == -math.inf:
-                    continue
-                idx = top_i[ai][c]
-                beam, tok = idx // vocab, idx % vocab
-                row = ai * k + beam
-                if tok == EOS or t + 1 >= max_len[sent]:
-                    if c < k and len(finished[sent]) < k:
-                        toks = hist[row] + ([] if tok == EOS else [tok])
-                        cp = beta * sum(math.log(min(max(x, 1e-10), 1.0)) for x, mk in zip(cov[row], src_mask[sent]) if mk)
-                        finished[sent].append((v / length_penalty(len(toks) + 1, alpha) + cp, toks))
-                elif len(live) < k:
-                    live.append((row, tok, v))
-            best_done = max((h[0] for h in finished[sent]), default=-math.inf)
-            bound = max((x[2] / length_penalty(max_len[sent] + 1, alpha) for x in live), default=-math.inf)
-            if len(finished[sent]) >= k or not live or t + 1 >= max_len[sent] or best_done >= bound:
-                continue
-            still.append(sent)
-            while len(live) < k:
-                live.append((live[0][0], live[0][1], -math.inf))
-            for row, tok, v in live:
-                next_rows.append(row)
-                next_tokens.append(tok)
-                next_scores.append(v)
-                next_hist.append(hist[row] + [tok])
-        if not still:
-            break
-        index = torch.tensor(next_rows)
-        enc = tuple(x[index] for x in enc)
-        state = [(h[:, index], c[:, index]) for h, c in st]
-        coverage = coverage[index]
-        tokens = torch.tensor(next_tokens)
-        scores, hist, active = next_scores, next_hist, still
-    return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
-
-
-@torch.no_grad()
-def beam_search_grouped(m, sources, k, alpha, beta, a, b_len):
+    k rows per sentence from the start, encoder outputs copied per row and reordered every step.
+    `grouped` (gnmt-rs's way): the rows of a sentence share its encoder outputs as attention
+    queries, and the first step runs one row per sentence."""
     b = len(sources)
     s = max(max(len(x) for x in sources), 1)
     src = torch.zeros(b, s, dtype=torch.long)
@@ -281,18 +208,22 @@ def beam_search_grouped(m, sources, k, alpha, beta, a, b_len):
     vocab = m.cfg["vocab_size"]
     max_len = [int(a * len(x)) + b_len for x in sources]
     active = list(range(b))
-    group = 1
-    scores = [0.0] * b
-    hist = [[] for _ in range(b)]
-    coverage = torch.zeros(b, s)
-    tokens = torch.full((b,), BOS)
+    # Rows per sentence: `group`; in the plain search the extra first-step rows start at -inf.
+    group = 1 if grouped else k
+    if not grouped:
+        rows = torch.tensor([i for i in active for _ in range(k)])
+        enc = tuple(x[rows] for x in enc)
+    scores = [0.0 if r % group == 0 else -math.inf for r in range(b * group)]
+    hist = [[] for _ in range(b * group)]
+    coverage = torch.zeros(b * group, s)
+    tokens = torch.full((b * group,), BOS)
     state = None
     finished = [[] for _ in range(b)]
     src_mask = [[j < len(sources[i]) for j in range(s)] for i in range(b)]
     for t in range(max(max_len)):
         if not active:
             break
-        logits, attn, st = m.decode(enc, tokens.unsqueeze(1), state, group)
+        logits, attn, st = m.decode(enc, tokens.unsqueeze(1), state, group if grouped else 1)
         lp = logits.squeeze(1).float().log_softmax(-1)
         coverage += attn.squeeze(1)
         cand = (lp + torch.tensor(scores, dtype=torch.float32).unsqueeze(1)).view(len(active), group * vocab)
@@ -332,7 +263,9 @@ def beam_search_grouped(m, sources, k, alpha, beta, a, b_len):
         if not still:
             break
         index = torch.tensor(next_rows)
-        if len(kept) < len(active):
+        if not grouped:
+            enc = tuple(x[index] for x in enc)
+        elif len(kept) < len(active):
             enc = tuple(x[torch.tensor(kept)] for x in enc)
         group = k
         state = [(h[:, index], c[:, index]) for h, c in st]
