@@ -24,6 +24,8 @@ echo "| step | input | seconds | peak RSS MB | throughput |"
 echo "| --- | --- | --- | --- | --- |"
 read -r s m < <(timed $G vocab --src "$T/train.en.gz" --tgt "$T/train.de.gz" --size 8000 -o "$TMP/tok.json")
 echo "| gnmt vocab (unigram, 8000) | Tatoeba, $((2 * pairs)) lines | $s | $m | $(python3 -c "print(f'{2*$pairs/$s:,.0f} lines/s')") |"
+read -r s m < <(timed $G vocab --kind wordpiece --src "$T/train.en.gz" --tgt "$T/train.de.gz" --size 8000 -o "$TMP/wp.json")
+echo "| gnmt vocab (wordpiece, 8000) | Tatoeba, $((2 * pairs)) lines | $s | $m | $(python3 -c "print(f'{2*$pairs/$s:,.0f} lines/s')") |"
 read -r s m < <(timed $G prepare --vocab "$TMP/tok.json" --src "$T/train.en.gz" --tgt "$T/train.de.gz" -o "$TMP/prep")
 echo "| gnmt prepare | Tatoeba, $pairs pairs | $s | $m | $(python3 -c "print(f'{$pairs/$s:,.0f} pairs/s')") |"
 for i in $(seq "$REPEAT"); do zcat "$T/train.en.gz"; done > "$TMP/big.en"

@@ -62,6 +62,64 @@ fn train_cmd(run: &Path, steps: i64) -> std::process::Command {
 }
 
 #[test]
+fn vocab_kinds_roundtrip_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data();
+    let text = "A man rides a bike. Ein Mann fährt Fahrrad. 日本語 ☃ <s> ##\n";
+    for (kind, first_piece) in [("bpe", "▁A"), ("wordpiece", "A")] {
+        let tok = tmp.path().join(format!("{kind}.json"));
+        let out = run(gnmt()
+            .args(["vocab", "--size", "800", "--kind", kind, "-o"])
+            .arg(&tok)
+            .arg("--src")
+            .arg(d.join("train.en"))
+            .arg("--tgt")
+            .arg(d.join("train.de")));
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+        let model = json["model"]["type"].as_str().unwrap_or_default();
+        assert_eq!(model.to_lowercase(), kind, "{kind}: standard HF model type");
+        let pieces = run_stdin(gnmt().args(["tokenize", "--vocab"]).arg(&tok), text);
+        assert_eq!(
+            pieces.split(' ').next(),
+            Some(first_piece),
+            "{kind}: {pieces}"
+        );
+        let back = run_stdin(gnmt().args(["detokenize", "--vocab"]).arg(&tok), &pieces);
+        assert_eq!(back, text, "{kind}");
+        let ids = run_stdin(
+            gnmt().args(["tokenize", "--ids", "--vocab"]).arg(&tok),
+            text,
+        );
+        assert!(
+            !ids.split(' ').any(|i| i.trim() == "3"),
+            "{kind}: <unk> in {ids}"
+        );
+        let back = run_stdin(
+            gnmt().args(["detokenize", "--ids", "--vocab"]).arg(&tok),
+            &ids,
+        );
+        assert_eq!(back, text, "{kind}");
+    }
+    // A model trains on the wordpiece vocabulary, here in fp16 with dynamic loss scaling.
+    std::fs::copy(
+        tmp.path().join("wordpiece.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let run_dir = tmp.path().join("fp16");
+    let out = run(train_cmd(&run_dir, 4).args(["--precision", "fp16"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"loss_scale\"").count(), 4, "{metrics}");
+    assert!(run_dir.join("final/model.safetensors").exists());
+    let out = run(train_cmd(&tmp.path().join("x"), 4).args(["--precision", "fp16", "--bf16"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--precision"), "{}", stderr(&out));
+}
+
+#[test]
 fn vocab_train_resume_translate_eval() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

@@ -48,11 +48,20 @@ pub struct VocabArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PrecisionArg {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Kind {
     /// SentencePiece-style unigram language model.
     Unigram,
     /// Byte-pair encoding.
     Bpe,
+    /// WordPiece (greedy longest match, `##` continuation pieces) over byte-level text.
+    Wordpiece,
 }
 
 pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
@@ -65,6 +74,7 @@ pub fn vocab(a: VocabArgs) -> Result<ExitCode> {
     let kind = match a.kind {
         Kind::Unigram => VocabKind::Unigram,
         Kind::Bpe => VocabKind::Bpe,
+        Kind::Wordpiece => VocabKind::Wordpiece,
     };
     let bar = spinner("reading corpus");
     let mut lines = gnmt_data::text::read_lines(&a.src)?;
@@ -222,8 +232,12 @@ pub struct TrainArgs {
     /// CPU threads for libtorch.
     #[arg(long)]
     threads: Option<i32>,
-    /// bf16 mixed precision: bf16 forward and backward, float32 master weights and Adam state.
-    #[arg(long)]
+    /// Mixed precision: `bf16` (forward and backward in bf16) or `fp16` (the same in fp16 with
+    /// dynamic loss scaling); both keep float32 master weights and Adam state. Default fp32.
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
+    /// Same as --precision bf16.
+    #[arg(long, conflicts_with = "precision")]
     bf16: bool,
     /// A corpus from `gnmt prepare` (instead of --train-src/--train-tgt).
     #[arg(long)]
@@ -279,8 +293,18 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if a.strict {
         put("strict", toml::Value::Boolean(true))
     }
-    if a.bf16 {
-        put("precision", toml::Value::String("bf16".into()))
+    let precision = if a.bf16 {
+        Some(PrecisionArg::Bf16)
+    } else {
+        a.precision
+    };
+    if let Some(p) = precision {
+        let name = match p {
+            PrecisionArg::Fp32 => "fp32",
+            PrecisionArg::Bf16 => "bf16",
+            PrecisionArg::Fp16 => "fp16",
+        };
+        put("precision", toml::Value::String(name.into()))
     }
     if let Some(x) = &a.out {
         put("out", path(x))

@@ -226,6 +226,30 @@ fn map(path: &Path) -> Result<Mapped, DataError> {
     Ok(Mapped(Some(m)))
 }
 
+/// The first id in an id file that is `>= vocab`. Read through a buffer, not the map: scanning
+/// every id through the map would leave the whole corpus resident in this process.
+fn first_id_outside(path: &Path, vocab: u32) -> Result<Option<u32>, DataError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]).map_err(io(path))? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        let bad = buf[..n - n % 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .find(|&x| x >= vocab);
+        if bad.is_some() || n < buf.len() {
+            return Ok(bad);
+        }
+    }
+}
+
 /// Opens a prepared directory for `tok`, memory-mapping its arrays. A different tokenizer, a
 /// truncated or inconsistent file, or ids outside the vocabulary are errors naming the directory.
 pub fn open(dir: &Path, tok: &SubwordTokenizer) -> Result<(PairCorpus, PreparedMeta), DataError> {
@@ -252,7 +276,7 @@ pub fn open(dir: &Path, tok: &SubwordTokenizer) -> Result<(PairCorpus, PreparedM
             return Err(stale(dir, format!("{name}.offsets is not increasing")));
         }
         let vocab = tok.vocab_size() as u32;
-        if let Some(bad) = i.iter().find(|&&x| x >= vocab) {
+        if let Some(bad) = first_id_outside(&dir.join(format!("{name}.ids")), vocab)? {
             return Err(stale(
                 dir,
                 format!("{name}.ids holds id {bad}, outside the vocabulary of {vocab}"),

@@ -30,7 +30,7 @@ fn corpus_files(root: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn every_shared_line_roundtrips_with_both_kinds() {
+fn every_shared_line_roundtrips_with_every_kind() {
     let Some(root) = shared() else {
         eprintln!("../shared/data not present: nothing to check");
         return;
@@ -40,7 +40,7 @@ fn every_shared_line_roundtrips_with_both_kinds() {
     train.extend(gnmt_data::text::read_lines(&m30k.join("train.de")).unwrap());
     let files = corpus_files(&root);
     assert!(files.len() >= 20, "{files:?}");
-    for kind in [VocabKind::Unigram, VocabKind::Bpe] {
+    for kind in [VocabKind::Unigram, VocabKind::Bpe, VocabKind::Wordpiece] {
         let tok = SubwordTokenizer::train(train.clone().into_iter(), 4000, kind).unwrap();
         let mut lines = 0usize;
         for f in &files {

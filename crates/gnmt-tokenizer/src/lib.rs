@@ -6,6 +6,11 @@
 //!
 //! - Special ids are fixed: `<pad>` = 0, `<s>` = 1, `</s>` = 2, `<unk>` = 3, then the 256 byte
 //!   pieces `<0x00>`..`<0xFF>`, then the learned pieces; the size is rounded up to a multiple of 8.
+//! - `wordpiece` (BERT/GNMT-style greedy longest match, continuation pieces marked `##`) works on
+//!   the UTF-8 bytes of the text, each byte written as one printable character (GPT-2's byte
+//!   alphabet, space = `Ġ`): its ids are the specials, then the 256 word-initial byte characters,
+//!   the 256 `##` continuation byte characters, then the learned pieces. Every byte is in the
+//!   vocabulary in both positions, so nothing falls to `<unk>` either.
 //! - Normalization is NFKC with whitespace runs collapsed to one space and the ends trimmed;
 //!   after it, tokenization is lossless: `decode(encode(x)) == normalize(x)` for every line,
 //!   including characters the vocabulary never saw (they fall back to their UTF-8 bytes).
@@ -52,6 +57,69 @@ pub enum VocabKind {
     /// Byte-pair encoding (merges learned on the same normalized, metaspace-split text), with
     /// the same byte fallback.
     Bpe,
+    /// WordPiece (greedy longest match, `##` continuation pieces) over byte-level text, so
+    /// every character is representable.
+    Wordpiece,
+}
+
+/// Longest run of byte-level characters WordPiece matches as one word: longer runs (text in
+/// scripts written without spaces) are cut into chunks of this length first, which keeps its
+/// quadratic longest-match search cheap and costs at most a split piece at a chunk boundary.
+const WORDPIECE_CHUNK: usize = 48;
+
+/// GPT-2's reversible byte -> printable character map: printable Latin-1 bytes stand for
+/// themselves, the others are shifted past U+0100.
+fn byte_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut shifted = 0u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
+        out[b as usize] = if printable {
+            b as char
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).unwrap_or('?')
+        };
+    }
+    out
+}
+
+fn wordpiece_pretok() -> Result<tokenizers::PreTokenizerWrapper, TokenizerError> {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::SplitDelimiterBehavior as B;
+    let bad = |e: tokenizers::Error| TokenizerError::Invalid(e.to_string());
+    let words =
+        Split::new(SplitPattern::String("Ġ".into()), B::MergedWithNext, false).map_err(bad)?;
+    // The specials are ordinary strings in a WordPiece vocabulary: text "<s>" would match them
+    // (and vanish on decoding). A lone `<` starts none of them.
+    let angle = Split::new(SplitPattern::String("<".into()), B::Isolated, false).map_err(bad)?;
+    let chunks = Split::new(
+        SplitPattern::Regex(format!(".{{{WORDPIECE_CHUNK}}}")),
+        B::Isolated,
+        false,
+    )
+    .map_err(bad)?;
+    Ok(tokenizers::pre_tokenizers::sequence::Sequence::new(vec![
+        ByteLevel::new(false, false, false).into(),
+        words.into(),
+        angle.into(),
+        chunks.into(),
+    ])
+    .into())
+}
+
+fn wordpiece_decoder() -> Result<DecoderWrapper, TokenizerError> {
+    let strip = Replace::new(
+        tokenizers::normalizers::replace::ReplacePattern::Regex("^##".into()),
+        "",
+    )
+    .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+    Ok(DecoderSequence::new(vec![
+        strip.into(),
+        tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, false, false).into(),
+    ])
+    .into())
 }
 
 /// The shared subword vocabulary.
@@ -105,8 +173,10 @@ impl SubwordTokenizer {
         }
         let target = size.div_ceil(8) * 8;
         let learned = (target - FIRST_PIECE as usize) as u32;
-        if kind == VocabKind::Bpe {
-            return Self::train_bpe(lines, target, learned);
+        match kind {
+            VocabKind::Bpe => return Self::train_bpe(lines, target, learned),
+            VocabKind::Wordpiece => return Self::train_wordpiece(lines, target),
+            VocabKind::Unigram => {}
         }
         let mut tk = Tokenizer::new(Unigram::default());
         tk.with_normalizer(Some(normalizer()?))
@@ -214,6 +284,73 @@ impl SubwordTokenizer {
         tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
         tk.with_pre_tokenizer(Some(pretok()));
         tk.with_decoder(Some(decoder()));
+        Self::from_tokenizer(tk)
+    }
+
+    /// WordPiece: learn pieces (HF's trainer, BPE merges read as a vocabulary), then rebuild
+    /// with our fixed ids and every byte character present word-initially and as `##` piece.
+    fn train_wordpiece<I>(lines: I, target: usize) -> Result<Self, TokenizerError>
+    where
+        I: Iterator<Item = String> + Send,
+    {
+        use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+        let err = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
+        let base = SPECIALS.len() + 512;
+        if target < base + 16 {
+            return Err(TokenizerError::Invalid(format!(
+                "vocabulary size {target} is too small for wordpiece: at least {} (4 specials, 512 byte pieces, some pieces)",
+                base + 16
+            )));
+        }
+        let bytes = byte_chars();
+        let mut tk = Tokenizer::new(WordPiece::default());
+        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
+        tk.with_pre_tokenizer(Some(wordpiece_pretok()?));
+        let trainer = WordPieceTrainer::builder()
+            .show_progress(false)
+            .vocab_size(target)
+            .min_frequency(2)
+            .initial_alphabet(bytes.iter().copied().collect())
+            .continuing_subword_prefix("##".into())
+            .build();
+        let mut trainer = TrainerWrapper::WordPieceTrainer(trainer);
+        tk.train(&mut trainer, lines).map_err(err)?;
+        let mut trained: Vec<(String, u32)> = tk.get_vocab(false).into_iter().collect();
+        trained.sort_by_key(|(_, id)| *id);
+        let mut vocab: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
+        vocab.extend(bytes.iter().map(|c| c.to_string()));
+        vocab.extend(bytes.iter().map(|c| format!("##{c}")));
+        let mut seen: std::collections::HashSet<String> = vocab.iter().cloned().collect();
+        for (t, _) in trained {
+            if vocab.len() == target {
+                break;
+            }
+            if seen.insert(t.clone()) {
+                vocab.push(t);
+            }
+        }
+        let mut k = 0;
+        while vocab.len() < target {
+            vocab.push(format!("<extra_{k}>"));
+            k += 1;
+        }
+        // bpe::Vocab is the same AHashMap WordPiece takes (its own alias is private).
+        let ids: tokenizers::models::bpe::Vocab = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
+        let model = WordPiece::builder()
+            .vocab(ids)
+            .unk_token("<unk>".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(WORDPIECE_CHUNK)
+            .build()
+            .map_err(err)?;
+        let mut tk = Tokenizer::new(model);
+        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
+        tk.with_pre_tokenizer(Some(wordpiece_pretok()?));
+        tk.with_decoder(Some(wordpiece_decoder()?));
         Self::from_tokenizer(tk)
     }
 
@@ -383,13 +520,18 @@ mod tests {
 
     #[test]
     fn train_fixed_specials_and_roundtrip() {
-        for kind in [VocabKind::Unigram, VocabKind::Bpe] {
+        for kind in [VocabKind::Unigram, VocabKind::Bpe, VocabKind::Wordpiece] {
             specials_and_roundtrip(kind);
         }
     }
 
     fn specials_and_roundtrip(kind: VocabKind) {
-        let t = SubwordTokenizer::train(corpus().into_iter(), 300, kind).unwrap();
+        let size = if kind == VocabKind::Wordpiece {
+            600
+        } else {
+            300
+        };
+        let t = SubwordTokenizer::train(corpus().into_iter(), size, kind).unwrap();
         assert_eq!(t.vocab_size() % 8, 0);
         // Learned pieces are used: a frequent word is not spelled out in bytes.
         let n = t.encode_pieces("a man is riding").unwrap();
@@ -416,6 +558,35 @@ mod tests {
             t.encode("日本").unwrap().iter().all(|&i| i != UNK),
             "byte fallback must avoid <unk>"
         );
+    }
+
+    #[test]
+    fn wordpiece_long_runs_and_hashes_roundtrip() {
+        let t = SubwordTokenizer::train(corpus().into_iter(), 600, VocabKind::Wordpiece).unwrap();
+        let long_cjk: String = "日本語の文章には空白がありません".repeat(20);
+        let long_word = "x".repeat(500);
+        for line in [
+            long_cjk.as_str(),
+            long_word.as_str(),
+            "## ### a##b #",
+            "riding ##riding ridingriding",
+            "<unk> <s> </s> <pad>",
+        ] {
+            let ids = t.encode(line).unwrap();
+            assert!(!ids.contains(&UNK), "{line:?}: {ids:?}");
+            assert_eq!(t.decode(&ids).unwrap(), t.normalize(line), "line {line:?}");
+        }
+        // Learned pieces: frequent words are whole pieces, continuation pieces carry `##`.
+        let p = t.encode_pieces("a riding horse").unwrap();
+        assert_eq!(p, ["a", "Ġriding", "Ġhorse"], "{p:?}");
+        let p = t.encode_pieces("a ridingx").unwrap();
+        assert_eq!(p, ["a", "Ġriding", "##x"], "{p:?}");
+        assert_eq!(
+            t.id_to_piece(4).as_deref(),
+            Some("Ā"),
+            "byte 0 is the first byte piece"
+        );
+        assert_eq!(t.vocab_size(), 600);
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct TrainerState {
     pub stale_validations: usize,
     /// Fingerprint of the run (config + data), so a different run is not resumed by mistake.
     pub run_id: String,
+    /// Adam's update count when it differs from `step` (fp16 steps skipped for overflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_step: Option<i64>,
+    /// fp16 dynamic loss scaling state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<crate::optim::LossScaler>,
 }
 
 pub fn fsync_dir(path: &Path) -> std::io::Result<()> {

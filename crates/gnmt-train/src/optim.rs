@@ -21,6 +21,50 @@ pub struct Adam {
     v: Vec<Tensor>,
     /// The working copy (same order as `vars`), when training in mixed precision.
     work: Option<Vec<Tensor>>,
+    /// The factor the loss was multiplied by before backward (fp16 loss scaling); gradients
+    /// are divided by it when read. 1 without loss scaling.
+    pub grad_scale: f64,
+}
+
+/// Dynamic loss scaling for fp16 training: the loss is multiplied by `scale` so that small
+/// gradients survive fp16's narrow range; a step whose gradients overflowed is skipped and the
+/// scale halved, and after `growth_interval` good steps in a row the scale doubles again
+/// (the policy of PyTorch's `GradScaler`, with its defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Good steps since the last change of `scale`.
+    pub good_steps: u32,
+    pub growth_interval: u32,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler {
+            scale: 65536.0,
+            good_steps: 0,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScaler {
+    /// Records whether this step's gradients were finite; returns whether to apply the step.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps >= self.growth_interval {
+                // fp16's largest value is 65504: beyond 2^24 the scale only invites overflow.
+                self.scale = (self.scale * 2.0).min(16_777_216.0);
+                self.good_steps = 0;
+            }
+        } else {
+            // Never below 1: a loss that overflows unscaled is a diverged run, not a range issue.
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.good_steps = 0;
+        }
+        finite
+    }
 }
 
 impl Adam {
@@ -38,6 +82,7 @@ impl Adam {
             m,
             v,
             work: None,
+            grad_scale: 1.0,
         }
     }
 
@@ -72,9 +117,10 @@ impl Adam {
         }
     }
 
-    /// The gradient of parameter `i`: the working copy's in mixed precision, as float32.
+    /// The gradient of parameter `i`: the working copy's in mixed precision, as float32,
+    /// divided by the loss scale.
     fn grad(&self, i: usize) -> Tensor {
-        match &self.work {
+        let g = match &self.work {
             Some(w) => {
                 let g = w[i].grad();
                 if g.defined() {
@@ -84,6 +130,11 @@ impl Adam {
                 }
             }
             None => self.vars[i].1.grad(),
+        };
+        if g.defined() && self.grad_scale != 1.0 {
+            g / self.grad_scale
+        } else {
+            g
         }
     }
 
@@ -104,7 +155,9 @@ impl Adam {
         }
     }
 
-    /// Global gradient norm, then clipping to `max_norm` (if > 0). Returns the norm before clipping.
+    /// Global gradient norm (of the unscaled gradients), then clipping to `max_norm` (if > 0).
+    /// Returns the norm before clipping; infinite or NaN when a gradient overflowed, and then
+    /// nothing is clipped.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
         let norms: Vec<Tensor> = self
             .grad_holders()
@@ -119,8 +172,9 @@ impl Adam {
         let total = Tensor::stack(&norms, 0)
             .sum(Kind::Float)
             .sqrt()
-            .double_value(&[]);
-        if max_norm > 0.0 && total > max_norm {
+            .double_value(&[])
+            / self.grad_scale;
+        if max_norm > 0.0 && total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             for t in self.grad_holders() {
                 let mut g = t.grad();
@@ -249,6 +303,51 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_scaler_halves_on_overflow_and_grows_after_good_steps() {
+        let mut s = LossScaler {
+            growth_interval: 3,
+            ..LossScaler::default()
+        };
+        assert!(!s.update(false));
+        assert_eq!(s.scale, 32768.0);
+        assert!(s.update(true) && s.update(true));
+        assert_eq!(s.scale, 32768.0);
+        assert!(
+            !s.update(false),
+            "an overflow resets the count of good steps"
+        );
+        assert_eq!((s.scale, s.good_steps), (16384.0, 0));
+        for _ in 0..3 {
+            assert!(s.update(true));
+        }
+        assert_eq!((s.scale, s.good_steps), (32768.0, 0));
+        let mut low = LossScaler {
+            scale: 1.0,
+            ..LossScaler::default()
+        };
+        low.update(false);
+        assert_eq!(low.scale, 1.0, "never below 1");
+    }
+
+    #[test]
+    fn scaled_gradients_are_read_unscaled() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        let mut adam = Adam::new(&vs);
+        (&w * Tensor::from_slice(&[3.0f32, 0.0, 4.0]))
+            .sum(Kind::Float)
+            .g_mul_scalar(1024.0)
+            .backward();
+        adam.grad_scale = 1024.0;
+        assert!((adam.clip_grad_norm(0.0) - 5.0).abs() < 1e-6);
+        let g = adam.grad(0);
+        assert_eq!(Vec::<f32>::try_from(&g).unwrap(), [3.0, 0.0, 4.0]);
+        // An overflowed gradient gives a non-finite norm and is left alone.
+        let _ = w.grad().g_mul_scalar_(f64::INFINITY);
+        assert!(!adam.clip_grad_norm(1.0).is_finite());
+    }
 
     #[test]
     fn gnmt_schedule_warms_up_then_halves_four_times() {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::optim::{Adam, Schedule};
+use crate::optim::{Adam, LossScaler, Schedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -52,7 +52,10 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Fp32,
+    /// bf16 forward/backward, float32 master weights and Adam.
     Bf16,
+    /// fp16 forward/backward with dynamic loss scaling, float32 master weights and Adam.
+    Fp16,
 }
 
 /// The validation score that decides which checkpoint is the best.
@@ -87,14 +90,19 @@ pub struct TrainConfig {
     /// A `tokenizer.json`; when absent one is trained on the training data and kept in the run.
     pub vocab: Option<PathBuf>,
     pub vocab_size: usize,
+    /// Subword algorithm of the vocabulary trained when `vocab` is absent.
+    pub vocab_kind: VocabKind,
     /// Model preset (`gnmt8`, `gnmt4`, `small`, `small8`, `tiny`).
     pub preset: String,
     /// Overrides of model config fields (`dropout`, `residual`, `residual_start`, ...).
     pub model: BTreeMap<String, serde_json::Value>,
     pub out: PathBuf,
     pub max_steps: i64,
-    /// `fp32`, or `bf16` mixed precision (bf16 forward/backward, float32 master weights and Adam).
+    /// `fp32`, `bf16` mixed precision (bf16 forward/backward, float32 master weights and Adam),
+    /// or `fp16` (the same with fp16 and dynamic loss scaling).
     pub precision: Precision,
+    /// fp16: the loss scale to start from (halved at each overflow, doubled after 2000 good steps).
+    pub init_loss_scale: f64,
     /// Stop after this many passes over the data, if that comes before `max_steps`.
     pub epochs: Option<u64>,
     pub batch_size: usize,
@@ -137,11 +145,13 @@ impl Default for TrainConfig {
             valid_tgt: None,
             vocab: None,
             vocab_size: 8000,
+            vocab_kind: VocabKind::Unigram,
             preset: "small".into(),
             model: BTreeMap::new(),
             out: PathBuf::from("runs/run"),
             max_steps: 1000,
             precision: Precision::Fp32,
+            init_loss_scale: 65536.0,
             epochs: None,
             batch_size: 64,
             accum_steps: 1,
@@ -330,12 +340,13 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         (Some(p), false) => SubwordTokenizer::load(p)?,
         (None, false) => {
             tracing::info!(
-                "no vocabulary given: training a {}-piece vocabulary on both sides",
-                cfg.vocab_size
+                "no vocabulary given: training a {}-piece {:?} vocabulary on both sides",
+                cfg.vocab_size,
+                cfg.vocab_kind
             );
             let mut lines = gnmt_data::text::read_lines(&cfg.train_src)?;
             lines.extend(gnmt_data::text::read_lines(&cfg.train_tgt)?);
-            SubwordTokenizer::train(lines.into_iter(), cfg.vocab_size, VocabKind::Unigram)?
+            SubwordTokenizer::train(lines.into_iter(), cfg.vocab_size, cfg.vocab_kind)?
         }
     };
     tokenizer.save(&tok_path)?;
@@ -420,14 +431,18 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
     tch::manual_seed(cfg.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
-    // Mixed precision: a bf16 working copy runs forward and backward; Adam keeps float32
+    // Mixed precision: a bf16/fp16 working copy runs forward and backward; Adam keeps float32
     // master weights (what checkpoints hold) and refreshes the copy after every step.
     let (work, mut adam) = match cfg.precision {
         Precision::Fp32 => (None, Adam::new(&vs)),
-        Precision::Bf16 => {
+        Precision::Bf16 | Precision::Fp16 => {
             let mut wvs = nn::VarStore::new(device);
             let wm = Seq2Seq::new(&wvs.root(), &model_cfg)?;
-            wvs.bfloat16();
+            if cfg.precision == Precision::Bf16 {
+                wvs.bfloat16();
+            } else {
+                wvs.half();
+            }
             let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
             (Some((wvs, wm)), adam)
         }
@@ -441,6 +456,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
         best_score: None,
         stale_validations: 0,
         run_id: run_id.clone(),
+        adam_step: None,
+        loss_scaler: (cfg.precision == Precision::Fp16).then(|| LossScaler {
+            scale: cfg.init_loss_scale,
+            ..LossScaler::default()
+        }),
     };
     if resume {
         if let Some((_, dir)) = checkpoint::list(run).pop() {
@@ -536,8 +556,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             );
             let logits = run_model.forward(&b.src, &b.src_len, &b.tgt_in, true);
             let (loss, _nll) = smoothed_loss(&logits, &b.tgt_out, cfg.label_smoothing);
-            if accum > 1 {
-                (&loss / accum as f64).backward();
+            let factor = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale) / accum as f64;
+            if factor != 1.0 {
+                (&loss * factor).backward();
             } else {
                 loss.backward();
             }
@@ -548,10 +569,25 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             if micro < accum && state.batch < batches.len() {
                 continue;
             }
+            adam.grad_scale = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
             let grad_norm = adam.clip_grad_norm(cfg.clip_norm);
             let lr = cfg.schedule.lr(cfg.lr, state.step + 1, cfg.max_steps);
-            adam.apply(lr);
+            // fp16: an overflowed step is skipped (the batch is consumed) and the scale halved.
+            let apply = match &mut state.loss_scaler {
+                Some(s) => s.update(grad_norm.is_finite()),
+                None => true,
+            };
+            if apply {
+                adam.apply(lr);
+            } else {
+                tracing::debug!(
+                    "step {}: fp16 gradients overflowed, step skipped, loss scale now {}",
+                    state.step + 1,
+                    state.loss_scaler.as_ref().map_or(1.0, |s| s.scale)
+                );
+            }
             state.step += 1;
+            state.adam_step = (adam.step != state.step).then_some(adam.step);
             let loss_v = loss_sum / micro as f64;
             micro = 0;
             loss_sum = 0.0;
@@ -566,8 +602,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                 let data_fraction = data_secs / secs;
                 data_secs = 0.0;
                 let layers = layer_grad_norms(&adam);
-                let line = serde_json::json!({"step": state.step, "loss": loss_v, "lr": lr, "grad_norm": grad_norm,
+                let mut line = serde_json::json!({"step": state.step, "loss": loss_v, "lr": lr, "grad_norm": grad_norm,
                     "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": state.epoch, "layer_grad_norms": layers});
+                if let Some(sc) = &state.loss_scaler {
+                    line["loss_scale"] = sc.scale.into();
+                }
                 writeln!(metrics, "{line}").map_err(io_err(run))?;
                 bar.set_position(state.step as u64);
                 bar.set_message(format!("loss {loss_v:.3} lr {lr:.2e} {tps:.0} tok/s"));
@@ -836,8 +875,11 @@ fn load_checkpoint(
         ));
     }
     gnmt_model::load_weights(vs, &dir.join("model.safetensors")).map_err(|e| err(e.to_string()))?;
-    adam.load(&dir.join("optimizer.safetensors"), state.step)
-        .map_err(err)?;
+    adam.load(
+        &dir.join("optimizer.safetensors"),
+        state.adam_step.unwrap_or(state.step),
+    )
+    .map_err(err)?;
     Ok(state)
 }
 
@@ -1001,6 +1043,78 @@ mod tests {
             ..cfg
         };
         assert_eq!(train(&cfg, true, false).unwrap().steps, 10);
+    }
+
+    #[test]
+    fn fp16_loss_scaling_skips_overflows_and_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2^40 overflows fp16 (max 65504) at once: the first steps must be skipped and the scale
+        // come down until gradients fit, then training proceeds.
+        let cfg = TrainConfig {
+            precision: Precision::Fp16,
+            init_loss_scale: 2f64.powi(40),
+            lr: 0.01,
+            max_steps: 40,
+            valid_every: 0,
+            save_every: 20,
+            schedule: Schedule::Constant,
+            ..tiny_run(dir.path())
+        };
+        let s = train(&cfg, false, false).unwrap();
+        assert!(
+            s.last_loss.is_finite() && s.last_loss < s.first_loss,
+            "{s:?}"
+        );
+        let lines = metric_lines(dir.path());
+        let scales: Vec<f64> = lines
+            .iter()
+            .filter_map(|l| l["loss_scale"].as_f64())
+            .collect();
+        assert_eq!(scales.len(), 40);
+        assert!(
+            scales[0] < 2f64.powi(40),
+            "first step overflowed: {scales:?}"
+        );
+        assert!(scales.windows(2).all(|w| w[1] <= w[0]), "{scales:?}");
+        let last = scales[scales.len() - 1];
+        // It settles where this model's gradients fit (about 2^20 for `tiny`), far below 2^40.
+        assert!((1.0..=2f64.powi(24)).contains(&last), "{scales:?}");
+        let st: TrainerState = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("checkpoints/step-00000040/trainer.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let skipped = 40 - st.adam_step.unwrap();
+        assert!(skipped >= 1, "{st:?}");
+        assert_eq!(st.loss_scaler.as_ref().map(|s| s.scale), Some(last));
+        let w = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
+        assert!(w.iter().all(|(_, t)| t.kind() == Kind::Float));
+        let losses = |run: &Path| -> Vec<f64> {
+            metric_lines(run)
+                .iter()
+                .filter_map(|l| l["loss"].as_f64())
+                .collect()
+        };
+        let full = losses(dir.path());
+        // Stopped at 20 and resumed: the same 40 losses (Adam's count and the scale restored).
+        let dir2 = tempfile::tempdir().unwrap();
+        // (The same vocabulary: unigram training is not bit-reproducible between runs.)
+        let cfg = TrainConfig {
+            vocab: Some(dir.path().join("tokenizer.json")),
+            ..cfg
+        };
+        let half = TrainConfig {
+            max_steps: 20,
+            out: dir2.path().to_path_buf(),
+            ..cfg.clone()
+        };
+        train(&half, false, false).unwrap();
+        let rest = TrainConfig {
+            out: dir2.path().to_path_buf(),
+            ..cfg
+        };
+        train(&rest, true, false).unwrap();
+        assert_eq!(losses(dir2.path()), full);
     }
 
     #[test]
