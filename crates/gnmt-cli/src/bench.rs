@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, BOS, EOS, FIRST_PIECE};
 use gnmt_train::optim::Adam;
-use gnmt_translate::{translate_batch, SearchConfig};
+use gnmt_translate::stream::{workers_for, Engine};
+use gnmt_translate::SearchConfig;
 use tch::{nn, Device, Tensor};
 
 #[derive(Args, Debug)]
@@ -89,6 +90,9 @@ struct TranslateBench {
     max_len_a: f64,
     #[arg(long, default_value_t = 10)]
     max_len_b: usize,
+    /// Batches searched at once on a CPU (as `gnmt translate --workers`).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
@@ -250,31 +254,40 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         max_len_a: a.max_len_a,
         max_len_b: a.max_len_b,
     };
-    // As `gnmt translate` does: longest first, fixed-size batches.
+    // What `gnmt translate` runs: longest first, fixed-size batches, its search workers.
+    let (workers, threads_per_worker) = workers_for(device, a.workers);
+    let engine = Engine {
+        model: &model,
+        device,
+        search,
+        batch_size: c.batch_size.max(1),
+        max_tokens: None,
+        workers,
+        threads_per_worker,
+    };
+    // Warm-up on a few of the longest sentences (allocator, thread pools).
     let mut order: Vec<usize> = (0..srcs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
-    // Warm-up on one batch (allocator, thread pool).
-    let first: Vec<Vec<u32>> = order
-        .iter()
-        .take(c.batch_size.max(1))
-        .map(|&i| srcs[i].clone())
-        .collect();
-    translate_batch(&model, &first[..first.len().min(4)], &search, device);
+    let first: Vec<Vec<u32>> = order.iter().take(4).map(|&i| srcs[i].clone()).collect();
+    Engine {
+        workers: 1,
+        search: engine.search.clone(),
+        ..engine
+    }
+    .translate_ids(&first);
     sync(device);
     let t = Instant::now();
-    let mut generated = 0usize;
-    for batch in order.chunks(c.batch_size.max(1)) {
-        let inputs: Vec<Vec<u32>> = batch.iter().map(|&i| srcs[i].clone()).collect();
-        for h in translate_batch(&model, &inputs, &search, device) {
-            generated += h.first().map_or(0, |h| h.tokens.len() + 1);
-        }
-    }
+    let generated: usize = engine
+        .translate_ids(&srcs)
+        .iter()
+        .map(|h| h.first().map_or(0, |h| h.tokens.len() + 1))
+        .sum();
     sync(device);
     let secs = t.elapsed().as_secs_f64();
     let source: usize = srcs.iter().map(Vec::len).sum();
     Ok(serde_json::json!({
         "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16,
-        "device": c.device, "threads": tch::get_num_threads(), "beam": search.beam,
+        "device": c.device, "threads": tch::get_num_threads(), "workers": workers, "beam": engine.search.beam,
         "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
         "generated_tokens": generated, "seconds": secs,
         "tokens_per_s": (source + generated) as f64 / secs,

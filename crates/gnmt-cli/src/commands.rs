@@ -11,7 +11,7 @@ use gnmt_data::text::Lines;
 use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
 use gnmt_train::TrainConfig;
-use gnmt_translate::stream::{OutputOptions, Translator};
+use gnmt_translate::stream::{Engine, OutputOptions, Translator};
 use gnmt_translate::SearchConfig;
 use tch::nn;
 
@@ -449,8 +449,13 @@ pub struct TranslateArgs {
     bf16: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CPU threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     threads: Option<i32>,
+    /// Batches searched at once on a CPU, each on its own thread with threads/workers libtorch
+    /// threads (default: one per libtorch thread, at most 8; always 1 on CUDA).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Score the output against this reference with gnmt-bleu (BLEU, 13a).
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
@@ -489,13 +494,18 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         max_len_a: a.max_len_a,
         max_len_b: a.max_len_b,
     };
+    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
     let tr = Translator {
-        model: &model,
+        engine: Engine {
+            model: &model,
+            device,
+            search,
+            batch_size: a.batch_size,
+            max_tokens: a.max_tokens,
+            workers,
+            threads_per_worker,
+        },
         tokenizer: &tok,
-        device,
-        search,
-        batch_size: a.batch_size,
-        max_tokens: a.max_tokens,
         chunk_lines: 10_000,
     };
     let input = a.input.clone().unwrap_or_else(|| PathBuf::from("-"));

@@ -37,11 +37,10 @@ pub struct Summary {
     pub truncated: usize,
 }
 
-/// A model, its vocabulary and search settings.
+/// Batched translation of id sequences: a model, search settings and batching.
 #[derive(Debug)]
-pub struct Translator<'a> {
+pub struct Engine<'a> {
     pub model: &'a Seq2Seq,
-    pub tokenizer: &'a SubwordTokenizer,
     pub device: Device,
     pub search: SearchConfig,
     /// Sentences per batch.
@@ -49,16 +48,43 @@ pub struct Translator<'a> {
     /// Source tokens per batch, padding counted (the longest sentence times the batch size);
     /// with it, batches of short sentences grow and batches of long ones shrink.
     pub max_tokens: Option<usize>,
-    /// Lines read (and held) at a time: memory stays bounded on any file size.
-    pub chunk_lines: usize,
+    /// Batches searched at the same time, each on its own thread. On a CPU, small GEMMs scale
+    /// better across batches than inside one, so several single-threaded searches beat one
+    /// multi-threaded search; on a GPU one is right.
+    pub workers: usize,
+    /// libtorch threads of each worker (when `workers > 1`).
+    pub threads_per_worker: i32,
 }
 
-impl Translator<'_> {
+/// The model, shared read-only by the search threads.
+struct SharedModel<'a>(&'a Seq2Seq);
+
+// SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. The search
+// threads only read the model's parameters (forward passes under `no_grad`, no dropout, no
+// in-place operations on weights); libtorch supports concurrent reads of a tensor from several
+// threads (reference counts are atomic), which is how PyTorch runs one module in many threads.
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedModel<'_> {}
+
+/// Search threads and libtorch threads per search thread for `device`: on CUDA one search (the
+/// GPU is the parallel part); on a CPU `requested` or one search per libtorch thread up to 8,
+/// sharing the libtorch threads between them.
+pub fn workers_for(device: Device, requested: Option<usize>) -> (usize, i32) {
+    let threads = tch::get_num_threads().max(1);
+    if device != Device::Cpu {
+        return (1, threads);
+    }
+    let workers = requested.unwrap_or(threads.min(8) as usize).max(1);
+    (workers, (threads / workers as i32).max(1))
+}
+
+impl Engine<'_> {
     /// Translates id sequences in length-sorted batches, results in input order.
     pub fn translate_ids(&self, srcs: &[Vec<u32>]) -> Vec<Vec<Hypothesis>> {
         let mut order: Vec<usize> = (0..srcs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
         let mut out: Vec<Vec<Hypothesis>> = vec![Vec::new(); srcs.len()];
+        let mut jobs: Vec<(Vec<usize>, Vec<Vec<u32>>)> = Vec::new();
         for batch in self.batches(&order, srcs) {
             let (empty, full): (Vec<usize>, Vec<usize>) =
                 batch.iter().partition(|&&i| srcs[i].is_empty());
@@ -70,17 +96,74 @@ impl Translator<'_> {
                     alignment: vec![],
                 }];
             }
-            let inputs: Vec<Vec<u32>> = full.iter().map(|&i| srcs[i].clone()).collect();
-            for (i, h) in full.iter().zip(translate_batch(
-                self.model,
-                &inputs,
-                &self.search,
-                self.device,
-            )) {
-                out[*i] = h;
+            if !full.is_empty() {
+                let inputs = full.iter().map(|&i| srcs[i].clone()).collect();
+                jobs.push((full, inputs));
+            }
+        }
+        let workers = self.workers.clamp(1, jobs.len().max(1));
+        let results: Vec<(usize, Vec<Vec<Hypothesis>>)> = if workers == 1 {
+            jobs.iter()
+                .enumerate()
+                .map(|(j, (_, inputs))| {
+                    (
+                        j,
+                        translate_batch(self.model, inputs, &self.search, self.device),
+                    )
+                })
+                .collect()
+        } else {
+            self.parallel(&jobs, workers)
+        };
+        for (j, hyps) in results {
+            for (&i, h) in jobs[j].0.iter().zip(hyps) {
+                out[i] = h;
             }
         }
         out
+    }
+
+    /// Runs the jobs on `workers` threads, each taking the next job (longest first) when free.
+    fn parallel(
+        &self,
+        jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
+        workers: usize,
+    ) -> Vec<(usize, Vec<Vec<Hypothesis>>)> {
+        let shared = SharedModel(self.model);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = self.threads_per_worker.max(1);
+        // Not `self`: it holds the model, which only `shared` may carry across threads.
+        let (search, device) = (&self.search, self.device);
+        let all_threads = tch::get_num_threads();
+        let mut results = Vec::with_capacity(jobs.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (shared, next) = (&shared, &next);
+                    scope.spawn(move || {
+                        tch::set_num_threads(threads);
+                        let mut done = Vec::new();
+                        loop {
+                            let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((_, inputs)) = jobs.get(j) else {
+                                break;
+                            };
+                            done.push((j, translate_batch(shared.0, inputs, search, device)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(done) => results.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+        // MKL's thread count may be process-wide: give the caller back its own.
+        tch::set_num_threads(all_threads);
+        results
     }
 
     /// Splits `order` (longest first) into batches of at most `batch_size` sentences and, with
@@ -102,7 +185,18 @@ impl Translator<'_> {
         }
         out
     }
+}
 
+/// An [`Engine`] with its vocabulary: translates text streams.
+#[derive(Debug)]
+pub struct Translator<'a> {
+    pub engine: Engine<'a>,
+    pub tokenizer: &'a SubwordTokenizer,
+    /// Lines read (and held) at a time: memory stays bounded on any file size.
+    pub chunk_lines: usize,
+}
+
+impl Translator<'_> {
     /// Translates `lines` into `out`, calling `progress(lines_done)` after every chunk.
     pub fn translate_stream<I, E, W>(
         &self,
@@ -117,7 +211,7 @@ impl Translator<'_> {
         W: Write,
     {
         let mut summary = Summary::default();
-        let max_len = self.model.config.max_source_len.max(1) as usize;
+        let max_len = self.engine.model.config.max_source_len.max(1) as usize;
         let mut lines = lines.peekable();
         let mut lineno = 0usize;
         while lines.peek().is_some() {
@@ -140,7 +234,7 @@ impl Translator<'_> {
                 summary.source_tokens += v.len();
                 ids.push(v);
             }
-            let hyps = self.translate_ids(&ids);
+            let hyps = self.engine.translate_ids(&ids);
             let mut text = String::new();
             for (k, (h, src)) in hyps.iter().zip(&ids).enumerate() {
                 let index = summary.sentences + k;

@@ -122,14 +122,14 @@ fn token_budget_batches_and_keeps_results() {
         gnmt_tokenizer::VocabKind::Unigram,
     )
     .unwrap();
-    let tr = |batch_size, max_tokens| stream::Translator {
+    let tr = |batch_size, max_tokens| stream::Engine {
         model: &m,
-        tokenizer: &tok,
         device: Device::Cpu,
         search: SearchConfig::default(),
         batch_size,
         max_tokens,
-        chunk_lines: 100,
+        workers: 1,
+        threads_per_worker: 1,
     };
     // Lengths 8, 4, 3, 1 (longest first): a budget of 9 padded tokens gives [8], [4 3], [1].
     let srcs: Vec<Vec<u32>> = [8usize, 1, 3, 4].iter().map(|&n| vec![FIRST; n]).collect();
@@ -154,9 +154,16 @@ fn token_budget_batches_and_keeps_results() {
     let ids: Vec<Vec<u32>> = lines.iter().map(|l| tok.encode(l).unwrap()).collect();
     let by_budget = tr(64, Some(5)).translate_ids(&ids);
     let one_by_one = tr(1, None).translate_ids(&ids);
+    // Three search threads taking batches as they come: the same results, in input order.
+    let parallel = stream::Engine {
+        workers: 3,
+        ..tr(1, None)
+    }
+    .translate_ids(&ids);
     assert_eq!(by_budget.len(), lines.len());
-    for (a, b) in by_budget.iter().zip(&one_by_one) {
+    for ((a, b), c) in by_budget.iter().zip(&one_by_one).zip(&parallel) {
         assert_eq!(a[0].tokens, b[0].tokens);
+        assert_eq!(a[0], c[0]);
     }
     assert!(
         by_budget[3][0].tokens.is_empty(),
