@@ -26,6 +26,80 @@ pub struct Adam {
     pub grad_scale: f64,
 }
 
+/// The scalars of one Adam update.
+struct AdamCoefficients {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// `1 / sqrt(1 - beta2^t)`.
+    inv_sqrt_bc2: f32,
+    /// `lr / (1 - beta1^t)`.
+    step_size: f32,
+}
+
+impl AdamCoefficients {
+    /// One element: `m`, `v` and `p` updated in place (the reference for both code paths).
+    #[inline(always)]
+    fn update(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+        *m = self.beta1 * *m + (1.0 - self.beta1) * g;
+        *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
+        let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
+        *p -= self.step_size * *m / denom;
+    }
+}
+
+/// Adam on float32 CPU tensors in one pass over the four arrays. Element-wise libtorch calls
+/// would make ten passes and as many 40 MB temporaries for the `small` model, a tenth of its
+/// training step. Returns false (nothing done) unless all four are contiguous float32 CPU
+/// tensors of one size with their own storage.
+#[allow(unsafe_code)]
+fn fused_cpu_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamCoefficients) -> bool {
+    let n = p.numel();
+    let ok = [p, g, m, v].iter().all(|t| {
+        t.device() == tch::Device::Cpu
+            && t.kind() == Kind::Float
+            && t.is_contiguous()
+            && t.numel() == n
+    });
+    let ptrs = [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr()];
+    let distinct = (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]));
+    if !ok || !distinct || n == 0 || ptrs.iter().any(|x| x.is_null()) {
+        return false;
+    }
+    // SAFETY: each pointer is the start of a live, contiguous float32 CPU buffer of `n`
+    // elements (checked above; contiguous tensors of `n` elements span exactly that); the four
+    // tensors have distinct storages (distinct starts of same-sized contiguous parameter,
+    // gradient and moment tensors, which Adam allocated separately), so the mutable slices do
+    // not alias; the trainer runs this under `no_grad` with no other thread touching them.
+    let (p, g, m, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, n),
+            std::slice::from_raw_parts(ptrs[1] as *const f32, n),
+            std::slice::from_raw_parts_mut(ptrs[2] as *mut f32, n),
+            std::slice::from_raw_parts_mut(ptrs[3] as *mut f32, n),
+        )
+    };
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        c.update(p, g, m, v);
+    }
+    true
+}
+
+/// The same update with libtorch operations (GPU tensors), the fewest passes it allows.
+fn tensor_update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: &AdamCoefficients) {
+    let _ = m.lerp_(g, 1.0 - c.beta1 as f64);
+    let _ = v
+        .g_mul_scalar_(c.beta2 as f64)
+        .addcmul_(&(g * (1.0 - c.beta2 as f64)), g);
+    // p += m / denom' with denom' = -(sqrt(v) / sqrt(bc2) + eps) / step_size.
+    let mut denom = v.sqrt();
+    let _ = denom
+        .g_mul_scalar_(c.inv_sqrt_bc2 as f64)
+        .g_add_scalar_(c.eps as f64)
+        .g_mul_scalar_(-1.0 / c.step_size as f64);
+    let _ = p.addcdiv_(m, &denom);
+}
+
 /// Dynamic loss scaling for fp16 training: the loss is multiplied by `scale` so that small
 /// gradients survive fp16's narrow range; a step whose gradients overflowed is skipped and the
 /// scale halved, and after `growth_interval` good steps in a row the scale doubles again
@@ -164,16 +238,12 @@ impl Adam {
             .iter()
             .map(|t| t.grad())
             .filter(|g| g.defined())
-            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+            .map(|g| g.to_kind(Kind::Float).norm())
             .collect();
         if norms.is_empty() {
             return 0.0;
         }
-        let total = Tensor::stack(&norms, 0)
-            .sum(Kind::Float)
-            .sqrt()
-            .double_value(&[])
-            / self.grad_scale;
+        let total = Tensor::stack(&norms, 0).norm().double_value(&[]) / self.grad_scale;
         if max_norm > 0.0 && total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             for t in self.grad_holders() {
@@ -188,34 +258,43 @@ impl Adam {
 
     /// Per-parameter gradient norms (for the residual study's plots).
     pub fn grad_norms(&self) -> Vec<(String, f64)> {
-        (0..self.vars.len())
+        let (names, norms): (Vec<String>, Vec<Tensor>) = (0..self.vars.len())
             .filter_map(|i| {
                 let g = self.grad(i);
-                g.defined()
-                    .then(|| (self.vars[i].0.clone(), g.norm().double_value(&[])))
+                g.defined().then(|| (self.vars[i].0.clone(), g.norm()))
             })
-            .collect()
+            .unzip();
+        if norms.is_empty() {
+            return Vec::new();
+        }
+        // One transfer for all of them (on a GPU, one synchronization instead of one each).
+        let values = Tensor::stack(&norms, 0)
+            .to_kind(Kind::Double)
+            .to_device(tch::Device::Cpu);
+        let values = Vec::<f64>::try_from(&values).unwrap_or_default();
+        names.into_iter().zip(values).collect()
     }
 
     pub fn apply(&mut self, lr: f64) {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        let c = AdamCoefficients {
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            eps: self.eps as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            step_size: (lr / bc1) as f32,
+        };
         let grads: Vec<Tensor> = (0..self.vars.len()).map(|i| self.grad(i)).collect();
         tch::no_grad(|| {
             for (i, ((_, p), g)) in self.vars.iter_mut().zip(grads).enumerate() {
                 if !g.defined() {
                     continue;
                 }
-                let _ = self.m[i]
-                    .g_mul_scalar_(self.beta1)
-                    .g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = self.v[i]
-                    .g_mul_scalar_(self.beta2)
-                    .g_add_(&(g.square() * (1.0 - self.beta2)));
-                let denom = (&self.v[i] / bc2).sqrt() + self.eps;
-                let update = (&self.m[i] / bc1) / denom * lr;
-                let _ = p.g_sub_(&update);
+                if !fused_cpu_update(p, &g, &self.m[i], &self.v[i], &c) {
+                    tensor_update(p, &g, &mut self.m[i], &mut self.v[i], &c);
+                }
             }
         });
         self.sync_work();
@@ -303,6 +382,42 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_cpu_adam_equals_the_tensor_path_and_the_formula() {
+        tch::manual_seed(3);
+        let n = 1000;
+        let c = AdamCoefficients {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            inv_sqrt_bc2: (1.0 / (1.0f64 - 0.999f64.powi(3)).sqrt()) as f32,
+            step_size: (1e-3 / (1.0 - 0.9f64.powi(3))) as f32,
+        };
+        let g = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
+        let p0 = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
+        let m0 = Tensor::randn([n], (Kind::Float, tch::Device::Cpu)) * 0.1;
+        let v0 = Tensor::rand([n], (Kind::Float, tch::Device::Cpu)) * 0.01;
+        let (p, m, v) = (p0.copy(), m0.copy(), v0.copy());
+        assert!(fused_cpu_update(&p, &g, &m, &v, &c));
+        let (mut p2, mut m2, mut v2) = (p0.copy(), m0.copy(), v0.copy());
+        tensor_update(&mut p2, &g, &mut m2, &mut v2, &c);
+        for (a, b) in [(&p, &p2), (&m, &m2), (&v, &v2)] {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "{d}");
+        }
+        // Element 0 by hand.
+        let f = |t: &Tensor| t.double_value(&[0]) as f32;
+        let (mut pe, mut me, mut ve) = (f(&p0), f(&m0), f(&v0));
+        c.update(&mut pe, f(&g), &mut me, &mut ve);
+        assert_eq!((pe, me, ve), (f(&p), f(&m), f(&v)));
+        // Not contiguous, or not float32: the fused path declines.
+        let t = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu)).tr();
+        let o = || Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
+        assert!(!fused_cpu_update(&t, &o(), &o(), &o(), &c));
+        let d = Tensor::zeros([n], (Kind::Double, tch::Device::Cpu));
+        assert!(!fused_cpu_update(&d, &g, &m, &v, &c));
+    }
 
     #[test]
     fn loss_scaler_halves_on_overflow_and_grows_after_good_steps() {
