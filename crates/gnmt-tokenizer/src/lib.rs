@@ -246,16 +246,7 @@ impl SubwordTokenizer {
                 .filter(|t| !SPECIALS.contains(&t.as_str()) && !is_byte_piece(t)),
         );
         let total = vocab.len().div_ceil(8).max(target / 8) * 8;
-        let mut k = 0;
-        while vocab.len() < total {
-            vocab.push(format!("<extra_{k}>"));
-            k += 1;
-        }
-        let ids: tokenizers::models::bpe::Vocab = vocab
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let ids = numbered(vocab, total);
         // The merges, as token pairs, in the order they were learned.
         let json = serde_json::to_value(bpe).map_err(|e| TokenizerError::Train(e.to_string()))?;
         let merges: Vec<(String, String)> = json["merges"]
@@ -329,17 +320,7 @@ impl SubwordTokenizer {
                 vocab.push(t);
             }
         }
-        let mut k = 0;
-        while vocab.len() < target {
-            vocab.push(format!("<extra_{k}>"));
-            k += 1;
-        }
-        // bpe::Vocab is the same AHashMap WordPiece takes (its own alias is private).
-        let ids: tokenizers::models::bpe::Vocab = vocab
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t, i as u32))
-            .collect();
+        let ids = numbered(vocab, target);
         let model = WordPiece::builder()
             .vocab(ids)
             .unk_token("<unk>".into())
@@ -490,6 +471,21 @@ impl SubwordTokenizer {
     pub fn id_to_piece(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// Token -> id by position, padded with `<extra_k>` entries up to `total` (the same map type
+/// serves BPE and WordPiece, whose own alias is private).
+fn numbered(mut vocab: Vec<String>, total: usize) -> tokenizers::models::bpe::Vocab {
+    let mut k = 0;
+    while vocab.len() < total {
+        vocab.push(format!("<extra_{k}>"));
+        k += 1;
+    }
+    vocab
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i as u32))
+        .collect()
 }
 
 fn is_byte_piece(s: &str) -> bool {
