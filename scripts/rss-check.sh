@@ -20,7 +20,7 @@ $G train --train-src "$D/train.en" --train-tgt "$D/train.de" --vocab "$TMP/tok.j
 yes_lines() { python3 -c 'import sys, itertools; l = open(sys.argv[1]).read().splitlines(); sys.stdout.write("".join(x + "\n" for x in itertools.islice(itertools.cycle(l), int(sys.argv[2]))))' "$D/train.en" "$1"; }
 yes_lines 10000 > "$TMP/small.en"
 yes_lines "$BIG" > "$TMP/big.en"
-rss() { /usr/bin/time -f "%M" -o "$TMP/t" $G translate --greedy --max-len-a 0 --max-len-b 3 --threads 1 \
+rss() { /usr/bin/time -f "%M" -o "$TMP/t" $G translate --greedy --max-len-a 0 --max-len-b 3 --threads 2 \
     --model "$TMP/run/final" -i "$1" -o "$TMP/out" 2>/dev/null; echo $(( $(cat "$TMP/t") / 1024 )); }
 s=$(rss "$TMP/small.en"); b=$(rss "$TMP/big.en")
 [ "$(wc -l < "$TMP/out")" -eq "$BIG" ] || { echo "rss-check: output has $(wc -l < "$TMP/out") lines, not $BIG" >&2; exit 1; }

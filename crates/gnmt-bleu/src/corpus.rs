@@ -128,6 +128,46 @@ impl Metric {
         })
     }
 
+    /// The corpus score from per-segment statistics as [`crate::significance::segment_stats`]
+    /// gives them: the same score as [`Metric::corpus_score`] on those segments, for callers that
+    /// need the statistics anyway (`-ci`) and should not compute them twice.
+    pub fn score_from_segment_stats(&self, stats: &[Vec<f64>], nrefs: usize, short: bool) -> Score {
+        let sig = self.signature(nrefs).format(short);
+        // Counts are integers below 2^53 in float64: summing them as u64 is exact.
+        let column_sums = |width: usize| -> Vec<u64> {
+            let mut sum = vec![0u64; width];
+            for row in stats {
+                for (s, &x) in sum.iter_mut().zip(row) {
+                    *s += x as u64;
+                }
+            }
+            sum
+        };
+        match self {
+            Metric::Bleu(m) => {
+                let o = m.config.max_ngram_order;
+                let sum = column_sums(2 + 2 * o);
+                let st = BleuStats {
+                    hyp_len: sum[0],
+                    ref_len: sum[1],
+                    correct: sum[2..2 + o].to_vec(),
+                    total: sum[2 + o..2 + 2 * o].to_vec(),
+                };
+                m.compute(&st).to_score(sig)
+            }
+            Metric::Chrf(m) => m.to_score(&column_sums(m.zeros().len()), sig),
+            Metric::Ter(m) => {
+                // Float reference lengths are summed left to right, as Python does.
+                let (mut edits, mut len) = (0u64, 0.0f64);
+                for row in stats {
+                    edits += row[0] as u64;
+                    len += row[1];
+                }
+                m.to_score(edits, len, sig)
+            }
+        }
+    }
+
     /// The score of one segment (`-sl`); BLEU uses effective order as sacreBLEU forces it.
     pub fn sentence_score(&self, hyp: &str, refs: &[&str], short: bool) -> Score {
         let sig = self.signature(refs.len()).format(short);

@@ -1,5 +1,6 @@
 //! Properties over arbitrary text: no panic on any Unicode input, with any tokenizer or metric,
-//! and the same scores (and resampling results) whatever the number of threads.
+//! and the same scores (and resampling results) whatever the number of threads; scores from
+//! per-segment statistics equal the corpus scores.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,6 +35,9 @@ fn scores(seg: &Segments, threads: usize) -> Vec<(f64, (f64, f64))> {
             .map(|m| {
                 let s = m.corpus_score(seg, false).unwrap();
                 let st = segment_stats(m, seg);
+                // -ci scores from the statistics it resamples: the same text as corpus_score.
+                let again = m.score_from_segment_stats(&st, seg.refs.len(), false);
+                assert_eq!(again.format_text(1, false), s.format_text(1, false));
                 let seed = Seed::from_env_value(Some("5")).unwrap();
                 (s.score, bootstrap_ci(m, &st, 50, &seed))
             })

@@ -370,9 +370,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         let mut results = Vec::new();
         for m in &metrics {
             let short = short && format != "json";
-            let mut s = m.corpus_score(&seg, short)?;
-            if a.confidence && a.confidence_n > 1 {
+            let s = if a.confidence && a.confidence_n > 1 {
+                seg.check()?;
                 let stats = significance::segment_stats(m, &seg);
+                let mut s = m.score_from_segment_stats(&stats, seg.refs.len(), short);
                 let (mean, ci) = significance::bootstrap_ci(m, &stats, a.confidence_n, &seed);
                 s.ci = Some((mean, ci));
                 s.signature = m
@@ -381,7 +382,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                         Some(("bs", a.confidence_n, seed.raw.clone())),
                     )
                     .format(short);
-            }
+                s
+            } else {
+                m.corpus_score(&seg, short)?
+            };
             results.push(if a.score_only {
                 s.format_text(a.width, true)
             } else if format == "json" {
