@@ -92,6 +92,30 @@ fn bench_prints_json_with_throughput() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["bench"], "train");
     assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["ms_per_step"].as_f64().unwrap() > 0.0);
+    // Mixed precision runs (here on the CPU) and still learns something finite.
+    for flag in ["--bf16", "--fp16"] {
+        let out = run(gnmt().args([
+            "bench",
+            "train",
+            "--preset",
+            "tiny",
+            "--vocab-size",
+            "300",
+            "--batch-size",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            flag,
+        ]));
+        assert!(out.status.success(), "{flag}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(v[&flag[2..]], true);
+        assert!(v["final_loss"].as_f64().unwrap().is_finite(), "{flag}: {v}");
+    }
     let out = run(gnmt().args([
         "bench",
         "translate",

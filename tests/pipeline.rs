@@ -282,14 +282,16 @@ fn vocab_train_resume_translate_eval() {
         "A man rides a bike.\n\nTwo dogs.\n",
     );
     assert_eq!(out.lines().count(), 3);
-    // The same model run in bf16 still gives one line per line.
-    let out = run_stdin(
-        gnmt()
-            .args(["translate", "--bf16", "--beam", "2", "--model"])
-            .arg(&avg),
-        "A man rides a bike.\n\nTwo dogs.\n",
-    );
-    assert_eq!(out.lines().count(), 3);
+    // The same model run in bf16 or fp16 still gives one line per line.
+    for flag in ["--bf16", "--fp16"] {
+        let out = run_stdin(
+            gnmt()
+                .args(["translate", flag, "--beam", "2", "--model"])
+                .arg(&avg),
+            "A man rides a bike.\n\nTwo dogs.\n",
+        );
+        assert_eq!(out.lines().count(), 3, "{flag}");
+    }
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")

@@ -56,6 +56,10 @@ struct Common {
     /// bf16 (training: mixed precision with float32 master weights; translation: bf16 model).
     #[arg(long)]
     bf16: bool,
+    /// fp16 (training: mixed precision with float32 master weights and loss scaling, as
+    /// `gnmt train --precision fp16`; translation: fp16 model).
+    #[arg(long, conflicts_with = "bf16")]
+    fp16: bool,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +103,8 @@ fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     let (mut vs, m, d) = build_fp32(c)?;
     if c.bf16 {
         vs.bfloat16();
+    } else if c.fp16 {
+        vs.half();
     }
     Ok((vs, m, d))
 }
@@ -159,7 +165,7 @@ fn sync(device: Device) {
 fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     let c = &a.common;
     let (vs, model, device) = build_fp32(c)?;
-    let work = if c.bf16 {
+    let work = if c.bf16 || c.fp16 {
         let (wvs, wm, _) = build(c)?;
         Some((wvs, wm))
     } else {
@@ -198,7 +204,14 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         let logits = model.forward(&src, &src_len, &tgt_in, true);
         let (loss, _) = gnmt_train::trainer::smoothed_loss(&logits, &tgt_out, 0.1);
         adam.zero_grad();
-        loss.backward();
+        if c.fp16 {
+            // The trainer's dynamic loss scaling at its starting scale (no overflow to skip
+            // at this scale on these batches; an overflow would show as a non-finite norm).
+            adam.grad_scale = 65536.0;
+            (&loss * adam.grad_scale).backward();
+        } else {
+            loss.backward();
+        }
         adam.clip_grad_norm(5.0);
         adam.apply(1e-3);
         loss.double_value(&[])
@@ -218,7 +231,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     // Non-pad tokens per step: source plus target (with its EOS).
     let tokens = (b * l + b * (l + 1)) as f64;
     Ok(serde_json::json!({
-        "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()), "bf16": c.bf16,
+        "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()), "bf16": c.bf16, "fp16": c.fp16,
         "model": c.model, "device": c.device, "threads": tch::get_num_threads(),
         "batch_size": b, "len": l, "steps": a.steps.max(1),
         "ms_per_step": secs * 1000.0 / steps, "tokens_per_s": tokens * steps / secs,
@@ -286,7 +299,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let secs = t.elapsed().as_secs_f64();
     let source: usize = srcs.iter().map(Vec::len).sum();
     Ok(serde_json::json!({
-        "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16,
+        "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16, "fp16": c.fp16,
         "device": c.device, "threads": tch::get_num_threads(), "workers": workers, "beam": engine.search.beam,
         "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
         "generated_tokens": generated, "seconds": secs,

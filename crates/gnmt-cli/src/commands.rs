@@ -447,6 +447,9 @@ pub struct TranslateArgs {
     /// Run the model in bf16 (scores and the search itself stay float32).
     #[arg(long)]
     bf16: bool,
+    /// Run the model in fp16 (scores and the search itself stay float32).
+    #[arg(long, conflicts_with = "bf16")]
+    fp16: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
     /// CPU threads for libtorch (default: libtorch's choice, one per core).
@@ -478,6 +481,8 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let (mut vs, model) = load_model_dir(&a.model, device)?;
     if a.bf16 {
         vs.bfloat16();
+    } else if a.fp16 {
+        vs.half();
     }
     if tok.vocab_size() as i64 != model.config.vocab_size {
         bail!(
