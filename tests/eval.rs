@@ -5,44 +5,31 @@
 
 mod common;
 use common::*;
+#[path = "fixtures/bleu/cases.rs"]
+mod cases;
 
 #[test]
 fn eval_matches_sacrebleu_fixtures() {
-    let dir = repo().join("tests/fixtures/bleu");
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let version = format!("gnmt-bleu-{}", env!("CARGO_PKG_VERSION"));
+    let (dir, cases) = cases::load(&repo());
     let mut failures = Vec::new();
-    for case in cases.as_array().unwrap() {
-        let args: Vec<&str> = case["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        let expected = case["stdout"]
-            .as_str()
-            .unwrap()
-            .replace(":2.6.0", &format!(":{version}"))
-            .replace("\"2.6.0\"", &format!("\"{version}\""));
+    for case in &cases {
         let mut cmd = gnmt();
-        cmd.current_dir(&dir).arg("eval").args(&args);
-        if let Some(env) = case.get("env").and_then(|e| e.as_object()) {
-            for (k, v) in env {
-                cmd.env(k, v.as_str().unwrap());
-            }
-        }
+        cmd.current_dir(&dir)
+            .arg("eval")
+            .args(&case.args)
+            .envs(case.env.iter().cloned());
         let out = run(&mut cmd);
+        let args = case.args.join(" ");
         assert_eq!(
             out.status.code(),
-            Some(case["code"].as_i64().unwrap() as i32),
-            "{args:?}: {}",
+            Some(case.code),
+            "{args}: {}",
             stderr(&out)
         );
-        if stdout(&out) != expected {
+        if stdout(&out) != case.expected {
             failures.push(format!(
-                "gnmt eval {}\n--- expected\n{expected}--- got\n{}",
-                args.join(" "),
+                "gnmt eval {args}\n--- expected\n{}--- got\n{}",
+                case.expected,
                 stdout(&out)
             ));
         }
@@ -51,7 +38,7 @@ fn eval_matches_sacrebleu_fixtures() {
         failures.is_empty(),
         "{} of {} cases differ:\n{}",
         failures.len(),
-        cases.as_array().unwrap().len(),
+        cases.len(),
         failures.join("\n")
     );
 }

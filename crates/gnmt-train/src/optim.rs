@@ -62,15 +62,18 @@ fn fused_cpu_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamCoef
             && t.numel() == n
     });
     let ptrs = [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr()];
-    let distinct = (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]));
-    if !ok || !distinct || n == 0 || ptrs.iter().any(|x| x.is_null()) {
+    let bytes = n * std::mem::size_of::<f32>();
+    let start = |i: usize| ptrs[i] as usize;
+    let disjoint = (0..4)
+        .all(|i| (i + 1..4).all(|j| start(i) + bytes <= start(j) || start(j) + bytes <= start(i)));
+    if !ok || !disjoint || n == 0 || ptrs.iter().any(|x| x.is_null()) {
         return false;
     }
     // SAFETY: each pointer is the start of a live, contiguous float32 CPU buffer of `n`
-    // elements (checked above; contiguous tensors of `n` elements span exactly that); the four
-    // tensors have distinct storages (distinct starts of same-sized contiguous parameter,
-    // gradient and moment tensors, which Adam allocated separately), so the mutable slices do
-    // not alias; the trainer runs this under `no_grad` with no other thread touching them.
+    // elements (checked above: a contiguous tensor of `n` elements spans exactly `n` floats
+    // from its data pointer); the four byte ranges are pairwise disjoint (checked), so the
+    // mutable slices do not alias; the tensors outlive this call, and the trainer runs it under
+    // `no_grad` with no other thread touching them.
     let (p, g, m, v) = unsafe {
         (
             std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, n),
@@ -417,6 +420,15 @@ mod tests {
         assert!(!fused_cpu_update(&t, &o(), &o(), &o(), &c));
         let d = Tensor::zeros([n], (Kind::Double, tch::Device::Cpu));
         assert!(!fused_cpu_update(&d, &g, &m, &v, &c));
+        // Overlapping views of one buffer: declined, the slices would alias.
+        let buf = Tensor::zeros([n + 1], (Kind::Float, tch::Device::Cpu));
+        assert!(!fused_cpu_update(
+            &buf.narrow(0, 0, n),
+            &buf.narrow(0, 1, n),
+            &m,
+            &v,
+            &c
+        ));
     }
 
     #[test]
