@@ -72,47 +72,29 @@ fn binary_links_libtorch_cuda_and_has_runpath() {
 
 #[test]
 fn bench_prints_json_with_throughput() {
-    let out = run(gnmt().args([
-        "bench",
-        "train",
-        "--preset",
-        "tiny",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "4",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let train = |extra: &[&str]| {
+        let out = run(gnmt()
+            .args(["bench", "train", "--preset", "tiny", "--vocab-size", "300"])
+            .args([
+                "--batch-size",
+                "4",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+            ])
+            .args(extra));
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()
+    };
+    let v = train(&[]);
     assert_eq!(v["bench"], "train");
     assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["ms_per_step"].as_f64().unwrap() > 0.0);
     // Mixed precision runs (here on the CPU) and still learns something finite.
     for flag in ["--bf16", "--fp16"] {
-        let out = run(gnmt().args([
-            "bench",
-            "train",
-            "--preset",
-            "tiny",
-            "--vocab-size",
-            "300",
-            "--batch-size",
-            "4",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            flag,
-        ]));
-        assert!(out.status.success(), "{flag}: {}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let v = train(&[flag]);
         assert_eq!(v[&flag[2..]], true);
         assert!(v["final_loss"].as_f64().unwrap().is_finite(), "{flag}: {v}");
     }
