@@ -338,16 +338,7 @@ mod tests {
 
     #[test]
     fn load_counts_skips_and_remembers_kept_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let words = "a man rides a horse in the park near the river ";
-        let train: Vec<String> = (0..100).map(|i| format!("{words}{i}")).collect();
-        let tok =
-            SubwordTokenizer::train(train.into_iter(), 300, gnmt_tokenizer::VocabKind::Unigram)
-                .unwrap();
-        let (s, t) = (dir.path().join("s.txt"), dir.path().join("t.txt"));
-        let long = words.repeat(20);
-        std::fs::write(&s, format!("a man\n\nthe horse\n{long}\nthe river\n")).unwrap();
-        std::fs::write(&t, "ein mann\nnicht leer\ndas pferd\nkurz\nder fluss\n").unwrap();
+        let (_dir, tok, s, t) = crate::test_corpus::small_corpus();
         let f = FilterConfig {
             max_len: 40,
             max_ratio: f64::INFINITY,

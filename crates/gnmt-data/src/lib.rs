@@ -8,6 +8,9 @@ pub mod batch;
 pub mod prepare;
 pub mod text;
 
+#[cfg(test)]
+mod test_corpus;
+
 pub use batch::{epoch_batches, padding_waste, FilterConfig, FilterReport, PairCorpus, SplitMix64};
 
 use std::path::PathBuf;

@@ -302,19 +302,7 @@ pub fn open(dir: &Path, tok: &SubwordTokenizer) -> Result<(PairCorpus, PreparedM
 mod tests {
     use super::*;
 
-    fn setup() -> (tempfile::TempDir, SubwordTokenizer, PathBuf, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let words = "a man rides a horse in the park near the river ";
-        let train: Vec<String> = (0..100).map(|i| format!("{words}{i}")).collect();
-        let tok =
-            SubwordTokenizer::train(train.into_iter(), 300, gnmt_tokenizer::VocabKind::Unigram)
-                .unwrap();
-        let (s, t) = (dir.path().join("s.txt"), dir.path().join("t.txt"));
-        let long = words.repeat(20);
-        std::fs::write(&s, format!("a man\n\nthe horse\n{long}\nthe river\n")).unwrap();
-        std::fs::write(&t, "ein mann\nnicht leer\ndas pferd\nkurz\nder fluss\n").unwrap();
-        (dir, tok, s, t)
-    }
+    use crate::test_corpus::small_corpus as setup;
 
     #[test]
     fn prepared_corpus_equals_the_in_memory_one() {
