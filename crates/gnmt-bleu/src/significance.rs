@@ -494,83 +494,117 @@ pub fn baseline_bootstrap(
     (m.value(), c.value())
 }
 
-/// Paired bootstrap resampling of `sys` against the baseline `bl`, for every metric with the
-/// same resamples (one generator per system, as sacreBLEU).
-pub fn paired_bootstrap(
-    metrics: &[Metric],
-    bl: &[(Vec<Vec<f64>>, f64)],
-    sys: &[(Vec<Vec<f64>>, f64)],
-    n: usize,
+/// Statistics and actual score of one system for one metric.
+pub type SystemStats = (Vec<Vec<f64>>, f64);
+
+/// One generator per system, as sacreBLEU: seeded, every system draws the same resamples, so they
+/// are drawn once (and, for the bootstrap, the baseline's resampled scores computed once);
+/// unseeded (sacreBLEU passes `seed if seed else None`: 0 is unseeded), each system draws anew.
+fn per_system<T, R>(
+    systems: &[Vec<SystemStats>],
     seed: &Seed,
-) -> Vec<PairedResult> {
-    // sacreBLEU passes `seed if seed else None`: a seed of 0 runs unseeded.
-    let mut g = Seed::generator(seed.value.filter(|&v| v != 0));
-    let segs = sys.first().map_or(0, |s| s.0.len());
-    let idx = g.choice(segs, n * segs);
-    metrics
+    draw: impl Fn(&mut Generator, usize) -> T,
+    test: impl Fn(&T, &[SystemStats]) -> R,
+) -> Vec<R> {
+    let value = seed.value.filter(|&v| v != 0);
+    let segs = systems
+        .first()
+        .and_then(|s| s.first())
+        .map_or(0, |s| s.0.len());
+    let once = value.map(|_| draw(&mut Seed::generator(value), segs));
+    systems
         .iter()
-        .zip(bl.iter().zip(sys))
-        .map(|(m, ((bl_stats, bl_score), (sys_stats, sys_score)))| {
-            let a_bl = Array::from(&resample_scores(m, bl_stats, &idx, n));
-            let a_sys = Array::from(&resample_scores(m, sys_stats, &idx, n));
-            let (mean, ci) = a_sys.estimate_ci();
-            let diff = (bl_score - sys_score).abs();
-            let p = a_sys.abs_diff(&a_bl).centred_p_value(diff);
-            PairedResult {
-                score: *sys_score,
-                p_value: Some(p),
-                mean: Some(mean.value()),
-                ci: Some(ci.value()),
-            }
+        .map(|sys| match &once {
+            Some(d) => test(d, sys),
+            None => test(&draw(&mut Seed::generator(None), segs), sys),
         })
         .collect()
 }
 
-/// Paired approximate randomization of `sys` against `bl`: `n` trials swapping each segment's
-/// statistics between the two systems with probability 1/2.
-pub fn paired_randomization(
+/// Paired bootstrap resampling of each system against the baseline `bl`, for every metric with
+/// the same resamples.
+pub fn paired_bootstrap(
     metrics: &[Metric],
-    bl: &[(Vec<Vec<f64>>, f64)],
-    sys: &[(Vec<Vec<f64>>, f64)],
+    bl: &[SystemStats],
+    systems: &[Vec<SystemStats>],
     n: usize,
     seed: &Seed,
-) -> Vec<PairedResult> {
-    let mut g = Seed::generator(seed.value.filter(|&v| v != 0));
-    let segs = sys.first().map_or(0, |s| s.0.len());
-    let pos = g.bools(n * segs);
-    metrics
-        .iter()
-        .zip(bl.iter().zip(sys))
-        .map(|(m, ((bl_stats, bl_score), (sys_stats, sys_score)))| {
-            let k = bl_stats.first().map_or(0, Vec::len);
-            let diff = (bl_score - sys_score).abs();
-            let count = (0..n)
-                .into_par_iter()
-                .filter(|&t| {
-                    let mut a = vec![0.0; k];
-                    let mut b = vec![0.0; k];
-                    for j in 0..segs {
-                        let (x, y) = if pos[t * segs + j] {
-                            (&bl_stats[j], &sys_stats[j])
-                        } else {
-                            (&sys_stats[j], &bl_stats[j])
-                        };
-                        for c in 0..k {
-                            a[c] += x[c];
-                            b[c] += y[c];
+) -> Vec<Vec<PairedResult>> {
+    let draw = |g: &mut Generator, segs: usize| {
+        let idx = g.choice(segs, n * segs);
+        let baseline: Vec<Array> = metrics
+            .iter()
+            .zip(bl)
+            .map(|(m, (stats, _))| Array::from(&resample_scores(m, stats, &idx, n)))
+            .collect();
+        (idx, baseline)
+    };
+    per_system(systems, seed, draw, |(idx, a_bl), sys| {
+        metrics
+            .iter()
+            .zip(bl.iter().zip(sys).zip(a_bl))
+            .map(|(m, (((_, bl_score), (sys_stats, sys_score)), a_bl))| {
+                let a_sys = Array::from(&resample_scores(m, sys_stats, idx, n));
+                let (mean, ci) = a_sys.estimate_ci();
+                let diff = (bl_score - sys_score).abs();
+                let p = a_sys.abs_diff(a_bl).centred_p_value(diff);
+                PairedResult {
+                    score: *sys_score,
+                    p_value: Some(p),
+                    mean: Some(mean.value()),
+                    ci: Some(ci.value()),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Paired approximate randomization of each system against `bl`: `n` trials swapping each
+/// segment's statistics between the two systems with probability 1/2.
+pub fn paired_randomization(
+    metrics: &[Metric],
+    bl: &[SystemStats],
+    systems: &[Vec<SystemStats>],
+    n: usize,
+    seed: &Seed,
+) -> Vec<Vec<PairedResult>> {
+    let draw = |g: &mut Generator, segs: usize| g.bools(n * segs);
+    per_system(systems, seed, draw, |pos, sys| {
+        metrics
+            .iter()
+            .zip(bl.iter().zip(sys))
+            .map(|(m, ((bl_stats, bl_score), (sys_stats, sys_score)))| {
+                let segs = sys_stats.len();
+                let k = bl_stats.first().map_or(0, Vec::len);
+                let diff = (bl_score - sys_score).abs();
+                let count = (0..n)
+                    .into_par_iter()
+                    .filter(|&t| {
+                        let mut a = vec![0.0; k];
+                        let mut b = vec![0.0; k];
+                        for j in 0..segs {
+                            let (x, y) = if pos[t * segs + j] {
+                                (&bl_stats[j], &sys_stats[j])
+                            } else {
+                                (&sys_stats[j], &bl_stats[j])
+                            };
+                            for c in 0..k {
+                                a[c] += x[c];
+                                b[c] += y[c];
+                            }
                         }
-                    }
-                    (score_f64(m, &a) - score_f64(m, &b)).abs() > diff
-                })
-                .count();
-            PairedResult {
-                score: *sys_score,
-                p_value: Some((count + 1) as f64 / (n + 1) as f64),
-                mean: None,
-                ci: None,
-            }
-        })
-        .collect()
+                        (score_f64(m, &a) - score_f64(m, &b)).abs() > diff
+                    })
+                    .count();
+                PairedResult {
+                    score: *sys_score,
+                    p_value: Some((count + 1) as f64 / (n + 1) as f64),
+                    mean: None,
+                    ci: None,
+                }
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -626,14 +626,15 @@ fn print_paired(
             }
         })
         .collect()];
-    for (_, hyps) in &systems[1..] {
-        let sys = stats_of(hyps);
-        results.push(if bs {
-            significance::paired_bootstrap(metrics, &bl, &sys, n, seed)
-        } else {
-            significance::paired_randomization(metrics, &bl, &sys, n, seed)
-        });
-    }
+    let others: Vec<_> = systems[1..]
+        .iter()
+        .map(|(_, hyps)| stats_of(hyps))
+        .collect();
+    results.extend(if bs {
+        significance::paired_bootstrap(metrics, &bl, &others, n, seed)
+    } else {
+        significance::paired_randomization(metrics, &bl, &others, n, seed)
+    });
     if format == "json" {
         let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
         let out: Vec<String> = systems
