@@ -500,6 +500,11 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         max_len_b: a.max_len_b,
     };
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
+    if workers > 1 {
+        tracing::info!(
+            "{workers} search workers, {threads_per_worker} libtorch thread(s) each (--workers)"
+        );
+    }
     let tr = Translator {
         engine: Engine {
             model: &model,
