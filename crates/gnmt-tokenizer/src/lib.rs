@@ -151,6 +151,21 @@ fn pretok() -> Metaspace {
     Metaspace::new('▁', PrependScheme::Always, true)
 }
 
+/// A tokenizer with our normalization and `pretok`; `decoder` for a finished model (training
+/// needs none).
+fn pipeline(
+    model: impl Into<tokenizers::ModelWrapper>,
+    pretok: impl Into<tokenizers::PreTokenizerWrapper>,
+    decoder: Option<DecoderWrapper>,
+) -> Result<Tokenizer, TokenizerError> {
+    let mut tk = Tokenizer::new(model);
+    tk.with_normalizer(Some(normalizer()?))
+        .map_err(|e| TokenizerError::Train(e.to_string()))?;
+    tk.with_pre_tokenizer(Some(pretok));
+    tk.with_decoder(decoder);
+    Ok(tk)
+}
+
 fn decoder() -> DecoderWrapper {
     DecoderSequence::new(vec![
         ByteFallback::default().into(),
@@ -178,10 +193,7 @@ impl SubwordTokenizer {
             VocabKind::Wordpiece => return Self::train_wordpiece(lines, target),
             VocabKind::Unigram => {}
         }
-        let mut tk = Tokenizer::new(Unigram::default());
-        tk.with_normalizer(Some(normalizer()?))
-            .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        tk.with_pre_tokenizer(Some(pretok()));
+        let mut tk = pipeline(Unigram::default(), pretok(), None)?;
         let trainer = UnigramTrainer::builder()
             .show_progress(false)
             .vocab_size(learned)
@@ -220,9 +232,7 @@ impl SubwordTokenizer {
         I: Iterator<Item = String> + Send,
     {
         let err = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
-        let mut tk = Tokenizer::new(BPE::default());
-        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
-        tk.with_pre_tokenizer(Some(pretok()));
+        let mut tk = pipeline(BPE::default(), pretok(), None)?;
         let trainer = BpeTrainerBuilder::new()
             .show_progress(false)
             .vocab_size(learned as usize)
@@ -271,11 +281,7 @@ impl SubwordTokenizer {
             .byte_fallback(true)
             .build()
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        let mut tk = Tokenizer::new(model);
-        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
-        tk.with_pre_tokenizer(Some(pretok()));
-        tk.with_decoder(Some(decoder()));
-        Self::from_tokenizer(tk)
+        Self::from_tokenizer(pipeline(model, pretok(), Some(decoder()))?)
     }
 
     /// WordPiece: learn pieces (HF's trainer, BPE merges read as a vocabulary), then rebuild
@@ -294,9 +300,7 @@ impl SubwordTokenizer {
             )));
         }
         let bytes = byte_chars();
-        let mut tk = Tokenizer::new(WordPiece::default());
-        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
-        tk.with_pre_tokenizer(Some(wordpiece_pretok()?));
+        let mut tk = pipeline(WordPiece::default(), wordpiece_pretok()?, None)?;
         let trainer = WordPieceTrainer::builder()
             .show_progress(false)
             .vocab_size(target)
@@ -328,11 +332,11 @@ impl SubwordTokenizer {
             .max_input_chars_per_word(WORDPIECE_CHUNK)
             .build()
             .map_err(err)?;
-        let mut tk = Tokenizer::new(model);
-        tk.with_normalizer(Some(normalizer()?)).map_err(err)?;
-        tk.with_pre_tokenizer(Some(wordpiece_pretok()?));
-        tk.with_decoder(Some(wordpiece_decoder()?));
-        Self::from_tokenizer(tk)
+        Self::from_tokenizer(pipeline(
+            model,
+            wordpiece_pretok()?,
+            Some(wordpiece_decoder()?),
+        )?)
     }
 
     /// Builds the final model: specials, bytes, pieces, padding up to `target` (a multiple of 8).
@@ -349,12 +353,7 @@ impl SubwordTokenizer {
         }
         let model = Unigram::from(vocab, Some(UNK as usize), true)
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        let mut tk = Tokenizer::new(model);
-        tk.with_normalizer(Some(normalizer()?))
-            .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        tk.with_pre_tokenizer(Some(pretok()));
-        tk.with_decoder(Some(decoder()));
-        Self::from_tokenizer(tk)
+        Self::from_tokenizer(pipeline(model, pretok(), Some(decoder()))?)
     }
 
     fn from_tokenizer(inner: Tokenizer) -> Result<Self, TokenizerError> {
