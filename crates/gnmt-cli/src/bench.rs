@@ -207,7 +207,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         if c.fp16 {
             // The trainer's dynamic loss scaling at its starting scale (no overflow to skip
             // at this scale on these batches; an overflow would show as a non-finite norm).
-            adam.grad_scale = 65536.0;
+            adam.grad_scale = gnmt_train::optim::LossScaler::default().scale;
             (&loss * adam.grad_scale).backward();
         } else {
             loss.backward();

@@ -586,7 +586,7 @@ fn print_paired(
         10000
     };
     // Statistics and actual scores of every system, per metric.
-    let stats_of = |hyps: &[String]| -> Vec<(Vec<Vec<f64>>, f64)> {
+    let stats_of = |hyps: &[String]| -> Vec<significance::SystemStats> {
         let seg = Segments {
             hyps: hyps.to_vec(),
             refs: refs.clone(),

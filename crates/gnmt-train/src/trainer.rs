@@ -151,7 +151,7 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/run"),
             max_steps: 1000,
             precision: Precision::Fp32,
-            init_loss_scale: 65536.0,
+            init_loss_scale: LossScaler::default().scale,
             epochs: None,
             batch_size: 64,
             accum_steps: 1,
