@@ -92,22 +92,66 @@ impl Attention {
         values: &Tensor,
         pad_mask: &Tensor,
     ) -> (Tensor, Tensor) {
-        let q = self.query.forward(queries).unsqueeze(2); // [B,T,1,U]
-        let k = keys.unsqueeze(1); // [B,1,S,U]
-        let mut sum = q + k;
-        if let Some(b) = &self.bias {
-            sum += b;
-        }
+        // The bias joins the queries ([B, T, U]), not every query-key sum ([B, T, S, U]).
+        let q = self.query.forward(queries);
+        let q = match &self.bias {
+            Some(b) => q + b,
+            None => q,
+        };
         let v = match &self.gain {
             Some(g) => &self.v * g / self.v.norm(),
             None => self.v.shallow_clone(),
         };
-        let scores = sum.tanh().matmul(&v.to_kind(sum.kind())); // [B,T,S]
-        let scores = scores.masked_fill(&pad_mask.unsqueeze(1), MASK_VALUE);
+        let scores = match fused_scores(&q, keys, &v, pad_mask) {
+            Some(scores) => scores,
+            None => (q.unsqueeze(2) + keys.unsqueeze(1)) // [B,T,S,U]
+                .tanh()
+                .matmul(&v.to_kind(q.kind()))
+                .masked_fill(&pad_mask.unsqueeze(1), MASK_VALUE),
+        };
         let weights = scores.softmax(-1, Kind::Float).to_kind(values.kind());
         let context = weights.bmm(values);
         (context, weights)
     }
+}
+
+/// The masked scores `[B, T, S]` by [`gnmt_kernels::additive_scores`] when nothing needs
+/// gradients and everything is float32 on the CPU (search), else None.
+#[allow(unsafe_code)]
+fn fused_scores(q: &Tensor, keys: &Tensor, v: &Tensor, pad_mask: &Tensor) -> Option<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float;
+    if !(cpu_f32(q) && cpu_f32(keys) && cpu_f32(v))
+        || q.requires_grad()
+        || keys.requires_grad()
+        || v.requires_grad()
+    {
+        return None;
+    }
+    let (b, t, u) = q.size3().ok()?;
+    let (kb, s, ku) = keys.size3().ok()?;
+    if kb != b || ku != u || pad_mask.size() != [b, s] {
+        return None;
+    }
+    let (q, keys, v) = (q.contiguous(), keys.contiguous(), v.contiguous());
+    let pad = Vec::<bool>::try_from(pad_mask.flatten(0, -1)).ok()?;
+    let mut out = vec![0f32; (b * t * s) as usize];
+    let shape = gnmt_kernels::AttentionShape {
+        b: b as usize,
+        t: t as usize,
+        s: s as usize,
+        u: u as usize,
+    };
+    // SAFETY: nothing writes to these tensors while the slices live (this function only reads
+    // them, and a search thread owns its queries; the keys and `v` are read-only in search).
+    let (qs, ks, vs) = unsafe {
+        (
+            gnmt_kernels::tensor::f32_slice(&q)?,
+            gnmt_kernels::tensor::f32_slice(&keys)?,
+            gnmt_kernels::tensor::f32_slice(&v)?,
+        )
+    };
+    gnmt_kernels::additive_scores(qs, ks, vs, &pad, shape, MASK_VALUE as f32, &mut out);
+    Some(Tensor::from_slice(&out).view([b, t, s]))
 }
 
 #[cfg(test)]
@@ -129,6 +173,31 @@ mod tests {
             assert!(w.get(0).get(0).get(2).double_value(&[]) < 1e-12);
             let sums = w.sum_dim_intlist(-1, false, Kind::Float);
             assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-6);
+        }
+    }
+
+    #[test]
+    fn the_fused_cpu_search_path_equals_the_tensor_path() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        for kind in [AttentionKind::NormalizedBahdanau, AttentionKind::Bahdanau] {
+            let att = Attention::new(&(vs.root() / format!("{kind:?}")), kind, 12, 10, 19, 0.5);
+            let values = Tensor::randn([3, 6, 10], (Kind::Float, Device::Cpu));
+            let q = Tensor::randn([3, 4, 12], (Kind::Float, Device::Cpu));
+            let lens = Tensor::from_slice(&[6i64, 2, 4]).unsqueeze(1);
+            let mask = Tensor::arange(6, (Kind::Int64, Device::Cpu))
+                .unsqueeze(0)
+                .ge_tensor(&lens);
+            // With gradients (training): libtorch's operators.
+            let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask);
+            assert!(w.requires_grad());
+            // Without (search): the fused kernel.
+            let (ctx2, w2) = tch::no_grad(|| att.forward(&q, &att.keys(&values), &values, &mask));
+            assert!(!w2.requires_grad());
+            let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+            assert!(diff(&w, &w2) < 1e-6, "{kind:?} weights");
+            assert!(diff(&ctx, &ctx2) < 1e-5, "{kind:?} context");
+            assert_eq!(w2.get(1).get(0).get(3).double_value(&[]), 0.0, "padding");
         }
     }
 }

@@ -317,10 +317,23 @@ impl Seq2Seq {
         tokens: &Tensor,
         group: i64,
     ) -> (Tensor, Tensor, DecoderState) {
+        let (logits, attn, st) = self.step_logits(enc, state, tokens, group);
+        (logits.log_softmax(-1, Kind::Float), attn, st)
+    }
+
+    /// [`Seq2Seq::step_grouped`] before the log-softmax: logits `[B * group, V]` in the
+    /// model's precision (search fuses the log-softmax with its top-k on a CPU).
+    pub fn step_logits(
+        &self,
+        enc: &Encoded,
+        state: Option<&DecoderState>,
+        tokens: &Tensor,
+        group: i64,
+    ) -> (Tensor, Tensor, DecoderState) {
         let (logits, attn, st) =
             self.decode_grouped(enc, &tokens.unsqueeze(1), state, false, group.max(1));
         (
-            logits.squeeze_dim(1).log_softmax(-1, Kind::Float),
+            logits.squeeze_dim(1),
             attn.squeeze_dim(1).to_kind(Kind::Float),
             st,
         )

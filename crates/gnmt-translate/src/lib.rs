@@ -114,20 +114,12 @@ fn search(
         if active.is_empty() {
             break;
         }
-        let (lp, attn, st) = model.step_grouped(&enc_active, state.as_ref(), &tokens, group as i64);
+        let (logits, attn, st) =
+            model.step_logits(&enc_active, state.as_ref(), &tokens, group as i64);
         coverage += &attn;
         let rows = active.len() * group;
-        let sc = Tensor::from_slice(&scores)
-            .to_device(device)
-            .to_kind(Kind::Float)
-            .unsqueeze(1);
-        let cand = (lp + sc).view([active.len() as i64, (group as i64) * vocab]);
-        let want = (2 * k).min((group as i64 * vocab) as usize) as i64;
-        let (top_v, top_i) = cand.topk(want, -1, true, true);
-        let top_v: Vec<f32> =
-            Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        let top_i: Vec<i64> =
-            Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let want = (2 * k).min(group * vocab as usize);
+        let (top_v, top_i) = expand(&logits, &scores, group, want);
         let attn_cpu: Vec<f32> =
             Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         let cov_cpu: Vec<f32> =
@@ -162,12 +154,12 @@ fn search(
         let mut kept_pos: Vec<i64> = Vec::with_capacity(active.len());
         for (ai, &sent) in active.iter().enumerate() {
             let mut live: Vec<(usize, i64, f64)> = Vec::with_capacity(k);
-            for c in 0..want as usize {
-                let v = top_v[ai * want as usize + c] as f64;
+            for c in 0..want {
+                let v = top_v[ai * want + c] as f64;
                 if v == f64::NEG_INFINITY {
                     continue;
                 }
-                let idx = top_i[ai * want as usize + c];
+                let idx = top_i[ai * want + c];
                 let beam = (idx / vocab) as usize;
                 let tok = idx % vocab;
                 let row = ai * group + beam;
@@ -258,6 +250,32 @@ fn search(
         }
     }
     finished
+}
+
+/// For every sentence (`group` consecutive rows of `logits`), the `want` best of
+/// `log_softmax(logits) + scores` over its rows, best first: scores and `beam * vocab + token`.
+/// On a CPU in float32 one fused pass ([`gnmt_kernels::top_candidates`]), else libtorch's
+/// log_softmax, add and topk.
+#[allow(unsafe_code)]
+fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f32>, Vec<i64>) {
+    let (rows, vocab) = logits.size2().unwrap_or((0, 0));
+    let sentences = scores.len() / group.max(1);
+    // SAFETY: `logits` was just made by the decoder step and has no other handle.
+    if let Some(l) = unsafe { gnmt_kernels::tensor::f32_slice(logits) } {
+        let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
+        let top = gnmt_kernels::top_candidates(l, vocab as usize, &sc, group, want);
+        return top.iter().map(|c| (c.score, c.index)).unzip();
+    }
+    let sc = Tensor::from_slice(scores)
+        .to_device(logits.device())
+        .to_kind(Kind::Float)
+        .unsqueeze(1);
+    let cand = (logits.log_softmax(-1, Kind::Float) + sc).view([sentences as i64, -1]);
+    debug_assert_eq!(rows as usize, scores.len());
+    let (top_v, top_i) = cand.topk(want as i64, -1, true, true);
+    let top_v = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1));
+    let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1));
+    (top_v.unwrap_or_default(), top_i.unwrap_or_default())
 }
 
 #[cfg(test)]

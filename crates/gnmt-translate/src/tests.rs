@@ -172,3 +172,28 @@ fn token_budget_batches_and_keeps_results() {
 }
 
 const FIRST: u32 = gnmt_tokenizer::FIRST_PIECE;
+
+#[test]
+fn the_fused_cpu_expansion_equals_libtorch_log_softmax_add_topk() {
+    tch::manual_seed(3);
+    let (group, vocab, want) = (4usize, 50i64, 8usize);
+    let logits = tch::Tensor::randn(
+        [3 * group as i64, vocab],
+        (tch::Kind::Float, tch::Device::Cpu),
+    ) * 4.0;
+    let mut scores: Vec<f64> = (0..3 * group).map(|i| -(i as f64) * 0.3).collect();
+    // A padding row.
+    scores[1] = f64::NEG_INFINITY;
+    // float32 on the CPU: the fused kernel; float64: libtorch's operators.
+    let (fv, fi) = expand(&logits, &scores, group, want);
+    let (tv, ti) = expand(&logits.to_kind(tch::Kind::Double), &scores, group, want);
+    assert_eq!(fi.len(), 3 * want);
+    assert_eq!(fi, ti);
+    for (a, b) in fv.iter().zip(&tv) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert!(
+        fi[..want].iter().all(|&i| !(vocab..2 * vocab).contains(&i)),
+        "row 1 is padding"
+    );
+}

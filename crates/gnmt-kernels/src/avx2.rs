@@ -1,0 +1,186 @@
+//! AVX2 + FMA builds of the kernels: the same polynomials as [`crate::math`], eight lanes at a
+//! time. Every function here requires a CPU with AVX2 and FMA (the callers check).
+
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::math::{self, LANES};
+use crate::{AttentionShape, Candidate};
+
+/// Eight floats from a chunk of exactly eight.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load(c: &[f32]) -> __m256 {
+    assert_eq!(c.len(), LANES);
+    // SAFETY: `c` holds the eight floats read (checked); unaligned loads are allowed.
+    unsafe { _mm256_loadu_ps(c.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn store(v: __m256) -> [f32; LANES] {
+    let mut out = [0f32; LANES];
+    // SAFETY: `out` has room for the eight floats written.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    math::hsum(store(v))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn splat(x: f32) -> __m256 {
+    _mm256_set1_ps(x)
+}
+
+/// [`math::exp1`] on eight lanes (NaN stays NaN: `max`/`min` return their second operand when
+/// one is NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(splat(88.3), _mm256_max_ps(splat(-87.3), x));
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(
+        x,
+        splat(std::f32::consts::LOG2_E),
+        splat(0.5),
+    ));
+    let r = _mm256_fmadd_ps(n, splat(-0.693_359_4), x);
+    let r = _mm256_fmadd_ps(n, splat(2.121_944_4e-4), r);
+    let mut p = splat(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, splat(1.398_199_9e-3));
+    p = _mm256_fmadd_ps(p, r, splat(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, splat(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, splat(1.666_666_5e-1));
+    p = _mm256_fmadd_ps(p, r, splat(5.000_000_1e-1));
+    let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), splat(1.0));
+    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(e, _mm256_castsi256_ps(bits))
+}
+
+/// [`math::tanh1`] on eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn tanh8(x: __m256) -> __m256 {
+    let sign = splat(-0.0);
+    let a = _mm256_andnot_ps(sign, x);
+    let s = _mm256_mul_ps(x, x);
+    let mut p = splat(-5.704_988_7e-3);
+    p = _mm256_fmadd_ps(p, s, splat(2.063_908_9e-2));
+    p = _mm256_fmadd_ps(p, s, splat(-5.373_971_6e-2));
+    p = _mm256_fmadd_ps(p, s, splat(1.333_144_2e-1));
+    p = _mm256_fmadd_ps(p, s, splat(-3.333_328_2e-1));
+    let small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x, x);
+    let clamped = _mm256_min_ps(splat(9.5), a);
+    let e = exp8(_mm256_add_ps(clamped, clamped));
+    let large = _mm256_sub_ps(
+        splat(1.0),
+        _mm256_div_ps(splat(2.0), _mm256_add_ps(e, splat(1.0))),
+    );
+    let large = _mm256_or_ps(large, _mm256_and_ps(x, sign));
+    let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, splat(0.625));
+    _mm256_blendv_ps(large, small, is_small)
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn scores(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    masked: f32,
+    out: &mut [f32],
+) {
+    let AttentionShape { b, t, s, u } = shape;
+    let split = u - u % LANES;
+    for bi in 0..b {
+        for ti in 0..t {
+            let qrow = &q[(bi * t + ti) * u..][..u];
+            let orow = &mut out[(bi * t + ti) * s..][..s];
+            for (si, o) in orow.iter_mut().enumerate() {
+                if pad[bi * s + si] {
+                    *o = masked;
+                    continue;
+                }
+                let krow = &k[(bi * s + si) * u..][..u];
+                let mut acc = _mm256_setzero_ps();
+                for ((qc, kc), vc) in qrow[..split]
+                    .chunks_exact(LANES)
+                    .zip(krow[..split].chunks_exact(LANES))
+                    .zip(v[..split].chunks_exact(LANES))
+                {
+                    let x = _mm256_add_ps(load(qc), load(kc));
+                    acc = _mm256_fmadd_ps(load(vc), tanh8(x), acc);
+                }
+                let mut sum = hsum(acc);
+                for j in split..u {
+                    sum = v[j].mul_add(math::tanh1(qrow[j] + krow[j]), sum);
+                }
+                *o = sum;
+            }
+        }
+    }
+}
+
+/// `(max, ln(sum(exp(x - max))))` of a row (see [`math::log_sum_exp`]).
+#[target_feature(enable = "avx2,fma")]
+fn log_sum_exp(row: &[f32]) -> (f32, f32) {
+    let split = row.len() - row.len() % LANES;
+    let mut m = splat(f32::NEG_INFINITY);
+    for c in row[..split].chunks_exact(LANES) {
+        m = _mm256_max_ps(m, load(c));
+    }
+    let mut max = store(m).iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for &x in &row[split..] {
+        max = max.max(x);
+    }
+    if !max.is_finite() {
+        return (max, 0.0);
+    }
+    let mut acc = _mm256_setzero_ps();
+    let mv = splat(max);
+    for c in row[..split].chunks_exact(LANES) {
+        acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(load(c), mv)));
+    }
+    let mut sum = hsum(acc);
+    for &x in &row[split..] {
+        sum += math::exp1(x - max);
+    }
+    (max, sum.ln())
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn top(
+    logits: &[f32],
+    vocab: usize,
+    row_scores: &[f32],
+    group: usize,
+    want: usize,
+) -> Vec<Candidate> {
+    let split = vocab - vocab % LANES;
+    math::top_with(logits, vocab, row_scores, group, want, |row, sc, keep| {
+        let (max, ln_sum) = log_sum_exp(row);
+        let (mv, lv, sv) = (splat(max), splat(ln_sum), splat(sc));
+        for (ci, c) in row[..split].chunks_exact(LANES).enumerate() {
+            // The rounding steps of log_softmax then add: (x - max - ln_sum) + score.
+            let cand = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(load(c), mv), lv), sv);
+            let over = _mm256_cmp_ps::<_CMP_GT_OQ>(cand, splat(keep.floor()));
+            if _mm256_movemask_ps(over) != 0 {
+                for (l, &x) in store(cand).iter().enumerate() {
+                    keep.offer(x, ci * LANES + l);
+                }
+            }
+        }
+        for (j, &x) in row.iter().enumerate().skip(split) {
+            keep.offer((x - max - ln_sum) + sc, j);
+        }
+    })
+}

@@ -1,0 +1,187 @@
+//! The portable (scalar) kernels, and the polynomials both builds use: Cephes' single-precision
+//! exp and tanh (within 3 ulp of f64, checked in the tests).
+
+use crate::{AttentionShape, Candidate};
+
+/// Lanes of the vector builds: one AVX2 register of f32.
+pub(crate) const LANES: usize = 8;
+
+/// e^x (0 below -87.3; at most e^88.3).
+#[inline]
+pub(crate) fn exp1(x: f32) -> f32 {
+    // e^x = 2^n * e^r, n = round(x / ln 2), |r| <= ln 2 / 2; ln 2 in two parts keeps r exact.
+    // (Not `clamp`/`min`/`max` for the bounds: NaN must stay NaN.)
+    let x = if x < -87.3 {
+        -87.3
+    } else if x > 88.3 {
+        88.3
+    } else {
+        x
+    };
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4;
+    let r = r + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = (p * (r * r) + r) + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    e * scale
+}
+
+/// tanh(x): an odd polynomial below 0.625 (where `1 - 2 / (e^2x + 1)` would cancel), that
+/// formula above.
+#[inline]
+pub(crate) fn tanh1(x: f32) -> f32 {
+    let a = x.abs();
+    if a < 0.625 {
+        let s = x * x;
+        let mut p = -5.704_988_7e-3;
+        p = p * s + 2.063_908_9e-2;
+        p = p * s - 5.373_971_6e-2;
+        p = p * s + 1.333_144_2e-1;
+        p = p * s - 3.333_328_2e-1;
+        (p * s) * x + x
+    } else {
+        // tanh(x) rounds to 1 in f32 from x = 9.01: clamping keeps e^2x finite.
+        let e = exp1(2.0 * if a > 9.5 { 9.5 } else { a });
+        (1.0 - 2.0 / (e + 1.0)).copysign(x)
+    }
+}
+
+/// Pairwise, as a vector reduction adds the lanes.
+#[inline]
+pub(crate) fn hsum(v: [f32; LANES]) -> f32 {
+    let a = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    (a[0] + a[2]) + (a[1] + a[3])
+}
+
+/// e^x for one value with the kernels' polynomial.
+pub fn exp(x: f32) -> f32 {
+    exp1(x)
+}
+
+/// tanh(x) for one value with the kernels' polynomial.
+pub fn tanh(x: f32) -> f32 {
+    tanh1(x)
+}
+
+pub(crate) fn scores(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    masked: f32,
+    out: &mut [f32],
+) {
+    let AttentionShape { b, t, s, u } = shape;
+    for bi in 0..b {
+        for ti in 0..t {
+            let qrow = &q[(bi * t + ti) * u..][..u];
+            let orow = &mut out[(bi * t + ti) * s..][..s];
+            for (si, o) in orow.iter_mut().enumerate() {
+                *o = if pad[bi * s + si] {
+                    masked
+                } else {
+                    let krow = &k[(bi * s + si) * u..][..u];
+                    (0..u).map(|j| v[j] * tanh1(qrow[j] + krow[j])).sum()
+                };
+            }
+        }
+    }
+}
+
+/// The best `want` candidates seen so far, best first (equal scores: the first offered first).
+pub(crate) struct Keep {
+    best: Vec<Candidate>,
+    want: usize,
+    /// `beam * vocab` of the row being scanned.
+    base: i64,
+}
+
+impl Keep {
+    /// What a candidate must beat to be kept.
+    #[inline]
+    pub(crate) fn floor(&self) -> f32 {
+        if self.best.len() < self.want {
+            f32::NEG_INFINITY
+        } else {
+            self.best[self.want - 1].score
+        }
+    }
+
+    #[inline]
+    pub(crate) fn offer(&mut self, score: f32, token: usize) {
+        if score > self.floor() {
+            let at = self.best.partition_point(|x| x.score >= score);
+            let index = self.base + token as i64;
+            self.best.insert(at, Candidate { score, index });
+            self.best.truncate(self.want);
+        }
+    }
+}
+
+/// The driver of both builds of `top_candidates`: per sentence, `scan(row, score, keep)` offers
+/// the candidates of each of its rows with a finite running score.
+#[inline]
+pub(crate) fn top_with(
+    logits: &[f32],
+    vocab: usize,
+    row_scores: &[f32],
+    group: usize,
+    want: usize,
+    mut scan: impl FnMut(&[f32], f32, &mut Keep),
+) -> Vec<Candidate> {
+    let groups = row_scores.len() / group;
+    let mut out = Vec::with_capacity(groups * want);
+    let mut keep = Keep {
+        best: Vec::with_capacity(want + 1),
+        want,
+        base: 0,
+    };
+    for g in 0..groups {
+        keep.best.clear();
+        for beam in 0..group {
+            let r = g * group + beam;
+            if row_scores[r] == f32::NEG_INFINITY || want == 0 {
+                continue;
+            }
+            keep.base = (beam * vocab) as i64;
+            scan(&logits[r * vocab..][..vocab], row_scores[r], &mut keep);
+        }
+        let missing = want - keep.best.len();
+        out.append(&mut keep.best);
+        out.extend(std::iter::repeat_n(
+            Candidate {
+                score: f32::NEG_INFINITY,
+                index: 0,
+            },
+            missing,
+        ));
+    }
+    out
+}
+
+pub(crate) fn top(
+    logits: &[f32],
+    vocab: usize,
+    row_scores: &[f32],
+    group: usize,
+    want: usize,
+) -> Vec<Candidate> {
+    top_with(logits, vocab, row_scores, group, want, |row, sc, keep| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return;
+        }
+        let ln_sum = row.iter().map(|&x| exp1(x - max)).sum::<f32>().ln();
+        for (j, &x) in row.iter().enumerate() {
+            // The rounding steps of log_softmax then add: (x - max - ln_sum) + score.
+            keep.offer((x - max - ln_sum) + sc, j);
+        }
+    })
+}

@@ -1,0 +1,276 @@
+use super::*;
+
+/// Deterministic values in `[-scale, scale)`.
+fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn ulps(a: f32, b: f64) -> f64 {
+    let ulp = (b.abs() as f32).max(f32::MIN_POSITIVE);
+    let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+    (a as f64 - b).abs() / ulp
+}
+
+/// The AVX2 builds of exp and tanh on `xs` (None without AVX2/FMA).
+#[allow(unsafe_code)]
+fn vector_exp_tanh(xs: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn run(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
+            let mut out = (Vec::new(), Vec::new());
+            for c in xs.chunks_exact(8) {
+                // SAFETY: `c` holds eight floats.
+                let v = unsafe { std::arch::x86_64::_mm256_loadu_ps(c.as_ptr()) };
+                for (f, o) in [
+                    (avx2::exp8 as fn(_) -> _, &mut out.0),
+                    (avx2::tanh8, &mut out.1),
+                ] {
+                    let mut r = [0f32; 8];
+                    // SAFETY: `r` has room for eight floats.
+                    unsafe { std::arch::x86_64::_mm256_storeu_ps(r.as_mut_ptr(), f(v)) };
+                    o.extend(r);
+                }
+            }
+            out
+        }
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return Some(unsafe { run(xs) });
+    }
+    let _ = xs;
+    None
+}
+
+#[test]
+fn exp_and_tanh_are_within_a_few_ulps_of_f64() {
+    let xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 4e-4).collect(); // [-80, 80)
+    let ys: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 1e-4).collect(); // [-20, 20)
+    let mut exps: Vec<Vec<f32>> = vec![xs.iter().map(|&x| exp(x)).collect()];
+    let mut tanhs: Vec<Vec<f32>> = vec![ys.iter().map(|&y| tanh(y)).collect()];
+    if let (Some((e, _)), Some((_, t))) = (vector_exp_tanh(&xs), vector_exp_tanh(&ys)) {
+        exps.push(e);
+        tanhs.push(t);
+    }
+    for e in &exps {
+        let worst = e
+            .iter()
+            .zip(&xs)
+            .map(|(&a, &x)| ulps(a, (x as f64).exp()))
+            .fold(0.0, f64::max);
+        assert!(worst <= 3.0, "exp: {worst} ulps");
+    }
+    for t in &tanhs {
+        let worst = t
+            .iter()
+            .zip(&ys)
+            .map(|(&a, &y)| ulps(a, (y as f64).tanh()))
+            .fold(0.0, f64::max);
+        assert!(worst <= 3.0, "tanh: {worst} ulps");
+    }
+    let special = [
+        1e-30f32,
+        -1e-20,
+        1e-7,
+        0.0,
+        40.0,
+        -1e9,
+        f32::NAN,
+        -200.0,
+        9.2,
+        -0.625,
+    ];
+    let mut outs = vec![(
+        special.iter().map(|&x| exp(x)).collect(),
+        special.iter().map(|&x| tanh(x)).collect(),
+    )];
+    outs.extend(vector_exp_tanh(&[&special[..], &[0.0; 6]].concat()));
+    for (e, t) in outs {
+        for (i, &y) in special.iter().enumerate().take(4) {
+            assert!(ulps(t[i], (y as f64).tanh()) <= 1.0, "tanh({y})");
+        }
+        assert_eq!((t[4], t[5]), (1.0, -1.0));
+        assert!(t[6].is_nan() && e[6].is_nan());
+        assert!(e[7] < 1e-37 && e[7] >= 0.0);
+        assert!(ulps(t[8], 9.2f64.tanh()) <= 1.0 && ulps(t[9], (-0.625f64).tanh()) <= 3.0);
+    }
+}
+
+fn reference_scores(q: &[f32], k: &[f32], v: &[f32], pad: &[bool], sh: AttentionShape) -> Vec<f64> {
+    let mut out = vec![0f64; sh.b * sh.t * sh.s];
+    for b in 0..sh.b {
+        for t in 0..sh.t {
+            for s in 0..sh.s {
+                out[(b * sh.t + t) * sh.s + s] = if pad[b * sh.s + s] {
+                    -1e4
+                } else {
+                    (0..sh.u)
+                        .map(|u| {
+                            let x = q[(b * sh.t + t) * sh.u + u] as f64
+                                + k[(b * sh.s + s) * sh.u + u] as f64;
+                            v[u] as f64 * x.tanh()
+                        })
+                        .sum()
+                };
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn additive_scores_match_the_definition() {
+    for (i, &(b, t, s, u)) in [(3, 5, 7, 32), (2, 1, 4, 13), (1, 2, 3, 5), (4, 3, 9, 256)]
+        .iter()
+        .enumerate()
+    {
+        let sh = AttentionShape { b, t, s, u };
+        let q = noise(b * t * u, 1 + i as u64, 2.0);
+        let k = noise(b * s * u, 100 + i as u64, 2.0);
+        let v = noise(u, 200 + i as u64, 0.5);
+        let pad: Vec<bool> = (0..b * s)
+            .map(|j| j % s >= s - j / s % 2 - 1 && j % s != 0)
+            .collect();
+        assert!(pad.iter().any(|&p| p) && pad.iter().any(|&p| !p));
+        let want = reference_scores(&q, &k, &v, &pad, sh);
+        let mut simd = vec![0f32; b * t * s];
+        additive_scores(&q, &k, &v, &pad, sh, -1e4, &mut simd);
+        let mut plain = vec![0f32; b * t * s];
+        math::scores(&q, &k, &v, &pad, sh, -1e4, &mut plain);
+        for ((w, a), p) in want.iter().zip(&simd).zip(&plain) {
+            assert!(
+                (w - *a as f64).abs() < 1e-5 * (1.0 + w.abs()),
+                "{sh:?}: {a} vs {w}"
+            );
+            assert!(
+                (w - *p as f64).abs() < 1e-5 * (1.0 + w.abs()),
+                "{sh:?}: {p} vs {w}"
+            );
+        }
+    }
+}
+
+/// Sorted (score, index) pairs of log_softmax(row) + score over a group's rows, in f64.
+fn reference_top(
+    logits: &[f32],
+    vocab: usize,
+    scores: &[f32],
+    group: usize,
+    want: usize,
+) -> Vec<(f64, i64)> {
+    let mut out = Vec::new();
+    for g in 0..scores.len() / group {
+        let mut all = Vec::new();
+        for beam in 0..group {
+            let r = g * group + beam;
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            for (j, &x) in row.iter().enumerate() {
+                let c = x as f64 - lse + scores[r] as f64;
+                if c > f64::NEG_INFINITY {
+                    all.push((c, (beam * vocab + j) as i64));
+                }
+            }
+        }
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.resize(want.min(all.len()), (0.0, 0));
+        while all.len() < want {
+            all.push((f64::NEG_INFINITY, 0));
+        }
+        out.extend(all);
+    }
+    out
+}
+
+#[test]
+fn top_candidates_are_the_best_of_log_softmax_plus_score() {
+    for (i, &(groups, group, vocab, want)) in [
+        (3, 5, 1000, 10),
+        (2, 1, 37, 2),
+        (1, 4, 8, 40),
+        (4, 2, 3, 6),
+        (2, 3, 50, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let logits = noise(groups * group * vocab, 7 + i as u64, 8.0);
+        let mut scores = noise(groups * group, 70 + i as u64, 3.0);
+        scores[group - 1] = f32::NEG_INFINITY; // a padding beam: never a candidate
+        let want_ref = reference_top(&logits, vocab, &scores, group, want);
+        for got in [
+            top_candidates(&logits, vocab, &scores, group, want),
+            math::top(&logits, vocab, &scores, group, want),
+        ] {
+            assert_eq!(got.len(), groups * want);
+            for (g, w) in got.iter().zip(&want_ref) {
+                assert_eq!(
+                    g.index, w.1,
+                    "{groups}x{group}x{vocab} want {want}: {got:?}"
+                );
+                if w.0 == f64::NEG_INFINITY {
+                    assert_eq!(g.score, f32::NEG_INFINITY);
+                } else {
+                    assert!(
+                        (g.score as f64 - w.0).abs() < 1e-5 * (1.0 + w.0.abs()),
+                        "{} vs {}",
+                        g.score,
+                        w.0
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn top_candidates_agree_with_libtorch() {
+    let (groups, group, vocab, want) = (4usize, 5usize, 300usize, 10usize);
+    let logits = noise(groups * group * vocab, 3, 10.0);
+    let scores = noise(groups * group, 4, 5.0);
+    let t = tch::Tensor::from_slice(&logits).view([(groups * group) as i64, vocab as i64]);
+    let cand = (t.log_softmax(-1, tch::Kind::Float)
+        + tch::Tensor::from_slice(&scores).unsqueeze(1))
+    .view([groups as i64, (group * vocab) as i64]);
+    let (v, ix) = cand.topk(want as i64, -1, true, true);
+    let v = Vec::<f32>::try_from(v.flatten(0, -1)).unwrap_or_default();
+    let ix = Vec::<i64>::try_from(ix.flatten(0, -1)).unwrap_or_default();
+    let got = top_candidates(&logits, vocab, &scores, group, want);
+    assert_eq!(got.iter().map(|c| c.index).collect::<Vec<_>>(), ix);
+    for (g, w) in got.iter().zip(&v) {
+        assert!(
+            (g.score - w).abs() <= 2e-6 * (1.0 + w.abs()),
+            "{} vs {w}",
+            g.score
+        );
+    }
+}
+
+#[test]
+fn empty_and_zero_sized_inputs() {
+    assert!(top_candidates(&[], 5, &[], 1, 3).is_empty());
+    let got = top_candidates(&[0.0; 4], 4, &[0.0], 1, 0);
+    assert!(got.is_empty());
+    let sh = AttentionShape {
+        b: 1,
+        t: 1,
+        s: 2,
+        u: 0,
+    };
+    let mut out = [1f32; 2];
+    additive_scores(&[], &[], &[], &[false, false], sh, -1.0, &mut out);
+    assert_eq!(out, [0.0, 0.0]);
+}
