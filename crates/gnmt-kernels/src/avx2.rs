@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::math::{self, LANES};
+use crate::math::{self, EXP_P, LANES, LN2_HI, LN2_LO, TANH_ONE, TANH_Q, TANH_SMALL};
 use crate::{AttentionShape, Candidate};
 
 /// Eight floats from a chunk of exactly eight.
@@ -49,14 +49,12 @@ pub(crate) fn exp8(x: __m256) -> __m256 {
         splat(std::f32::consts::LOG2_E),
         splat(0.5),
     ));
-    let r = _mm256_fmadd_ps(n, splat(-0.693_359_4), x);
-    let r = _mm256_fmadd_ps(n, splat(2.121_944_4e-4), r);
-    let mut p = splat(1.987_569_1e-4);
-    p = _mm256_fmadd_ps(p, r, splat(1.398_199_9e-3));
-    p = _mm256_fmadd_ps(p, r, splat(8.333_452e-3));
-    p = _mm256_fmadd_ps(p, r, splat(4.166_579_6e-2));
-    p = _mm256_fmadd_ps(p, r, splat(1.666_666_5e-1));
-    p = _mm256_fmadd_ps(p, r, splat(5.000_000_1e-1));
+    let r = _mm256_fnmadd_ps(n, splat(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, splat(LN2_LO), r);
+    let mut p = _mm256_setzero_ps();
+    for c in EXP_P {
+        p = _mm256_fmadd_ps(p, r, splat(c));
+    }
     let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), splat(1.0));
     let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
         _mm256_cvtps_epi32(n),
@@ -72,20 +70,19 @@ pub(crate) fn tanh8(x: __m256) -> __m256 {
     let sign = splat(-0.0);
     let a = _mm256_andnot_ps(sign, x);
     let s = _mm256_mul_ps(x, x);
-    let mut p = splat(-5.704_988_7e-3);
-    p = _mm256_fmadd_ps(p, s, splat(2.063_908_9e-2));
-    p = _mm256_fmadd_ps(p, s, splat(-5.373_971_6e-2));
-    p = _mm256_fmadd_ps(p, s, splat(1.333_144_2e-1));
-    p = _mm256_fmadd_ps(p, s, splat(-3.333_328_2e-1));
-    let small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x, x);
-    let clamped = _mm256_min_ps(splat(9.5), a);
+    let mut q = _mm256_setzero_ps();
+    for c in TANH_Q {
+        q = _mm256_fmadd_ps(q, s, splat(c));
+    }
+    let small = _mm256_fmadd_ps(_mm256_mul_ps(q, s), x, x);
+    let clamped = _mm256_min_ps(splat(TANH_ONE), a);
     let e = exp8(_mm256_add_ps(clamped, clamped));
     let large = _mm256_sub_ps(
         splat(1.0),
         _mm256_div_ps(splat(2.0), _mm256_add_ps(e, splat(1.0))),
     );
     let large = _mm256_or_ps(large, _mm256_and_ps(x, sign));
-    let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, splat(0.625));
+    let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, splat(TANH_SMALL));
     _mm256_blendv_ps(large, small, is_small)
 }
 

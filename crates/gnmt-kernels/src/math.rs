@@ -6,27 +6,39 @@ use crate::{AttentionShape, Candidate};
 /// Lanes of the vector builds: one AVX2 register of f32.
 pub(crate) const LANES: usize = 8;
 
+/// ln 2 in two parts: `n * LN2_HI` is exact for the `n` of any finite exp result.
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// `e^r = 1 + r + r^2 * P(r)` on `|r| <= ln 2 / 2`, P highest degree first (Cephes expf).
+pub(crate) const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_6e-1,
+    0.5,
+];
+/// `tanh(x) = x + x^3 * Q(x^2)` below 0.625, Q highest degree first (Cephes tanhf).
+pub(crate) const TANH_Q: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_8e-2,
+    -5.373_971_5e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+/// Where tanh switches from the polynomial to `1 - 2 / (e^2x + 1)`.
+pub(crate) const TANH_SMALL: f32 = 0.625;
+/// tanh(x) rounds to 1 in f32 from x = 9.01: clamping there keeps e^2x finite.
+pub(crate) const TANH_ONE: f32 = 9.5;
+
 /// e^x (0 below -87.3; at most e^88.3).
 #[inline]
 pub(crate) fn exp1(x: f32) -> f32 {
     // e^x = 2^n * e^r, n = round(x / ln 2), |r| <= ln 2 / 2; ln 2 in two parts keeps r exact.
-    // (Not `clamp`/`min`/`max` for the bounds: NaN must stay NaN.)
-    let x = if x < -87.3 {
-        -87.3
-    } else if x > 88.3 {
-        88.3
-    } else {
-        x
-    };
+    let x = x.clamp(-87.3, 88.3);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = x - n * 0.693_359_4;
-    let r = r + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = EXP_P.iter().fold(0.0, |p, &c| p * r + c);
     let e = (p * (r * r) + r) + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     e * scale
@@ -37,17 +49,13 @@ pub(crate) fn exp1(x: f32) -> f32 {
 #[inline]
 pub(crate) fn tanh1(x: f32) -> f32 {
     let a = x.abs();
-    if a < 0.625 {
+    if a < TANH_SMALL {
         let s = x * x;
-        let mut p = -5.704_988_7e-3;
-        p = p * s + 2.063_908_9e-2;
-        p = p * s - 5.373_971_6e-2;
-        p = p * s + 1.333_144_2e-1;
-        p = p * s - 3.333_328_2e-1;
-        (p * s) * x + x
+        let q = TANH_Q.iter().fold(0.0, |q, &c| q * s + c);
+        (q * s) * x + x
     } else {
-        // tanh(x) rounds to 1 in f32 from x = 9.01: clamping keeps e^2x finite.
-        let e = exp1(2.0 * if a > 9.5 { 9.5 } else { a });
+        // (Not `min`: NaN must stay NaN.)
+        let e = exp1(2.0 * if a > TANH_ONE { TANH_ONE } else { a });
         (1.0 - 2.0 / (e + 1.0)).copysign(x)
     }
 }
