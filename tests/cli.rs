@@ -98,26 +98,38 @@ fn bench_prints_json_with_throughput() {
         assert_eq!(v[&flag[2..]], true);
         assert!(v["final_loss"].as_f64().unwrap().is_finite(), "{flag}: {v}");
     }
-    let out = run(gnmt().args([
-        "bench",
-        "translate",
-        "--preset",
-        "tiny",
-        "--vocab-size",
-        "300",
-        "--sentences",
-        "6",
-        "--batch-size",
-        "4",
-        "--beam",
-        "2",
-        "--threads",
-        "1",
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let translate = |extra: &[&str]| {
+        let out = run(gnmt()
+            .args([
+                "bench",
+                "translate",
+                "--preset",
+                "tiny",
+                "--vocab-size",
+                "300",
+            ])
+            .args([
+                "--sentences",
+                "6",
+                "--batch-size",
+                "4",
+                "--beam",
+                "2",
+                "--threads",
+                "1",
+            ])
+            .args(extra));
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()
+    };
+    let v = translate(&[]);
     assert_eq!(v["sentences"], 6);
+    assert_eq!(v["fused_kernels"], true);
     assert!(v["generated_tokens"].as_u64().unwrap() >= 6);
+    // Without the kernels: the same search through libtorch's operators, the same output.
+    let w = translate(&["--no-fused-kernels"]);
+    assert_eq!(w["fused_kernels"], false);
+    assert_eq!(w["generated_tokens"], v["generated_tokens"]);
     // A bad preset is an error naming the option.
     let out = run(gnmt().args(["bench", "train", "--preset", "huge"]));
     assert!(!out.status.success() && stderr(&out).contains("--preset huge"));

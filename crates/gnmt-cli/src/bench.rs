@@ -97,6 +97,10 @@ struct TranslateBench {
     /// Batches searched at once on a CPU (as `gnmt translate --workers`).
     #[arg(long)]
     workers: Option<usize>,
+    /// libtorch's operators instead of gnmt-kernels' fused attention scores and
+    /// log-softmax + top-k (CPU float32), to measure what the kernels bring.
+    #[arg(long)]
+    no_fused_kernels: bool,
 }
 
 fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
@@ -267,6 +271,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         max_len_a: a.max_len_a,
         max_len_b: a.max_len_b,
     };
+    gnmt_kernels::set_enabled(!a.no_fused_kernels);
     // What `gnmt translate` runs: longest first, fixed-size batches, its search workers.
     let (workers, threads_per_worker) = workers_for(device, a.workers);
     let engine = Engine {
@@ -301,6 +306,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16, "fp16": c.fp16,
         "device": c.device, "threads": tch::get_num_threads(), "workers": workers, "beam": engine.search.beam,
+        "fused_kernels": !a.no_fused_kernels,
         "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
         "generated_tokens": generated, "seconds": secs,
         "tokens_per_s": (source + generated) as f64 / secs,

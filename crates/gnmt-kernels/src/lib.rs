@@ -19,6 +19,21 @@ pub mod tensor;
 
 pub use math::{exp, tanh};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Whether callers use the kernels where they apply (the default) or libtorch's operators.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Turns the kernels off (or back on) for the whole process: `gnmt bench translate
+/// --no-fused-kernels` measures what they bring. The results are the same up to float rounding.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
 /// Runs the AVX2+FMA build of a kernel when the CPU has both, else the portable one.
 macro_rules! dispatch {
     ($name:ident($($arg:expr),*)) => {{

@@ -260,8 +260,13 @@ fn search(
 fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f32>, Vec<i64>) {
     let (rows, vocab) = logits.size2().unwrap_or((0, 0));
     let sentences = scores.len() / group.max(1);
-    // SAFETY: `logits` was just made by the decoder step and has no other handle.
-    if let Some(l) = unsafe { gnmt_kernels::tensor::f32_slice(logits) } {
+    let fused = if gnmt_kernels::enabled() {
+        // SAFETY: `logits` was just made by the decoder step and has no other handle.
+        unsafe { gnmt_kernels::tensor::f32_slice(logits) }
+    } else {
+        None
+    };
+    if let Some(l) = fused {
         let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
         let top = gnmt_kernels::top_candidates(l, vocab as usize, &sc, group, want);
         return top.iter().map(|c| (c.score, c.index)).unzip();
