@@ -120,8 +120,7 @@ impl Attention {
 #[allow(unsafe_code)]
 fn fused_scores(q: &Tensor, keys: &Tensor, v: &Tensor, pad_mask: &Tensor) -> Option<Tensor> {
     let cpu_f32 = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float;
-    if !gnmt_kernels::enabled()
-        || !(cpu_f32(q) && cpu_f32(keys) && cpu_f32(v))
+    if !(gnmt_kernels::enabled() && cpu_f32(q) && cpu_f32(keys) && cpu_f32(v))
         || q.requires_grad()
         || keys.requires_grad()
         || v.requires_grad()
