@@ -498,38 +498,41 @@ pub fn baseline_bootstrap(
 pub type SystemStats = (Vec<Vec<f64>>, f64);
 
 /// One generator per system, as sacreBLEU: seeded, every system draws the same resamples, so they
-/// are drawn once (and, for the bootstrap, the baseline's resampled scores computed once);
-/// unseeded (sacreBLEU passes `seed if seed else None`: 0 is unseeded), each system draws anew.
+/// are drawn once (and returned, for the baseline's own statistics); unseeded (sacreBLEU passes
+/// `seed if seed else None`: 0 is unseeded), each system draws anew.
 fn per_system<T, R>(
     systems: &[Vec<SystemStats>],
     seed: &Seed,
     draw: impl Fn(&mut Generator, usize) -> T,
     test: impl Fn(&T, &[SystemStats]) -> R,
-) -> Vec<R> {
+) -> (Option<T>, Vec<R>) {
     let value = seed.value.filter(|&v| v != 0);
     let segs = systems
         .first()
         .and_then(|s| s.first())
         .map_or(0, |s| s.0.len());
     let once = value.map(|_| draw(&mut Seed::generator(value), segs));
-    systems
+    let results = systems
         .iter()
         .map(|sys| match &once {
             Some(d) => test(d, sys),
             None => test(&draw(&mut Seed::generator(None), segs), sys),
         })
-        .collect()
+        .collect();
+    (once, results)
 }
 
 /// Paired bootstrap resampling of each system against the baseline `bl`, for every metric with
-/// the same resamples.
+/// the same resamples. Returns the baseline's bootstrap `(mean, ci)` per metric (sacreBLEU's
+/// [`baseline_bootstrap`]; taken from the shared resamples when seeded, where they are the same)
+/// and the systems' results.
 pub fn paired_bootstrap(
     metrics: &[Metric],
     bl: &[SystemStats],
     systems: &[Vec<SystemStats>],
     n: usize,
     seed: &Seed,
-) -> Vec<Vec<PairedResult>> {
+) -> (Vec<(f64, f64)>, Vec<Vec<PairedResult>>) {
     let draw = |g: &mut Generator, segs: usize| {
         let idx = g.choice(segs, n * segs);
         let baseline: Vec<Array> = metrics
@@ -539,7 +542,7 @@ pub fn paired_bootstrap(
             .collect();
         (idx, baseline)
     };
-    per_system(systems, seed, draw, |(idx, a_bl), sys| {
+    let (shared, results) = per_system(systems, seed, draw, |(idx, a_bl), sys| {
         metrics
             .iter()
             .zip(bl.iter().zip(sys).zip(a_bl))
@@ -556,7 +559,22 @@ pub fn paired_bootstrap(
                 }
             })
             .collect()
-    })
+    });
+    let baseline = match shared {
+        Some((_, a_bl)) => a_bl
+            .iter()
+            .map(|a| {
+                let (m, c) = a.estimate_ci();
+                (m.value(), c.value())
+            })
+            .collect(),
+        None => metrics
+            .iter()
+            .zip(bl)
+            .map(|(m, (stats, _))| baseline_bootstrap(m, stats, n, seed))
+            .collect(),
+    };
+    (baseline, results)
 }
 
 /// Paired approximate randomization of each system against `bl`: `n` trials swapping each
@@ -569,7 +587,7 @@ pub fn paired_randomization(
     seed: &Seed,
 ) -> Vec<Vec<PairedResult>> {
     let draw = |g: &mut Generator, segs: usize| g.bools(n * segs);
-    per_system(systems, seed, draw, |pos, sys| {
+    let (_, results) = per_system(systems, seed, draw, |pos, sys| {
         metrics
             .iter()
             .zip(bl.iter().zip(sys))
@@ -604,7 +622,8 @@ pub fn paired_randomization(
                 }
             })
             .collect()
-    })
+    });
+    results
 }
 
 #[cfg(test)]

@@ -608,33 +608,28 @@ fn print_paired(
             .collect()
     };
     let bl = stats_of(&systems[0].1);
-    let mut results: Vec<Vec<PairedResult>> = vec![metrics
-        .iter()
-        .zip(&bl)
-        .map(|(m, (st, score))| {
-            let (mean, ci) = if bs {
-                let (m_, c) = significance::baseline_bootstrap(m, st, n, seed);
-                (Some(m_), Some(c))
-            } else {
-                (None, None)
-            };
-            PairedResult {
-                score: *score,
-                p_value: None,
-                mean,
-                ci,
-            }
-        })
-        .collect()];
     let others: Vec<_> = systems[1..]
         .iter()
         .map(|(_, hyps)| stats_of(hyps))
         .collect();
-    results.extend(if bs {
-        significance::paired_bootstrap(metrics, &bl, &others, n, seed)
+    let (bl_ci, paired) = if bs {
+        let (ci, r) = significance::paired_bootstrap(metrics, &bl, &others, n, seed);
+        (ci.into_iter().map(Some).collect(), r)
     } else {
-        significance::paired_randomization(metrics, &bl, &others, n, seed)
-    });
+        let r = significance::paired_randomization(metrics, &bl, &others, n, seed);
+        (vec![None; metrics.len()], r)
+    };
+    let mut results: Vec<Vec<PairedResult>> = vec![bl
+        .iter()
+        .zip(bl_ci)
+        .map(|((_, score), ci): (_, Option<(f64, f64)>)| PairedResult {
+            score: *score,
+            p_value: None,
+            mean: ci.map(|c| c.0),
+            ci: ci.map(|c| c.1),
+        })
+        .collect()];
+    results.extend(paired);
     if format == "json" {
         let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
         let out: Vec<String> = systems
