@@ -102,7 +102,9 @@ fn search(
     let mut scores: Vec<f64> = vec![0.0; b];
     let mut hist: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut align: Vec<Vec<usize>> = vec![Vec::new(); b];
-    let mut coverage = Tensor::zeros([b as i64, s as i64], (Kind::Float, device));
+    // Attention summed over the output so far, `[rows, S]`: only the search reads it, so it
+    // lives on the host (the attention comes here every step anyway, for the alignments).
+    let mut coverage = vec![0f32; b * s];
     let mut tokens = Tensor::full([b as i64], BOS as i64, (Kind::Int64, device));
     let mut state: Option<DecoderState> = None;
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); b];
@@ -116,15 +118,14 @@ fn search(
         }
         let (logits, attn, st) =
             model.step_logits(&enc_active, state.as_ref(), &tokens, group as i64);
-        coverage += &attn;
         let rows = active.len() * group;
         let want = (2 * k).min(group * vocab as usize);
         let (top_v, top_i) = expand(&logits, &scores, group, want);
         let attn_cpu: Vec<f32> =
             Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        let cov_cpu: Vec<f32> =
-            Vec::<f32>::try_from(coverage.to_device(Device::Cpu).flatten(0, -1))
-                .unwrap_or_default();
+        for (c, a) in coverage.iter_mut().zip(&attn_cpu) {
+            *c += a;
+        }
         let argmax = |row: usize| -> usize {
             let a = &attn_cpu[row * s..(row + 1) * s];
             a.iter()
@@ -136,7 +137,7 @@ fn search(
                 .0
         };
         let cov_penalty = |row: usize, sent: usize| -> f64 {
-            let c = &cov_cpu[row * s..(row + 1) * s];
+            let c = &coverage[row * s..(row + 1) * s];
             let sum: f64 = c
                 .iter()
                 .zip(&src_mask[sent])
@@ -231,7 +232,11 @@ fn search(
         }
         group = k;
         state = Some(st.select(&index));
-        coverage = coverage.index_select(0, &index);
+        coverage = next_rows
+            .iter()
+            .flat_map(|&r| &coverage[r as usize * s..(r as usize + 1) * s])
+            .copied()
+            .collect();
         tokens = Tensor::from_slice(&next_tokens).to_device(device);
         scores = next_scores;
         hist = next_hist;
