@@ -3,7 +3,7 @@
 //!
 //!     cargo bench -p gnmt-kernels
 use criterion::{criterion_group, criterion_main, Criterion};
-use gnmt_kernels::{additive_scores, top_candidates, AttentionShape};
+use gnmt_kernels::{additive_scores, top_candidates, AttentionShape, PackedLinear};
 use tch::{Kind, Tensor};
 
 fn attention(c: &mut Criterion) {
@@ -70,5 +70,31 @@ fn expansion(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, attention, expansion);
+fn linear(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    tch::manual_seed(0);
+    for (m, k, n) in [(320i64, 256i64, 8000i64), (8, 256, 8000), (320, 768, 1024)] {
+        let w = Tensor::randn([n, k], (Kind::Float, tch::Device::Cpu)) * 0.1;
+        let b = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
+        let x = Tensor::randn([m, k], (Kind::Float, tch::Device::Cpu));
+        let packed = PackedLinear::new(
+            &Vec::<f32>::try_from(w.flatten(0, -1)).unwrap_or_default(),
+            Some(&Vec::<f32>::try_from(&b).unwrap_or_default()),
+            n as usize,
+            k as usize,
+        );
+        let xv = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap_or_default();
+        let mut out = vec![0f32; (m * n) as usize];
+        let mut g = c.benchmark_group(format!("linear {m}x{k} -> {n}"));
+        g.bench_function("libtorch linear (addmm)", |bch| {
+            bch.iter(|| x.linear(&w, Some(&b)))
+        });
+        g.bench_function("packed", |bch| {
+            bch.iter(|| packed.forward(&xv, m as usize, &mut out))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, attention, expansion, linear);
 criterion_main!(benches);

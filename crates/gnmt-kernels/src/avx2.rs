@@ -181,3 +181,78 @@ pub(crate) fn top(
         }
     })
 }
+
+/// [`crate::gemm::PackedLinear::forward`]: per 16-column panel (kept in L1/L2), 6 rows of `x`
+/// at a time into 12 accumulator registers.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn linear(w: &crate::gemm::PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
+    use crate::gemm::{MR, NR};
+    let (n, k) = (w.n, w.k);
+    if k == 0 {
+        for r in 0..m {
+            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+        }
+        return;
+    }
+    for (p, panel) in w.panels.chunks_exact(k * NR).enumerate() {
+        let cols = NR.min(n - p * NR);
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = MR.min(m - r0);
+            let xs = &x[r0 * k..(r0 + rows) * k];
+            // Constant row counts: the accumulators stay in registers.
+            let acc = match rows {
+                6 => grow(micro::<6>(panel, xs, k)),
+                5 => grow(micro::<5>(panel, xs, k)),
+                4 => grow(micro::<4>(panel, xs, k)),
+                3 => grow(micro::<3>(panel, xs, k)),
+                2 => grow(micro::<2>(panel, xs, k)),
+                _ => grow(micro::<1>(panel, xs, k)),
+            };
+            let bias = &w.bias[p * NR..p * NR + cols];
+            for (r, a) in acc.iter().enumerate().take(rows) {
+                let mut v = [0f32; NR];
+                v[..8].copy_from_slice(&store(a[0]));
+                v[8..].copy_from_slice(&store(a[1]));
+                let o = &mut out[(r0 + r) * n + p * NR..][..cols];
+                for ((o, v), b) in o.iter_mut().zip(&v).zip(bias) {
+                    *o = v + b;
+                }
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/// `R` rows of `x` (`xs`, `R * k` floats) times one packed panel (`k * 16` floats).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn micro<const R: usize>(panel: &[f32], xs: &[f32], k: usize) -> [[__m256; 2]; R] {
+    use crate::gemm::NR;
+    assert!(panel.len() >= k * NR && xs.len() >= R * k);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // SAFETY: the loads read `panel[kk * NR..][..16]` and the broadcasts `xs[r * k + kk]` for
+    // `kk < k`, `r < R`: inside both slices (checked above).
+    unsafe {
+        let bp = panel.as_ptr();
+        let xp = xs.as_ptr();
+        for kk in 0..k {
+            let b0 = _mm256_loadu_ps(bp.add(kk * NR));
+            let b1 = _mm256_loadu_ps(bp.add(kk * NR + 8));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm256_broadcast_ss(&*xp.add(r * k + kk));
+                a[0] = _mm256_fmadd_ps(xv, b0, a[0]);
+                a[1] = _mm256_fmadd_ps(xv, b1, a[1]);
+            }
+        }
+    }
+    acc
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn grow<const R: usize>(a: [[__m256; 2]; R]) -> [[__m256; 2]; crate::gemm::MR] {
+    let mut out = [[_mm256_setzero_ps(); 2]; crate::gemm::MR];
+    out[..R].copy_from_slice(&a);
+    out
+}

@@ -14,9 +14,11 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod gemm;
 mod math;
 pub mod tensor;
 
+pub use gemm::PackedLinear;
 pub use math::{exp, tanh};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,9 +48,21 @@ macro_rules! dispatch {
                 return unsafe { avx2::$name($($arg),*) };
             }
         }
-        math::$name($($arg),*)
+        $crate::math::$name($($arg),*)
+    }};
+    ($module:ident :: $name:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                return unsafe { $crate::avx2::$name($($arg),*) };
+            }
+        }
+        $crate::$module::$name($($arg),*)
     }};
 }
+pub(crate) use dispatch;
 
 /// Shapes of an additive attention: `b` sentences, `t` queries each, `s` keys each, `u` units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -274,3 +274,42 @@ fn empty_and_zero_sized_inputs() {
     additive_scores(&[], &[], &[], &[false, false], sh, -1.0, &mut out);
     assert_eq!(out, [0.0, 0.0]);
 }
+
+#[test]
+fn packed_linear_is_x_w_transposed_plus_b() {
+    for (i, &(m, k, n, bias)) in [
+        (7, 13, 37, true),
+        (1, 256, 16, false),
+        (13, 5, 3, true),
+        (6, 40, 33, true),
+        (0, 4, 4, true),
+        (3, 0, 20, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = noise(n * k, 300 + i as u64, 1.0);
+        let b = noise(n, 400 + i as u64, 1.0);
+        let x = noise(m * k, 500 + i as u64, 1.0);
+        let p = PackedLinear::new(&w, bias.then_some(&b[..]), n, k);
+        assert_eq!((p.out_features(), p.in_features()), (n, k));
+        let mut fast = vec![f32::NAN; m * n];
+        p.forward(&x, m, &mut fast);
+        let mut portable = vec![f32::NAN; m * n];
+        gemm::linear(&p, &x, m, &mut portable);
+        for r in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>()
+                    + if bias { b[j] as f64 } else { 0.0 };
+                for got in [fast[r * n + j], portable[r * n + j]] {
+                    assert!(
+                        (got as f64 - want).abs() < 1e-4,
+                        "{m}x{k}x{n} [{r},{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -235,6 +235,20 @@ impl Seq2Seq {
         train: bool,
         group: i64,
     ) -> (Tensor, Tensor, DecoderState) {
+        let (out, attn, state) = self.decode_hidden(enc, tgt_in, state, train, group);
+        (self.classify(&out), attn, state)
+    }
+
+    /// The decoder up to its top layer's output `[B, T, H]` (dropout applied), before the
+    /// classifier.
+    fn decode_hidden(
+        &self,
+        enc: &Encoded,
+        tgt_in: &Tensor,
+        state: Option<&DecoderState>,
+        train: bool,
+        group: i64,
+    ) -> (Tensor, Tensor, DecoderState) {
         let b = tgt_in.size()[0];
         let zero = |l: &nn::LSTM| l.zero_state(b);
         let mut new_state = Vec::with_capacity(self.dec_layers.len());
@@ -277,18 +291,51 @@ impl Seq2Seq {
                 y
             };
         }
-        let out = self.dropout(out, train);
-        let logits = if self.config.tied_output {
-            out.matmul(&self.tgt_emb().ws.tr())
-                + self
-                    .classifier
-                    .bs
-                    .as_ref()
-                    .map_or(Tensor::from(0.0), |b| b.shallow_clone())
+        (
+            self.dropout(out, train),
+            attn,
+            DecoderState { layers: new_state },
+        )
+    }
+
+    /// The classifier's weight `[V, H]` (the target embedding when tied) and bias.
+    fn classifier_params(&self) -> (&Tensor, Option<&Tensor>) {
+        let w = if self.config.tied_output {
+            &self.tgt_emb().ws
         } else {
-            self.classifier.forward(&out)
+            &self.classifier.ws
         };
-        (logits, attn, DecoderState { layers: new_state })
+        (w, self.classifier.bs.as_ref())
+    }
+
+    /// Logits `[.., V]` of decoder outputs `[.., H]`.
+    pub fn classify(&self, out: &Tensor) -> Tensor {
+        let (w, b) = self.classifier_params();
+        out.linear(w, b)
+    }
+
+    /// The classifier packed for gnmt-kernels, when the model is float32 on the CPU and the
+    /// kernels are on (else None: use [`Seq2Seq::classify`]). Pack once per translation job:
+    /// the weights are copied, so a model that trains on needs a new one.
+    #[allow(unsafe_code)]
+    pub fn packed_classifier(&self) -> Option<gnmt_kernels::PackedLinear> {
+        if !gnmt_kernels::enabled() {
+            return None;
+        }
+        let (w, b) = self.classifier_params();
+        let (w, b) = (w.contiguous(), b.map(Tensor::contiguous));
+        let (n, k) = w.size2().ok()?;
+        // SAFETY: nothing writes to the parameters while they are copied (search and training
+        // do not overlap on one model).
+        let ws = unsafe { gnmt_kernels::tensor::f32_slice(&w)? };
+        let bs = match &b {
+            // SAFETY: as above.
+            Some(b) => Some(unsafe { gnmt_kernels::tensor::f32_slice(b)? }),
+            None => None,
+        };
+        Some(gnmt_kernels::PackedLinear::new(
+            ws, bs, n as usize, k as usize,
+        ))
     }
 
     /// Teacher-forced forward pass: logits `[B, T, V]`.
@@ -330,10 +377,23 @@ impl Seq2Seq {
         tokens: &Tensor,
         group: i64,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (logits, attn, st) =
-            self.decode_grouped(enc, &tokens.unsqueeze(1), state, false, group.max(1));
+        let (out, attn, st) = self.step_hidden(enc, state, tokens, group);
+        (self.classify(&out), attn, st)
+    }
+
+    /// [`Seq2Seq::step_logits`] before the classifier: the top decoder layer's output
+    /// `[B * group, H]` (for [`Seq2Seq::classify`] or [`Seq2Seq::packed_classifier`]).
+    pub fn step_hidden(
+        &self,
+        enc: &Encoded,
+        state: Option<&DecoderState>,
+        tokens: &Tensor,
+        group: i64,
+    ) -> (Tensor, Tensor, DecoderState) {
+        let (out, attn, st) =
+            self.decode_hidden(enc, &tokens.unsqueeze(1), state, false, group.max(1));
         (
-            logits.squeeze_dim(1),
+            out.squeeze_dim(1),
             attn.squeeze_dim(1).to_kind(Kind::Float),
             st,
         )

@@ -60,11 +60,34 @@ pub fn translate_batch(
     cfg: &SearchConfig,
     device: Device,
 ) -> Vec<Vec<Hypothesis>> {
-    tch::no_grad(|| search(model, sources, cfg, device))
+    let classifier = cpu_classifier(model, device);
+    translate_batch_with(model, classifier.as_ref(), sources, cfg, device)
+}
+
+/// The classifier packed for the CPU kernels, when they apply (see
+/// [`Seq2Seq::packed_classifier`]); pack once for many batches of one model.
+pub fn cpu_classifier(model: &Seq2Seq, device: Device) -> Option<gnmt_kernels::PackedLinear> {
+    if device == Device::Cpu {
+        model.packed_classifier()
+    } else {
+        None
+    }
+}
+
+/// [`translate_batch`] with the classifier already packed ([`cpu_classifier`]).
+pub fn translate_batch_with(
+    model: &Seq2Seq,
+    classifier: Option<&gnmt_kernels::PackedLinear>,
+    sources: &[Vec<u32>],
+    cfg: &SearchConfig,
+    device: Device,
+) -> Vec<Vec<Hypothesis>> {
+    tch::no_grad(|| search(model, classifier, sources, cfg, device))
 }
 
 fn search(
     model: &Seq2Seq,
+    classifier: Option<&gnmt_kernels::PackedLinear>,
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
@@ -116,11 +139,14 @@ fn search(
         if active.is_empty() {
             break;
         }
-        let (logits, attn, st) =
-            model.step_logits(&enc_active, state.as_ref(), &tokens, group as i64);
+        let (hidden, attn, st) =
+            model.step_hidden(&enc_active, state.as_ref(), &tokens, group as i64);
         let rows = active.len() * group;
         let want = (2 * k).min(group * vocab as usize);
-        let (top_v, top_i) = expand(&logits, &scores, group, want);
+        let (top_v, top_i) = match packed_expand(classifier, &hidden, &scores, group, want) {
+            Some(top) => top,
+            None => expand(&model.classify(&hidden), &scores, group, want),
+        };
         let attn_cpu: Vec<f32> =
             Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         for (c, a) in coverage.iter_mut().zip(&attn_cpu) {
@@ -286,6 +312,33 @@ fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f3
     let top_v = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1));
     let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1));
     (top_v.unwrap_or_default(), top_i.unwrap_or_default())
+}
+
+/// [`expand`] with the classifier in gnmt-kernels: the decoder outputs `hidden` `[rows, H]`
+/// times the packed weights, then the fused log-softmax + top-k on those logits. None when the
+/// kernels do not apply.
+#[allow(unsafe_code)]
+fn packed_expand(
+    classifier: Option<&gnmt_kernels::PackedLinear>,
+    hidden: &Tensor,
+    scores: &[f64],
+    group: usize,
+    want: usize,
+) -> Option<(Vec<f32>, Vec<i64>)> {
+    let classifier = classifier?;
+    let hidden = hidden.contiguous();
+    // SAFETY: `hidden` was just made by the decoder step and has no other handle.
+    let h = unsafe { gnmt_kernels::tensor::f32_slice(&hidden)? };
+    let rows = scores.len();
+    if h.len() != rows * classifier.in_features() {
+        return None;
+    }
+    let vocab = classifier.out_features();
+    let mut logits = vec![0f32; rows * vocab];
+    classifier.forward(h, rows, &mut logits);
+    let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
+    let top = gnmt_kernels::top_candidates(&logits, vocab, &sc, group, want);
+    Some(top.iter().map(|c| (c.score, c.index)).unzip())
 }
 
 #[cfg(test)]

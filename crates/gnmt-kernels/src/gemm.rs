@@ -1,0 +1,91 @@
+//! `x W^T + b` for the inference of linear layers on a CPU, with `W` packed once into column
+//! panels so that no call repacks it (MKL copies the whole weight matrix into its own panels on
+//! every call: at the small row counts of search, as long as the multiplication itself).
+
+/// Columns of `W^T` (rows of `W`) per panel: two AVX2 registers.
+pub(crate) const NR: usize = 16;
+/// Rows of `x` per micro-kernel call: 6 x 2 accumulator registers.
+pub(crate) const MR: usize = 6;
+
+/// A weight matrix `W` `[n, k]` (a linear layer's, row-major) packed as `ceil(n / 16)` panels,
+/// each `k` rows of 16 consecutive output columns (zero beyond `n`).
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) panels: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+impl PackedLinear {
+    /// Packs `w` `[n, k]` and the optional bias `[n]`.
+    ///
+    /// # Panics
+    /// If the lengths do not match `n` and `k`.
+    pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight");
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0f32; np * k * NR];
+        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (p, c) = (j / NR, j % NR);
+            let panel = &mut panels[p * k * NR..(p + 1) * k * NR];
+            for (kk, &x) in row.iter().enumerate() {
+                panel[kk * NR + c] = x;
+            }
+        }
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.len(), n, "bias");
+                b.to_vec()
+            }
+            None => vec![0.0; n],
+        };
+        PackedLinear { n, k, panels, bias }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// `out[m, n] = x[m, k] . W^T + b`, row-major.
+    ///
+    /// # Panics
+    /// If `x` is not `m * k` long or `out` not `m * n`.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "input");
+        assert_eq!(out.len(), m * self.n, "output");
+        crate::dispatch!(gemm::linear(self, x, m, out))
+    }
+}
+
+/// The portable build: the same panel order, scalar.
+pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    if k == 0 {
+        for r in 0..m {
+            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+        }
+        return;
+    }
+    for (p, panel) in w.panels.chunks_exact(k * NR).enumerate() {
+        let cols = NR.min(n - p * NR);
+        for r in 0..m {
+            let xr = &x[r * k..(r + 1) * k];
+            let mut acc = [0f32; NR];
+            for (kk, &a) in xr.iter().enumerate() {
+                for (c, v) in acc.iter_mut().enumerate() {
+                    *v += a * panel[kk * NR + c];
+                }
+            }
+            for c in 0..cols {
+                out[r * n + p * NR + c] = acc[c] + w.bias[p * NR + c];
+            }
+        }
+    }
+}
