@@ -256,3 +256,39 @@ fn grow<const R: usize>(a: [[__m256; 2]; R]) -> [[__m256; 2]; crate::gemm::MR] {
     out[..R].copy_from_slice(&a);
     out
 }
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sigmoid8(x: __m256) -> __m256 {
+    let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_div_ps(splat(1.0), _mm256_add_ps(splat(1.0), e))
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+    let split = hidden - hidden % LANES;
+    for ((g, c), h) in gates
+        .chunks_exact(4 * hidden)
+        .zip(c.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden))
+    {
+        let (gi, rest) = g.split_at(hidden);
+        let (gf, rest) = rest.split_at(hidden);
+        let (gg, go) = rest.split_at(hidden);
+        for j in (0..split).step_by(LANES) {
+            let at = |s: &[f32]| load(&s[j..j + LANES]);
+            let cn = _mm256_fmadd_ps(
+                sigmoid8(at(gf)),
+                at(c),
+                _mm256_mul_ps(sigmoid8(at(gi)), tanh8(at(gg))),
+            );
+            let hn = _mm256_mul_ps(sigmoid8(at(go)), tanh8(cn));
+            c[j..j + LANES].copy_from_slice(&store(cn));
+            h[j..j + LANES].copy_from_slice(&store(hn));
+        }
+        for j in split..hidden {
+            c[j] = math::sigmoid1(gf[j]) * c[j] + math::sigmoid1(gi[j]) * math::tanh1(gg[j]);
+            h[j] = math::sigmoid1(go[j]) * math::tanh1(c[j]);
+        }
+    }
+}

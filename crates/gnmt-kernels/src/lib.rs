@@ -125,5 +125,20 @@ pub fn top_candidates(
     dispatch!(top(logits, vocab, row_scores, group, want))
 }
 
+/// The LSTM cell's pointwise part, PyTorch's gate order (input, forget, cell, output): for each
+/// row, `c = sigmoid(f) * c + sigmoid(i) * tanh(g)` (in place) and `h = sigmoid(o) * tanh(c)`.
+/// `gates` `[rows, 4 * hidden]`, `c` and `h` `[rows, hidden]`.
+///
+/// # Panics
+/// If the lengths do not match.
+pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+    assert_eq!(c.len(), h.len(), "cell and hidden state");
+    assert_eq!(gates.len(), 4 * c.len(), "gates");
+    if hidden == 0 {
+        return;
+    }
+    dispatch!(cell(gates, c, h, hidden))
+}
+
 #[cfg(test)]
 mod tests;

@@ -193,3 +193,22 @@ pub(crate) fn top(
         }
     })
 }
+
+#[inline]
+pub(crate) fn sigmoid1(x: f32) -> f32 {
+    1.0 / (1.0 + exp1(-x))
+}
+
+pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+    for ((g, c), h) in gates
+        .chunks_exact(4 * hidden)
+        .zip(c.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden))
+    {
+        for j in 0..hidden {
+            let (i, f, gg, o) = (g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j]);
+            c[j] = sigmoid1(f) * c[j] + sigmoid1(i) * tanh1(gg);
+            h[j] = sigmoid1(o) * tanh1(c[j]);
+        }
+    }
+}

@@ -313,3 +313,36 @@ fn packed_linear_is_x_w_transposed_plus_b() {
         }
     }
 }
+
+#[test]
+fn lstm_cell_matches_the_definition_and_libtorch() {
+    for (i, &(rows, hidden)) in [(3usize, 16usize), (2, 13), (1, 1), (4, 256)]
+        .iter()
+        .enumerate()
+    {
+        let gates = noise(rows * 4 * hidden, 600 + i as u64, 6.0);
+        let c0 = noise(rows * hidden, 700 + i as u64, 2.0);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (mut c, mut h) = (c0.clone(), vec![0f32; rows * hidden]);
+        lstm_cell(&gates, &mut c, &mut h, hidden);
+        let (mut c2, mut h2) = (c0.clone(), vec![0f32; rows * hidden]);
+        math::cell(&gates, &mut c2, &mut h2, hidden);
+        for r in 0..rows {
+            for j in 0..hidden {
+                let g = |q: usize| gates[r * 4 * hidden + q * hidden + j] as f64;
+                let cw = sig(g(1)) * c0[r * hidden + j] as f64 + sig(g(0)) * g(2).tanh();
+                let hw = sig(g(3)) * cw.tanh();
+                for (cc, hh) in [
+                    (c[r * hidden + j], h[r * hidden + j]),
+                    (c2[r * hidden + j], h2[r * hidden + j]),
+                ] {
+                    assert!(
+                        (cc as f64 - cw).abs() < 1e-5 * (1.0 + cw.abs()),
+                        "c: {cc} vs {cw}"
+                    );
+                    assert!((hh as f64 - hw).abs() < 1e-5, "h: {hh} vs {hw}");
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! [`DecoderState`] that can be reordered by beam and shrunk.
 
 pub mod config;
+mod cpu;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
 pub use config::{ModelConfig, PRESETS};
+pub use cpu::{CpuDecoder, CpuState};
 
 /// What can go wrong loading or building a model.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,8 @@ pub struct Seq2Seq {
     enc_bwd: nn::LSTM,
     enc_layers: Vec<nn::LSTM>,
     dec_layers: Vec<nn::LSTM>,
+    /// The decoder layers' `[w_ih, w_hh, b_ih, b_hh]` (shared with `dec_layers`).
+    dec_params: Vec<[Tensor; 4]>,
     attention: Attention,
     classifier: nn::Linear,
 }
@@ -137,6 +141,21 @@ impl Seq2Seq {
         for i in 1..c.decoder_layers {
             dec_layers.push(lstm(&dec / "layers" / i, 2 * h, h, c.init_range));
         }
+        let mut dec_params = Vec::with_capacity(dec_layers.len());
+        for i in 0..dec_layers.len() {
+            let p = &dec / "layers" / i;
+            let get = |name: &str| {
+                p.get(name).ok_or_else(|| {
+                    ModelError::Config(format!("decoder layer {i}: no parameter {name}"))
+                })
+            };
+            dec_params.push([
+                get("weight_ih_l0")?,
+                get("weight_hh_l0")?,
+                get("bias_ih_l0")?,
+                get("bias_hh_l0")?,
+            ]);
+        }
         let attention = Attention::new(
             &(&dec / "attention"),
             c.attention,
@@ -159,6 +178,7 @@ impl Seq2Seq {
             enc_bwd,
             enc_layers,
             dec_layers,
+            dec_params,
             attention,
             classifier,
         };

@@ -201,3 +201,37 @@ fn grouped_steps_equal_steps_on_repeated_encoder_rows() {
     assert!((a - b).abs().max().double_value(&[]) < 1e-5);
     assert!((att_a - att_b).abs().max().double_value(&[]) < 1e-6);
 }
+
+#[test]
+fn cpu_kernel_steps_equal_libtorch_steps() {
+    for tied in [false, true] {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = ModelConfig::preset("tiny", 40).unwrap();
+        cfg.tied_output = tied;
+        cfg.embedding_size = cfg.hidden_size;
+        cfg.init_range = 0.5;
+        let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        let dec = m.cpu_decoder().expect("float32 CPU model");
+        let src = ids(&[5, 6, 7, 8, 9, 10, 0, 0], 2);
+        let enc = m.encode(&src, &Tensor::from_slice(&[4i64, 2]), false);
+        // Two hypotheses per sentence, then reordered (and repeated) rows, as beam search does.
+        let steps = [[1i64, 11, 1, 13], [12, 14, 15, 16], [17, 18, 19, 20]];
+        let reorder = [1usize, 1, 2, 3];
+        let (mut st_t, mut st_c): (Option<DecoderState>, Option<CpuState>) = (None, None);
+        tch::no_grad(|| {
+            for (t, tok) in steps.iter().enumerate() {
+                let tokens = Tensor::from_slice(tok);
+                let (want, att_w, st) = m.step_logits(&enc, st_t.as_ref(), &tokens, 2);
+                let (got, att_g, sc) = m.step_cpu(&dec, &enc, st_c.as_ref(), &tokens, 2);
+                let got = Tensor::from_slice(&got).view([4, 40]);
+                let d = (got - want).abs().max().double_value(&[]);
+                assert!(d < 1e-4, "tied {tied}, step {t}: logits differ by {d}");
+                assert!((att_g - att_w).abs().max().double_value(&[]) < 1e-5);
+                let index = Tensor::from_slice(&reorder.map(|r| r as i64));
+                st_t = Some(st.select(&index));
+                st_c = Some(sc.select(&reorder));
+            }
+        });
+    }
+}

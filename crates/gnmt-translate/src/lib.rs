@@ -8,7 +8,7 @@
 
 pub mod stream;
 
-use gnmt_model::{DecoderState, Seq2Seq};
+use gnmt_model::{CpuDecoder, CpuState, DecoderState, Seq2Seq};
 use gnmt_tokenizer::{BOS, EOS};
 use tch::{Device, Kind, Tensor};
 
@@ -60,34 +60,40 @@ pub fn translate_batch(
     cfg: &SearchConfig,
     device: Device,
 ) -> Vec<Vec<Hypothesis>> {
-    let classifier = cpu_classifier(model, device);
-    translate_batch_with(model, classifier.as_ref(), sources, cfg, device)
+    let cpu = cpu_decoder(model, device);
+    translate_batch_with(model, cpu.as_ref(), sources, cfg, device)
 }
 
-/// The classifier packed for the CPU kernels, when they apply (see
-/// [`Seq2Seq::packed_classifier`]); pack once for many batches of one model.
-pub fn cpu_classifier(model: &Seq2Seq, device: Device) -> Option<gnmt_kernels::PackedLinear> {
+/// The decoder packed for the CPU kernels, when they apply (see [`Seq2Seq::cpu_decoder`]);
+/// pack once for many batches of one model.
+pub fn cpu_decoder(model: &Seq2Seq, device: Device) -> Option<CpuDecoder> {
     if device == Device::Cpu {
-        model.packed_classifier()
+        model.cpu_decoder()
     } else {
         None
     }
 }
 
-/// [`translate_batch`] with the classifier already packed ([`cpu_classifier`]).
+/// [`translate_batch`] with the decoder already packed ([`cpu_decoder`]; None: libtorch).
 pub fn translate_batch_with(
     model: &Seq2Seq,
-    classifier: Option<&gnmt_kernels::PackedLinear>,
+    cpu: Option<&CpuDecoder>,
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
 ) -> Vec<Vec<Hypothesis>> {
-    tch::no_grad(|| search(model, classifier, sources, cfg, device))
+    tch::no_grad(|| search(model, cpu, sources, cfg, device))
+}
+
+/// The decoder state of either implementation of the step.
+enum State {
+    Torch(DecoderState),
+    Cpu(CpuState),
 }
 
 fn search(
     model: &Seq2Seq,
-    classifier: Option<&gnmt_kernels::PackedLinear>,
+    cpu: Option<&CpuDecoder>,
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
@@ -129,7 +135,7 @@ fn search(
     // lives on the host (the attention comes here every step anyway, for the alignments).
     let mut coverage = vec![0f32; b * s];
     let mut tokens = Tensor::full([b as i64], BOS as i64, (Kind::Int64, device));
-    let mut state: Option<DecoderState> = None;
+    let mut state: Option<State> = None;
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); b];
     let src_mask: Vec<Vec<bool>> = (0..b)
         .map(|i| (0..s).map(|j| j < sources[i].len()).collect())
@@ -139,13 +145,34 @@ fn search(
         if active.is_empty() {
             break;
         }
-        let (hidden, attn, st) =
-            model.step_hidden(&enc_active, state.as_ref(), &tokens, group as i64);
         let rows = active.len() * group;
         let want = (2 * k).min(group * vocab as usize);
-        let (top_v, top_i) = match packed_expand(classifier, &hidden, &scores, group, want) {
-            Some(top) => top,
-            None => expand(&model.classify(&hidden), &scores, group, want),
+        let ((top_v, top_i), attn, st) = match (cpu, &state) {
+            (Some(dec), None | Some(State::Cpu(_))) => {
+                let prev = match &state {
+                    Some(State::Cpu(s)) => Some(s),
+                    _ => None,
+                };
+                let (logits, attn, st) =
+                    model.step_cpu(dec, &enc_active, prev, &tokens, group as i64);
+                let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
+                let top = gnmt_kernels::top_candidates(&logits, vocab as usize, &sc, group, want);
+                let top = top.iter().map(|c| (c.score, c.index)).unzip();
+                (top, attn, State::Cpu(st))
+            }
+            _ => {
+                let prev = match &state {
+                    Some(State::Torch(s)) => Some(s),
+                    _ => None,
+                };
+                let (logits, attn, st) =
+                    model.step_logits(&enc_active, prev, &tokens, group as i64);
+                (
+                    expand(&logits, &scores, group, want),
+                    attn,
+                    State::Torch(st),
+                )
+            }
         };
         let attn_cpu: Vec<f32> =
             Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
@@ -257,7 +284,13 @@ fn search(
             enc_active = enc_active.select(&Tensor::from_slice(&kept_pos).to_device(device));
         }
         group = k;
-        state = Some(st.select(&index));
+        state = Some(match st {
+            State::Torch(s) => State::Torch(s.select(&index)),
+            State::Cpu(s) => {
+                let rows: Vec<usize> = next_rows.iter().map(|&r| r as usize).collect();
+                State::Cpu(s.select(&rows))
+            }
+        });
         coverage = next_rows
             .iter()
             .flat_map(|&r| &coverage[r as usize * s..(r as usize + 1) * s])
@@ -312,33 +345,6 @@ fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f3
     let top_v = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1));
     let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1));
     (top_v.unwrap_or_default(), top_i.unwrap_or_default())
-}
-
-/// [`expand`] with the classifier in gnmt-kernels: the decoder outputs `hidden` `[rows, H]`
-/// times the packed weights, then the fused log-softmax + top-k on those logits. None when the
-/// kernels do not apply.
-#[allow(unsafe_code)]
-fn packed_expand(
-    classifier: Option<&gnmt_kernels::PackedLinear>,
-    hidden: &Tensor,
-    scores: &[f64],
-    group: usize,
-    want: usize,
-) -> Option<(Vec<f32>, Vec<i64>)> {
-    let classifier = classifier?;
-    let hidden = hidden.contiguous();
-    // SAFETY: `hidden` was just made by the decoder step and has no other handle.
-    let h = unsafe { gnmt_kernels::tensor::f32_slice(&hidden)? };
-    let rows = scores.len();
-    if h.len() != rows * classifier.in_features() {
-        return None;
-    }
-    let vocab = classifier.out_features();
-    let mut logits = vec![0f32; rows * vocab];
-    classifier.forward(h, rows, &mut logits);
-    let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
-    let top = gnmt_kernels::top_candidates(&logits, vocab, &sc, group, want);
-    Some(top.iter().map(|c| (c.score, c.index)).unzip())
 }
 
 #[cfg(test)]

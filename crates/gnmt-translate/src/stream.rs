@@ -7,7 +7,7 @@ use gnmt_model::Seq2Seq;
 use gnmt_tokenizer::SubwordTokenizer;
 use tch::Device;
 
-use crate::{cpu_classifier, translate_batch_with, Hypothesis, SearchConfig};
+use crate::{cpu_decoder, translate_batch_with, Hypothesis, SearchConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {
@@ -103,28 +103,23 @@ impl Engine<'_> {
         }
         let workers = self.workers.clamp(1, jobs.len().max(1));
         // Packed once for all the batches (and search threads) of this call.
-        let classifier = if jobs.is_empty() {
+        let cpu = if jobs.is_empty() {
             None
         } else {
-            cpu_classifier(self.model, self.device)
+            cpu_decoder(self.model, self.device)
         };
-        let classifier = classifier.as_ref();
+        let cpu = cpu.as_ref();
         let results: Vec<(usize, Vec<Vec<Hypothesis>>)> = if workers == 1 {
             jobs.iter()
                 .enumerate()
                 .map(|(j, (_, inputs))| {
-                    let hyps = translate_batch_with(
-                        self.model,
-                        classifier,
-                        inputs,
-                        &self.search,
-                        self.device,
-                    );
+                    let hyps =
+                        translate_batch_with(self.model, cpu, inputs, &self.search, self.device);
                     (j, hyps)
                 })
                 .collect()
         } else {
-            self.parallel(&jobs, workers, classifier)
+            self.parallel(&jobs, workers, cpu)
         };
         for (j, hyps) in results {
             for (&i, h) in jobs[j].0.iter().zip(hyps) {
@@ -139,7 +134,7 @@ impl Engine<'_> {
         &self,
         jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
         workers: usize,
-        classifier: Option<&gnmt_kernels::PackedLinear>,
+        cpu: Option<&gnmt_model::CpuDecoder>,
     ) -> Vec<(usize, Vec<Vec<Hypothesis>>)> {
         let shared = SharedModel(self.model);
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -160,8 +155,7 @@ impl Engine<'_> {
                             let Some((_, inputs)) = jobs.get(j) else {
                                 break;
                             };
-                            let hyps =
-                                translate_batch_with(shared.0, classifier, inputs, search, device);
+                            let hyps = translate_batch_with(shared.0, cpu, inputs, search, device);
                             done.push((j, hyps));
                         }
                         done

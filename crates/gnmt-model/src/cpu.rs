@@ -1,0 +1,147 @@
+//! The decoder step of search on gnmt-kernels (CPU, float32, inference): every decoder layer
+//! and the classifier as [`PackedLinear`] multiplications on weights packed once per
+//! translation job, the LSTM cells' pointwise part fused, the state kept on the host. libtorch
+//! still embeds the tokens and runs the attention (itself on the fused scores kernel).
+//!
+//! It computes what [`Seq2Seq::step_logits`] computes, up to float rounding, without libtorch's
+//! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
+//! their own layout on every call: at the row counts of search, a large part of the step).
+
+use gnmt_kernels::{lstm_cell, PackedLinear};
+use tch::nn::Module;
+use tch::{Kind, Tensor};
+
+use crate::{Encoded, Seq2Seq};
+
+/// The decoder's weights packed for [`Seq2Seq::step_cpu`]: a copy, valid while the model's
+/// weights do not change (pack anew after training on).
+#[derive(Debug)]
+pub struct CpuDecoder {
+    /// Per layer: `[W_ih W_hh]` `[4H, in + H]` and `b_ih + b_hh`.
+    layers: Vec<PackedLinear>,
+    classifier: PackedLinear,
+}
+
+/// Per decoder layer, `h` and `c` `[rows, H]`, row-major.
+#[derive(Debug, Clone)]
+pub struct CpuState {
+    h: Vec<Vec<f32>>,
+    c: Vec<Vec<f32>>,
+    hidden: usize,
+}
+
+impl CpuState {
+    /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch.
+    pub fn select(&self, rows: &[usize]) -> CpuState {
+        let pick = |v: &Vec<f32>| {
+            rows.iter()
+                .flat_map(|&r| &v[r * self.hidden..(r + 1) * self.hidden])
+                .copied()
+                .collect()
+        };
+        CpuState {
+            h: self.h.iter().map(pick).collect(),
+            c: self.c.iter().map(pick).collect(),
+            hidden: self.hidden,
+        }
+    }
+}
+
+/// A float32 tensor's elements, copied (small tensors: a step's inputs and outputs).
+fn host(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default()
+}
+
+impl Seq2Seq {
+    /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU and
+    /// the kernels are on, else None.
+    pub fn cpu_decoder(&self) -> Option<CpuDecoder> {
+        let classifier = self.packed_classifier()?;
+        let mut layers = Vec::with_capacity(self.dec_params.len());
+        for [w_ih, w_hh, b_ih, b_hh] in &self.dec_params {
+            if w_ih.device() != tch::Device::Cpu || w_ih.kind() != Kind::Float {
+                return None;
+            }
+            let w = Tensor::cat(&[w_ih, w_hh], 1);
+            let (n, k) = w.size2().ok()?;
+            let b = host(&(b_ih + b_hh));
+            layers.push(PackedLinear::new(
+                &host(&w),
+                Some(&b),
+                n as usize,
+                k as usize,
+            ));
+        }
+        Some(CpuDecoder { layers, classifier })
+    }
+
+    /// One decoder step for `group` hypotheses per sentence on the CPU kernels: logits
+    /// `[B * group, V]` (row-major), attention `[B * group, S]` and the next state.
+    pub fn step_cpu(
+        &self,
+        dec: &CpuDecoder,
+        enc: &Encoded,
+        state: Option<&CpuState>,
+        tokens: &Tensor,
+        group: i64,
+    ) -> (Vec<f32>, Tensor, CpuState) {
+        let rows = tokens.size().first().copied().unwrap_or(0) as usize;
+        let hid = self.config.hidden_size as usize;
+        let zeros = vec![0f32; rows * hid];
+        let prev = |i: usize| match state {
+            Some(s) => (&s.h[i], &s.c[i]),
+            None => (&zeros, &zeros),
+        };
+        let layers = dec.layers.len();
+        let mut new = CpuState {
+            h: Vec::with_capacity(layers),
+            c: Vec::with_capacity(layers),
+            hidden: hid,
+        };
+        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell.
+        let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> Vec<f32> {
+            let (h_prev, c_prev) = prev(i);
+            let width: usize = inputs.iter().map(|x| x.1).sum::<usize>() + hid;
+            let mut x = Vec::with_capacity(rows * width);
+            for r in 0..rows {
+                for &(v, w) in inputs {
+                    x.extend_from_slice(&v[r * w..(r + 1) * w]);
+                }
+                x.extend_from_slice(&h_prev[r * hid..(r + 1) * hid]);
+            }
+            let mut gates = vec![0f32; rows * 4 * hid];
+            dec.layers[i].forward(&x, rows, &mut gates);
+            let mut c = c_prev.clone();
+            let mut h = vec![0f32; rows * hid];
+            lstm_cell(&gates, &mut c, &mut h, hid);
+            new.h.push(h.clone());
+            new.c.push(c);
+            h
+        };
+        let emb = self.config.embedding_size as usize;
+        let x = host(&self.tgt_emb().forward(tokens));
+        let h0 = run(0, &[(&x, emb)]);
+        let group = group.max(1);
+        let q = Tensor::from_slice(&h0).view([rows as i64 / group, group, hid as i64]);
+        let (ctx, attn) = self
+            .attention
+            .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask);
+        let s = attn.size().last().copied().unwrap_or(0);
+        let attn = attn.reshape([rows as i64, s]).to_kind(Kind::Float);
+        let ctx = host(&ctx);
+        let mut out = h0;
+        for i in 1..layers {
+            let mut y = run(i, &[(&out, hid), (&ctx, hid)]);
+            if self.config.residual_at(i as i64, false) {
+                for (y, o) in y.iter_mut().zip(&out) {
+                    *y += o;
+                }
+            }
+            out = y;
+        }
+        let vocab = dec.classifier.out_features();
+        let mut logits = vec![0f32; rows * vocab];
+        dec.classifier.forward(&out, rows, &mut logits);
+        (logits, attn, new)
+    }
+}
