@@ -97,8 +97,8 @@ struct TranslateBench {
     /// Batches searched at once on a CPU (as `gnmt translate --workers`).
     #[arg(long)]
     workers: Option<usize>,
-    /// libtorch's operators instead of gnmt-kernels' fused attention scores and
-    /// log-softmax + top-k (CPU float32), to measure what the kernels bring.
+    /// libtorch's operators instead of gnmt-kernels (packed decoder layers and classifier,
+    /// fused attention scores, log-softmax + top-k; CPU float32), to measure what they bring.
     #[arg(long)]
     no_fused_kernels: bool,
 }

@@ -1,16 +1,21 @@
 //! # gnmt-kernels
 //!
-//! Fused CPU kernels for inference, where libtorch's eager operators make several passes over
-//! large temporaries:
+//! CPU kernels for inference (search), where libtorch's eager operators repack weights on every
+//! call or make several passes over large temporaries:
+//! - [`PackedLinear`]: `x W^T + b` with `W` packed once into column panels (MKL and oneDNN copy
+//!   every weight matrix into their own layout on every call: at search's row counts, as long as
+//!   the multiplication itself);
+//! - [`lstm_cell`]: the LSTM cell's pointwise part over precomputed gates;
 //! - [`additive_scores`]: Bahdanau scores `v . tanh(q + k)` for every query and key in one pass,
 //!   without the `[B, T, S, U]` sum and tanh tensors (libtorch: add, add, tanh, matmul), and
 //!   skipping padded keys;
 //! - [`top_candidates`]: log-softmax, the hypotheses' running scores and the top-k over all the
 //!   beams of a sentence in one read of the logits (libtorch: log_softmax, add, topk).
 //!
-//! Both compute the same functions as the libtorch operators, up to float rounding. They run on
-//! one thread (search workers are the parallelism on a CPU) and use AVX2/FMA when the CPU has
-//! them. [`tensor`] borrows the elements of CPU tensors for them.
+//! They compute the same functions as the libtorch operators, up to float rounding. They run on
+//! the calling thread (search workers are the parallelism on a CPU) and use AVX2/FMA when the
+//! CPU has them, else portable code. [`tensor`] borrows the elements of CPU tensors for them;
+//! [`set_enabled`] turns their use off process-wide (to measure what they bring).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
