@@ -91,6 +91,33 @@ enum State {
     Cpu(CpuState),
 }
 
+impl State {
+    fn torch(&self) -> Option<&DecoderState> {
+        match self {
+            State::Torch(s) => Some(s),
+            State::Cpu(_) => None,
+        }
+    }
+
+    fn cpu(&self) -> Option<&CpuState> {
+        match self {
+            State::Cpu(s) => Some(s),
+            State::Torch(_) => None,
+        }
+    }
+
+    /// The hypotheses' rows for the next step.
+    fn select(self, rows: &[i64], device: Device) -> State {
+        match self {
+            State::Torch(s) => State::Torch(s.select(&Tensor::from_slice(rows).to_device(device))),
+            State::Cpu(s) => {
+                let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                State::Cpu(s.select(&rows))
+            }
+        }
+    }
+}
+
 fn search(
     model: &Seq2Seq,
     cpu: Option<&CpuDecoder>,
@@ -147,31 +174,30 @@ fn search(
         }
         let rows = active.len() * group;
         let want = (2 * k).min(group * vocab as usize);
-        let ((top_v, top_i), attn, st) = match (cpu, &state) {
-            (Some(dec), None | Some(State::Cpu(_))) => {
-                let prev = match &state {
-                    Some(State::Cpu(s)) => Some(s),
-                    _ => None,
-                };
-                let (logits, attn, st) =
-                    model.step_cpu(dec, &enc_active, prev, &tokens, group as i64);
+        let prev = state.as_ref();
+        let ((top_v, top_i), attn, st) = match cpu {
+            Some(dec) => {
+                let (logits, attn, st) = model.step_cpu(
+                    dec,
+                    &enc_active,
+                    prev.and_then(State::cpu),
+                    &tokens,
+                    group as i64,
+                );
                 let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
                 let top = gnmt_kernels::top_candidates(&logits, vocab as usize, &sc, group, want);
                 let top = top.iter().map(|c| (c.score, c.index)).unzip();
                 (top, attn, State::Cpu(st))
             }
-            _ => {
-                let prev = match &state {
-                    Some(State::Torch(s)) => Some(s),
-                    _ => None,
-                };
-                let (logits, attn, st) =
-                    model.step_logits(&enc_active, prev, &tokens, group as i64);
-                (
-                    expand(&logits, &scores, group, want),
-                    attn,
-                    State::Torch(st),
-                )
+            None => {
+                let (logits, attn, st) = model.step_logits(
+                    &enc_active,
+                    prev.and_then(State::torch),
+                    &tokens,
+                    group as i64,
+                );
+                let top = expand(&logits, &scores, group, want);
+                (top, attn, State::Torch(st))
             }
         };
         let attn_cpu: Vec<f32> =
@@ -278,19 +304,12 @@ fn search(
         if still_active.is_empty() {
             break;
         }
-        // Reorder (and shrink) every per-row tensor by the surviving rows.
-        let index = Tensor::from_slice(&next_rows).to_device(device);
+        // Reorder (and shrink) everything per row by the surviving rows.
         if kept_pos.len() < active.len() {
             enc_active = enc_active.select(&Tensor::from_slice(&kept_pos).to_device(device));
         }
         group = k;
-        state = Some(match st {
-            State::Torch(s) => State::Torch(s.select(&index)),
-            State::Cpu(s) => {
-                let rows: Vec<usize> = next_rows.iter().map(|&r| r as usize).collect();
-                State::Cpu(s.select(&rows))
-            }
-        });
+        state = Some(st.select(&next_rows, device));
         coverage = next_rows
             .iter()
             .flat_map(|&r| &coverage[r as usize * s..(r as usize + 1) * s])
