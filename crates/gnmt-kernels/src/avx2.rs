@@ -194,29 +194,35 @@ pub(crate) fn linear(w: &crate::gemm::PackedLinear, x: &[f32], m: usize, out: &m
         }
         return;
     }
-    for (p, panel) in w.panels.chunks_exact(k * NR).enumerate() {
-        let cols = NR.min(n - p * NR);
+    // Panels in blocks of ~128 KB (kept in L2 while every row block of `x` passes over them), so
+    // that each output row is written a block's width at a time instead of 64 bytes per panel.
+    let per_block = ((128 << 10) / (k * NR * 4)).max(1);
+    for (bi, block) in w.panels.chunks(per_block * k * NR).enumerate() {
         let mut r0 = 0;
         while r0 < m {
             let rows = MR.min(m - r0);
             let xs = &x[r0 * k..(r0 + rows) * k];
-            // Constant row counts: the accumulators stay in registers.
-            let acc = match rows {
-                6 => grow(micro::<6>(panel, xs, k)),
-                5 => grow(micro::<5>(panel, xs, k)),
-                4 => grow(micro::<4>(panel, xs, k)),
-                3 => grow(micro::<3>(panel, xs, k)),
-                2 => grow(micro::<2>(panel, xs, k)),
-                _ => grow(micro::<1>(panel, xs, k)),
-            };
-            let bias = &w.bias[p * NR..p * NR + cols];
-            for (r, a) in acc.iter().enumerate().take(rows) {
-                let mut v = [0f32; NR];
-                v[..8].copy_from_slice(&store(a[0]));
-                v[8..].copy_from_slice(&store(a[1]));
-                let o = &mut out[(r0 + r) * n + p * NR..][..cols];
-                for ((o, v), b) in o.iter_mut().zip(&v).zip(bias) {
-                    *o = v + b;
+            for (pi, panel) in block.chunks_exact(k * NR).enumerate() {
+                let p = bi * per_block + pi;
+                let cols = NR.min(n - p * NR);
+                // Constant row counts: the accumulators stay in registers.
+                let acc = match rows {
+                    6 => grow(micro::<6>(panel, xs, k)),
+                    5 => grow(micro::<5>(panel, xs, k)),
+                    4 => grow(micro::<4>(panel, xs, k)),
+                    3 => grow(micro::<3>(panel, xs, k)),
+                    2 => grow(micro::<2>(panel, xs, k)),
+                    _ => grow(micro::<1>(panel, xs, k)),
+                };
+                let bias = &w.bias[p * NR..p * NR + cols];
+                for (r, a) in acc.iter().enumerate().take(rows) {
+                    let mut v = [0f32; NR];
+                    v[..8].copy_from_slice(&store(a[0]));
+                    v[8..].copy_from_slice(&store(a[1]));
+                    let o = &mut out[(r0 + r) * n + p * NR..][..cols];
+                    for ((o, v), b) in o.iter_mut().zip(&v).zip(bias) {
+                        *o = v + b;
+                    }
                 }
             }
             r0 += rows;

@@ -284,6 +284,7 @@ fn packed_linear_is_x_w_transposed_plus_b() {
         (6, 40, 33, true),
         (0, 4, 4, true),
         (3, 0, 20, true),
+        (7, 256, 300, true), // several blocks of panels
     ]
     .iter()
     .enumerate()
