@@ -11,7 +11,7 @@ use gnmt_bleu::{Bleu, BleuConfig, BleuStats};
 use gnmt_data::{epoch_batches, FilterConfig, PairCorpus};
 use gnmt_model::{ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind, BOS, EOS};
-use gnmt_translate::{translate_batch, SearchConfig};
+use gnmt_translate::{cpu_decoder, translate_batch_with, SearchConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
@@ -772,12 +772,17 @@ fn validate(
             .valid_bleu_sentences
             .min(v.corpus.len())
             .min(v.refs.len());
+        // The CPU kernels' packed weights: once for all the validation batches.
+        let cpu = cpu_decoder(model, device);
         for chunk in idx[..m].chunks(cfg.batch_size.max(1)) {
             let srcs: Vec<Vec<u32>> = chunk.iter().map(|&i| v.corpus.src(i).to_vec()).collect();
-            for (&i, h) in chunk
-                .iter()
-                .zip(translate_batch(model, &srcs, &search, device))
-            {
+            for (&i, h) in chunk.iter().zip(translate_batch_with(
+                model,
+                cpu.as_ref(),
+                &srcs,
+                &search,
+                device,
+            )) {
                 let text = tok.decode(&h[0].tokens).unwrap_or_default();
                 stats.add(&bleu.sentence_stats(&text, &[v.refs[i].as_str()]));
             }
