@@ -47,7 +47,8 @@ impl CpuState {
     }
 }
 
-/// A float32 tensor's elements, copied (small tensors: a step's inputs and outputs).
+/// A tensor's elements as float32, copied (a step's small inputs and outputs; weights once per
+/// packing).
 fn host(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default()
 }
@@ -56,22 +57,29 @@ impl Seq2Seq {
     /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU and
     /// the kernels are on, else None.
     pub fn cpu_decoder(&self) -> Option<CpuDecoder> {
-        let classifier = self.packed_classifier()?;
-        let mut layers = Vec::with_capacity(self.dec_params.len());
-        for [w_ih, w_hh, b_ih, b_hh] in &self.dec_params {
-            if w_ih.device() != tch::Device::Cpu || w_ih.kind() != Kind::Float {
+        if !gnmt_kernels::enabled() {
+            return None;
+        }
+        let pack = |w: &Tensor, b: Option<Tensor>| {
+            if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
                 return None;
             }
-            let w = Tensor::cat(&[w_ih, w_hh], 1);
             let (n, k) = w.size2().ok()?;
-            let b = host(&(b_ih + b_hh));
-            layers.push(PackedLinear::new(
-                &host(&w),
-                Some(&b),
+            let b = b.map(|b| host(&b));
+            Some(PackedLinear::new(
+                &host(w),
+                b.as_deref(),
                 n as usize,
                 k as usize,
-            ));
-        }
+            ))
+        };
+        let layers = self
+            .dec_params
+            .iter()
+            .map(|[w_ih, w_hh, b_ih, b_hh]| pack(&Tensor::cat(&[w_ih, w_hh], 1), Some(b_ih + b_hh)))
+            .collect::<Option<Vec<_>>>()?;
+        let (w, b) = self.classifier_params();
+        let classifier = pack(w, b.map(Tensor::shallow_clone))?;
         Some(CpuDecoder { layers, classifier })
     }
 

@@ -319,7 +319,7 @@ impl Seq2Seq {
     }
 
     /// The classifier's weight `[V, H]` (the target embedding when tied) and bias.
-    fn classifier_params(&self) -> (&Tensor, Option<&Tensor>) {
+    pub(crate) fn classifier_params(&self) -> (&Tensor, Option<&Tensor>) {
         let w = if self.config.tied_output {
             &self.tgt_emb().ws
         } else {
@@ -329,33 +329,9 @@ impl Seq2Seq {
     }
 
     /// Logits `[.., V]` of decoder outputs `[.., H]`.
-    pub fn classify(&self, out: &Tensor) -> Tensor {
+    fn classify(&self, out: &Tensor) -> Tensor {
         let (w, b) = self.classifier_params();
         out.linear(w, b)
-    }
-
-    /// The classifier packed for gnmt-kernels, when the model is float32 on the CPU and the
-    /// kernels are on (else None: use [`Seq2Seq::classify`]). Pack once per translation job:
-    /// the weights are copied, so a model that trains on needs a new one.
-    #[allow(unsafe_code)]
-    pub fn packed_classifier(&self) -> Option<gnmt_kernels::PackedLinear> {
-        if !gnmt_kernels::enabled() {
-            return None;
-        }
-        let (w, b) = self.classifier_params();
-        let (w, b) = (w.contiguous(), b.map(Tensor::contiguous));
-        let (n, k) = w.size2().ok()?;
-        // SAFETY: nothing writes to the parameters while they are copied (search and training
-        // do not overlap on one model).
-        let ws = unsafe { gnmt_kernels::tensor::f32_slice(&w)? };
-        let bs = match &b {
-            // SAFETY: as above.
-            Some(b) => Some(unsafe { gnmt_kernels::tensor::f32_slice(b)? }),
-            None => None,
-        };
-        Some(gnmt_kernels::PackedLinear::new(
-            ws, bs, n as usize, k as usize,
-        ))
     }
 
     /// Teacher-forced forward pass: logits `[B, T, V]`.
@@ -397,23 +373,10 @@ impl Seq2Seq {
         tokens: &Tensor,
         group: i64,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (out, attn, st) = self.step_hidden(enc, state, tokens, group);
-        (self.classify(&out), attn, st)
-    }
-
-    /// [`Seq2Seq::step_logits`] before the classifier: the top decoder layer's output
-    /// `[B * group, H]` (for [`Seq2Seq::classify`] or [`Seq2Seq::packed_classifier`]).
-    pub fn step_hidden(
-        &self,
-        enc: &Encoded,
-        state: Option<&DecoderState>,
-        tokens: &Tensor,
-        group: i64,
-    ) -> (Tensor, Tensor, DecoderState) {
         let (out, attn, st) =
             self.decode_hidden(enc, &tokens.unsqueeze(1), state, false, group.max(1));
         (
-            out.squeeze_dim(1),
+            self.classify(&out.squeeze_dim(1)),
             attn.squeeze_dim(1).to_kind(Kind::Float),
             st,
         )
