@@ -184,9 +184,7 @@ fn search(
                     &tokens,
                     group as i64,
                 );
-                let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
-                let top = gnmt_kernels::top_candidates(&logits, vocab as usize, &sc, group, want);
-                let top = top.iter().map(|c| (c.score, c.index)).unzip();
+                let top = fused_expand(&logits, vocab as usize, &scores, group, want);
                 (top, attn, State::Cpu(st))
             }
             None => {
@@ -335,31 +333,29 @@ fn search(
     finished
 }
 
-/// For every sentence (`group` consecutive rows of `logits`), the `want` best of
-/// `log_softmax(logits) + scores` over its rows, best first: scores and `beam * vocab + token`.
-/// On a CPU in float32 one fused pass ([`gnmt_kernels::top_candidates`]), else libtorch's
-/// log_softmax, add and topk.
-#[allow(unsafe_code)]
+/// For every sentence (`group` consecutive rows of `logits` `[rows, vocab]`), the `want` best
+/// of `log_softmax(logits) + scores` over its rows, best first: scores and `beam * vocab +
+/// token`. One fused pass ([`gnmt_kernels::top_candidates`]).
+fn fused_expand(
+    logits: &[f32],
+    vocab: usize,
+    scores: &[f64],
+    group: usize,
+    want: usize,
+) -> (Vec<f32>, Vec<i64>) {
+    let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
+    let top = gnmt_kernels::top_candidates(logits, vocab, &sc, group, want);
+    top.iter().map(|c| (c.score, c.index)).unzip()
+}
+
+/// [`fused_expand`] with libtorch's log_softmax, add and topk, on the logits' device.
 fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f32>, Vec<i64>) {
-    let (rows, vocab) = logits.size2().unwrap_or((0, 0));
     let sentences = scores.len() / group.max(1);
-    let fused = if gnmt_kernels::enabled() {
-        // SAFETY: `logits` was just made by the decoder step and has no other handle.
-        unsafe { gnmt_kernels::tensor::f32_slice(logits) }
-    } else {
-        None
-    };
-    if let Some(l) = fused {
-        let sc: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
-        let top = gnmt_kernels::top_candidates(l, vocab as usize, &sc, group, want);
-        return top.iter().map(|c| (c.score, c.index)).unzip();
-    }
     let sc = Tensor::from_slice(scores)
         .to_device(logits.device())
         .to_kind(Kind::Float)
         .unsqueeze(1);
     let cand = (logits.log_softmax(-1, Kind::Float) + sc).view([sentences as i64, -1]);
-    debug_assert_eq!(rows as usize, scores.len());
     let (top_v, top_i) = cand.topk(want as i64, -1, true, true);
     let top_v = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1));
     let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1));

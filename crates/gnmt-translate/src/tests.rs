@@ -184,8 +184,9 @@ fn the_fused_cpu_expansion_equals_libtorch_log_softmax_add_topk() {
     let mut scores: Vec<f64> = (0..3 * group).map(|i| -(i as f64) * 0.3).collect();
     // A padding row.
     scores[1] = f64::NEG_INFINITY;
-    // float32 on the CPU: the fused kernel; float64: libtorch's operators.
-    let (fv, fi) = expand(&logits, &scores, group, want);
+    // The fused kernel on the host copy; libtorch's operators in float64.
+    let host = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
+    let (fv, fi) = fused_expand(&host, vocab as usize, &scores, group, want);
     let (tv, ti) = expand(&logits.to_kind(tch::Kind::Double), &scores, group, want);
     assert_eq!(fi.len(), 3 * want);
     assert_eq!(fi, ti);
