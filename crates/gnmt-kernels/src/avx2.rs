@@ -96,35 +96,23 @@ pub(crate) fn scores(
     masked: f32,
     out: &mut [f32],
 ) {
-    let AttentionShape { b, t, s, u } = shape;
-    let split = u - u % LANES;
-    for bi in 0..b {
-        for ti in 0..t {
-            let qrow = &q[(bi * t + ti) * u..][..u];
-            let orow = &mut out[(bi * t + ti) * s..][..s];
-            for (si, o) in orow.iter_mut().enumerate() {
-                if pad[bi * s + si] {
-                    *o = masked;
-                    continue;
-                }
-                let krow = &k[(bi * s + si) * u..][..u];
-                let mut acc = _mm256_setzero_ps();
-                for ((qc, kc), vc) in qrow[..split]
-                    .chunks_exact(LANES)
-                    .zip(krow[..split].chunks_exact(LANES))
-                    .zip(v[..split].chunks_exact(LANES))
-                {
-                    let x = _mm256_add_ps(load(qc), load(kc));
-                    acc = _mm256_fmadd_ps(load(vc), tanh8(x), acc);
-                }
-                let mut sum = hsum(acc);
-                for j in split..u {
-                    sum = v[j].mul_add(math::tanh1(qrow[j] + krow[j]), sum);
-                }
-                *o = sum;
-            }
+    let split = shape.u - shape.u % LANES;
+    math::scores_with(q, k, pad, shape, masked, out, |qrow, krow| {
+        let mut acc = _mm256_setzero_ps();
+        for ((qc, kc), vc) in qrow[..split]
+            .chunks_exact(LANES)
+            .zip(krow[..split].chunks_exact(LANES))
+            .zip(v[..split].chunks_exact(LANES))
+        {
+            let x = _mm256_add_ps(load(qc), load(kc));
+            acc = _mm256_fmadd_ps(load(vc), tanh8(x), acc);
         }
-    }
+        let mut sum = hsum(acc);
+        for j in split..shape.u {
+            sum = v[j].mul_add(math::tanh1(qrow[j] + krow[j]), sum);
+        }
+        sum
+    })
 }
 
 /// `(max, ln(sum(exp(x - max))))` of a row (see [`math::log_sum_exp`]).

@@ -41,25 +41,15 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// Runs the AVX2+FMA build of a kernel when the CPU has both, else the portable one.
+/// Runs the AVX2+FMA build of a kernel (`avx2::name`) when the CPU has both, else the portable
+/// one (`module::name`).
 macro_rules! dispatch {
-    ($name:ident($($arg:expr),*)) => {{
+    ($module:ident :: $name:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: a `target_feature` function requires only that the CPU has those
                 // features, checked just above.
-                #[allow(unsafe_code)]
-                return unsafe { avx2::$name($($arg),*) };
-            }
-        }
-        $crate::math::$name($($arg),*)
-    }};
-    ($module:ident :: $name:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: as above.
                 #[allow(unsafe_code)]
                 return unsafe { $crate::avx2::$name($($arg),*) };
             }
@@ -99,7 +89,7 @@ pub fn additive_scores(
     assert_eq!(v.len(), u, "v");
     assert_eq!(pad.len(), b * s, "padding mask");
     assert_eq!(out.len(), b * t * s, "output");
-    dispatch!(scores(q, k, v, pad, shape, masked, out))
+    dispatch!(math::scores(q, k, v, pad, shape, masked, out))
 }
 
 /// One search candidate: its score and where it comes from (`beam * vocab + token`).
@@ -127,7 +117,7 @@ pub fn top_candidates(
     assert!(vocab > 0 && group > 0, "empty vocabulary or group");
     assert_eq!(logits.len(), row_scores.len() * vocab, "logits");
     assert_eq!(row_scores.len() % group, 0, "rows per group");
-    dispatch!(top(logits, vocab, row_scores, group, want))
+    dispatch!(math::top(logits, vocab, row_scores, group, want))
 }
 
 /// The LSTM cell's pointwise part, PyTorch's gate order (input, forget, cell, output): for each
@@ -142,7 +132,7 @@ pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
     if hidden == 0 {
         return;
     }
-    dispatch!(cell(gates, c, h, hidden))
+    dispatch!(math::cell(gates, c, h, hidden))
 }
 
 #[cfg(test)]

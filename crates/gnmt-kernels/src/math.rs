@@ -77,14 +77,17 @@ pub fn tanh(x: f32) -> f32 {
     tanh1(x)
 }
 
-pub(crate) fn scores(
+/// The driver of both builds of `additive_scores`: `dot(q_row, k_row)` for every unpadded
+/// query-key pair, `masked` elsewhere.
+#[inline]
+pub(crate) fn scores_with(
     q: &[f32],
     k: &[f32],
-    v: &[f32],
     pad: &[bool],
     shape: AttentionShape,
     masked: f32,
     out: &mut [f32],
+    mut dot: impl FnMut(&[f32], &[f32]) -> f32,
 ) {
     let AttentionShape { b, t, s, u } = shape;
     for bi in 0..b {
@@ -95,12 +98,27 @@ pub(crate) fn scores(
                 *o = if pad[bi * s + si] {
                     masked
                 } else {
-                    let krow = &k[(bi * s + si) * u..][..u];
-                    (0..u).map(|j| v[j] * tanh1(qrow[j] + krow[j])).sum()
+                    dot(qrow, &k[(bi * s + si) * u..][..u])
                 };
             }
         }
     }
+}
+
+pub(crate) fn scores(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    masked: f32,
+    out: &mut [f32],
+) {
+    scores_with(q, k, pad, shape, masked, out, |qrow, krow| {
+        (0..qrow.len())
+            .map(|j| v[j] * tanh1(qrow[j] + krow[j]))
+            .sum()
+    })
 }
 
 /// The best `want` candidates seen so far, best first (equal scores: the first offered first).
