@@ -216,6 +216,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         } else {
             loss.backward();
         }
+        adam.accumulate();
         adam.clip_grad_norm(5.0);
         adam.apply(1e-3);
         loss.double_value(&[])
@@ -270,6 +271,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         beta: a.beta,
         max_len_a: a.max_len_a,
         max_len_b: a.max_len_b,
+        nbest: 1,
     };
     gnmt_kernels::set_enabled(!a.no_fused_kernels);
     // What `gnmt translate` runs: longest first, fixed-size batches, its search workers.
@@ -292,11 +294,11 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         search: engine.search.clone(),
         ..engine
     }
-    .translate_ids(&first);
+    .translate_ids(&first)?;
     sync(device);
     let t = Instant::now();
     let generated: usize = engine
-        .translate_ids(&srcs)
+        .translate_ids(&srcs)?
         .iter()
         .map(|h| h.first().map_or(0, |h| h.tokens.len() + 1))
         .sum();

@@ -3,6 +3,8 @@
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +12,7 @@ use clap::Args;
 use gnmt_data::text::Lines;
 use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
-use gnmt_train::TrainConfig;
+use gnmt_train::{Control, Progress, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
 use gnmt_translate::SearchConfig;
 use tch::nn;
@@ -212,10 +214,11 @@ pub struct TrainArgs {
     /// Stop after this many passes over the training data (whichever of this and --max-steps comes first).
     #[arg(long)]
     epochs: Option<u64>,
-    /// Sentences per batch.
+    /// Sentences per batch (default 64; also the cap on a --max-tokens batch).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Tokens per batch (padding counted).
+    /// Tokens per batch, padding counted. Batches stay within --batch-size sentences as well:
+    /// raise --batch-size (e.g. to 10000) for the token budget alone to decide.
     #[arg(long)]
     max_tokens: Option<usize>,
     #[arg(long)]
@@ -245,13 +248,17 @@ pub struct TrainArgs {
     /// Make a skipped training pair (empty side, too long, bad length ratio) an error.
     #[arg(long)]
     strict: bool,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run in --out from its last checkpoint. Its settings must be the ones it
+    /// was trained with; a setting given with --set may differ (the change is logged).
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
-    /// Start over even if --out holds another run.
+    /// Start over even if --out holds another run: deletes what a run wrote there
+    /// (checkpoints/, best/, final/, data/, metrics.jsonl, config.toml, tokenizer.json) and
+    /// nothing else.
     #[arg(long)]
     force: bool,
     /// Any other setting: `--set key=value` (TOML value), model fields as `model.KEY=value`.
+    /// With --resume, the deliberate way to change a setting of the run.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
@@ -378,8 +385,44 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     let cfg = build_train_config(&a)?;
-    let s = gnmt_train::train(&cfg, a.resume, a.force)
-        .with_context(|| format!("training into {}", cfg.out.display()))?;
+    let start = if a.force {
+        Start::Overwrite
+    } else if a.resume {
+        let allow_changed = a
+            .set
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect();
+        Start::Resume { allow_changed }
+    } else {
+        Start::Fresh
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)) {
+            tracing::warn!("Ctrl-C will not save a checkpoint: {e}");
+        }
+    }
+    let bar = train_progress_bar(cfg.max_steps);
+    let progress: Option<Box<dyn FnMut(&Progress)>> = bar.clone().map(|bar| {
+        Box::new(move |p: &Progress| {
+            bar.set_position(p.step.max(0) as u64);
+            bar.set_message(format!(
+                "loss {:.3} lr {:.2e} {:.0} tok/s",
+                p.loss, p.lr, p.tokens_per_s
+            ));
+        }) as Box<dyn FnMut(&Progress)>
+    });
+    let control = Control {
+        stop: Some(stop),
+        progress,
+    };
+    let result = gnmt_train::train_with(&cfg, start, control);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let s = result.with_context(|| format!("training into {}", cfg.out.display()))?;
     eprintln!(
         "trained {} steps: loss {:.3} -> {:.3}, {:.0} tokens/s{}; model in {}",
         s.steps,
@@ -404,6 +447,20 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The training progress bar, on a terminal only (elsewhere the trainer logs each step).
+fn train_progress_bar(total: i64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
 }
 
 #[derive(Args, Debug)]
@@ -435,7 +492,7 @@ pub struct TranslateArgs {
     /// Source tokens per batch, padding counted (batches then also stay within --batch-size).
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Print the N best translations with scores.
+    /// Print the N best translations with scores (`index ||| text ||| score`), N <= --beam.
     #[arg(long, default_value_t = 0)]
     nbest: usize,
     /// Append the attended source position of each output piece.
@@ -459,7 +516,8 @@ pub struct TranslateArgs {
     /// threads (default: one per libtorch thread, at most 8; always 1 on CUDA).
     #[arg(long)]
     workers: Option<usize>,
-    /// Score the output against this reference with gnmt-bleu (BLEU, 13a).
+    /// Score the best translations against this reference with gnmt-bleu (BLEU, 13a),
+    /// whatever the output holds (--nbest, --alignments).
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
 }
@@ -492,12 +550,21 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             model.config.vocab_size
         );
     }
+    let beam = if a.greedy { 1 } else { a.beam };
+    if a.nbest > beam.max(1) {
+        bail!(
+            "--nbest {}: the beam keeps only {} hypotheses (raise --beam)",
+            a.nbest,
+            beam.max(1)
+        );
+    }
     let search = SearchConfig {
-        beam: if a.greedy { 1 } else { a.beam },
+        beam,
         alpha: a.alpha,
         beta: a.beta,
         max_len_a: a.max_len_a,
         max_len_b: a.max_len_b,
+        nbest: a.nbest.max(1),
     };
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
     if workers > 1 {
@@ -523,6 +590,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let opts = OutputOptions {
         nbest: a.nbest,
         alignments: a.alignments,
+        keep_best: a.reference.is_some(),
     };
     let t = Instant::now();
     let bar = if std::io::stderr().is_terminal() && a.input.is_some() {
@@ -532,15 +600,14 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     };
     let summary = match &a.output {
         Some(path) => {
-            let tmp = path.with_extension("partial");
-            let mut w = BufWriter::new(
-                std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?,
-            );
+            // Written under a name of its own beside the output, renamed over it at the end:
+            // an error or a kill leaves the old output (if any) as it was.
+            let mut w = gnmt_io::AtomicFile::create(path)
+                .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
             let s = tr.translate_stream(lines, &mut w, &opts, |n| {
                 bar.set_message(format!("{n} lines"))
             })?;
-            drop(w);
-            std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+            w.commit().with_context(|| path.display().to_string())?;
             s
         }
         None => {
@@ -559,11 +626,10 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         (summary.source_tokens + summary.output_tokens) as f64 / secs,
         crate::bench::peak_rss_mb().unwrap_or(0.0)
     );
-    if let (Some(r), Some(out)) = (&a.reference, &a.output) {
-        let hyps = gnmt_data::text::read_lines(out)?;
+    if let Some(r) = &a.reference {
         let refs = gnmt_data::text::read_lines(r)?;
         let seg = gnmt_bleu::Segments {
-            hyps,
+            hyps: summary.best,
             refs: vec![refs],
         };
         let m = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
@@ -571,8 +637,6 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             .corpus_score(&seg, false)
             .with_context(|| format!("scoring against {}", r.display()))?;
         eprintln!("{}", s.format_text(1, false));
-    } else if a.reference.is_some() {
-        bail!("--ref needs -o/--output");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -102,9 +102,29 @@ pub fn prepare(
     out: &Path,
     mut progress: impl FnMut(usize),
 ) -> Result<PreparedMeta, DataError> {
-    let tmp = out.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = gnmt_io::temp_path(out);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = prepare_into(src, tgt, tok, filter, limit, &tmp, &mut progress).and_then(|meta| {
+        gnmt_io::replace_dir(&tmp, out)
+            .map_err(io(out))
+            .map(|()| meta)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// [`prepare`]'s work, into the temporary directory `tmp`.
+fn prepare_into(
+    src: &Path,
+    tgt: &Path,
+    tok: &SubwordTokenizer,
+    filter: &FilterConfig,
+    limit: Option<usize>,
+    tmp: &Path,
+    progress: &mut impl FnMut(usize),
+) -> Result<PreparedMeta, DataError> {
     let mut w: Vec<ArrayWriter> = [
         "src.ids",
         "src.offsets",
@@ -153,13 +173,6 @@ pub fn prepare(
     let json = serde_json::to_string_pretty(&meta).map_err(|e| DataError::Other(e.to_string()))?;
     let meta_path = tmp.join("meta.json");
     std::fs::write(&meta_path, json).map_err(io(&meta_path))?;
-    File::open(&tmp)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&tmp))?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
-    }
-    std::fs::rename(&tmp, out).map_err(io(out))?;
     Ok(meta)
 }
 

@@ -49,8 +49,8 @@ impl CpuState {
 
 /// A tensor's elements as float32, copied (a step's small inputs and outputs; weights once per
 /// packing).
-fn host(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default()
+fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))
 }
 
 impl Seq2Seq {
@@ -65,9 +65,13 @@ impl Seq2Seq {
                 return None;
             }
             let (n, k) = w.size2().ok()?;
-            let b = b.map(|b| host(&b));
+            // A weight that does not copy out is left to libtorch's path (which reads it itself).
+            let b = match b {
+                Some(b) => Some(host(&b).ok()?),
+                None => None,
+            };
             Some(PackedLinear::new(
-                &host(w),
+                &host(w).ok()?,
                 b.as_deref(),
                 n as usize,
                 k as usize,
@@ -92,7 +96,7 @@ impl Seq2Seq {
         state: Option<&CpuState>,
         tokens: &Tensor,
         group: i64,
-    ) -> (Vec<f32>, Tensor, CpuState) {
+    ) -> Result<(Vec<f32>, Tensor, CpuState), tch::TchError> {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
         let zeros = vec![0f32; rows * hid];
@@ -127,7 +131,7 @@ impl Seq2Seq {
             h
         };
         let emb = self.config.embedding_size as usize;
-        let x = host(&self.tgt_emb().forward(tokens));
+        let x = host(&self.tgt_emb().forward(tokens))?;
         let h0 = run(0, &[(&x, emb)]);
         let group = group.max(1);
         let q = Tensor::from_slice(&h0).view([rows as i64 / group, group, hid as i64]);
@@ -136,7 +140,7 @@ impl Seq2Seq {
             .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask);
         let s = attn.size().last().copied().unwrap_or(0);
         let attn = attn.reshape([rows as i64, s]).to_kind(Kind::Float);
-        let ctx = host(&ctx);
+        let ctx = host(&ctx)?;
         let mut out = h0;
         for i in 1..layers {
             let mut y = run(i, &[(&out, hid), (&ctx, hid)]);
@@ -150,6 +154,6 @@ impl Seq2Seq {
         let vocab = dec.classifier.out_features();
         let mut logits = vec![0f32; rows * vocab];
         dec.classifier.forward(&out, rows, &mut logits);
-        (logits, attn, new)
+        Ok((logits, attn, new))
     }
 }

@@ -395,9 +395,7 @@ impl SubwordTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| file_err(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json).map_err(|e| file_err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| file_err(e.to_string()))
+        gnmt_io::write_file(path, json).map_err(|e| file_err(e.to_string()))
     }
 
     /// SHA-256 of the serialized tokenizer: identifies the vocabulary in binarized corpora.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint;
-use crate::trainer::{write_dir_atomically, TrainError};
+use crate::trainer::TrainError;
 
 fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
     TrainError::Checkpoint {
@@ -17,14 +17,9 @@ fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
     }
 }
 
-/// The last `n` checkpoints of a run directory, oldest first.
+/// The last `n` checkpoints of a run directory, oldest first; an error if it holds fewer.
 pub fn last_checkpoints(run: &Path, n: usize) -> Result<Vec<PathBuf>, TrainError> {
-    let all = checkpoint::list(run);
-    if all.is_empty() {
-        return Err(ckpt_err(run, "holds no checkpoints (checkpoints/step-N)"));
-    }
-    let skip = all.len().saturating_sub(n.max(1));
-    Ok(all.into_iter().skip(skip).map(|(_, p)| p).collect())
+    checkpoint::last(run, n)
 }
 
 /// Averages the weights of `dirs` (model directories or checkpoints of the same model and
@@ -99,14 +94,18 @@ pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
         .into_iter()
         .map(|(name, (acc, kind))| (name, (acc / n).to_kind(kind)))
         .collect();
-    write_dir_atomically(&out.with_extension("tmp"), out, |tmp| {
-        std::fs::write(tmp.join("config.json"), &config)
-            .map_err(|e| ckpt_err(tmp, e.to_string()))?;
-        std::fs::write(tmp.join("tokenizer.json"), &tokenizer)
-            .map_err(|e| ckpt_err(tmp, e.to_string()))?;
-        Tensor::write_safetensors(&averaged, tmp.join("model.safetensors"))?;
-        Ok(())
-    })?;
+    gnmt_io::write_dir(
+        out,
+        |tmp| {
+            std::fs::write(tmp.join("config.json"), &config)
+                .map_err(|e| ckpt_err(tmp, e.to_string()))?;
+            std::fs::write(tmp.join("tokenizer.json"), &tokenizer)
+                .map_err(|e| ckpt_err(tmp, e.to_string()))?;
+            Tensor::write_safetensors(&averaged, tmp.join("model.safetensors"))?;
+            Ok(())
+        },
+        |e| ckpt_err(out, e.to_string()),
+    )?;
     Ok(dirs.len())
 }
 
@@ -120,8 +119,31 @@ mod tests {
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         Seq2Seq::new(&vs.root(), cfg).unwrap();
-        crate::trainer::write_model_dir(dir, &vs, cfg, tok).unwrap();
+        checkpoint::ModelFiles {
+            vs: &vs,
+            config: cfg,
+            tokenizer: tok,
+        }
+        .write(dir)
+        .unwrap();
         vs
+    }
+
+    #[test]
+    fn last_n_refuses_a_run_that_kept_fewer() {
+        let tmp = tempfile::tempdir().unwrap();
+        for s in [10, 20, 30] {
+            std::fs::create_dir_all(tmp.path().join(format!("checkpoints/step-{s:08}"))).unwrap();
+        }
+        let three = last_checkpoints(tmp.path(), 3).unwrap();
+        assert_eq!(three.len(), 3);
+        assert!(three[0].ends_with("step-00000010"));
+        assert!(last_checkpoints(tmp.path(), 2).unwrap()[0].ends_with("step-00000020"));
+        let err = last_checkpoints(tmp.path(), 4).unwrap_err().to_string();
+        assert!(
+            err.contains("3 checkpoint(s), not the 4") && err.contains("keep_last=4"),
+            "{err}"
+        );
     }
 
     #[test]

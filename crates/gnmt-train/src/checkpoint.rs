@@ -1,11 +1,19 @@
-//! Checkpoints: a model directory (`config.json`, `tokenizer.json`, `model.safetensors`) plus
-//! `optimizer.safetensors` and `trainer.json`, written to a temporary directory, fsynced, then
-//! renamed into place, so a killed run never leaves a half-written checkpoint.
+//! Checkpoints and model directories, read and written here only.
+//!
+//! A checkpoint is a model directory (`config.json`, `tokenizer.json`, `model.safetensors`)
+//! plus `optimizer.safetensors` and `trainer.json`. Every directory is written under a unique
+//! temporary name, fsynced, then moved over the old one ([`gnmt_io::write_dir`]): a killed run
+//! never leaves a half-written checkpoint, and never loses `best/` or `final/`.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use gnmt_model::ModelConfig;
 use serde::{Deserialize, Serialize};
+use tch::nn;
+
+use crate::optim::Adam;
+use crate::trainer::TrainError;
 
 /// Trainer state: everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,8 +27,13 @@ pub struct TrainerState {
     /// Validations in a row that did not improve `best_score` (for early stopping).
     #[serde(default)]
     pub stale_validations: usize,
-    /// Fingerprint of the run (config + data), so a different run is not resumed by mistake.
+    /// Fingerprint of the run (model, data, seed), so a different run is not resumed by mistake.
     pub run_id: String,
+    /// The settings that shape the run's course (learning rate and schedule, batching, loss,
+    /// clipping, precision...), compared one by one on resume. Absent in checkpoints written
+    /// before they were recorded (their `run_id` then covers some of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<BTreeMap<String, serde_json::Value>>,
     /// Adam's update count when it differs from `step` (fp16 steps skipped for overflow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adam_step: Option<i64>,
@@ -29,24 +42,18 @@ pub struct TrainerState {
     pub loss_scaler: Option<crate::optim::LossScaler>,
 }
 
-pub fn fsync_dir(path: &Path) -> std::io::Result<()> {
-    File::open(path)?.sync_all()
+fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
-/// Moves a fully written temporary directory into place atomically.
-pub fn commit_dir(tmp: &Path, dest: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(tmp)? {
-        File::open(e?.path())?.sync_all()?;
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
     }
-    fsync_dir(tmp)?;
-    if dest.exists() {
-        std::fs::remove_dir_all(dest)?;
-    }
-    std::fs::rename(tmp, dest)?;
-    if let Some(p) = dest.parent() {
-        fsync_dir(p)?;
-    }
-    Ok(())
 }
 
 /// Checkpoint directories of a run (`checkpoints/step-000123`), oldest first.
@@ -63,4 +70,109 @@ pub fn list(run: &Path) -> Vec<(i64, PathBuf)> {
         .collect();
     v.sort();
     v
+}
+
+/// What a model directory is made of.
+pub struct ModelFiles<'a> {
+    pub vs: &'a nn::VarStore,
+    pub config: &'a ModelConfig,
+    /// The `tokenizer.json` to copy in.
+    pub tokenizer: &'a Path,
+}
+
+impl ModelFiles<'_> {
+    fn fill(&self, dir: &Path) -> Result<(), TrainError> {
+        let json = serde_json::to_string_pretty(self.config)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        std::fs::write(dir.join("config.json"), json).map_err(io_err(dir))?;
+        std::fs::copy(self.tokenizer, dir.join("tokenizer.json"))
+            .map_err(io_err(self.tokenizer))?;
+        self.vs.save(dir.join("model.safetensors"))?;
+        Ok(())
+    }
+
+    /// Writes the model directory `dir` (config.json, tokenizer.json, model.safetensors)
+    /// atomically.
+    pub fn write(&self, dir: &Path) -> Result<(), TrainError> {
+        gnmt_io::write_dir(dir, |tmp| self.fill(tmp), io_err(dir))
+    }
+}
+
+/// Writes `checkpoints/step-N` of `run`, then deletes the oldest beyond `keep`.
+pub fn save(
+    run: &Path,
+    model: &ModelFiles,
+    adam: &Adam,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<(), TrainError> {
+    let dest = run
+        .join("checkpoints")
+        .join(format!("step-{:08}", state.step));
+    gnmt_io::write_dir(
+        &dest,
+        |tmp| {
+            model.fill(tmp)?;
+            adam.save(&tmp.join("optimizer.safetensors"))?;
+            let st = serde_json::to_string_pretty(state)
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+            std::fs::write(tmp.join("trainer.json"), st).map_err(io_err(tmp))
+        },
+        io_err(&dest),
+    )?;
+    let all = list(run);
+    if all.len() > keep.max(1) {
+        for (_, old) in &all[..all.len() - keep.max(1)] {
+            if let Err(e) = std::fs::remove_dir_all(old) {
+                tracing::warn!("{}: not deleted: {e}", old.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint's `trainer.json`.
+pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
+    let path = dir.join("trainer.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| ckpt_err(dir, format!("trainer.json: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| ckpt_err(dir, format!("trainer.json: {e}")))
+}
+
+/// Loads a checkpoint's weights into `vs` and its optimizer state into `adam`.
+pub fn load_tensors(
+    dir: &Path,
+    state: &TrainerState,
+    vs: &mut nn::VarStore,
+    adam: &mut Adam,
+) -> Result<(), TrainError> {
+    gnmt_model::load_weights(vs, &dir.join("model.safetensors"))
+        .map_err(|e| ckpt_err(dir, e.to_string()))?;
+    adam.load(
+        &dir.join("optimizer.safetensors"),
+        state.adam_step.unwrap_or(state.step),
+    )
+    .map_err(|e| ckpt_err(dir, e))
+}
+
+/// The last `n` checkpoints of a run directory, oldest first. Fewer than `n` is an error that
+/// says why (the run kept only `keep_last`).
+pub fn last(run: &Path, n: usize) -> Result<Vec<PathBuf>, TrainError> {
+    let all = list(run);
+    if all.is_empty() {
+        return Err(ckpt_err(run, "holds no checkpoints (checkpoints/step-N)"));
+    }
+    let n = n.max(1);
+    if all.len() < n {
+        return Err(ckpt_err(
+            run,
+            format!(
+                "holds {} checkpoint(s), not the {n} asked for: training keeps the last `keep_last` \
+                 (default 3); train with --set keep_last={n} to keep enough, or ask for fewer",
+                all.len()
+            ),
+        ));
+    }
+    let skip = all.len() - n;
+    Ok(all.into_iter().skip(skip).map(|(_, p)| p).collect())
 }

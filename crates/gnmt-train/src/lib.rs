@@ -9,4 +9,6 @@ pub mod checkpoint;
 pub mod optim;
 pub mod trainer;
 
-pub use trainer::{train, Precision, TrainConfig, TrainError};
+pub use trainer::{
+    train, train_with, Control, Precision, Progress, Start, TrainConfig, TrainError, Trainer,
+};

@@ -8,8 +8,11 @@ use tch::{nn, Kind, Tensor};
 /// Adam (Kingma & Ba) whose moments are plain named tensors: savable, loadable, exact.
 ///
 /// In mixed precision ([`Adam::mixed`]) the forward and backward passes run on a low-precision
-/// working copy of the weights; Adam reads that copy's gradients, updates the float32 master
-/// weights (which checkpoints save) and refreshes the working copy from them.
+/// working copy of the weights. After each backward, [`Adam::accumulate`] moves that copy's
+/// gradients into float32 accumulators, unscaled (fp16 loss scaling): micro-batches add up in
+/// float32 and clipping sees float32 values, never scaled fp16 ones that a small clipping factor
+/// would flush to zero (PyTorch's `GradScaler.unscale_` then `clip_grad_norm_` order). Adam
+/// updates the float32 master weights (which checkpoints save) and refreshes the working copy.
 #[derive(Debug)]
 pub struct Adam {
     pub beta1: f64,
@@ -21,8 +24,11 @@ pub struct Adam {
     v: Vec<Tensor>,
     /// The working copy (same order as `vars`), when training in mixed precision.
     work: Option<Vec<Tensor>>,
-    /// The factor the loss was multiplied by before backward (fp16 loss scaling); gradients
-    /// are divided by it when read. 1 without loss scaling.
+    /// Mixed precision: the float32, unscaled gradient sums of the working copy's gradients.
+    acc: Option<Vec<Tensor>>,
+    /// The factor the loss was multiplied by before backward (fp16 loss scaling): gradients
+    /// are divided by it (in [`Adam::accumulate`] in mixed precision, else when read). 1 without
+    /// loss scaling.
     pub grad_scale: f64,
 }
 
@@ -159,6 +165,7 @@ impl Adam {
             m,
             v,
             work: None,
+            acc: None,
             grad_scale: 1.0,
         }
     }
@@ -179,6 +186,7 @@ impl Adam {
             }
             list.push(w.shallow_clone());
         }
+        adam.acc = Some(adam.vars.iter().map(|(_, p)| p.zeros_like()).collect());
         adam.work = Some(list);
         adam.sync_work();
         Ok(adam)
@@ -194,67 +202,98 @@ impl Adam {
         }
     }
 
-    /// The gradient of parameter `i`: the working copy's in mixed precision, as float32,
-    /// divided by the loss scale.
-    fn grad(&self, i: usize) -> Tensor {
-        let g = match &self.work {
-            Some(w) => {
-                let g = w[i].grad();
-                if g.defined() {
-                    g.to_kind(Kind::Float)
-                } else {
-                    g
+    /// After each backward pass in mixed precision: adds the working copy's gradients, as
+    /// float32 and divided by the loss scale, to the float32 accumulators, and zeroes them.
+    /// In float32 training the parameters' own gradients accumulate and this does nothing.
+    pub fn accumulate(&mut self) {
+        let (Some(work), Some(acc)) = (&self.work, &mut self.acc) else {
+            return;
+        };
+        tch::no_grad(|| {
+            for (w, a) in work.iter().zip(acc.iter_mut()) {
+                let mut g = w.grad();
+                if !g.defined() {
+                    continue;
                 }
+                let g32 = g.to_kind(Kind::Float);
+                if self.grad_scale != 1.0 {
+                    *a += g32 / self.grad_scale;
+                } else {
+                    *a += g32;
+                }
+                let _ = g.zero_();
             }
+        });
+    }
+
+    /// The float32 gradients that clipping and the update read, in place: the accumulators in
+    /// mixed precision (already unscaled), the parameters' own gradients otherwise (still
+    /// multiplied by [`Adam::pending_scale`]). Undefined tensors where no gradient exists.
+    fn master_grads(&self) -> Vec<Tensor> {
+        match &self.acc {
+            Some(acc) => acc.iter().map(Tensor::shallow_clone).collect(),
+            None => self.vars.iter().map(|(_, t)| t.grad()).collect(),
+        }
+    }
+
+    /// The loss scale still in [`Adam::master_grads`].
+    fn pending_scale(&self) -> f64 {
+        if self.acc.is_some() {
+            1.0
+        } else {
+            self.grad_scale
+        }
+    }
+
+    /// The float32, unscaled gradient of parameter `i`.
+    pub(crate) fn grad(&self, i: usize) -> Tensor {
+        let g = match &self.acc {
+            Some(acc) => acc[i].shallow_clone(),
             None => self.vars[i].1.grad(),
         };
-        if g.defined() && self.grad_scale != 1.0 {
-            g / self.grad_scale
+        if g.defined() && self.pending_scale() != 1.0 {
+            g / self.pending_scale()
         } else {
             g
         }
     }
 
-    /// The tensors whose gradients backward fills.
-    fn grad_holders(&self) -> Vec<Tensor> {
-        match &self.work {
-            Some(w) => w.iter().map(Tensor::shallow_clone).collect(),
-            None => self.vars.iter().map(|(_, t)| t.shallow_clone()).collect(),
-        }
-    }
-
     pub fn zero_grad(&mut self) {
-        for t in self.grad_holders() {
-            let mut g = t.grad();
+        let holders: Vec<Tensor> = match &self.work {
+            Some(w) => w.iter().map(Tensor::grad).collect(),
+            None => Vec::new(),
+        };
+        for mut g in holders.into_iter().chain(self.master_grads()) {
             if g.defined() {
                 let _ = g.zero_();
             }
         }
     }
 
-    /// Global gradient norm (of the unscaled gradients), then clipping to `max_norm` (if > 0).
-    /// Returns the norm before clipping; infinite or NaN when a gradient overflowed, and then
-    /// nothing is clipped.
+    /// Global gradient norm (of the unscaled float32 gradients), then clipping to `max_norm`
+    /// (if > 0). Returns the norm before clipping; infinite or NaN when a gradient overflowed,
+    /// and then nothing is clipped.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        let norms: Vec<Tensor> = self
-            .grad_holders()
-            .iter()
-            .map(|t| t.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.to_kind(Kind::Float).norm())
+        let grads: Vec<Tensor> = self
+            .master_grads()
+            .into_iter()
+            .filter(Tensor::defined)
             .collect();
-        if norms.is_empty() {
+        if grads.is_empty() {
             return 0.0;
         }
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]) / self.grad_scale;
+        let norms: Vec<Tensor> = grads
+            .iter()
+            .map(|g| g.to_kind(Kind::Float).norm())
+            .collect();
+        let total = Tensor::stack(&norms, 0).norm().double_value(&[]) / self.pending_scale();
         if max_norm > 0.0 && total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
-            for t in self.grad_holders() {
-                let mut g = t.grad();
-                if g.defined() {
+            tch::no_grad(|| {
+                for mut g in grads {
                     let _ = g.g_mul_scalar_(scale);
                 }
-            }
+            });
         }
         total
     }
@@ -274,8 +313,13 @@ impl Adam {
         let values = Tensor::stack(&norms, 0)
             .to_kind(Kind::Double)
             .to_device(tch::Device::Cpu);
-        let values = Vec::<f64>::try_from(&values).unwrap_or_default();
-        names.into_iter().zip(values).collect()
+        match Vec::<f64>::try_from(&values) {
+            Ok(values) => names.into_iter().zip(values).collect(),
+            Err(e) => {
+                tracing::warn!("gradient norms unreadable: {e}");
+                Vec::new()
+            }
+        }
     }
 
     pub fn apply(&mut self, lr: f64) {
@@ -473,6 +517,70 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&g).unwrap(), [3.0, 0.0, 4.0]);
         // An overflowed gradient gives a non-finite norm and is left alone.
         let _ = w.grad().g_mul_scalar_(f64::INFINITY);
+        assert!(!adam.clip_grad_norm(1.0).is_finite());
+    }
+
+    /// A float32 master `w` (`n` ones), its working copy in `kind`, and Adam over both.
+    fn mixed_pair(n: i64, kind: Kind) -> (nn::VarStore, nn::VarStore, Adam) {
+        let master = nn::VarStore::new(tch::Device::Cpu);
+        let _ = master.root().var("w", &[n], nn::Init::Const(1.0));
+        let mut work = nn::VarStore::new(tch::Device::Cpu);
+        let _ = work.root().var("w", &[n], nn::Init::Const(1.0));
+        if kind == Kind::BFloat16 {
+            work.bfloat16();
+        } else {
+            work.half();
+        }
+        let adam = Adam::mixed(&master, &work).unwrap();
+        (master, work, adam)
+    }
+
+    #[test]
+    fn bf16_micro_batch_gradients_add_up_in_float32() {
+        let (_m, work, mut adam) = mixed_pair(4, Kind::BFloat16);
+        let w = work.variables()["w"].shallow_clone();
+        adam.zero_grad();
+        // 1 + 0.001 is 1 in bf16 (8 significant bits): summed there, the second batch vanishes.
+        for weight in [1.0, 0.001] {
+            (&w * weight).sum(Kind::Float).backward();
+            adam.accumulate();
+        }
+        let g = Vec::<f32>::try_from(&adam.grad(0)).unwrap();
+        for x in g {
+            assert!((x - 1.001).abs() < 1e-5, "{x}");
+        }
+        // The working copy's own gradient was moved out.
+        assert_eq!(w.grad().abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn fp16_gradients_are_unscaled_into_float32_before_clipping() {
+        let (_m, work, mut adam) = mixed_pair(2, Kind::Half);
+        let w = work.variables()["w"].shallow_clone();
+        adam.zero_grad();
+        // True gradient [1000, 1e-3] under a loss scale of 16: [16000, 0.016] in fp16. Clipping
+        // to norm 1e-2 multiplies by 1e-5: in fp16, 0.016 * 1e-5 = 1.6e-7 would round to one
+        // subnormal step (6e-8) or to zero; in float32 it is 1e-8 exactly enough.
+        adam.grad_scale = 16.0;
+        let coef = Tensor::from_slice(&[1000.0f32, 1e-3]).to_kind(Kind::Half);
+        ((&w * coef).sum(Kind::Float) * 16.0).backward();
+        adam.accumulate();
+        let norm = adam.clip_grad_norm(1e-2);
+        assert!((norm - 1000.0).abs() < 1.0, "{norm}");
+        let g = Vec::<f32>::try_from(&adam.grad(0)).unwrap();
+        let factor = 1e-2 / (norm + 1e-6);
+        // fp16's 1e-3 is 0.0010004; the clipped value keeps it within float32 rounding.
+        let small = 0.001_000_4 * factor;
+        assert!(
+            (g[1] as f64 - small).abs() < small * 1e-3,
+            "{g:?}, want {small}"
+        );
+        assert!((g[0] as f64 - 1000.0 * factor).abs() < 1e-6, "{g:?}");
+        // An overflow in the working copy reaches the accumulators and the norm says so.
+        adam.zero_grad();
+        let big = Tensor::from_slice(&[60000.0f32, 1.0]).to_kind(Kind::Half);
+        ((&w * big).sum(Kind::Half) * 4.0).backward();
+        adam.accumulate();
         assert!(!adam.clip_grad_norm(1.0).is_finite());
     }
 

@@ -1,7 +1,8 @@
-//! The training loop.
+//! The training loop: a [`Trainer`] opened on a run directory, stepping over groups of
+//! batches, logging, validating (keeping the best), saving, and ending every run the same way.
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, ModelFiles, TrainerState};
 use crate::optim::{Adam, LossScaler, Schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +106,13 @@ pub struct TrainConfig {
     pub init_loss_scale: f64,
     /// Stop after this many passes over the data, if that comes before `max_steps`.
     pub epochs: Option<u64>,
+    /// Sentences per batch (an upper bound also when `max_tokens` is set).
     pub batch_size: usize,
-    /// Batches whose gradients are summed before each optimizer step (a larger effective batch).
+    /// Batches whose gradients are summed before each optimizer step: one larger batch, every
+    /// target token of the group weighted equally.
     pub accum_steps: usize,
+    /// Tokens per batch, padding counted; batches also stay within `batch_size` sentences, so
+    /// raise `batch_size` for the token budget alone to decide.
     pub max_tokens: Option<usize>,
     pub lr: f64,
     pub schedule: Schedule,
@@ -191,6 +196,14 @@ impl TrainConfig {
             ))
         })?;
         let mut v = serde_json::to_value(base).map_err(|e| TrainError::Config(e.to_string()))?;
+        if let Some(n) = self.model.get("vocab_size") {
+            if n.as_i64() != Some(vocab_size as i64) {
+                return Err(TrainError::Config(format!(
+                    "model.vocab_size = {n}: the vocabulary sets it ({vocab_size} pieces); \
+                     remove the override, or set the top-level vocab_size to train another vocabulary"
+                )));
+            }
+        }
         for (k, val) in &self.model {
             match v.get_mut(k) {
                 Some(slot) => *slot = val.clone(),
@@ -203,20 +216,72 @@ impl TrainConfig {
         Ok(c)
     }
 
-    /// Fingerprint of what defines the run (not its length or logging).
-    /// `data` fingerprints the training data itself: the tokenizer's hash and the prepared
-    /// corpus's source stamps and counts, so an edited corpus is not resumed as if unchanged.
+    /// Fingerprint of what the run is: its model, data and seed. `data` fingerprints the
+    /// training data itself (the tokenizer's hash, the prepared corpus's source stamps and
+    /// counts), so an edited corpus is not resumed as if unchanged. The settings of its course
+    /// are compared by name instead ([`TrainConfig::settings`]).
     fn run_id(&self, model: &ModelConfig, data: &serde_json::Value) -> String {
-        let key = serde_json::json!({
+        fingerprint(&serde_json::json!({
+            "train": [self.train_src, self.train_tgt, self.prepared], "data": data, "model": model, "seed": self.seed,
+            "limit": self.train_limit,
+        }))
+    }
+
+    /// The run id of checkpoints written before settings were recorded one by one (it also
+    /// covered the batching, the learning rate and the precision).
+    fn legacy_run_id(&self, model: &ModelConfig, data: &serde_json::Value) -> String {
+        fingerprint(&serde_json::json!({
             "train": [self.train_src, self.train_tgt, self.prepared], "data": data, "model": model, "seed": self.seed,
             "batch": [self.batch_size, self.max_tokens, self.accum_steps], "lr": self.lr, "precision": self.precision, "limit": self.train_limit,
-        });
-        Sha256::digest(key.to_string().as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        }))
     }
+
+    /// The settings that shape the course of training, by name: a resume must use the same
+    /// ones (or change one deliberately). `max_steps` counts where the schedule depends on it
+    /// (GNMT's decay starts at 2/3 of it).
+    pub fn settings(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut m: BTreeMap<String, serde_json::Value> = [
+            ("lr", serde_json::json!(self.lr)),
+            ("schedule", serde_json::json!(self.schedule)),
+            ("label_smoothing", serde_json::json!(self.label_smoothing)),
+            ("clip_norm", serde_json::json!(self.clip_norm)),
+            ("batch_size", serde_json::json!(self.batch_size)),
+            ("max_tokens", serde_json::json!(self.max_tokens)),
+            ("accum_steps", serde_json::json!(self.accum_steps.max(1))),
+            ("precision", serde_json::json!(self.precision)),
+            ("best_metric", serde_json::json!(self.best_metric)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if matches!(self.schedule, Schedule::Gnmt { .. }) {
+            m.insert("max_steps".into(), serde_json::json!(self.max_steps));
+        }
+        m
+    }
+}
+
+fn fingerprint(key: &serde_json::Value) -> String {
+    Sha256::digest(key.to_string().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The settings that differ between a checkpoint's run and now: `(name, then, now)`.
+fn changed_settings(
+    then: &BTreeMap<String, serde_json::Value>,
+    now: &BTreeMap<String, serde_json::Value>,
+) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+    let keys: BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let a = then.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            let b = now.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            (a != b).then(|| (k.clone(), a, b))
+        })
+        .collect()
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N`.
@@ -288,14 +353,74 @@ fn make_batch(c: &PairCorpus, idx: &[usize], device: Device) -> Batch {
 
 /// Label-smoothed cross-entropy over non-padding targets: `(loss, nll)` per token.
 pub fn smoothed_loss(logits: &Tensor, target: &Tensor, eps: f64) -> (Tensor, Tensor) {
+    let (loss, nll) = smoothed_loss_sum(logits, target, eps);
+    let n = target.ne(0).sum(Kind::Float);
+    (loss / &n, nll / n)
+}
+
+/// [`smoothed_loss`] summed over the non-padding targets instead of averaged: what a group of
+/// batches adds up before dividing by the group's tokens.
+pub fn smoothed_loss_sum(logits: &Tensor, target: &Tensor, eps: f64) -> (Tensor, Tensor) {
     let lp = logits.log_softmax(-1, Kind::Float);
     let nll = -lp.gather(2, &target.unsqueeze(2), false).squeeze_dim(2);
     let smooth = -lp.mean_dim(-1, false, Kind::Float);
     let mask = target.ne(0).to_kind(Kind::Float);
-    let n = mask.sum(Kind::Float);
-    let loss = (((1.0 - eps) * &nll + eps * smooth) * &mask).sum(Kind::Float) / &n;
-    let nll = (nll * &mask).sum(Kind::Float) / n;
+    let loss = (((1.0 - eps) * &nll + eps * smooth) * &mask).sum(Kind::Float);
+    let nll = (nll * &mask).sum(Kind::Float);
     (loss, nll)
+}
+
+/// Target tokens of the pairs `idx` (each with its EOS): the loss's denominator.
+fn target_tokens(c: &PairCorpus, idx: &[usize]) -> usize {
+    idx.iter().map(|&i| c.tgt(i).len() + 1).sum()
+}
+
+/// What the forward and backward passes over one group of batches gave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLoss {
+    /// The label-smoothed loss per target token of the whole group.
+    pub loss: f64,
+    /// Source and target tokens (for tokens/s).
+    pub tokens: i64,
+    /// Seconds spent building batches.
+    pub data_secs: f64,
+}
+
+/// Forward and backward over a group of batches whose gradients make one optimizer step. The
+/// loss of the group is the token-weighted mean over all of it: each batch's summed loss is
+/// divided by the group's target tokens, so `accum_steps = N` is the batch of all N (a group
+/// cut short at the end of an epoch included). `loss_scale` multiplies the loss (fp16);
+/// `seed(i)` seeds the dropout of batch `i`; gradients end up in `adam`.
+pub(crate) fn backward_group(
+    model: &Seq2Seq,
+    adam: &mut Adam,
+    corpus: &PairCorpus,
+    group: &[Vec<usize>],
+    device: Device,
+    label_smoothing: f64,
+    loss_scale: f64,
+    seed: impl Fn(usize) -> i64,
+) -> GroupLoss {
+    let total: usize = group.iter().map(|b| target_tokens(corpus, b)).sum();
+    let factor = loss_scale / total.max(1) as f64;
+    let mut out = GroupLoss {
+        loss: 0.0,
+        tokens: 0,
+        data_secs: 0.0,
+    };
+    for (i, idx) in group.iter().enumerate() {
+        let t_data = Instant::now();
+        let b = make_batch(corpus, idx, device);
+        out.data_secs += t_data.elapsed().as_secs_f64();
+        tch::manual_seed(seed(i));
+        let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
+        let (loss_sum, _nll) = smoothed_loss_sum(&logits, &b.tgt_out, label_smoothing);
+        (&loss_sum * factor).backward();
+        adam.accumulate();
+        out.loss += loss_sum.double_value(&[]) / total.max(1) as f64;
+        out.tokens += b.tokens;
+    }
+    out
 }
 
 /// What a finished run reports.
@@ -317,26 +442,633 @@ struct Validation {
     refs: Vec<String>,
 }
 
-/// Runs (or resumes) training. `force` replaces a run directory that holds a different run.
-pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummary, TrainError> {
-    let device = parse_device(&cfg.device)?;
-    let run = &cfg.out;
+/// How a run starts in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Start {
+    /// A new run; an error if the directory already holds one.
+    #[default]
+    Fresh,
+    /// Continue from the last checkpoint (a fresh start if there is none). The settings of the
+    /// run's course must be those it was trained with, except the ones named here, which the
+    /// user changes deliberately (`--set KEY=VALUE`): each change is logged.
+    Resume { allow_changed: BTreeSet<String> },
+    /// Start over: delete what an earlier run wrote there (and nothing else).
+    Overwrite,
+}
+
+impl Start {
+    /// [`Start::Resume`] allowing no change.
+    pub fn resume() -> Self {
+        Start::Resume {
+            allow_changed: BTreeSet::new(),
+        }
+    }
+}
+
+/// Where the trainer reports progress, and how it is told to stop: the binary's business
+/// (signals, progress bars), handed in.
+#[derive(Default)]
+pub struct Control {
+    /// Set (e.g. by a Ctrl-C handler) to stop at the next step: a checkpoint is saved first.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Called at every logged step; without it the step is logged through `tracing`.
+    pub progress: Option<Box<dyn FnMut(&Progress)>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("stop", &self.stop)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// One logged step, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: i64,
+    pub max_steps: i64,
+    pub loss: f64,
+    pub lr: f64,
+    pub tokens_per_s: f64,
+}
+
+/// The files and directories a training run writes in its directory: the only ones
+/// [`Start::Overwrite`] deletes, and the ones a new run refuses to overwrite when it did not
+/// write them.
+pub const RUN_FILES: &[&str] = &[
+    "checkpoints",
+    "best",
+    "final",
+    "data",
+    "metrics.jsonl",
+    "config.toml",
+    "tokenizer.json",
+];
+
+/// Written first into a run directory: what is listed in [`RUN_FILES`] there is the trainer's.
+const RUN_MARKER: &str = ".gnmt-run";
+
+/// Runs (or resumes) training with no stop flag and progress logged through `tracing`.
+pub fn train(cfg: &TrainConfig, start: Start) -> Result<TrainSummary, TrainError> {
+    train_with(cfg, start, Control::default())
+}
+
+/// Runs (or resumes) training, reporting to and stopping by `control`.
+pub fn train_with(
+    cfg: &TrainConfig,
+    start: Start,
+    control: Control,
+) -> Result<TrainSummary, TrainError> {
+    Trainer::open(cfg, start)?.run(control)
+}
+
+/// Makes `run` ready for a run: refuses to overwrite files the trainer did not write, deletes
+/// an earlier run's files for [`Start::Overwrite`] (only those), and marks the directory.
+fn open_run_dir(run: &Path, start: &Start) -> Result<(), TrainError> {
     let has_ckpt = !checkpoint::list(run).is_empty();
-    if has_ckpt && !resume {
-        if !force {
+    let ours = has_ckpt || run.join(RUN_MARKER).exists();
+    let present: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| run.join(f).exists())
+        .collect();
+    if !ours && !present.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{} holds {} that no training run wrote there, and a run would overwrite them: \
+             choose another --out (or move them)",
+            run.display(),
+            present.join(", ")
+        )));
+    }
+    match start {
+        Start::Fresh if has_ckpt => {
             return Err(TrainError::Config(format!(
                 "{} already holds a training run: pass --resume to continue it or --force to start over",
                 run.display()
-            )));
+            )))
         }
-        std::fs::remove_dir_all(run).map_err(io_err(run))?;
+        Start::Overwrite => {
+            for f in present {
+                let p = run.join(f);
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                r.map_err(io_err(&p))?;
+            }
+        }
+        Start::Fresh | Start::Resume { .. } => {}
     }
     std::fs::create_dir_all(run.join("checkpoints")).map_err(io_err(run))?;
+    let marker = run.join(RUN_MARKER);
+    if !marker.exists() {
+        let note = "This directory holds a gnmt training run; `gnmt train --force` deletes only \
+                    checkpoints/, best/, final/, data/, metrics.jsonl, config.toml and tokenizer.json.\n";
+        gnmt_io::write_file(&marker, note).map_err(io_err(&marker))?;
+    }
+    Ok(())
+}
 
-    // Vocabulary.
-    let tok_path = run.join("tokenizer.json");
+/// The model trained, with its float32 master weights and, in mixed precision, the working
+/// copy that runs forward and backward.
+struct Weights {
+    vs: nn::VarStore,
+    model: Seq2Seq,
+    work: Option<(nn::VarStore, Seq2Seq)>,
+    adam: Adam,
+}
+
+impl Weights {
+    fn new(config: &ModelConfig, precision: Precision, device: Device) -> Result<Self, TrainError> {
+        let vs = nn::VarStore::new(device);
+        let model = Seq2Seq::new(&vs.root(), config)?;
+        // Mixed precision: a bf16/fp16 working copy runs forward and backward; Adam keeps
+        // float32 master weights (what checkpoints hold) and refreshes the copy after every step.
+        let (work, adam) = match precision {
+            Precision::Fp32 => (None, Adam::new(&vs)),
+            Precision::Bf16 | Precision::Fp16 => {
+                let mut wvs = nn::VarStore::new(device);
+                let wm = Seq2Seq::new(&wvs.root(), config)?;
+                if precision == Precision::Bf16 {
+                    wvs.bfloat16();
+                } else {
+                    wvs.half();
+                }
+                let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
+                (Some((wvs, wm)), adam)
+            }
+        };
+        Ok(Weights {
+            vs,
+            model,
+            work,
+            adam,
+        })
+    }
+}
+
+/// The bookkeeping of the logging window: the step's tokens/s and data time are over it.
+struct LogWindow {
+    since: Instant,
+    tokens_at_start: i64,
+    data_secs: f64,
+}
+
+impl LogWindow {
+    fn new(tokens: i64) -> Self {
+        LogWindow {
+            since: Instant::now(),
+            tokens_at_start: tokens,
+            data_secs: 0.0,
+        }
+    }
+}
+
+/// The steps at which the run last validated and last saved a checkpoint.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    validated: i64,
+    saved: i64,
+}
+
+/// A training run, opened on its directory.
+pub struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    device: Device,
+    run: PathBuf,
+    tok_path: PathBuf,
+    tokenizer: SubwordTokenizer,
+    corpus: PairCorpus,
+    /// Per pair, the longer side plus one: what batching sorts by.
+    lengths: Vec<usize>,
+    valid: Option<Validation>,
+    model_cfg: ModelConfig,
+    w: Weights,
+    state: TrainerState,
+    metrics: std::fs::File,
+    marks: Marks,
+    summary: TrainSummary,
+    tokens_done: i64,
+    window: LogWindow,
+}
+
+impl std::fmt::Debug for Trainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("run", &self.run)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Opens the run directory, the vocabulary, the data and the model (from the last
+    /// checkpoint when resuming).
+    pub fn open(cfg: &'a TrainConfig, start: Start) -> Result<Self, TrainError> {
+        let device = parse_device(&cfg.device)?;
+        let run = cfg.out.clone();
+        open_run_dir(&run, &start)?;
+        let resume = matches!(start, Start::Resume { .. });
+        let tok_path = run.join("tokenizer.json");
+        let tokenizer = open_tokenizer(cfg, &tok_path, resume)?;
+        let (corpus, meta) = open_corpus(cfg, &run, &tokenizer)?;
+        let valid = open_validation(cfg, &tokenizer)?;
+        let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
+        let data_fingerprint = serde_json::json!({
+            "tokenizer": tokenizer.hash(), "src": meta.src_stamp, "tgt": meta.tgt_stamp,
+            "pairs": meta.report.kept, "tokens": [meta.src_tokens, meta.tgt_tokens],
+        });
+        let run_id = cfg.run_id(&model_cfg, &data_fingerprint);
+        tch::manual_seed(cfg.seed as i64);
+        let mut w = Weights::new(&model_cfg, cfg.precision, device)?;
+        let mut state = TrainerState {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            seed: cfg.seed,
+            best_score: None,
+            stale_validations: 0,
+            run_id,
+            settings: Some(cfg.settings()),
+            adam_step: None,
+            loss_scaler: (cfg.precision == Precision::Fp16).then(|| LossScaler {
+                scale: cfg.init_loss_scale,
+                ..LossScaler::default()
+            }),
+        };
+        if let Start::Resume { allow_changed } = &start {
+            if let Some((_, dir)) = checkpoint::list(&run).pop() {
+                let legacy = cfg.legacy_run_id(&model_cfg, &data_fingerprint);
+                state = resume_state(&dir, &state, &legacy, allow_changed)?;
+                checkpoint::load_tensors(&dir, &state, &mut w.vs, &mut w.adam)?;
+                tracing::info!("resumed from {} (step {})", dir.display(), state.step);
+            }
+        }
+        let toml = toml::to_string(cfg)
+            .map_err(|e| TrainError::Config(format!("writing config.toml: {e}")))?;
+        let cfg_path = run.join("config.toml");
+        gnmt_io::write_file(&cfg_path, toml).map_err(io_err(&cfg_path))?;
+        let params: i64 = w.vs.variables().values().map(|t| t.numel() as i64).sum();
+        tracing::info!(
+            "model: preset {}, {params} parameters, device {:?}",
+            cfg.preset,
+            device
+        );
+        let metrics_path = run.join("metrics.jsonl");
+        restart_metrics(&metrics_path, state.step)?;
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(io_err(&metrics_path))?;
+        let lengths = (0..corpus.len())
+            .map(|i| corpus.src(i).len().max(corpus.tgt(i).len()) + 1)
+            .collect();
+        let marks = Marks {
+            validated: state.step,
+            saved: state.step,
+        };
+        Ok(Trainer {
+            cfg,
+            device,
+            run,
+            tok_path,
+            tokenizer,
+            corpus,
+            lengths,
+            valid,
+            model_cfg,
+            w,
+            state,
+            metrics,
+            marks,
+            summary: TrainSummary {
+                first_loss: f64::NAN,
+                ..Default::default()
+            },
+            tokens_done: 0,
+            window: LogWindow::new(0),
+        })
+    }
+
+    /// Trains until `max_steps`, the epoch limit, early stopping or a stop request, then ends
+    /// the run (validation and checkpoint at its last step, `final/`).
+    pub fn run(mut self, mut control: Control) -> Result<TrainSummary, TrainError> {
+        let start = Instant::now();
+        let accum = self.cfg.accum_steps.max(1);
+        'outer: while self.state.step < self.cfg.max_steps {
+            if self.cfg.epochs.is_some_and(|e| self.state.epoch >= e) {
+                break;
+            }
+            let batches = epoch_batches(
+                &self.lengths,
+                self.cfg.batch_size,
+                self.cfg.max_tokens,
+                self.cfg.seed,
+                self.state.epoch,
+            );
+            if self.state.batch == 0 {
+                self.log_epoch(&batches)?;
+            }
+            while self.state.batch < batches.len() {
+                if control
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::SeqCst))
+                {
+                    self.summary.interrupted = true;
+                    break 'outer;
+                }
+                let end = (self.state.batch + accum).min(batches.len());
+                let (loss, lr, grad_norm) = self.step(&batches[self.state.batch..end]);
+                self.state.batch = end;
+                self.log_step(loss, lr, grad_norm, &mut control)?;
+                if self.validation_due() {
+                    self.validate_and_keep_best()?;
+                }
+                let c = self.cfg;
+                if self.summary.early_stopped
+                    || self.state.step % c.save_every.max(1) == 0
+                    || self.state.step == c.max_steps
+                {
+                    self.save()?;
+                }
+                if self.summary.early_stopped || self.state.step >= c.max_steps {
+                    break 'outer;
+                }
+            }
+            self.state.epoch += 1;
+            self.state.batch = 0;
+        }
+        self.finish(start)
+    }
+
+    /// One optimizer step over a group of batches: `(loss, lr, grad_norm)`.
+    fn step(&mut self, group: &[Vec<usize>]) -> (f64, f64, f64) {
+        let cfg = self.cfg;
+        let w = &mut self.w;
+        let model = w.work.as_ref().map_or(&w.model, |x| &x.1);
+        let scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
+        w.adam.zero_grad();
+        w.adam.grad_scale = scale;
+        let step = self.state.step;
+        // A seed per batch makes dropout reproducible after a resume.
+        let seed = |micro: usize| {
+            (cfg.seed as i64)
+                .wrapping_mul(1_000_003)
+                .wrapping_add(step)
+                .wrapping_add((micro as i64) << 32)
+        };
+        let g = backward_group(
+            model,
+            &mut w.adam,
+            &self.corpus,
+            group,
+            self.device,
+            cfg.label_smoothing,
+            scale,
+            seed,
+        );
+        self.tokens_done += g.tokens;
+        self.window.data_secs += g.data_secs;
+        let grad_norm = w.adam.clip_grad_norm(cfg.clip_norm);
+        let lr = cfg.schedule.lr(cfg.lr, step + 1, cfg.max_steps);
+        // fp16: an overflowed step is skipped (the batches are consumed) and the scale halved.
+        let apply = match &mut self.state.loss_scaler {
+            Some(s) => s.update(grad_norm.is_finite()),
+            None => true,
+        };
+        if apply {
+            w.adam.apply(lr);
+        } else {
+            tracing::debug!(
+                "step {}: fp16 gradients overflowed, step skipped, loss scale now {}",
+                step + 1,
+                self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale)
+            );
+        }
+        self.state.step += 1;
+        self.state.adam_step = (w.adam.step != self.state.step).then_some(w.adam.step);
+        if self.summary.first_loss.is_nan() {
+            self.summary.first_loss = g.loss;
+        }
+        self.summary.last_loss = g.loss;
+        (g.loss, lr, grad_norm)
+    }
+
+    fn metric(&mut self, line: serde_json::Value) -> Result<(), TrainError> {
+        let path = self.run.join("metrics.jsonl");
+        writeln!(self.metrics, "{line}").map_err(io_err(&path))
+    }
+
+    fn log_epoch(&mut self, batches: &[Vec<usize>]) -> Result<(), TrainError> {
+        let waste = batches
+            .iter()
+            .map(|b| gnmt_data::padding_waste(&self.lengths, b))
+            .sum::<f64>()
+            / batches.len().max(1) as f64;
+        tracing::info!(
+            "epoch {}: {} batches, {:.1}% padding",
+            self.state.epoch,
+            batches.len(),
+            100.0 * waste
+        );
+        self.metric(
+            serde_json::json!({"step": self.state.step, "epoch": self.state.epoch,
+            "batches": batches.len(), "padding_waste": waste}),
+        )
+    }
+
+    fn log_step(
+        &mut self,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        control: &mut Control,
+    ) -> Result<(), TrainError> {
+        let step = self.state.step;
+        if step % self.cfg.log_every.max(1) != 0 && step != self.cfg.max_steps {
+            return Ok(());
+        }
+        let secs = self.window.since.elapsed().as_secs_f64().max(1e-9);
+        let tps = (self.tokens_done - self.window.tokens_at_start) as f64 / secs;
+        let data_fraction = self.window.data_secs / secs;
+        self.window = LogWindow::new(self.tokens_done);
+        let layers = layer_grad_norms(&self.w.adam);
+        let mut line = serde_json::json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": self.state.epoch, "layer_grad_norms": layers});
+        if let Some(sc) = &self.state.loss_scaler {
+            line["loss_scale"] = sc.scale.into();
+        }
+        self.metric(line)?;
+        let p = Progress {
+            step,
+            max_steps: self.cfg.max_steps,
+            loss,
+            lr,
+            tokens_per_s: tps,
+        };
+        match &mut control.progress {
+            Some(f) => f(&p),
+            None => tracing::info!("step {step} loss {loss:.4} lr {lr:.3e} {tps:.0} tokens/s"),
+        }
+        Ok(())
+    }
+
+    fn validation_due(&self) -> bool {
+        let c = self.cfg;
+        self.valid.is_some()
+            && c.valid_every > 0
+            && (self.state.step % c.valid_every == 0 || self.state.step == c.max_steps)
+    }
+
+    /// Validation loss and BLEU; a new best is written to `best/`; patience counts the rest.
+    fn validate_and_keep_best(&mut self) -> Result<(), TrainError> {
+        let Some(v) = &self.valid else {
+            return Ok(());
+        };
+        let (vloss, bleu) = validate(&self.w.model, v, &self.tokenizer, self.cfg, self.device)?;
+        let step = self.state.step;
+        self.marks.validated = step;
+        self.metric(serde_json::json!({"step": step, "valid_loss": vloss, "valid_ppl": vloss.exp(), "valid_bleu": bleu}))?;
+        tracing::info!(
+            "step {step}: validation loss {vloss:.4}, ppl {:.2}, BLEU {bleu:.2}",
+            vloss.exp()
+        );
+        let score = self.cfg.best_metric.score(vloss, bleu);
+        if self.state.best_score.is_none_or(|b| score > b) {
+            self.state.best_score = Some(score);
+            self.state.stale_validations = 0;
+            self.model_files().write(&self.run.join("best"))?;
+        } else {
+            self.state.stale_validations += 1;
+            if self
+                .cfg
+                .patience
+                .is_some_and(|p| self.state.stale_validations >= p)
+            {
+                tracing::info!(
+                    "early stopping: {} validations without improvement",
+                    self.state.stale_validations
+                );
+                self.summary.early_stopped = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn model_files(&self) -> ModelFiles<'_> {
+        ModelFiles {
+            vs: &self.w.vs,
+            config: &self.model_cfg,
+            tokenizer: &self.tok_path,
+        }
+    }
+
+    fn save(&mut self) -> Result<(), TrainError> {
+        checkpoint::save(
+            &self.run,
+            &self.model_files(),
+            &self.w.adam,
+            &self.state,
+            self.cfg.keep_last,
+        )?;
+        self.marks.saved = self.state.step;
+        Ok(())
+    }
+
+    /// Ends every run the same way: a step not yet saved gets its validation (unless
+    /// interrupted: the user is waiting) and its checkpoint; then `final/`.
+    fn finish(mut self, start: Instant) -> Result<TrainSummary, TrainError> {
+        if self.summary.interrupted {
+            tracing::warn!(
+                "interrupted: saving a checkpoint at step {}",
+                self.state.step
+            );
+        }
+        if self.state.step > self.marks.saved {
+            let validate = !self.summary.interrupted
+                && self.valid.is_some()
+                && self.cfg.valid_every > 0
+                && self.state.step > self.marks.validated;
+            if validate {
+                self.validate_and_keep_best()?;
+            }
+            self.save()?;
+        }
+        let final_dir = self.run.join("final");
+        self.model_files().write(&final_dir)?;
+        let mut s = self.summary;
+        s.steps = self.state.step;
+        s.tokens_per_s = self.tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        s.final_model = final_dir;
+        s.best_score = self.state.best_score.map(|b| match self.cfg.best_metric {
+            BestMetric::Bleu => b,
+            BestMetric::Loss => -b,
+        });
+        Ok(s)
+    }
+}
+
+/// The state of the checkpoint in `dir`, checked against the run opened now (`now`): the same
+/// run, and the same settings except those in `allow` (each change logged).
+fn resume_state(
+    dir: &Path,
+    now: &TrainerState,
+    legacy_run_id: &str,
+    allow: &BTreeSet<String>,
+) -> Result<TrainerState, TrainError> {
+    let err = |msg: String| TrainError::Checkpoint {
+        path: dir.display().to_string(),
+        msg,
+    };
+    let mut state = checkpoint::read_state(dir)?;
+    let same_run = match &state.settings {
+        Some(_) => state.run_id == now.run_id,
+        None => state.run_id == legacy_run_id,
+    };
+    if !same_run {
+        return Err(err(
+            "belongs to a different run (model, data or seed differ); use --force to start over"
+                .into(),
+        ));
+    }
+    let current = now.settings.clone().unwrap_or_default();
+    if let Some(then) = &state.settings {
+        let changed = changed_settings(then, &current);
+        let refused: Vec<String> = changed
+            .iter()
+            .filter(|(k, _, _)| !allow.contains(k))
+            .map(|(k, a, b)| format!("{k} was {a}, now {b}"))
+            .collect();
+        if !refused.is_empty() {
+            return Err(err(format!(
+                "the run was trained with other settings ({}): resuming would change its course; \
+                 pass --set KEY=VALUE to change a setting deliberately, or --force to start over",
+                refused.join("; ")
+            )));
+        }
+        for (k, a, b) in changed {
+            tracing::warn!("resuming with {k} changed deliberately: {a} -> {b}");
+        }
+    }
+    state.run_id = now.run_id.clone();
+    state.settings = Some(current);
+    Ok(state)
+}
+
+/// The run's vocabulary: the run's own when resuming, else the given or a newly trained one,
+/// written to `tok_path` and read back from it.
+fn open_tokenizer(
+    cfg: &TrainConfig,
+    tok_path: &Path,
+    resume: bool,
+) -> Result<SubwordTokenizer, TrainError> {
     let tokenizer = match (&cfg.vocab, tok_path.exists() && resume) {
-        (_, true) => SubwordTokenizer::load(&tok_path)?,
+        (_, true) => SubwordTokenizer::load(tok_path)?,
         (Some(p), false) => SubwordTokenizer::load(p)?,
         (None, false) => {
             tracing::info!(
@@ -349,26 +1081,33 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             SubwordTokenizer::train(lines.into_iter(), cfg.vocab_size, cfg.vocab_kind)?
         }
     };
-    tokenizer.save(&tok_path)?;
+    tokenizer.save(tok_path)?;
     // Work with exactly what the file holds: a freshly trained tokenizer can serialize slightly
     // differently before and after a save/load round trip, and its hash keys the prepared corpus
     // and the run id, which a resumed run (loading the file) must reproduce.
-    let tokenizer = SubwordTokenizer::load(&tok_path)?;
+    Ok(SubwordTokenizer::load(tok_path)?)
+}
 
+/// The training pairs: the prepared corpus given, or the text prepared into `run/data` once.
+fn open_corpus(
+    cfg: &TrainConfig,
+    run: &Path,
+    tokenizer: &SubwordTokenizer,
+) -> Result<(PairCorpus, gnmt_data::prepare::PreparedMeta), TrainError> {
     let filter = FilterConfig {
         max_len: cfg.max_len,
         max_ratio: cfg.max_ratio,
         strict: cfg.strict,
     };
     let (corpus, meta) = match &cfg.prepared {
-        Some(dir) => gnmt_data::prepare::open(dir, &tokenizer)?,
+        Some(dir) => gnmt_data::prepare::open(dir, tokenizer)?,
         None => {
             let dir = run.join("data");
             if gnmt_data::prepare::is_current(
                 &dir,
                 &cfg.train_src,
                 &cfg.train_tgt,
-                &tokenizer,
+                tokenizer,
                 &filter,
                 cfg.train_limit,
             ) {
@@ -378,14 +1117,14 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
                 gnmt_data::prepare::prepare(
                     &cfg.train_src,
                     &cfg.train_tgt,
-                    &tokenizer,
+                    tokenizer,
                     &filter,
                     cfg.train_limit,
                     &dir,
                     |n| tracing::debug!("{n} pairs read"),
                 )?;
             }
-            gnmt_data::prepare::open(&dir, &tokenizer)?
+            gnmt_data::prepare::open(&dir, tokenizer)?
         }
     };
     if cfg.prepared.is_some() && meta.max_len != cfg.max_len {
@@ -395,337 +1134,63 @@ pub fn train(cfg: &TrainConfig, resume: bool, force: bool) -> Result<TrainSummar
             cfg.max_len
         );
     }
-    let report = meta.report;
-    tracing::info!("training data: {report}");
+    tracing::info!("training data: {}", meta.report);
     if corpus.is_empty() {
         return Err(TrainError::Config("no usable training pairs".into()));
     }
-    let valid = match (&cfg.valid_src, &cfg.valid_tgt) {
+    Ok((corpus, meta))
+}
+
+fn open_validation(
+    cfg: &TrainConfig,
+    tokenizer: &SubwordTokenizer,
+) -> Result<Option<Validation>, TrainError> {
+    match (&cfg.valid_src, &cfg.valid_tgt) {
         (Some(s), Some(t)) => {
             let vf = FilterConfig {
                 max_len: 1000,
                 max_ratio: f64::INFINITY,
                 strict: false,
             };
-            let (c, r) = PairCorpus::load(s, t, &tokenizer, &vf, None)?;
+            let (c, r) = PairCorpus::load(s, t, tokenizer, &vf, None)?;
             tracing::info!("validation data: {r}");
             // References for BLEU: the raw target lines of exactly the pairs the filter kept.
             let raw_t = gnmt_data::text::read_lines(t)?;
             let refs = (0..c.len()).map(|i| raw_t[c.line(i)].clone()).collect();
-            Some(Validation { corpus: c, refs })
+            Ok(Some(Validation { corpus: c, refs }))
         }
-        (None, None) => None,
-        _ => {
-            return Err(TrainError::Config(
-                "give both --valid-src and --valid-tgt, or neither".into(),
-            ))
-        }
-    };
-
-    let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
-    let data_fingerprint = serde_json::json!({
-        "tokenizer": tokenizer.hash(), "src": meta.src_stamp, "tgt": meta.tgt_stamp,
-        "pairs": report.kept, "tokens": [meta.src_tokens, meta.tgt_tokens],
-    });
-    let run_id = cfg.run_id(&model_cfg, &data_fingerprint);
-    tch::manual_seed(cfg.seed as i64);
-    let mut vs = nn::VarStore::new(device);
-    let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
-    // Mixed precision: a bf16/fp16 working copy runs forward and backward; Adam keeps float32
-    // master weights (what checkpoints hold) and refreshes the copy after every step.
-    let (work, mut adam) = match cfg.precision {
-        Precision::Fp32 => (None, Adam::new(&vs)),
-        Precision::Bf16 | Precision::Fp16 => {
-            let mut wvs = nn::VarStore::new(device);
-            let wm = Seq2Seq::new(&wvs.root(), &model_cfg)?;
-            if cfg.precision == Precision::Bf16 {
-                wvs.bfloat16();
-            } else {
-                wvs.half();
-            }
-            let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
-            (Some((wvs, wm)), adam)
-        }
-    };
-    let run_model = work.as_ref().map_or(&model, |w| &w.1);
-    let mut state = TrainerState {
-        step: 0,
-        epoch: 0,
-        batch: 0,
-        seed: cfg.seed,
-        best_score: None,
-        stale_validations: 0,
-        run_id: run_id.clone(),
-        adam_step: None,
-        loss_scaler: (cfg.precision == Precision::Fp16).then(|| LossScaler {
-            scale: cfg.init_loss_scale,
-            ..LossScaler::default()
-        }),
-    };
-    if resume {
-        if let Some((_, dir)) = checkpoint::list(run).pop() {
-            state = load_checkpoint(&dir, &mut vs, &mut adam, &run_id)?;
-            tracing::info!("resumed from {} (step {})", dir.display(), state.step);
-        }
+        (None, None) => Ok(None),
+        _ => Err(TrainError::Config(
+            "give both --valid-src and --valid-tgt, or neither".into(),
+        )),
     }
-    std::fs::write(
-        run.join("config.toml"),
-        toml::to_string(cfg).unwrap_or_default(),
-    )
-    .map_err(io_err(run))?;
-    let params: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
-    tracing::info!(
-        "model: preset {}, {params} parameters, device {:?}",
-        cfg.preset,
-        device
-    );
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
-    let metrics_path = run.join("metrics.jsonl");
-    restart_metrics(&metrics_path, state.step)?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io_err(run))?;
-    let lengths: Vec<usize> = (0..corpus.len())
-        .map(|i| corpus.src(i).len().max(corpus.tgt(i).len()) + 1)
-        .collect();
-    let bar = progress_bar(cfg.max_steps, state.step);
-    let mut summary = TrainSummary {
-        first_loss: f64::NAN,
-        ..Default::default()
-    };
-    let start = Instant::now();
-    let mut tokens_done = 0i64;
-    let mut window = (Instant::now(), 0i64);
-    // Time spent building batches in the current logging window: the loader must stay cheap.
-    let mut data_secs = 0.0f64;
-    let accum = cfg.accum_steps.max(1);
-    let mut early_stop = false;
-    'outer: while state.step < cfg.max_steps {
-        if cfg.epochs.is_some_and(|e| state.epoch >= e) {
-            break;
-        }
-        let batches = epoch_batches(
-            &lengths,
-            cfg.batch_size,
-            cfg.max_tokens,
-            cfg.seed,
-            state.epoch,
-        );
-        if state.batch == 0 {
-            let waste = batches
-                .iter()
-                .map(|b| gnmt_data::padding_waste(&lengths, b))
-                .sum::<f64>()
-                / batches.len().max(1) as f64;
-            tracing::info!(
-                "epoch {}: {} batches, {:.1}% padding",
-                state.epoch,
-                batches.len(),
-                100.0 * waste
-            );
-            let line = serde_json::json!({"step": state.step, "epoch": state.epoch,
-                "batches": batches.len(), "padding_waste": waste});
-            writeln!(metrics, "{line}").map_err(io_err(run))?;
-        }
-        let mut micro = 0usize;
-        let mut loss_sum = 0.0;
-        while state.batch < batches.len() {
-            if micro == 0 {
-                if stop.load(Ordering::SeqCst) {
-                    summary.interrupted = true;
-                    break 'outer;
-                }
-                adam.zero_grad();
-            }
-            let t_data = Instant::now();
-            let b = make_batch(&corpus, &batches[state.batch], device);
-            data_secs += t_data.elapsed().as_secs_f64();
-            // A seed per batch makes dropout reproducible after a resume.
-            tch::manual_seed(
-                (cfg.seed as i64)
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(state.step)
-                    .wrapping_add((micro as i64) << 32),
-            );
-            let logits = run_model.forward(&b.src, &b.src_len, &b.tgt_in, true);
-            let (loss, _nll) = smoothed_loss(&logits, &b.tgt_out, cfg.label_smoothing);
-            let factor = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale) / accum as f64;
-            if factor != 1.0 {
-                (&loss * factor).backward();
-            } else {
-                loss.backward();
-            }
-            loss_sum += loss.double_value(&[]);
-            micro += 1;
-            state.batch += 1;
-            tokens_done += b.tokens;
-            if micro < accum && state.batch < batches.len() {
-                continue;
-            }
-            adam.grad_scale = state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
-            let grad_norm = adam.clip_grad_norm(cfg.clip_norm);
-            let lr = cfg.schedule.lr(cfg.lr, state.step + 1, cfg.max_steps);
-            // fp16: an overflowed step is skipped (the batch is consumed) and the scale halved.
-            let apply = match &mut state.loss_scaler {
-                Some(s) => s.update(grad_norm.is_finite()),
-                None => true,
-            };
-            if apply {
-                adam.apply(lr);
-            } else {
-                tracing::debug!(
-                    "step {}: fp16 gradients overflowed, step skipped, loss scale now {}",
-                    state.step + 1,
-                    state.loss_scaler.as_ref().map_or(1.0, |s| s.scale)
-                );
-            }
-            state.step += 1;
-            state.adam_step = (adam.step != state.step).then_some(adam.step);
-            let loss_v = loss_sum / micro as f64;
-            micro = 0;
-            loss_sum = 0.0;
-            if summary.first_loss.is_nan() {
-                summary.first_loss = loss_v;
-            }
-            summary.last_loss = loss_v;
-            if state.step % cfg.log_every.max(1) == 0 || state.step == cfg.max_steps {
-                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
-                let tps = (tokens_done - window.1) as f64 / secs;
-                window = (Instant::now(), tokens_done);
-                let data_fraction = data_secs / secs;
-                data_secs = 0.0;
-                let layers = layer_grad_norms(&adam);
-                let mut line = serde_json::json!({"step": state.step, "loss": loss_v, "lr": lr, "grad_norm": grad_norm,
-                    "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": state.epoch, "layer_grad_norms": layers});
-                if let Some(sc) = &state.loss_scaler {
-                    line["loss_scale"] = sc.scale.into();
-                }
-                writeln!(metrics, "{line}").map_err(io_err(run))?;
-                bar.set_position(state.step as u64);
-                bar.set_message(format!("loss {loss_v:.3} lr {lr:.2e} {tps:.0} tok/s"));
-                if bar.is_hidden() {
-                    tracing::info!(
-                        "step {} loss {loss_v:.4} lr {lr:.3e} {tps:.0} tokens/s",
-                        state.step
-                    );
-                }
-            }
-            let do_valid = valid.is_some()
-                && cfg.valid_every > 0
-                && (state.step % cfg.valid_every == 0 || state.step == cfg.max_steps);
-            if do_valid {
-                if let Some(v) = &valid {
-                    let (vloss, bleu) = validate(&model, v, &tokenizer, cfg, device);
-                    let line = serde_json::json!({"step": state.step, "valid_loss": vloss, "valid_ppl": vloss.exp(), "valid_bleu": bleu});
-                    writeln!(metrics, "{line}").map_err(io_err(run))?;
-                    tracing::info!(
-                        "step {}: validation loss {vloss:.4}, ppl {:.2}, BLEU {bleu:.2}",
-                        state.step,
-                        vloss.exp()
-                    );
-                    let score = cfg.best_metric.score(vloss, bleu);
-                    if state.best_score.is_none_or(|b| score > b) {
-                        state.best_score = Some(score);
-                        state.stale_validations = 0;
-                        write_model_dir(&run.join("best"), &vs, &model_cfg, &tok_path)?;
-                    } else {
-                        state.stale_validations += 1;
-                        if cfg.patience.is_some_and(|p| state.stale_validations >= p) {
-                            tracing::info!(
-                                "early stopping: {} validations without improvement",
-                                state.stale_validations
-                            );
-                            early_stop = true;
-                        }
-                    }
-                }
-            }
-            if early_stop || state.step % cfg.save_every.max(1) == 0 || state.step == cfg.max_steps
-            {
-                save_checkpoint(
-                    run,
-                    &vs,
-                    &adam,
-                    &model_cfg,
-                    &tok_path,
-                    &state,
-                    cfg.keep_last,
-                )?;
-            }
-            if early_stop || state.step >= cfg.max_steps {
-                break 'outer;
-            }
-        }
-        state.epoch += 1;
-        state.batch = 0;
-    }
-    bar.finish_and_clear();
-    if summary.interrupted {
-        tracing::warn!("interrupted: saving a checkpoint at step {}", state.step);
-        save_checkpoint(
-            run,
-            &vs,
-            &adam,
-            &model_cfg,
-            &tok_path,
-            &state,
-            cfg.keep_last,
-        )?;
-    }
-    let final_dir = run.join("final");
-    write_model_dir(&final_dir, &vs, &model_cfg, &tok_path)?;
-    summary.steps = state.step;
-    summary.tokens_per_s = tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    summary.final_model = final_dir;
-    summary.best_score = state.best_score.map(|b| match cfg.best_metric {
-        BestMetric::Bleu => b,
-        BestMetric::Loss => -b,
-    });
-    summary.early_stopped = early_stop;
-    Ok(summary)
 }
 
 /// Keeps the lines of `metrics.jsonl` up to `step`, the step training restarts from: a fresh
 /// run (step 0) starts an empty file, and a run resumed after `kill -9` drops what the killed
-/// process logged after its last checkpoint, which the resumed run logs again.
+/// process logged after its last checkpoint, which the resumed run logs again (a line torn by
+/// the kill, which does not parse, goes too).
 fn restart_metrics(path: &Path, step: i64) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
     };
     let kept: String = text
         .lines()
         .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            let s = v.get("step").and_then(|s| s.as_i64()).unwrap_or(i64::MAX);
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return false;
+            };
+            let Some(s) = v.get("step").and_then(|s| s.as_i64()) else {
+                return false;
+            };
             // An epoch header at the restart step belongs to the new run.
             step > 0 && (s < step || (s == step && v.get("padding_waste").is_none()))
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-fn progress_bar(total: i64, pos: i64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} ETA {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_position(pos.max(0) as u64);
-    bar
+    gnmt_io::write_file(path, kept).map_err(io_err(path))
 }
 
 /// Gradient norm per layer (`encoder.layers.3`, `decoder.attention`, ...).
@@ -743,13 +1208,14 @@ fn layer_grad_norms(adam: &Adam) -> BTreeMap<String, f64> {
     acc.into_iter().map(|(k, v)| (k, v.sqrt())).collect()
 }
 
+/// Validation loss (per target token) and greedy BLEU on the first `valid_bleu_sentences`.
 fn validate(
     model: &Seq2Seq,
     v: &Validation,
     tok: &SubwordTokenizer,
     cfg: &TrainConfig,
     device: Device,
-) -> (f64, f64) {
+) -> Result<(f64, f64), TrainError> {
     tch::no_grad(|| {
         let mut total = 0.0;
         let mut n = 0.0;
@@ -757,10 +1223,9 @@ fn validate(
         for chunk in idx.chunks(cfg.batch_size.max(1)) {
             let b = make_batch(&v.corpus, chunk, device);
             let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, false);
-            let (_, nll) = smoothed_loss(&logits, &b.tgt_out, 0.0);
-            let toks = b.tgt_out.ne(0).sum(Kind::Int64).int64_value(&[]) as f64;
-            total += nll.double_value(&[]) * toks;
-            n += toks;
+            let (nll, _) = smoothed_loss_sum(&logits, &b.tgt_out, 0.0);
+            total += nll.double_value(&[]);
+            n += target_tokens(&v.corpus, chunk) as f64;
         }
         let bleu = Bleu::new(BleuConfig::default());
         let mut stats = BleuStats::zeros(4);
@@ -782,110 +1247,16 @@ fn validate(
                 &srcs,
                 &search,
                 device,
-            )) {
-                let text = tok.decode(&h[0].tokens).unwrap_or_default();
+            )?) {
+                let text = match h.first() {
+                    Some(best) => tok.decode(&best.tokens)?,
+                    None => String::new(),
+                };
                 stats.add(&bleu.sentence_stats(&text, &[v.refs[i].as_str()]));
             }
         }
-        (total / n.max(1.0), bleu.compute(&stats).score)
+        Ok((total / n.max(1.0), bleu.compute(&stats).score))
     })
-}
-
-/// Writes a model directory (config.json, tokenizer.json, model.safetensors) atomically.
-pub fn write_model_dir(
-    dir: &Path,
-    vs: &nn::VarStore,
-    cfg: &ModelConfig,
-    tok: &Path,
-) -> Result<(), TrainError> {
-    write_dir_atomically(&dir.with_extension("tmp"), dir, |tmp| {
-        fill_model_dir(tmp, vs, cfg, tok)
-    })
-}
-
-/// Fills a fresh temporary directory with `fill`, then moves it to `dest` (fsync, rename).
-pub(crate) fn write_dir_atomically(
-    tmp: &Path,
-    dest: &Path,
-    fill: impl FnOnce(&Path) -> Result<(), TrainError>,
-) -> Result<(), TrainError> {
-    let _ = std::fs::remove_dir_all(tmp);
-    std::fs::create_dir_all(tmp).map_err(io_err(tmp))?;
-    fill(tmp)?;
-    checkpoint::commit_dir(tmp, dest).map_err(io_err(dest))
-}
-
-fn fill_model_dir(
-    dir: &Path,
-    vs: &nn::VarStore,
-    cfg: &ModelConfig,
-    tok: &Path,
-) -> Result<(), TrainError> {
-    let json = serde_json::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
-    std::fs::write(dir.join("config.json"), json).map_err(io_err(dir))?;
-    std::fs::copy(tok, dir.join("tokenizer.json")).map_err(io_err(tok))?;
-    vs.save(dir.join("model.safetensors"))?;
-    Ok(())
-}
-
-fn save_checkpoint(
-    run: &Path,
-    vs: &nn::VarStore,
-    adam: &Adam,
-    cfg: &ModelConfig,
-    tok: &Path,
-    state: &TrainerState,
-    keep: usize,
-) -> Result<(), TrainError> {
-    let dest = run
-        .join("checkpoints")
-        .join(format!("step-{:08}", state.step));
-    let tmp = run
-        .join("checkpoints")
-        .join(format!(".step-{:08}.tmp", state.step));
-    write_dir_atomically(&tmp, &dest, |tmp| {
-        fill_model_dir(tmp, vs, cfg, tok)?;
-        adam.save(&tmp.join("optimizer.safetensors"))?;
-        let st =
-            serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
-        std::fs::write(tmp.join("trainer.json"), st).map_err(io_err(tmp))
-    })?;
-    let all = checkpoint::list(run);
-    if all.len() > keep.max(1) {
-        for (_, old) in &all[..all.len() - keep.max(1)] {
-            let _ = std::fs::remove_dir_all(old);
-        }
-    }
-    Ok(())
-}
-
-fn load_checkpoint(
-    dir: &Path,
-    vs: &mut nn::VarStore,
-    adam: &mut Adam,
-    run_id: &str,
-) -> Result<TrainerState, TrainError> {
-    let err = |msg: String| TrainError::Checkpoint {
-        path: dir.display().to_string(),
-        msg,
-    };
-    let text = std::fs::read_to_string(dir.join("trainer.json"))
-        .map_err(|e| err(format!("trainer.json: {e}")))?;
-    let state: TrainerState =
-        serde_json::from_str(&text).map_err(|e| err(format!("trainer.json: {e}")))?;
-    if state.run_id != run_id {
-        return Err(err(
-            "belongs to a different run (model, data or seed differ); use --force to start over"
-                .into(),
-        ));
-    }
-    gnmt_model::load_weights(vs, &dir.join("model.safetensors")).map_err(|e| err(e.to_string()))?;
-    adam.load(
-        &dir.join("optimizer.safetensors"),
-        state.adam_step.unwrap_or(state.step),
-    )
-    .map_err(err)?;
-    Ok(state)
 }
 
 #[cfg(test)]
@@ -957,7 +1328,7 @@ mod tests {
             save_every: 100,
             ..tiny_run(dir.path())
         };
-        let s = train(&cfg, false, false).unwrap();
+        let s = train(&cfg, Start::Fresh).unwrap();
         assert_eq!(s.steps, 3);
         let last = checkpoint::list(dir.path()).pop().unwrap().1;
         let st: TrainerState =
@@ -999,7 +1370,7 @@ mod tests {
             valid_every: 0,
             ..tiny_run(dir.path())
         };
-        assert_eq!(train(&cfg, false, false).unwrap().steps, 8);
+        assert_eq!(train(&cfg, Start::Fresh).unwrap().steps, 8);
 
         // With a zero learning rate nothing improves: patience 2 stops at the third validation.
         let dir = tempfile::tempdir().unwrap();
@@ -1011,7 +1382,7 @@ mod tests {
             best_metric: BestMetric::Loss,
             ..tiny_run(dir.path())
         };
-        let s = train(&cfg, false, false).unwrap();
+        let s = train(&cfg, Start::Fresh).unwrap();
         assert!(s.early_stopped);
         assert_eq!(s.steps, 6);
         let valid: Vec<f64> = metric_lines(dir.path())
@@ -1025,6 +1396,60 @@ mod tests {
     }
 
     #[test]
+    fn bf16_resume_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            precision: Precision::Bf16,
+            lr: 0.01,
+            max_steps: 12,
+            valid_every: 0,
+            save_every: 6,
+            accum_steps: 2,
+            ..tiny_run(dir.path())
+        };
+        train(&cfg, Start::Fresh).unwrap();
+        let losses = |run: &Path| -> Vec<f64> {
+            metric_lines(run)
+                .iter()
+                .filter_map(|l| l["loss"].as_f64())
+                .collect()
+        };
+        let full = losses(dir.path());
+        assert_eq!(full.len(), 12);
+        let dir2 = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            vocab: Some(dir.path().join("tokenizer.json")),
+            out: dir2.path().to_path_buf(),
+            ..cfg
+        };
+        // Stopped by hand after step 6, as a kill would: the step-6 checkpoint and the
+        // metrics up to it are all that is left.
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let control = Control {
+            stop: Some(stop),
+            progress: Some(Box::new(move |p: &Progress| {
+                if p.step == 6 {
+                    s2.store(true, Ordering::SeqCst);
+                }
+            })),
+        };
+        let half = train_with(&cfg, Start::Fresh, control).unwrap();
+        assert!(half.interrupted && half.steps == 6, "{half:?}");
+        train(&cfg, Start::resume()).unwrap();
+        assert_eq!(losses(dir2.path()), full);
+        let a = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
+        let b: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir2.path().join("final/model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        for (name, t) in a {
+            assert!(t.equal(&b[&name]), "{name} differs after the resume");
+        }
+    }
+
+    #[test]
     fn bf16_mixed_precision_trains_and_saves_float32_weights() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
@@ -1035,7 +1460,7 @@ mod tests {
             save_every: 8,
             ..tiny_run(dir.path())
         };
-        let s = train(&cfg, false, false).unwrap();
+        let s = train(&cfg, Start::Fresh).unwrap();
         assert!(
             s.last_loss.is_finite() && s.last_loss < s.first_loss,
             "{s:?}"
@@ -1043,11 +1468,17 @@ mod tests {
         let w = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
         assert!(w.iter().all(|(_, t)| t.kind() == Kind::Float));
         // Resuming continues from the float32 master weights and the bf16 copy alike.
+        // Under the GNMT schedule max_steps shapes the decay: a longer run is a deliberate change.
         let cfg = TrainConfig {
             max_steps: 10,
             ..cfg
         };
-        assert_eq!(train(&cfg, true, false).unwrap().steps, 10);
+        let err = train(&cfg, Start::resume()).unwrap_err().to_string();
+        assert!(err.contains("max_steps was 8, now 10"), "{err}");
+        let allow = Start::Resume {
+            allow_changed: ["max_steps".to_string()].into(),
+        };
+        assert_eq!(train(&cfg, allow).unwrap().steps, 10);
     }
 
     #[test]
@@ -1065,7 +1496,7 @@ mod tests {
             schedule: Schedule::Constant,
             ..tiny_run(dir.path())
         };
-        let s = train(&cfg, false, false).unwrap();
+        let s = train(&cfg, Start::Fresh).unwrap();
         assert!(
             s.last_loss.is_finite() && s.last_loss < s.first_loss,
             "{s:?}"
@@ -1113,13 +1544,210 @@ mod tests {
             out: dir2.path().to_path_buf(),
             ..cfg.clone()
         };
-        train(&half, false, false).unwrap();
+        train(&half, Start::Fresh).unwrap();
         let rest = TrainConfig {
             out: dir2.path().to_path_buf(),
             ..cfg
         };
-        train(&rest, true, false).unwrap();
+        train(&rest, Start::resume()).unwrap();
         assert_eq!(losses(dir2.path()), full);
+    }
+
+    /// Every gradient of the model, flattened into one vector (in a fixed order).
+    fn all_grads(adam: &Adam, n: usize) -> Vec<f64> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let g = adam.grad(i);
+            if g.defined() {
+                v.extend(Vec::<f64>::try_from(g.to_kind(Kind::Double).flatten(0, -1)).unwrap());
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn an_accumulated_group_is_the_batch_of_all_its_sentences() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/m30k");
+        let (src, tgt) = (data.join("train.en"), data.join("train.de"));
+        let mut lines = gnmt_data::text::read_lines(&src).unwrap();
+        lines.extend(gnmt_data::text::read_lines(&tgt).unwrap());
+        let tok = SubwordTokenizer::train(lines.into_iter(), 600, VocabKind::Unigram).unwrap();
+        let filter = FilterConfig {
+            max_len: 80,
+            max_ratio: 9.0,
+            strict: false,
+        };
+        let (corpus, _) = PairCorpus::load(&src, &tgt, &tok, &filter, Some(40)).unwrap();
+        // A: 3 pairs; B: 17 pairs. Their target token counts differ several times over, so the
+        // mean of the two batch means is far from the mean over all tokens.
+        let a: Vec<usize> = (0..3).collect();
+        let b: Vec<usize> = (3..20).collect();
+        let union: Vec<usize> = (0..20).collect();
+        assert!(target_tokens(&corpus, &b) > 3 * target_tokens(&corpus, &a));
+        let mut cfg = ModelConfig::preset("tiny", tok.vocab_size() as i64).unwrap();
+        cfg.dropout = 0.0;
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        let n = vs.variables().len();
+        let grads = |group: &[Vec<usize>]| {
+            let mut adam = Adam::new(&vs);
+            adam.zero_grad();
+            let g = backward_group(
+                &model,
+                &mut adam,
+                &corpus,
+                group,
+                Device::Cpu,
+                0.1,
+                1.0,
+                |_| 0,
+            );
+            (g.loss, all_grads(&adam, n))
+        };
+        let (loss_ab, g_ab) = grads(&[a.clone(), b.clone()]);
+        let (loss_u, g_u) = grads(&[union]);
+        assert!(
+            (loss_ab - loss_u).abs() < 1e-6 * loss_u.abs(),
+            "{loss_ab} vs {loss_u}"
+        );
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let diff: Vec<f64> = g_ab.iter().zip(&g_u).map(|(x, y)| x - y).collect();
+        let rel = norm(&diff) / norm(&g_u);
+        assert!(rel < 1e-6, "relative gradient difference {rel}");
+        // What the old weighting did, the mean of the two batch means, is another gradient:
+        // the test tells the two apart.
+        let (_, g_a) = grads(&[a]);
+        let (_, g_b) = grads(&[b]);
+        let old: Vec<f64> = g_a
+            .iter()
+            .zip(&g_b)
+            .zip(&g_u)
+            .map(|((x, y), u)| (x + y) / 2.0 - u)
+            .collect();
+        assert!(
+            norm(&old) / norm(&g_u) > 1e-2,
+            "{}",
+            norm(&old) / norm(&g_u)
+        );
+    }
+
+    #[test]
+    fn model_vocab_size_cannot_be_overridden() {
+        let mut cfg = TrainConfig::default();
+        cfg.model
+            .insert("vocab_size".into(), serde_json::json!(100));
+        let err = cfg.model_config(600).unwrap_err().to_string();
+        assert!(
+            err.contains("model.vocab_size") && err.contains("600"),
+            "{err}"
+        );
+        // The same number as the vocabulary is harmless.
+        cfg.model
+            .insert("vocab_size".into(), serde_json::json!(600));
+        assert_eq!(cfg.model_config(600).unwrap().vocab_size, 600);
+    }
+
+    #[test]
+    fn force_deletes_only_what_a_run_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        std::fs::create_dir_all(&out).unwrap();
+        // The user keeps a corpus in the run directory.
+        std::fs::write(out.join("corpus.en"), "mine\n").unwrap();
+        let cfg = TrainConfig {
+            max_steps: 2,
+            valid_every: 0,
+            ..tiny_run(&out)
+        };
+        train(&cfg, Start::Fresh).unwrap();
+        assert!(
+            train(&cfg, Start::Fresh).is_err(),
+            "a second fresh run is refused"
+        );
+        train(&cfg, Start::Overwrite).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("corpus.en")).unwrap(),
+            "mine\n"
+        );
+        assert!(out.join("final/model.safetensors").exists());
+
+        // A directory holding a file of the user's that a run would overwrite is refused, even
+        // with Overwrite, and the file is left as it was.
+        let other = dir.path().join("mine");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("config.toml"), "# my notes\n").unwrap();
+        for start in [Start::Fresh, Start::Overwrite, Start::resume()] {
+            let err = train(&tiny_run(&other), start).unwrap_err().to_string();
+            assert!(
+                err.contains("config.toml") && err.contains("another --out"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(other.join("config.toml")).unwrap(),
+            "# my notes\n"
+        );
+    }
+
+    #[test]
+    fn a_run_ended_by_epochs_validates_and_saves_its_last_step() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 batches per epoch: the run ends at step 8, between the save and validation steps.
+        let cfg = TrainConfig {
+            epochs: Some(2),
+            max_steps: 1000,
+            save_every: 100,
+            valid_every: 100,
+            ..tiny_run(dir.path())
+        };
+        assert_eq!(train(&cfg, Start::Fresh).unwrap().steps, 8);
+        assert_eq!(checkpoint::list(dir.path()).pop().unwrap().0, 8);
+        let valid: Vec<i64> = metric_lines(dir.path())
+            .iter()
+            .filter(|l| l.get("valid_loss").is_some())
+            .filter_map(|l| l["step"].as_i64())
+            .collect();
+        assert_eq!(valid, vec![8]);
+        assert!(dir.path().join("best/model.safetensors").exists());
+        // Resuming it repeats nothing: it is done.
+        assert_eq!(train(&cfg, Start::resume()).unwrap().steps, 8);
+    }
+
+    #[test]
+    fn resume_refuses_changed_settings_unless_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            max_steps: 4,
+            valid_every: 0,
+            save_every: 2,
+            schedule: Schedule::Constant,
+            ..tiny_run(dir.path())
+        };
+        train(&cfg, Start::Fresh).unwrap();
+        let changed = TrainConfig {
+            max_steps: 6,
+            label_smoothing: 0.2,
+            clip_norm: 1.0,
+            ..cfg.clone()
+        };
+        let err = train(&changed, Start::resume()).unwrap_err().to_string();
+        assert!(
+            err.contains("label_smoothing was 0.1, now 0.2") && err.contains("clip_norm"),
+            "{err}"
+        );
+        // With a constant schedule max_steps is only where to stop: not a change of course.
+        assert!(!err.contains("max_steps"), "{err}");
+        let allow = Start::Resume {
+            allow_changed: ["label_smoothing".to_string(), "clip_norm".to_string()].into(),
+        };
+        assert_eq!(train(&changed, allow).unwrap().steps, 6);
+        // The changed settings are now the run's: resuming with them needs no allowance.
+        let longer = TrainConfig {
+            max_steps: 8,
+            ..changed
+        };
+        assert_eq!(train(&longer, Start::resume()).unwrap().steps, 8);
     }
 
     #[test]

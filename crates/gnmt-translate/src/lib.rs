@@ -10,7 +10,7 @@ pub mod stream;
 
 use gnmt_model::{CpuDecoder, CpuState, DecoderState, Seq2Seq};
 use gnmt_tokenizer::{BOS, EOS};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 /// Search settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,9 @@ pub struct SearchConfig {
     /// Output length limit `a * source_len + b`.
     pub max_len_a: f64,
     pub max_len_b: usize,
+    /// Finished hypotheses wanted per sentence (at most `beam`): the search of a sentence
+    /// stops early only once this many have finished and no live one can still enter them.
+    pub nbest: usize,
 }
 
 impl Default for SearchConfig {
@@ -31,6 +34,7 @@ impl Default for SearchConfig {
             beta: 0.1,
             max_len_a: 1.5,
             max_len_b: 10,
+            nbest: 1,
         }
     }
 }
@@ -53,13 +57,14 @@ fn length_penalty(len: usize, alpha: f64) -> f64 {
 }
 
 /// Translates a batch of id sequences; returns, per sentence, its hypotheses best first
-/// (at most `beam`). Empty sources give an empty hypothesis.
+/// (at most `beam`, at least `nbest` unless the search space is smaller). An empty source
+/// gives one empty hypothesis (score 0) without being searched.
 pub fn translate_batch(
     model: &Seq2Seq,
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
-) -> Vec<Vec<Hypothesis>> {
+) -> Result<Vec<Vec<Hypothesis>>, TchError> {
     let cpu = cpu_decoder(model, device);
     translate_batch_with(model, cpu.as_ref(), sources, cfg, device)
 }
@@ -81,8 +86,32 @@ pub fn translate_batch_with(
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
-) -> Vec<Vec<Hypothesis>> {
-    tch::no_grad(|| search(model, cpu, sources, cfg, device))
+) -> Result<Vec<Vec<Hypothesis>>, TchError> {
+    let searched: Vec<usize> = (0..sources.len())
+        .filter(|&i| !sources[i].is_empty())
+        .collect();
+    if searched.len() == sources.len() {
+        return tch::no_grad(|| search(model, cpu, sources, cfg, device));
+    }
+    let inputs: Vec<Vec<u32>> = searched.iter().map(|&i| sources[i].clone()).collect();
+    let mut out = vec![vec![Hypothesis::empty()]; sources.len()];
+    let found = tch::no_grad(|| search(model, cpu, &inputs, cfg, device))?;
+    for (i, h) in searched.into_iter().zip(found) {
+        out[i] = h;
+    }
+    Ok(out)
+}
+
+impl Hypothesis {
+    /// The translation of an empty source, and the fallback of a search that finished nothing.
+    pub fn empty() -> Self {
+        Hypothesis {
+            tokens: Vec::new(),
+            score: 0.0,
+            log_prob: 0.0,
+            alignment: Vec::new(),
+        }
+    }
 }
 
 /// The decoder state of either implementation of the step.
@@ -124,11 +153,12 @@ fn search(
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
-) -> Vec<Vec<Hypothesis>> {
+) -> Result<Vec<Vec<Hypothesis>>, TchError> {
     let b = sources.len();
     let k = cfg.beam.max(1);
+    let nbest = cfg.nbest.clamp(1, k);
     if b == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let s = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let mut flat = vec![0i64; b * s];
@@ -183,7 +213,7 @@ fn search(
                     prev.and_then(State::cpu),
                     &tokens,
                     group as i64,
-                );
+                )?;
                 let top = fused_expand(&logits, vocab as usize, &scores, group, want);
                 (top, attn, State::Cpu(st))
             }
@@ -194,12 +224,11 @@ fn search(
                     &tokens,
                     group as i64,
                 );
-                let top = expand(&logits, &scores, group, want);
+                let top = expand(&logits, &scores, group, want)?;
                 (top, attn, State::Torch(st))
             }
         };
-        let attn_cpu: Vec<f32> =
-            Vec::<f32>::try_from(attn.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        let attn_cpu = host_f32(&attn)?;
         for (c, a) in coverage.iter_mut().zip(&attn_cpu) {
             *c += a;
         }
@@ -264,12 +293,9 @@ fn search(
                     live.push((row, tok, v));
                 }
             }
-            // Stop when no live hypothesis can beat the finished ones: a live score only falls,
-            // and cp <= 0, so its best case is its score divided by the largest length penalty.
-            let best_done = finished[sent]
-                .iter()
-                .map(|h| h.score)
-                .fold(f64::NEG_INFINITY, f64::max);
+            // Stop when no live hypothesis can enter the `nbest` finished ones: a live score
+            // only falls, and cp <= 0, so its best case is its score divided by the largest
+            // length penalty. Fewer than `nbest` finished: keep searching.
             let bound = live
                 .iter()
                 .map(|&(_, _, v)| v / length_penalty(max_len[sent] + 1, cfg.alpha))
@@ -277,7 +303,7 @@ fn search(
             let done = finished[sent].len() >= k
                 || live.is_empty()
                 || t + 1 >= max_len[sent]
-                || (best_done >= bound);
+                || nth_best(&finished[sent], nbest).is_some_and(|s| s >= bound);
             if done {
                 continue;
             }
@@ -322,15 +348,20 @@ fn search(
     for f in finished.iter_mut() {
         f.sort_by(|a, b| b.score.total_cmp(&a.score));
         if f.is_empty() {
-            f.push(Hypothesis {
-                tokens: Vec::new(),
-                score: 0.0,
-                log_prob: 0.0,
-                alignment: Vec::new(),
-            });
+            f.push(Hypothesis::empty());
         }
     }
-    finished
+    Ok(finished)
+}
+
+/// The score of the `n`-th best finished hypothesis, if `n` have finished.
+fn nth_best(finished: &[Hypothesis], n: usize) -> Option<f64> {
+    if finished.len() < n {
+        return None;
+    }
+    let mut scores: Vec<f64> = finished.iter().map(|h| h.score).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    scores.get(n - 1).copied()
 }
 
 /// For every sentence (`group` consecutive rows of `logits` `[rows, vocab]`), the `want` best
@@ -349,7 +380,12 @@ fn fused_expand(
 }
 
 /// [`fused_expand`] with libtorch's log_softmax, add and topk, on the logits' device.
-fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f32>, Vec<i64>) {
+fn expand(
+    logits: &Tensor,
+    scores: &[f64],
+    group: usize,
+    want: usize,
+) -> Result<(Vec<f32>, Vec<i64>), TchError> {
     let sentences = scores.len() / group.max(1);
     let sc = Tensor::from_slice(scores)
         .to_device(logits.device())
@@ -357,9 +393,17 @@ fn expand(logits: &Tensor, scores: &[f64], group: usize, want: usize) -> (Vec<f3
         .unsqueeze(1);
     let cand = (logits.log_softmax(-1, Kind::Float) + sc).view([sentences as i64, -1]);
     let (top_v, top_i) = cand.topk(want as i64, -1, true, true);
-    let top_v = Vec::<f32>::try_from(top_v.to_device(Device::Cpu).flatten(0, -1));
-    let top_i = Vec::<i64>::try_from(top_i.to_device(Device::Cpu).flatten(0, -1));
-    (top_v.unwrap_or_default(), top_i.unwrap_or_default())
+    Ok((host_f32(&top_v)?, host_i64(&top_i)?))
+}
+
+/// A float tensor's values on the host, as float32.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>, TchError> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+}
+
+/// An index tensor's values on the host.
+fn host_i64(t: &Tensor) -> Result<Vec<i64>, TchError> {
+    Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64).flatten(0, -1))
 }
 
 #[cfg(test)]

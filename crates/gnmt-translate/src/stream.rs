@@ -17,6 +17,8 @@ pub enum TranslateError {
     Output(#[from] std::io::Error),
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] gnmt_tokenizer::TokenizerError),
+    #[error("search: {0}")]
+    Search(#[from] tch::TchError),
 }
 
 /// What to print per line.
@@ -26,6 +28,9 @@ pub struct OutputOptions {
     pub nbest: usize,
     /// Append `\t` and, per output piece, the source piece it attends to most.
     pub alignments: bool,
+    /// Keep the plain best translation of every line in [`Summary::best`] (to score it,
+    /// whatever the output holds).
+    pub keep_best: bool,
 }
 
 /// Totals for the summary line.
@@ -35,6 +40,8 @@ pub struct Summary {
     pub source_tokens: usize,
     pub output_tokens: usize,
     pub truncated: usize,
+    /// With [`OutputOptions::keep_best`]: the best translation of each line, plain text.
+    pub best: Vec<String>,
 }
 
 /// Batched translation of id sequences: a model, search settings and batching.
@@ -80,7 +87,7 @@ pub fn workers_for(device: Device, requested: Option<usize>) -> (usize, i32) {
 
 impl Engine<'_> {
     /// Translates id sequences in length-sorted batches, results in input order.
-    pub fn translate_ids(&self, srcs: &[Vec<u32>]) -> Vec<Vec<Hypothesis>> {
+    pub fn translate_ids(&self, srcs: &[Vec<u32>]) -> Result<Vec<Vec<Hypothesis>>, tch::TchError> {
         let mut order: Vec<usize> = (0..srcs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(srcs[i].len()));
         let mut out: Vec<Vec<Hypothesis>> = vec![Vec::new(); srcs.len()];
@@ -89,12 +96,7 @@ impl Engine<'_> {
             let (empty, full): (Vec<usize>, Vec<usize>) =
                 batch.iter().partition(|&&i| srcs[i].is_empty());
             for i in empty {
-                out[i] = vec![Hypothesis {
-                    tokens: vec![],
-                    score: 0.0,
-                    log_prob: 0.0,
-                    alignment: vec![],
-                }];
+                out[i] = vec![Hypothesis::empty()];
             }
             if !full.is_empty() {
                 let inputs = full.iter().map(|&i| srcs[i].clone()).collect();
@@ -113,20 +115,19 @@ impl Engine<'_> {
             jobs.iter()
                 .enumerate()
                 .map(|(j, (_, inputs))| {
-                    let hyps =
-                        translate_batch_with(self.model, cpu, inputs, &self.search, self.device);
-                    (j, hyps)
+                    translate_batch_with(self.model, cpu, inputs, &self.search, self.device)
+                        .map(|hyps| (j, hyps))
                 })
-                .collect()
+                .collect::<Result<_, _>>()?
         } else {
-            self.parallel(&jobs, workers, cpu)
+            self.parallel(&jobs, workers, cpu)?
         };
         for (j, hyps) in results {
             for (&i, h) in jobs[j].0.iter().zip(hyps) {
                 out[i] = h;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Runs the jobs on `workers` threads, each taking the next job (longest first) when free.
@@ -135,7 +136,7 @@ impl Engine<'_> {
         jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
         workers: usize,
         cpu: Option<&gnmt_model::CpuDecoder>,
-    ) -> Vec<(usize, Vec<Vec<Hypothesis>>)> {
+    ) -> Result<Vec<(usize, Vec<Vec<Hypothesis>>)>, tch::TchError> {
         let shared = SharedModel(self.model);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = self.threads_per_worker.max(1);
@@ -155,23 +156,27 @@ impl Engine<'_> {
                             let Some((_, inputs)) = jobs.get(j) else {
                                 break;
                             };
-                            let hyps = translate_batch_with(shared.0, cpu, inputs, search, device);
+                            let hyps = translate_batch_with(shared.0, cpu, inputs, search, device)?;
                             done.push((j, hyps));
                         }
-                        done
+                        Ok::<_, tch::TchError>(done)
                     })
                 })
                 .collect();
             for h in handles {
                 match h.join() {
-                    Ok(done) => results.extend(done),
+                    Ok(done) => results.push(done),
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
         });
         // MKL's thread count may be process-wide: give the caller back its own.
         tch::set_num_threads(all_threads);
-        results
+        let mut all = Vec::with_capacity(jobs.len());
+        for done in results {
+            all.extend(done?);
+        }
+        Ok(all)
     }
 
     /// Splits `order` (longest first) into batches of at most `batch_size` sentences and, with
@@ -242,10 +247,14 @@ impl Translator<'_> {
                 summary.source_tokens += v.len();
                 ids.push(v);
             }
-            let hyps = self.engine.translate_ids(&ids);
+            let hyps = self.engine.translate_ids(&ids)?;
             let mut text = String::new();
             for (k, (h, src)) in hyps.iter().zip(&ids).enumerate() {
                 let index = summary.sentences + k;
+                let empty = Hypothesis::empty();
+                let best = h.first().unwrap_or(&empty);
+                let best_text = self.tokenizer.decode(&best.tokens)?.replace('\n', " ");
+                summary.output_tokens += best.tokens.len() + 1;
                 if opts.nbest > 0 {
                     for hyp in h.iter().take(opts.nbest) {
                         let t = self.tokenizer.decode(&hyp.tokens)?;
@@ -256,9 +265,7 @@ impl Translator<'_> {
                         ));
                     }
                 } else {
-                    let best = &h[0];
-                    summary.output_tokens += best.tokens.len() + 1;
-                    text.push_str(&self.tokenizer.decode(&best.tokens)?.replace('\n', " "));
+                    text.push_str(&best_text);
                     if opts.alignments {
                         text.push('\t');
                         let a: Vec<String> = best
@@ -269,6 +276,9 @@ impl Translator<'_> {
                         text.push_str(&a.join(" "));
                     }
                     text.push('\n');
+                }
+                if opts.keep_best {
+                    summary.best.push(best_text);
                 }
             }
             out.write_all(text.as_bytes())?;

@@ -11,8 +11,10 @@ fn model(vocab: i64) -> (nn::VarStore, Seq2Seq) {
     (vs, m)
 }
 
-/// Scores every output sequence of up to `l` tokens exactly as the beam search does.
-fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64) -> (Vec<u32>, f64) {
+/// Scores every output sequence of up to `l` tokens exactly as the beam search does, coverage
+/// penalty included: `beta * sum_j log(min(sum_i a_ij, 1))` over the attention of every step
+/// (the step that emits EOS too).
+fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64, beta: f64) -> (Vec<u32>, f64) {
     let v = m.config.vocab_size as u32;
     let mut best = (Vec::new(), f64::NEG_INFINITY);
     let mut stack: Vec<Vec<u32>> = vec![vec![]];
@@ -21,13 +23,20 @@ fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64) -> (Vec<u32>, f64)
     while let Some(prefix) = stack.pop() {
         let mut inp = vec![BOS as i64];
         inp.extend(prefix.iter().map(|&x| x as i64));
-        let (logits, _, _) = m.decode(&enc, &Tensor::from_slice(&inp).view([1, -1]), None, false);
+        let (logits, attn, _) =
+            m.decode(&enc, &Tensor::from_slice(&inp).view([1, -1]), None, false);
         let lp = logits.log_softmax(-1, Kind::Float);
         let logp: f64 = prefix
             .iter()
             .enumerate()
             .map(|(t, &x)| lp.double_value(&[0, t as i64, x as i64]))
             .sum();
+        // Coverage of every source position over the steps so far (this one included).
+        let cov = attn.sum_dim_intlist(1, false, Kind::Double);
+        let cp: f64 = (0..src.len() as i64)
+            .map(|j| cov.double_value(&[0, j]).clamp(1e-10, 1.0).ln())
+            .sum::<f64>()
+            * beta;
         let last = prefix.len() as i64;
         for tok in 0..v {
             let total = logp + lp.double_value(&[0, last, tok as i64]);
@@ -37,7 +46,7 @@ fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64) -> (Vec<u32>, f64)
                 if tok != EOS {
                     toks.push(tok);
                 }
-                let score = total / length_penalty(toks.len() + 1, alpha);
+                let score = total / length_penalty(toks.len() + 1, alpha) + cp;
                 if score > best.1 {
                     best = (toks, score);
                 }
@@ -60,12 +69,91 @@ fn wide_beam_equals_exhaustive_search() {
         beta: 0.0,
         max_len_a: 0.0,
         max_len_b: 3,
+        nbest: 1,
     };
     for src in [vec![4u32, 5, 6], vec![7, 3]] {
-        let (toks, score) = exhaustive(&m, &src, 3, 0.6);
-        let got = &translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu)[0][0];
+        let (toks, score) = exhaustive(&m, &src, 3, 0.6, 0.0);
+        let got =
+            &translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu).unwrap()[0][0];
         assert_eq!(got.tokens, toks, "src {src:?}");
         assert!((got.score - score).abs() < 1e-4, "{} vs {score}", got.score);
+    }
+}
+
+#[test]
+fn wide_beam_with_coverage_penalty_equals_exhaustive_search() {
+    let (_vs, m) = model(8);
+    let cfg = SearchConfig {
+        beam: 64,
+        alpha: 0.6,
+        beta: 0.4,
+        max_len_a: 0.0,
+        max_len_b: 3,
+        nbest: 1,
+    };
+    for src in [vec![4u32, 5, 6, 7, 3], vec![7, 3], vec![6]] {
+        let (toks, score) = exhaustive(&m, &src, 3, 0.6, 0.4);
+        let got =
+            &translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu).unwrap()[0][0];
+        assert_eq!(got.tokens, toks, "src {src:?}");
+        assert!((got.score - score).abs() < 1e-4, "{} vs {score}", got.score);
+        if src.len() == 1 {
+            continue; // one source word always gets all the attention: no penalty
+        }
+        // The penalty is really in the score: without it the same output scores higher.
+        let plain = exhaustive(&m, &src, 3, 0.6, 0.0);
+        assert!(plain.1 > score, "coverage penalty had no effect on {src:?}");
+        let lp = got.log_prob / length_penalty(got.tokens.len() + 1, 0.6);
+        assert!(
+            got.score < lp - 1e-6,
+            "score {} has no penalty ({lp})",
+            got.score
+        );
+    }
+}
+
+#[test]
+fn nbest_lists_are_full_and_keep_the_best() {
+    let (_vs, m) = model(16);
+    let srcs: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| (0..(i % 5 + 1)).map(|j| 4 + (i * 7 + j * 3) % 12).collect())
+        .collect();
+    let cfg = |nbest| SearchConfig {
+        beam: 5,
+        nbest,
+        ..Default::default()
+    };
+    let one = translate_batch(&m, &srcs, &cfg(1), Device::Cpu).unwrap();
+    let five = translate_batch(&m, &srcs, &cfg(5), Device::Cpu).unwrap();
+    // Stopping once the best is safe leaves short lists: the case the option exists for.
+    assert!(
+        one.iter().any(|h| h.len() < 5),
+        "every list was full anyway"
+    );
+    for (i, (a, b)) in one.iter().zip(&five).enumerate() {
+        assert_eq!(b.len(), 5, "sentence {i}: {} hypotheses", b.len());
+        assert!(
+            b.windows(2).all(|w| w[0].score >= w[1].score),
+            "sentence {i}: not sorted"
+        );
+        assert_eq!(a[0].tokens, b[0].tokens, "sentence {i}: the best changed");
+        assert!((a[0].score - b[0].score).abs() < 1e-9);
+        let distinct: std::collections::HashSet<&Vec<u32>> = b.iter().map(|h| &h.tokens).collect();
+        assert_eq!(distinct.len(), 5, "sentence {i}: repeated hypotheses");
+    }
+}
+
+#[test]
+fn empty_sources_give_empty_hypotheses_in_a_batch() {
+    let (_vs, m) = model(16);
+    let srcs = vec![vec![4u32, 5, 6], vec![], vec![9u32, 10]];
+    let cfg = SearchConfig::default();
+    let got = translate_batch(&m, &srcs, &cfg, Device::Cpu).unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1], vec![Hypothesis::empty()]);
+    for i in [0, 2] {
+        let alone = translate_batch(&m, std::slice::from_ref(&srcs[i]), &cfg, Device::Cpu).unwrap();
+        assert_eq!(alone[0][0].tokens, got[i][0].tokens, "sentence {i}");
     }
 }
 
@@ -78,7 +166,7 @@ fn beam_one_is_greedy() {
         beta: 0.0,
         ..Default::default()
     };
-    let got = translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu)[0][0]
+    let got = translate_batch(&m, std::slice::from_ref(&src), &cfg, Device::Cpu).unwrap()[0][0]
         .tokens
         .clone();
     // Greedy by hand: argmax at every step until EOS or the length limit.
@@ -105,9 +193,9 @@ fn batch_composition_does_not_change_translations() {
     let (_vs, m) = model(16);
     let srcs = vec![vec![4u32, 5, 6, 7, 8], vec![9u32], vec![10u32, 11, 12]];
     let cfg = SearchConfig::default();
-    let together = translate_batch(&m, &srcs, &cfg, Device::Cpu);
+    let together = translate_batch(&m, &srcs, &cfg, Device::Cpu).unwrap();
     for (i, s) in srcs.iter().enumerate() {
-        let alone = translate_batch(&m, std::slice::from_ref(s), &cfg, Device::Cpu);
+        let alone = translate_batch(&m, std::slice::from_ref(s), &cfg, Device::Cpu).unwrap();
         assert_eq!(alone[0][0].tokens, together[i][0].tokens, "sentence {i}");
     }
 }
@@ -152,14 +240,15 @@ fn token_budget_batches_and_keeps_results() {
     assert_eq!(sizes, vec![2, 2]);
     // Same translations, in input order, whatever the batching.
     let ids: Vec<Vec<u32>> = lines.iter().map(|l| tok.encode(l).unwrap()).collect();
-    let by_budget = tr(64, Some(5)).translate_ids(&ids);
-    let one_by_one = tr(1, None).translate_ids(&ids);
+    let by_budget = tr(64, Some(5)).translate_ids(&ids).unwrap();
+    let one_by_one = tr(1, None).translate_ids(&ids).unwrap();
     // Three search threads taking batches as they come: the same results, in input order.
     let parallel = stream::Engine {
         workers: 3,
         ..tr(1, None)
     }
-    .translate_ids(&ids);
+    .translate_ids(&ids)
+    .unwrap();
     assert_eq!(by_budget.len(), lines.len());
     for ((a, b), c) in by_budget.iter().zip(&one_by_one).zip(&parallel) {
         assert_eq!(a[0].tokens, b[0].tokens);
@@ -187,7 +276,7 @@ fn the_fused_cpu_expansion_equals_libtorch_log_softmax_add_topk() {
     // The fused kernel on the host copy; libtorch's operators in float64.
     let host = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
     let (fv, fi) = fused_expand(&host, vocab as usize, &scores, group, want);
-    let (tv, ti) = expand(&logits.to_kind(tch::Kind::Double), &scores, group, want);
+    let (tv, ti) = expand(&logits.to_kind(tch::Kind::Double), &scores, group, want).unwrap();
     assert_eq!(fi.len(), 3 * want);
     assert_eq!(fi, ti);
     for (a, b) in fv.iter().zip(&tv) {

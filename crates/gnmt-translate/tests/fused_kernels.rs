@@ -21,9 +21,9 @@ fn the_search_gives_the_same_translations_with_and_without_the_fused_kernels() {
         })
         .collect();
     let search = SearchConfig::default();
-    let fused = translate_batch(&m, &srcs, &search, Device::Cpu);
+    let fused = translate_batch(&m, &srcs, &search, Device::Cpu).unwrap();
     gnmt_kernels::set_enabled(false);
-    let plain = translate_batch(&m, &srcs, &search, Device::Cpu);
+    let plain = translate_batch(&m, &srcs, &search, Device::Cpu).unwrap();
     gnmt_kernels::set_enabled(true);
     for (f, p) in fused.iter().zip(&plain) {
         assert_eq!(f.len(), p.len());
