@@ -98,10 +98,7 @@ impl Attention {
             Some(b) => q + b,
             None => q,
         };
-        let v = match &self.gain {
-            Some(g) => &self.v * g / self.v.norm(),
-            None => self.v.shallow_clone(),
-        };
+        let v = self.score_vector();
         let scores = match fused_scores(&q, keys, &v, pad_mask) {
             Some(scores) => scores,
             None => (q.unsqueeze(2) + keys.unsqueeze(1)) // [B,T,S,U]
@@ -112,6 +109,20 @@ impl Attention {
         let weights = scores.softmax(-1, Kind::Float).to_kind(values.kind());
         let context = weights.bmm(values);
         (context, weights)
+    }
+}
+
+impl Attention {
+    /// The score vector `v` as this call uses it: weight-normalized with its gain, or as it
+    /// is. Always the result of an operation (a copy of `U` values for plain Bahdanau), so that
+    /// it requires gradients exactly when gradients are recorded: under `no_grad` (search) the
+    /// fused CPU kernel takes it. (A shallow clone or a view of the parameter would keep
+    /// `requires_grad` and turn the kernel away.)
+    fn score_vector(&self) -> Tensor {
+        match &self.gain {
+            Some(g) => &self.v * g / self.v.norm(),
+            None => &self.v * 1.0,
+        }
     }
 }
 
@@ -188,6 +199,20 @@ mod tests {
             let mask = Tensor::arange(6, (Kind::Int64, Device::Cpu))
                 .unsqueeze(0)
                 .ge_tensor(&lens);
+            // Under no_grad every input qualifies for the fused kernel, for both kinds.
+            tch::no_grad(|| {
+                let qp = att.query.forward(&q);
+                let qp = match &att.bias {
+                    Some(b) => qp + b,
+                    None => qp,
+                };
+                let fused = fused_scores(&qp, &att.keys(&values), &att.score_vector(), &mask);
+                assert!(fused.is_some(), "{kind:?}: the fused kernel declined");
+            });
+            assert!(
+                att.score_vector().requires_grad(),
+                "{kind:?}: training keeps gradients"
+            );
             // With gradients (training): libtorch's operators.
             let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask);
             assert!(w.requires_grad());

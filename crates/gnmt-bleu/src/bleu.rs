@@ -167,7 +167,9 @@ impl Bleu {
     /// Lowercase (optional), right-strip and tokenize one segment.
     pub fn preprocess(&self, s: &str) -> String {
         if self.config.lowercase {
-            self.config.tokenizer.tokenize(py_rstrip(&s.to_lowercase()))
+            self.config
+                .tokenizer
+                .tokenize(py_rstrip(&crate::text::py_lower(&s)))
         } else {
             self.config.tokenizer.tokenize(py_rstrip(s))
         }

@@ -8,6 +8,49 @@ pub fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// Letters whose lowercase form Unicode defined after version 14.0, the tables of Python 3.11
+/// (on which sacreBLEU's expected outputs are made): Python's `str.lower()` leaves them as they
+/// are, Rust's `to_lowercase` (newer tables) does not. Cyrillic TJE, Latin letters of Unicode
+/// 15-16, Garay and Kirat Rai capitals.
+const LOWER_NEWER_THAN_PYTHON: &[(char, char)] = &[
+    ('\u{1c89}', '\u{1c89}'),
+    ('\u{a7cb}', '\u{a7cc}'),
+    ('\u{a7ce}', '\u{a7ce}'),
+    ('\u{a7d2}', '\u{a7d2}'),
+    ('\u{a7d4}', '\u{a7d4}'),
+    ('\u{a7da}', '\u{a7da}'),
+    ('\u{a7dc}', '\u{a7dc}'),
+    ('\u{10d50}', '\u{10d65}'),
+    ('\u{16ea0}', '\u{16eb8}'),
+];
+
+fn lower_is_newer_than_python(c: char) -> bool {
+    LOWER_NEWER_THAN_PYTHON
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Python's `str.lower()` (Unicode 14.0, as Python 3.11 has it): Rust's `to_lowercase`, final
+/// sigma included, except for the letters whose lowercase came later.
+pub fn py_lower(s: &str) -> String {
+    if !s.chars().any(lower_is_newer_than_python) {
+        return s.to_lowercase();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    for c in s.chars() {
+        if lower_is_newer_than_python(c) {
+            out.push_str(&run.to_lowercase());
+            run.clear();
+            out.push(c);
+        } else {
+            run.push(c);
+        }
+    }
+    out.push_str(&run.to_lowercase());
+    out
+}
+
 /// Python's `str.split()` with no argument.
 pub fn py_split(s: &str) -> impl Iterator<Item = &str> {
     s.split(is_py_space).filter(|t| !t.is_empty())
@@ -123,6 +166,18 @@ pub fn py_json_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowercase_follows_python_3_11() {
+        assert_eq!(py_lower("ΣΑΣ Ƙasa İ"), "σας ƙasa i\u{307}");
+        // Unicode 16's capital TJE and Latin capitals: unchanged, as Python 3.11 leaves them.
+        assert_eq!(py_lower("A\u{1c89}B\u{a7cb}C"), "a\u{1c89}b\u{a7cb}c");
+        assert_eq!(py_lower("\u{16ea0}x"), "\u{16ea0}x");
+        // Every range holds letters that Rust does lowercase (the tables are not stale).
+        for &(lo, _) in LOWER_NEWER_THAN_PYTHON {
+            assert_ne!(lo.to_lowercase().to_string(), lo.to_string(), "{lo:?}");
+        }
+    }
 
     #[test]
     fn python_split_includes_file_separators() {

@@ -275,7 +275,7 @@ pub fn tercom(sent: &str, o: TercomOptions) -> String {
     let mut s = if o.case_sensitive {
         sent.to_string()
     } else {
-        sent.to_lowercase()
+        crate::text::py_lower(sent)
     };
     if o.normalized {
         s = s.replace("\n-", "").replace('\n', " ");
@@ -378,6 +378,52 @@ mod tests {
             "Hi , 3.5 $ « ok »"
         );
         assert_eq!(Tokenizer::Char.tokenize("ab c"), "a b   c");
+    }
+
+    /// sacreBLEU 2.6.0's own output (scripts/tercom-fixtures.py) on text in every script, for
+    /// every combination of the four options.
+    #[test]
+    fn tercom_equals_sacrebleu_on_every_script_and_option() {
+        use std::io::Read;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/bleu/tercom.jsonl.gz"
+        );
+        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut cases = 0;
+        let mut wrong = Vec::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let input = v["in"].as_str().unwrap();
+            let outs = v["out"].as_array().unwrap();
+            assert_eq!(outs.len(), 16);
+            for (bits, want) in outs.iter().enumerate() {
+                let o = TercomOptions {
+                    normalized: bits & 1 != 0,
+                    no_punct: bits & 2 != 0,
+                    asian_support: bits & 4 != 0,
+                    case_sensitive: bits & 8 != 0,
+                };
+                let got = tercom(input, o);
+                cases += 1;
+                if got != want.as_str().unwrap() {
+                    wrong.push(format!(
+                        "{o:?}\n  in:   {input:?}\n  got:  {got:?}\n  want: {want}"
+                    ));
+                }
+            }
+        }
+        assert!(cases >= 16 * 1000, "only {cases} cases in {path}");
+        assert!(
+            wrong.is_empty(),
+            "{} of {cases} differ; first:\n{}",
+            wrong.len(),
+            wrong[..wrong.len().min(8)].join("\n")
+        );
     }
 
     #[test]
