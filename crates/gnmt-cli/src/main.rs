@@ -142,8 +142,60 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each said once: library errors often repeat their source in their
+/// own message (`path: No such file or directory`), and `{:#}` would print it a second time.
+fn report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let mut text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        // `reading X` then `X: reason`: say X once.
+        if let Some((head, rest)) = text.split_once(": ") {
+            if !head.is_empty() && out.ends_with(head) {
+                text = rest.to_string();
+            }
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_names_each_cause_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("in.txt: {source}")]
+        struct Wrapped {
+            source: std::io::Error,
+        }
+        let err = anyhow::Error::new(Wrapped { source: io }).context("translating");
+        let r = report(&err);
+        assert_eq!(
+            r,
+            "translating: in.txt: No such file or directory (os error 2)"
+        );
+        assert_eq!(r.matches("os error 2").count(), 1, "{r}");
+        // A context naming the path, then the error naming it again: the path once.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(Wrapped { source: io }).context("reading in.txt");
+        assert_eq!(report(&err), "reading in.txt: gone");
     }
 }

@@ -3,7 +3,10 @@
 //! The GNMT encoder-decoder on tch (libtorch), CPU and CUDA: a bidirectional bottom encoder layer,
 //! unidirectional layers above it, residual connections from `residual_start` up, normalized
 //! Bahdanau attention queried by the bottom decoder layer (GNMT v2 wiring: the context feeds every
-//! higher decoder layer), and a classifier over the shared vocabulary.
+//! higher decoder layer), and a classifier over the shared vocabulary. Dropout follows GNMT v2
+//! in the encoder and on the decoder layers' inputs; two more decoder sites (target embedding,
+//! classifier input) are on by default and off with `decoder_dropout = "gnmt"`
+//! ([`DecoderDropout`]).
 //!
 //! Teacher-forced training runs each layer over the whole sequence in one call;
 //! [`Seq2Seq::encode`] + [`Seq2Seq::step`] decode incrementally for search, with a
@@ -18,7 +21,7 @@ use gnmt_attention::Attention;
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-pub use config::{ModelConfig, PRESETS};
+pub use config::{DecoderDropout, ModelConfig, PRESETS};
 pub use cpu::{CpuDecoder, CpuState};
 
 /// What can go wrong loading or building a model.
@@ -272,7 +275,8 @@ impl Seq2Seq {
         let b = tgt_in.size()[0];
         let zero = |l: &nn::LSTM| l.zero_state(b);
         let mut new_state = Vec::with_capacity(self.dec_layers.len());
-        let x = self.dropout(self.tgt_emb().forward(tgt_in), train);
+        let extended = self.config.decoder_dropout == DecoderDropout::Extended;
+        let x = self.dropout(self.tgt_emb().forward(tgt_in), train && extended);
         let init = |i: usize| -> nn::LSTMState {
             match state {
                 Some(s) => nn::LSTMState((s.layers[i].h(), s.layers[i].c())),
@@ -312,7 +316,7 @@ impl Seq2Seq {
             };
         }
         (
-            self.dropout(out, train),
+            self.dropout(out, train && extended),
             attn,
             DecoderState { layers: new_state },
         )
@@ -411,12 +415,39 @@ pub fn parameter_counts(vs: &nn::VarStore) -> Vec<(String, i64)> {
     parts
 }
 
+/// What went wrong reading a safetensors file, in words: the path once (the caller names it),
+/// and "truncated or damaged" for the parser's header errors (`MetadataIncompleteBuffer`,
+/// `InvalidHeader...`, `HeaderTooLarge`...).
+pub fn safetensors_error(msg: &str, path: &str) -> String {
+    let msg = msg.replace(&format!("\"{path}\""), "").replace(path, "");
+    let damaged = [
+        "MetadataIncompleteBuffer",
+        "InvalidHeader",
+        "HeaderTooLarge",
+        "HeaderTooSmall",
+        "InvalidOffset",
+        "TensorInvalidInfo",
+        "unexpected end of file",
+    ];
+    match damaged.iter().find(|d| msg.contains(*d)) {
+        Some(d) => format!("truncated or damaged safetensors file ({d})"),
+        None => {
+            let m = msg.trim_matches(|c: char| c == ' ' || c == ':' || c == ',');
+            if m.is_empty() {
+                "unreadable safetensors file".into()
+            } else {
+                m.to_string()
+            }
+        }
+    }
+}
+
 /// Loads `model.safetensors` into `vs`, checking that every name and shape matches.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
     let p = path.display().to_string();
     let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::File {
         path: p.clone(),
-        msg: e.to_string(),
+        msg: safetensors_error(&e.to_string(), &p),
     })?;
     let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();

@@ -235,3 +235,36 @@ fn cpu_kernel_steps_equal_libtorch_steps() {
         });
     }
 }
+
+#[test]
+fn decoder_dropout_sites_follow_the_config() {
+    for (sites, dropped) in [
+        (DecoderDropout::Extended, true),
+        (DecoderDropout::Gnmt, false),
+    ] {
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = ModelConfig::preset("tiny", 40).unwrap();
+        cfg.dropout = 0.5;
+        cfg.decoder_dropout = sites;
+        let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        let src = ids(&[5, 6, 7, 8, 9, 10, 0, 0], 2);
+        let enc = m.encode(&src, &Tensor::from_slice(&[4i64, 2]), true);
+        let tgt = ids(&[1, 11, 12, 13, 1, 14, 15, 16], 2);
+        let (out, _, _) = m.decode_hidden(&enc, &tgt, None, true, 1);
+        // Dropout before the classifier zeroes about half of the top layer's outputs; an LSTM
+        // output (plus its residual) is never exactly zero.
+        let zeros = out.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / out.numel() as f64;
+        if dropped {
+            assert!((0.3..0.7).contains(&zeros), "{sites:?}: {zeros}");
+        } else {
+            assert_eq!(zeros, 0.0, "{sites:?}");
+        }
+        // Either way, nothing is dropped outside training.
+        let (eval, _, _) = m.decode_hidden(&enc, &tgt, None, false, 1);
+        assert_eq!(eval.eq(0.0).sum(Kind::Int64).int64_value(&[]), 0);
+    }
+    // Model directories written before the setting existed read as the extended sites.
+    let old: ModelConfig = serde_json::from_str(r#"{"vocab_size": 100}"#).unwrap();
+    assert_eq!(old.decoder_dropout, DecoderDropout::Extended);
+}
