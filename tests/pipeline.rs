@@ -286,13 +286,13 @@ fn vocab_train_resume_translate_eval() {
         assert_eq!(line.as_deref(), Some(bleu_line.as_str()), "{extra:?}");
         if extra == ["--nbest", "3"] {
             let text = std::fs::read_to_string(&decorated).unwrap();
-            for i in 0..lines.len() {
+            for (i, line) in lines.iter().enumerate() {
                 let n = text
                     .lines()
                     .filter(|l| l.starts_with(&format!("{i} ||| ")))
                     .count();
                 // An empty line is not searched: its one (empty) translation.
-                let want = if lines[i].is_empty() { 1 } else { 3 };
+                let want = if line.is_empty() { 1 } else { 3 };
                 assert_eq!(n, want, "line {i}: {n} entries\n{text}");
             }
         }

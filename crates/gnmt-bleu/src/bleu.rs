@@ -169,7 +169,7 @@ impl Bleu {
         if self.config.lowercase {
             self.config
                 .tokenizer
-                .tokenize(py_rstrip(&crate::text::py_lower(&s)))
+                .tokenize(py_rstrip(&crate::text::py_lower(s)))
         } else {
             self.config.tokenizer.tokenize(py_rstrip(s))
         }

@@ -115,7 +115,7 @@ impl Chrf {
 
     fn prep(&self, s: &str) -> String {
         if self.config.lowercase {
-            crate::text::py_lower(&s)
+            crate::text::py_lower(s)
         } else {
             s.to_string()
         }

@@ -12,7 +12,7 @@ use clap::Args;
 use gnmt_data::text::Lines;
 use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
-use gnmt_train::{Control, Progress, Start, TrainConfig};
+use gnmt_train::{Control, Progress, ProgressFn, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
 use gnmt_translate::SearchConfig;
 use tch::nn;
@@ -405,14 +405,14 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         }
     }
     let bar = train_progress_bar(cfg.max_steps);
-    let progress: Option<Box<dyn FnMut(&Progress)>> = bar.clone().map(|bar| {
+    let progress: Option<ProgressFn> = bar.clone().map(|bar| {
         Box::new(move |p: &Progress| {
             bar.set_position(p.step.max(0) as u64);
             bar.set_message(format!(
                 "loss {:.3} lr {:.2e} {:.0} tok/s",
                 p.loss, p.lr, p.tokens_per_s
             ));
-        }) as Box<dyn FnMut(&Progress)>
+        }) as ProgressFn
     });
     let control = Control {
         stop: Some(stop),

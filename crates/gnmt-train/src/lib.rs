@@ -10,5 +10,6 @@ pub mod optim;
 pub mod trainer;
 
 pub use trainer::{
-    train, train_with, Control, Precision, Progress, Start, TrainConfig, TrainError, Trainer,
+    train, train_with, Control, Precision, Progress, ProgressFn, Start, TrainConfig, TrainError,
+    Trainer,
 };

@@ -386,21 +386,33 @@ pub(crate) struct GroupLoss {
     pub data_secs: f64,
 }
 
+/// How a group's loss is computed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LossSetup {
+    pub device: Device,
+    pub label_smoothing: f64,
+    /// The factor the loss is multiplied by before backward (fp16 loss scaling; else 1).
+    pub loss_scale: f64,
+}
+
 /// Forward and backward over a group of batches whose gradients make one optimizer step. The
 /// loss of the group is the token-weighted mean over all of it: each batch's summed loss is
 /// divided by the group's target tokens, so `accum_steps = N` is the batch of all N (a group
-/// cut short at the end of an epoch included). `loss_scale` multiplies the loss (fp16);
-/// `seed(i)` seeds the dropout of batch `i`; gradients end up in `adam`.
+/// cut short at the end of an epoch included). `seed(i)` seeds the dropout of batch `i`;
+/// gradients end up in `adam`.
 pub(crate) fn backward_group(
     model: &Seq2Seq,
     adam: &mut Adam,
     corpus: &PairCorpus,
     group: &[Vec<usize>],
-    device: Device,
-    label_smoothing: f64,
-    loss_scale: f64,
+    setup: LossSetup,
     seed: impl Fn(usize) -> i64,
 ) -> GroupLoss {
+    let LossSetup {
+        device,
+        label_smoothing,
+        loss_scale,
+    } = setup;
     let total: usize = group.iter().map(|b| target_tokens(corpus, b)).sum();
     let factor = loss_scale / total.max(1) as f64;
     let mut out = GroupLoss {
@@ -472,7 +484,7 @@ pub struct Control {
     /// Set (e.g. by a Ctrl-C handler) to stop at the next step: a checkpoint is saved first.
     pub stop: Option<Arc<AtomicBool>>,
     /// Called at every logged step; without it the step is logged through `tracing`.
-    pub progress: Option<Box<dyn FnMut(&Progress)>>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl std::fmt::Debug for Control {
@@ -483,6 +495,9 @@ impl std::fmt::Debug for Control {
             .finish()
     }
 }
+
+/// What [`Control::progress`] calls.
+pub type ProgressFn = Box<dyn FnMut(&Progress)>;
 
 /// One logged step, for a progress display.
 #[derive(Debug, Clone, Copy)]
@@ -827,9 +842,11 @@ impl<'a> Trainer<'a> {
             &mut w.adam,
             &self.corpus,
             group,
-            self.device,
-            cfg.label_smoothing,
-            scale,
+            LossSetup {
+                device: self.device,
+                label_smoothing: cfg.label_smoothing,
+                loss_scale: scale,
+            },
             seed,
         );
         self.tokens_done += g.tokens;
@@ -1598,9 +1615,11 @@ mod tests {
                 &mut adam,
                 &corpus,
                 group,
-                Device::Cpu,
-                0.1,
-                1.0,
+                LossSetup {
+                    device: Device::Cpu,
+                    label_smoothing: 0.1,
+                    loss_scale: 1.0,
+                },
                 |_| 0,
             );
             (g.loss, all_grads(&adam, n))

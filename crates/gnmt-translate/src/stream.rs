@@ -63,6 +63,9 @@ pub struct Engine<'a> {
     pub threads_per_worker: i32,
 }
 
+/// A batch job's index and, per sentence, its hypotheses.
+type JobResult = (usize, Vec<Vec<Hypothesis>>);
+
 /// The model, shared read-only by the search threads.
 struct SharedModel<'a>(&'a Seq2Seq);
 
@@ -111,7 +114,7 @@ impl Engine<'_> {
             cpu_decoder(self.model, self.device)
         };
         let cpu = cpu.as_ref();
-        let results: Vec<(usize, Vec<Vec<Hypothesis>>)> = if workers == 1 {
+        let results: Vec<JobResult> = if workers == 1 {
             jobs.iter()
                 .enumerate()
                 .map(|(j, (_, inputs))| {
@@ -136,7 +139,7 @@ impl Engine<'_> {
         jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
         workers: usize,
         cpu: Option<&gnmt_model::CpuDecoder>,
-    ) -> Result<Vec<(usize, Vec<Vec<Hypothesis>>)>, tch::TchError> {
+    ) -> Result<Vec<JobResult>, tch::TchError> {
         let shared = SharedModel(self.model);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = self.threads_per_worker.max(1);
