@@ -851,6 +851,10 @@ impl<'a> Trainer<'a> {
         );
         self.tokens_done += g.tokens;
         self.window.data_secs += g.data_secs;
+        // The seam for data-parallel training: here each process's float32 gradients (and the
+        // group's token count, for the weighting) are all-reduced before clipping, so every
+        // process clips and applies the same update; `save` and the metrics are then written
+        // by rank 0 only.
         let grad_norm = w.adam.clip_grad_norm(cfg.clip_norm);
         let lr = cfg.schedule.lr(cfg.lr, step + 1, cfg.max_steps);
         // fp16: an overflowed step is skipped (the batches are consumed) and the scale halved.

@@ -1,6 +1,7 @@
 use super::*;
 use gnmt_model::ModelConfig;
-use tch::nn;
+use gnmt_tokenizer::{BOS, EOS};
+use tch::{nn, Kind, Tensor};
 
 fn model(vocab: i64) -> (nn::VarStore, Seq2Seq) {
     tch::manual_seed(3);
