@@ -6,7 +6,7 @@
 
 pub mod batch;
 pub mod prepare;
-pub mod text;
+pub use gnmt_io::text;
 
 #[cfg(test)]
 mod test_corpus;
@@ -23,12 +23,8 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: line {line}: invalid UTF-8 (at byte {column})", path.display())]
-    Utf8 {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
+    #[error(transparent)]
+    Text(#[from] gnmt_io::text::TextError),
     #[error("{} has {src_lines} lines but {} has {tgt_lines}: the sides of a parallel corpus must align", src.display(), tgt.display())]
     Misaligned {
         src: PathBuf,

@@ -164,7 +164,7 @@ pub struct EvalArgs {
 }
 
 fn read_text_lines(path: &Path) -> Result<Vec<String>> {
-    let lines = gnmt_data::text::read_lines(path)?;
+    let lines = gnmt_io::text::read_lines(path)?;
     Ok(lines
         .into_iter()
         .map(|l| py_rstrip(&l).to_string())
@@ -273,7 +273,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
         }
         None => {
-            let data = gnmt_data::text::read_lines(Path::new("-"))
+            let data = gnmt_io::text::read_lines(Path::new("-"))
                 .context("reading hypotheses from stdin")?;
             let first = data.first().map(String::as_str).unwrap_or("");
             let n = py_rstrip(first).split('\t').count();

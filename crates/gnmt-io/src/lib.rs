@@ -9,8 +9,11 @@
 //! - [`AtomicFile`]: a file written under a temporary name, fsynced and renamed over the
 //!   destination on [`AtomicFile::commit`]; dropped uncommitted, the temporary file is removed.
 //! - [`write_file`]: the same for a whole buffer.
+//! - [`text`]: text files (plain or gzip) line by line, errors naming the file and line.
 //! - [`replace_dir`]: moves a fully written directory over another one without a moment where
 //!   neither exists: the old one is renamed aside, the new one renamed in, then the old deleted.
+
+pub mod text;
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -27,6 +27,8 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] gnmt_data::DataError),
     #[error(transparent)]
+    Text(#[from] gnmt_data::text::TextError),
+    #[error(transparent)]
     Tokenizer(#[from] gnmt_tokenizer::TokenizerError),
     #[error(transparent)]
     Model(#[from] gnmt_model::ModelError),

@@ -1,17 +1,47 @@
 //! Reading text files line by line, plain or gzip, with errors that name the file and line.
+//! Here (and not in gnmt-data) so that the libtorch- and tokenizer-free `gnmt-eval` reads its
+//! files exactly as training and translation do.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::DataError;
+/// What can go wrong reading a text file.
+#[derive(Debug)]
+pub enum TextError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Utf8 {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            TextError::Utf8 { path, line, column } => write!(
+                f,
+                "{}: line {line}: invalid UTF-8 (at byte {column})",
+                path.display()
+            ),
+        }
+    }
+}
+
+// The message already holds the I/O error's text: no `source()`, so a report says it once.
+impl std::error::Error for TextError {}
 
 /// Opens a file for reading, decompressing `.gz` transparently; `-` is standard input.
-pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, DataError> {
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, TextError> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(BufReader::new(std::io::stdin())));
     }
-    let f = File::open(path).map_err(|e| DataError::Io {
+    let f = File::open(path).map_err(|e| TextError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -44,7 +74,7 @@ impl std::fmt::Debug for Lines {
 }
 
 impl Lines {
-    pub fn open(path: &Path) -> Result<Self, DataError> {
+    pub fn open(path: &Path) -> Result<Self, TextError> {
         Ok(Lines {
             path: path.to_path_buf(),
             reader: open(path)?,
@@ -60,7 +90,7 @@ impl Lines {
 }
 
 impl Iterator for Lines {
-    type Item = Result<String, DataError>;
+    type Item = Result<String, TextError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.buf.clear();
@@ -73,14 +103,14 @@ impl Iterator for Lines {
                 }
                 match std::str::from_utf8(&self.buf) {
                     Ok(s) => Some(Ok(s.to_string())),
-                    Err(e) => Some(Err(DataError::Utf8 {
+                    Err(e) => Some(Err(TextError::Utf8 {
                         path: self.path.clone(),
                         line: self.lineno,
                         column: e.valid_up_to() + 1,
                     })),
                 }
             }
-            Err(e) => Some(Err(DataError::Io {
+            Err(e) => Some(Err(TextError::Io {
                 path: self.path.clone(),
                 source: e,
             })),
@@ -89,7 +119,7 @@ impl Iterator for Lines {
 }
 
 /// All lines of a file.
-pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
+pub fn read_lines(path: &Path) -> Result<Vec<String>, TextError> {
     Lines::open(path)?.collect()
 }
 
