@@ -84,16 +84,8 @@ struct TranslateBench {
     /// Synthetic sentences (without --input).
     #[arg(long, default_value_t = 256)]
     sentences: usize,
-    #[arg(long, default_value_t = 5)]
-    beam: usize,
-    #[arg(long, default_value_t = 0.6)]
-    alpha: f64,
-    #[arg(long, default_value_t = 0.1)]
-    beta: f64,
-    #[arg(long, default_value_t = 1.5)]
-    max_len_a: f64,
-    #[arg(long, default_value_t = 10)]
-    max_len_b: usize,
+    #[command(flatten)]
+    search: crate::args::SearchArgs,
     /// Batches searched at once on a CPU (as `gnmt translate --workers`).
     #[arg(long)]
     workers: Option<usize>,
@@ -117,7 +109,11 @@ fn build_fp32(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     if let Some(t) = c.threads {
         tch::set_num_threads(t);
     }
-    let device = gnmt_train::trainer::parse_device(&c.device)?;
+    let device = c
+        .device
+        .parse::<gnmt_model::DeviceSpec>()
+        .map_err(anyhow::Error::msg)?
+        .0;
     tch::manual_seed(c.seed);
     match (&c.model, &c.preset) {
         (Some(dir), _) => {
@@ -265,14 +261,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     if srcs.is_empty() {
         bail!("nothing to translate");
     }
-    let search = SearchConfig {
-        beam: a.beam.max(1),
-        alpha: a.alpha,
-        beta: a.beta,
-        max_len_a: a.max_len_a,
-        max_len_b: a.max_len_b,
-        nbest: 1,
-    };
+    let search = SearchConfig::from(&a.search);
     gnmt_kernels::set_enabled(!a.no_fused_kernels);
     // What `gnmt translate` runs: longest first, fixed-size batches, its search workers.
     let (workers, threads_per_worker) = workers_for(device, a.workers);

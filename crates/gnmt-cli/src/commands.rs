@@ -474,18 +474,8 @@ pub struct TranslateArgs {
     /// Output file (default: stdout); written atomically.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    #[arg(long, default_value_t = 5)]
-    beam: usize,
-    /// Length normalization exponent.
-    #[arg(long, default_value_t = 0.6)]
-    alpha: f64,
-    /// Coverage penalty weight.
-    #[arg(long, default_value_t = 0.1)]
-    beta: f64,
-    #[arg(long, default_value_t = 1.5)]
-    max_len_a: f64,
-    #[arg(long, default_value_t = 10)]
-    max_len_b: usize,
+    #[command(flatten)]
+    search: crate::args::SearchArgs,
     /// Sentences per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -498,9 +488,6 @@ pub struct TranslateArgs {
     /// Append the attended source position of each output piece.
     #[arg(long)]
     alignments: bool,
-    /// Greedy search (beam 1).
-    #[arg(long)]
-    greedy: bool,
     /// Run the model in bf16 (scores and the search itself stay float32).
     #[arg(long)]
     bf16: bool,
@@ -526,7 +513,11 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = gnmt_train::trainer::parse_device(&a.device)?;
+    let device = a
+        .device
+        .parse::<gnmt_model::DeviceSpec>()
+        .map_err(anyhow::Error::msg)?
+        .0;
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
         if !a.model.join(f).exists() {
             bail!(
@@ -550,22 +541,17 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             model.config.vocab_size
         );
     }
-    let beam = if a.greedy { 1 } else { a.beam };
-    if a.nbest > beam.max(1) {
+    let search = SearchConfig {
+        nbest: a.nbest.max(1),
+        ..SearchConfig::from(&a.search)
+    };
+    if a.nbest > search.beam {
         bail!(
             "--nbest {}: the beam keeps only {} hypotheses (raise --beam)",
             a.nbest,
-            beam.max(1)
+            search.beam
         );
     }
-    let search = SearchConfig {
-        beam,
-        alpha: a.alpha,
-        beta: a.beta,
-        max_len_a: a.max_len_a,
-        max_len_b: a.max_len_b,
-        nbest: a.nbest.max(1),
-    };
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
     if workers > 1 {
         tracing::info!(

@@ -213,7 +213,11 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     );
     if args.smoke {
         let device = match &args.device {
-            Some(d) => gnmt_train::trainer::parse_device(d)?,
+            Some(d) => {
+                d.parse::<gnmt_model::DeviceSpec>()
+                    .map_err(anyhow::Error::msg)?
+                    .0
+            }
             None => best,
         };
         let failures = smoke(device, &args.preset)?;

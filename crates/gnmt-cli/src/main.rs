@@ -2,6 +2,7 @@
 //! translations exactly as sacreBLEU does. Each subcommand lives in its own module; this file
 //! holds the command line, logging set-up and error reporting.
 
+mod args;
 mod bench;
 mod commands;
 mod doctor;

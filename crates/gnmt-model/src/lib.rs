@@ -24,6 +24,36 @@ use tch::{Device, Kind, Tensor};
 pub use config::{DecoderDropout, ModelConfig, PRESETS};
 pub use cpu::{CpuDecoder, CpuState};
 
+/// A device named on a command line or in a config: `cpu`, `cuda` (or `gpu`), `cuda:N`.
+/// CUDA is refused with a pointer to `gnmt doctor` where libtorch sees no GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSpec(pub Device);
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let cuda = |n: usize| {
+            if tch::Cuda::is_available() {
+                Ok(DeviceSpec(Device::Cuda(n)))
+            } else {
+                Err(format!(
+                    "--device {s}: CUDA is not available (see `gnmt doctor`)"
+                ))
+            }
+        };
+        match s {
+            "cpu" => Ok(DeviceSpec(Device::Cpu)),
+            "cuda" | "gpu" => cuda(0),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => cuda(n),
+                Some(Err(_)) => Err(format!("bad device `{s}` (cpu, cuda, cuda:N)")),
+                None => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
+            },
+        }
+    }
+}
+
 /// What can go wrong loading or building a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

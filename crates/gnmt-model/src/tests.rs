@@ -268,3 +268,16 @@ fn decoder_dropout_sites_follow_the_config() {
     let old: ModelConfig = serde_json::from_str(r#"{"vocab_size": 100}"#).unwrap();
     assert_eq!(old.decoder_dropout, DecoderDropout::Extended);
 }
+
+#[test]
+fn device_specs_parse_or_say_why_not() {
+    assert_eq!("cpu".parse::<DeviceSpec>().unwrap().0, Device::Cpu);
+    for bad in ["tpu", "cuda:x"] {
+        let e = bad.parse::<DeviceSpec>().unwrap_err();
+        assert!(e.contains(bad) && e.contains("cuda:N"), "{e}");
+    }
+    if !tch::Cuda::is_available() {
+        let e = "cuda:1".parse::<DeviceSpec>().unwrap_err();
+        assert!(e.contains("gnmt doctor"), "{e}");
+    }
+}

@@ -286,22 +286,11 @@ fn changed_settings(
         .collect()
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`.
+/// Parses `cpu`, `cuda`, `cuda:N` ([`gnmt_model::DeviceSpec`]).
 pub fn parse_device(s: &str) -> Result<Device, TrainError> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        _ if s.starts_with("cuda:") && tch::Cuda::is_available() => s[5..]
-            .parse()
-            .map(Device::Cuda)
-            .map_err(|_| TrainError::Config(format!("bad device `{s}`"))),
-        "cuda" | "gpu" => Err(TrainError::Config(
-            "--device cuda: CUDA is not available (see `gnmt doctor`)".into(),
-        )),
-        _ => Err(TrainError::Config(format!(
-            "unknown device `{s}` (cpu, cuda, cuda:N)"
-        ))),
-    }
+    s.parse::<gnmt_model::DeviceSpec>()
+        .map(|d| d.0)
+        .map_err(TrainError::Config)
 }
 
 struct Batch {
