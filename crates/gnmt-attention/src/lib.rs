@@ -126,43 +126,13 @@ impl Attention {
     }
 }
 
-/// The masked scores `[B, T, S]` by [`gnmt_kernels::additive_scores`] when nothing needs
-/// gradients and everything is float32 on the CPU (search), else None.
-#[allow(unsafe_code)]
+/// The masked scores `[B, T, S]` by [`gnmt_kernels::tensor::additive_scores_tensors`] when
+/// nothing needs gradients and everything is float32 on the CPU (search), else None.
 fn fused_scores(q: &Tensor, keys: &Tensor, v: &Tensor, pad_mask: &Tensor) -> Option<Tensor> {
-    let cpu_f32 = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float;
-    if !(gnmt_kernels::enabled() && cpu_f32(q) && cpu_f32(keys) && cpu_f32(v))
-        || q.requires_grad()
-        || keys.requires_grad()
-        || v.requires_grad()
-    {
+    if !gnmt_kernels::enabled() || q.requires_grad() || keys.requires_grad() || v.requires_grad() {
         return None;
     }
-    let (b, t, u) = q.size3().ok()?;
-    let (kb, s, ku) = keys.size3().ok()?;
-    if kb != b || ku != u || pad_mask.size() != [b, s] {
-        return None;
-    }
-    let (q, keys, v) = (q.contiguous(), keys.contiguous(), v.contiguous());
-    let pad = Vec::<bool>::try_from(pad_mask.flatten(0, -1)).ok()?;
-    let mut out = vec![0f32; (b * t * s) as usize];
-    let shape = gnmt_kernels::AttentionShape {
-        b: b as usize,
-        t: t as usize,
-        s: s as usize,
-        u: u as usize,
-    };
-    // SAFETY: nothing writes to these tensors while the slices live (this function only reads
-    // them, and a search thread owns its queries; the keys and `v` are read-only in search).
-    let (qs, ks, vs) = unsafe {
-        (
-            gnmt_kernels::tensor::f32_slice(&q)?,
-            gnmt_kernels::tensor::f32_slice(&keys)?,
-            gnmt_kernels::tensor::f32_slice(&v)?,
-        )
-    };
-    gnmt_kernels::additive_scores(qs, ks, vs, &pad, shape, MASK_VALUE as f32, &mut out);
-    Some(Tensor::from_slice(&out).view([b, t, s]))
+    gnmt_kernels::tensor::additive_scores_tensors(q, keys, v, pad_mask, MASK_VALUE as f32)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! [`set_enabled`] turns their use off process-wide (to measure what they bring).
 
 #[cfg(target_arch = "x86_64")]
+pub mod adam;
 mod avx2;
 mod gemm;
 mod math;

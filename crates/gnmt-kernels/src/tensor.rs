@@ -1,6 +1,91 @@
-//! Borrowing the elements of CPU tensors as slices, for the kernels.
+//! Borrowing the elements of CPU tensors as slices, for the kernels, and kernels on tensors.
 
 use tch::{Device, Kind, Tensor};
+
+use crate::adam::{adam_update, AdamStep};
+
+/// Adam's update ([`adam_update`]) in place on four float32 CPU tensors: parameters `p`,
+/// gradient `g`, moments `m` and `v`. Returns false (nothing done) unless all four are
+/// contiguous float32 CPU tensors of one size with storage of their own (pairwise disjoint);
+/// the caller then takes another path.
+///
+/// The optimizer calls this under `no_grad`, on tensors it owns, from one thread.
+#[allow(unsafe_code)]
+pub fn adam_update_tensors(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamStep) -> bool {
+    let n = p.numel();
+    let ok = [p, g, m, v].iter().all(|t| {
+        t.defined()
+            && t.device() == Device::Cpu
+            && t.kind() == Kind::Float
+            && t.is_contiguous()
+            && t.numel() == n
+    });
+    if !ok || n == 0 {
+        return false;
+    }
+    let ptrs = [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr()];
+    let bytes = n * std::mem::size_of::<f32>();
+    let start = |i: usize| ptrs[i] as usize;
+    let disjoint = (0..4)
+        .all(|i| (i + 1..4).all(|j| start(i) + bytes <= start(j) || start(j) + bytes <= start(i)));
+    if !disjoint || ptrs.iter().any(|x| x.is_null()) {
+        return false;
+    }
+    // SAFETY: each pointer is the start of a live, contiguous float32 CPU buffer of `n`
+    // elements (checked above: a contiguous tensor of `n` elements spans exactly `n` floats
+    // from its data pointer); the four byte ranges are pairwise disjoint (checked), so the
+    // mutable slices do not alias; the tensors are borrowed for the whole call, and the
+    // optimizer (this function's one caller) runs it on tensors no other thread touches.
+    let (p, g, m, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, n),
+            std::slice::from_raw_parts(ptrs[1] as *const f32, n),
+            std::slice::from_raw_parts_mut(ptrs[2] as *mut f32, n),
+            std::slice::from_raw_parts_mut(ptrs[3] as *mut f32, n),
+        )
+    };
+    adam_update(p, g, m, v, c);
+    true
+}
+
+/// Additive attention scores ([`crate::additive_scores`]) of queries `q` `[B, T, U]` over
+/// projected keys `[B, S, U]` with score vector `v` `[U]`, `mask_value` where `pad_mask`
+/// `[B, S]` is true: `[B, T, S]`. None unless all are float32 CPU tensors of matching shapes.
+///
+/// The attention calls this in search, under `no_grad`: nothing writes to these tensors while
+/// it runs (a search thread owns its queries; the keys and `v` are read-only in search).
+#[allow(unsafe_code)]
+pub fn additive_scores_tensors(
+    q: &Tensor,
+    keys: &Tensor,
+    v: &Tensor,
+    pad_mask: &Tensor,
+    mask_value: f32,
+) -> Option<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    if !(cpu_f32(q) && cpu_f32(keys) && cpu_f32(v)) {
+        return None;
+    }
+    let (b, t, u) = q.size3().ok()?;
+    let (kb, s, ku) = keys.size3().ok()?;
+    if kb != b || ku != u || pad_mask.size() != [b, s] || v.numel() as i64 != u {
+        return None;
+    }
+    let (q, keys, v) = (q.contiguous(), keys.contiguous(), v.contiguous());
+    let pad = Vec::<bool>::try_from(pad_mask.flatten(0, -1)).ok()?;
+    let mut out = vec![0f32; (b * t * s) as usize];
+    let shape = crate::AttentionShape {
+        b: b as usize,
+        t: t as usize,
+        s: s as usize,
+        u: u as usize,
+    };
+    // SAFETY: nothing writes to these tensors while the slices live (this function only reads
+    // them, and its caller's contract above excludes other writers).
+    let (qs, ks, vs) = unsafe { (f32_slice(&q)?, f32_slice(&keys)?, f32_slice(&v)?) };
+    crate::additive_scores(qs, ks, vs, &pad, shape, mask_value, &mut out);
+    Some(Tensor::from_slice(&out).view([b, t, s]))
+}
 
 /// The elements of `t` if it is a contiguous float32 CPU tensor, else None.
 ///
@@ -8,7 +93,7 @@ use tch::{Device, Kind, Tensor};
 /// The slice aliases the tensor's storage, which other handles (shallow clones, views) may
 /// share: nothing may write to that storage while the slice lives.
 #[allow(unsafe_code)]
-pub unsafe fn f32_slice(t: &Tensor) -> Option<&[f32]> {
+unsafe fn f32_slice(t: &Tensor) -> Option<&[f32]> {
     if !t.defined() || t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
         return None;
     }

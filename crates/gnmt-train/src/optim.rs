@@ -32,66 +32,13 @@ pub struct Adam {
     pub grad_scale: f64,
 }
 
-/// The scalars of one Adam update.
-struct AdamCoefficients {
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    /// `1 / sqrt(1 - beta2^t)`.
-    inv_sqrt_bc2: f32,
-    /// `lr / (1 - beta1^t)`.
-    step_size: f32,
-}
+// The scalars of one Adam update (shared with the CPU kernel).
+use gnmt_kernels::adam::AdamStep as AdamCoefficients;
 
-impl AdamCoefficients {
-    /// One element: `m`, `v` and `p` updated in place (the reference for both code paths).
-    #[inline(always)]
-    fn update(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
-        *m = self.beta1 * *m + (1.0 - self.beta1) * g;
-        *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
-        let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
-        *p -= self.step_size * *m / denom;
-    }
-}
-
-/// Adam on float32 CPU tensors in one pass over the four arrays. Element-wise libtorch calls
-/// would make ten passes and as many 40 MB temporaries for the `small` model, a tenth of its
-/// training step. Returns false (nothing done) unless all four are contiguous float32 CPU
-/// tensors of one size with their own storage.
-#[allow(unsafe_code)]
+/// Adam on float32 CPU tensors in one pass ([`gnmt_kernels::tensor::adam_update_tensors`]);
+/// false when the tensors do not qualify.
 fn fused_cpu_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamCoefficients) -> bool {
-    let n = p.numel();
-    let ok = [p, g, m, v].iter().all(|t| {
-        t.device() == tch::Device::Cpu
-            && t.kind() == Kind::Float
-            && t.is_contiguous()
-            && t.numel() == n
-    });
-    let ptrs = [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr()];
-    let bytes = n * std::mem::size_of::<f32>();
-    let start = |i: usize| ptrs[i] as usize;
-    let disjoint = (0..4)
-        .all(|i| (i + 1..4).all(|j| start(i) + bytes <= start(j) || start(j) + bytes <= start(i)));
-    if !ok || !disjoint || n == 0 || ptrs.iter().any(|x| x.is_null()) {
-        return false;
-    }
-    // SAFETY: each pointer is the start of a live, contiguous float32 CPU buffer of `n`
-    // elements (checked above: a contiguous tensor of `n` elements spans exactly `n` floats
-    // from its data pointer); the four byte ranges are pairwise disjoint (checked), so the
-    // mutable slices do not alias; the tensors outlive this call, and the trainer runs it under
-    // `no_grad` with no other thread touching them.
-    let (p, g, m, v) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, n),
-            std::slice::from_raw_parts(ptrs[1] as *const f32, n),
-            std::slice::from_raw_parts_mut(ptrs[2] as *mut f32, n),
-            std::slice::from_raw_parts_mut(ptrs[3] as *mut f32, n),
-        )
-    };
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        c.update(p, g, m, v);
-    }
-    true
+    gnmt_kernels::tensor::adam_update_tensors(p, g, m, v, c)
 }
 
 /// The same update with libtorch operations (GPU tensors), the fewest passes it allows.
