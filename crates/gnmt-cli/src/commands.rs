@@ -15,6 +15,7 @@ use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
 use gnmt_train::{Control, Progress, ProgressFn, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
 use gnmt_translate::SearchConfig;
+use serde::Serialize;
 use tch::nn;
 
 fn spinner(msg: &str) -> indicatif::ProgressBar {
@@ -49,7 +50,8 @@ pub struct VocabArgs {
     output: PathBuf,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
 enum PrecisionArg {
     Fp32,
     Bf16,
@@ -187,79 +189,106 @@ pub fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Args, Debug)]
+/// `gnmt train`'s flags. Those that are training settings serialize (when given) to the keys of
+/// [`TrainConfig`], over the `--config` file's.
+#[derive(Args, Debug, Serialize)]
 pub struct TrainArgs {
     /// A TOML file of training settings (see data/configs/); flags override it.
     #[arg(long)]
+    #[serde(skip)]
     config: Option<PathBuf>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     train_src: Option<PathBuf>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     train_tgt: Option<PathBuf>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     valid_src: Option<PathBuf>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     valid_tgt: Option<PathBuf>,
     /// tokenizer.json; without it one is trained and kept in the run directory.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     vocab: Option<PathBuf>,
     /// Model preset: gnmt8, gnmt4, small, small8, tiny.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     preset: Option<String>,
     /// Run directory (checkpoints, metrics.jsonl, best/, final/).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<PathBuf>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_steps: Option<i64>,
     /// Stop after this many passes over the training data (whichever of this and --max-steps comes first).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     epochs: Option<u64>,
     /// Sentences per batch (default 64; also the cap on a --max-tokens batch).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
     /// Tokens per batch, padding counted. Batches stay within --batch-size sentences as well:
     /// raise --batch-size (e.g. to 10000) for the token budget alone to decide.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<usize>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     save_every: Option<i64>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     valid_every: Option<i64>,
     /// cpu, cuda or cuda:N.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     /// CPU threads for libtorch.
     #[arg(long)]
+    #[serde(skip)]
     threads: Option<i32>,
     /// Mixed precision: `bf16` (forward and backward in bf16) or `fp16` (the same in fp16 with
     /// dynamic loss scaling); both keep float32 master weights and Adam state. Default fp32.
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     precision: Option<PrecisionArg>,
     /// Same as --precision bf16.
     #[arg(long, conflicts_with = "precision")]
+    #[serde(skip)]
     bf16: bool,
     /// A corpus from `gnmt prepare` (instead of --train-src/--train-tgt).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     prepared: Option<PathBuf>,
     /// Make a skipped training pair (empty side, too long, bad length ratio) an error.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     strict: bool,
     /// Continue the run in --out from its last checkpoint. Its settings must be the ones it
     /// was trained with; a setting given with --set may differ (the change is logged).
     #[arg(long, conflicts_with = "force")]
+    #[serde(skip)]
     resume: bool,
     /// Start over even if --out holds another run: deletes what a run wrote there
     /// (checkpoints/, best/, final/, data/, metrics.jsonl, config.toml, tokenizer.json) and
     /// nothing else.
     #[arg(long)]
+    #[serde(skip)]
     force: bool,
     /// Any other setting: `--set key=value` (TOML value), model fields as `model.KEY=value`.
     /// With --resume, the deliberate way to change a setting of the run.
     #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[serde(skip)]
     set: Vec<String>,
 }
 
@@ -275,76 +304,10 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
         }
         None => toml::Table::new(),
     };
-    let mut put = |k: &str, val: toml::Value| {
-        v.insert(k.to_string(), val);
-    };
-    let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
-    if let Some(x) = &a.train_src {
-        put("train_src", path(x))
-    }
-    if let Some(x) = &a.train_tgt {
-        put("train_tgt", path(x))
-    }
-    if let Some(x) = &a.valid_src {
-        put("valid_src", path(x))
-    }
-    if let Some(x) = &a.valid_tgt {
-        put("valid_tgt", path(x))
-    }
-    if let Some(x) = &a.vocab {
-        put("vocab", path(x))
-    }
-    if let Some(x) = &a.prepared {
-        put("prepared", path(x))
-    }
-    if a.strict {
-        put("strict", toml::Value::Boolean(true))
-    }
-    let precision = if a.bf16 {
-        Some(PrecisionArg::Bf16)
-    } else {
-        a.precision
-    };
-    if let Some(p) = precision {
-        let name = match p {
-            PrecisionArg::Fp32 => "fp32",
-            PrecisionArg::Bf16 => "bf16",
-            PrecisionArg::Fp16 => "fp16",
-        };
-        put("precision", toml::Value::String(name.into()))
-    }
-    if let Some(x) = &a.out {
-        put("out", path(x))
-    }
-    if let Some(x) = &a.preset {
-        put("preset", toml::Value::String(x.clone()))
-    }
-    if let Some(x) = &a.device {
-        put("device", toml::Value::String(x.clone()))
-    }
-    if let Some(x) = a.max_steps {
-        put("max_steps", toml::Value::Integer(x))
-    }
-    if let Some(x) = a.epochs {
-        put("epochs", toml::Value::Integer(x as i64))
-    }
-    if let Some(x) = a.batch_size {
-        put("batch_size", toml::Value::Integer(x as i64))
-    }
-    if let Some(x) = a.max_tokens {
-        put("max_tokens", toml::Value::Integer(x as i64))
-    }
-    if let Some(x) = a.save_every {
-        put("save_every", toml::Value::Integer(x))
-    }
-    if let Some(x) = a.valid_every {
-        put("valid_every", toml::Value::Integer(x))
-    }
-    if let Some(x) = a.seed {
-        put("seed", toml::Value::Integer(x as i64))
-    }
-    if let Some(x) = a.lr {
-        put("lr", toml::Value::Float(x))
+    let flags = toml::Table::try_from(a).context("command-line flags")?;
+    v.extend(flags);
+    if a.bf16 {
+        v.insert("precision".into(), toml::Value::String("bf16".into()));
     }
     for s in &a.set {
         let (k, val) = s
@@ -717,4 +680,61 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn config(args: &[&str]) -> TrainConfig {
+        let cmd = Cmd::try_parse_from(std::iter::once("train").chain(args.iter().copied()));
+        build_train_config(&cmd.map_err(|e| e.to_string()).unwrap().train).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_config_file_and_absent_flags_leave_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max_steps = 100\nlr = 0.5\nbatch_size = 8\n").unwrap();
+        let f = file.to_str().unwrap();
+        let c = config(&[
+            "--config",
+            f,
+            "--train-src",
+            "a.en",
+            "--train-tgt",
+            "a.de",
+            "--max-steps",
+            "7",
+            "--bf16",
+            "--strict",
+            "--set",
+            "label_smoothing=0.2",
+            "--set",
+            "model.dropout=0.3",
+        ]);
+        assert_eq!((c.max_steps, c.lr, c.batch_size), (7, 0.5, 8));
+        assert_eq!(c.train_src, PathBuf::from("a.en"));
+        assert_eq!(c.precision, gnmt_train::Precision::Bf16);
+        assert!(c.strict);
+        assert_eq!(c.label_smoothing, 0.2);
+        assert_eq!(c.model["dropout"], serde_json::json!(0.3));
+        // Nothing given: the defaults.
+        let d = config(&["--train-src", "a.en", "--train-tgt", "a.de"]);
+        assert_eq!(
+            d,
+            TrainConfig {
+                train_src: "a.en".into(),
+                train_tgt: "a.de".into(),
+                ..TrainConfig::default()
+            }
+        );
+    }
 }
