@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gnmt_data::text::Lines;
-use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
+use gnmt_model::{ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
 use gnmt_train::{Control, Progress, ProgressFn, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
-use gnmt_translate::SearchConfig;
+use gnmt_translate::{ModelDir, SearchConfig};
 use serde::Serialize;
 use tch::nn;
 
@@ -481,28 +481,16 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         .parse::<gnmt_model::DeviceSpec>()
         .map_err(anyhow::Error::msg)?
         .0;
-    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
-        if !a.model.join(f).exists() {
-            bail!(
-                "{}: not a model directory ({f} is missing)",
-                a.model.display()
-            );
-        }
-    }
-    let tok = SubwordTokenizer::load(&a.model.join("tokenizer.json"))?;
-    let (mut vs, model) = load_model_dir(&a.model, device)?;
+    let ModelDir {
+        mut vs,
+        model,
+        tokenizer: tok,
+        ..
+    } = ModelDir::open(&a.model, device)?;
     if a.bf16 {
         vs.bfloat16();
     } else if a.fp16 {
         vs.half();
-    }
-    if tok.vocab_size() as i64 != model.config.vocab_size {
-        bail!(
-            "{}: tokenizer.json has {} pieces but config.json says {}",
-            a.model.display(),
-            tok.vocab_size(),
-            model.config.vocab_size
-        );
     }
     let search = SearchConfig {
         nbest: a.nbest.max(1),

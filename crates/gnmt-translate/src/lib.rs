@@ -6,9 +6,11 @@
 //! Scores follow GNMT: `log P(Y|X) / lp(Y) + cp(X; Y)` with `lp = ((5+|Y|)/6)^alpha` and
 //! `cp = beta * sum_j log(min(sum_i a_ij, 1))`.
 
+mod model_dir;
 mod search;
 pub mod stream;
 
+pub use model_dir::{ModelDir, ModelDirError, MODEL_FILES};
 use search::search;
 #[cfg(test)]
 use search::{expand, fused_expand, length_penalty};
