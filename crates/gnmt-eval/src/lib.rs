@@ -206,10 +206,46 @@ fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
     Ok(ms)
 }
 
+/// A system's name and its lines.
+type System = (String, Vec<String>);
+
+/// `gnmt eval`: reads the references and the systems, checks they align, then prints one of
+/// three reports: per sentence (`-sl`), one system (with `-ci`), or several (paired tests).
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let paired = a.paired_ar || a.paired_bs;
     let seed = Seed::from_env_value(std::env::var("SACREBLEU_SEED").ok().as_deref())
         .map_err(anyhow::Error::msg)?;
+    check_args(&a)?;
+    let format = output_format(&a);
+    let refs = read_references(&a)?;
+    let mut systems = read_systems(&a, paired)?;
+    check_lengths(&a, &systems, &refs)?;
+    if paired {
+        name_for_paired_tests(&a, &mut systems);
+    }
+    let metrics = build_metrics(&a, a.sentence_level)?;
+    if a.sentence_level {
+        return print_sentence_level(&a, paired, &metrics, &systems, &refs);
+    }
+    if paired && systems.len() == 1 {
+        bail!("paired tests (-pbs, -par) need several systems given to --input (-i)");
+    }
+    if systems.len() > 1 && a.confidence {
+        bail!("use paired tests (-pbs, -par) for several systems, not -ci");
+    }
+    if systems.len() == 1 {
+        let (_, hyps) = systems.remove(0);
+        print_one_system(&a, &metrics, hyps, refs, &format, &seed)?;
+    } else if paired {
+        print_paired(&a, &metrics, systems, refs, &format, &seed)?;
+    } else {
+        print_multi(&a, &metrics, systems, refs, &format)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The combinations of options sacreBLEU refuses before reading anything.
+fn check_args(a: &EvalArgs) -> Result<()> {
     if a.sentence_level && a.metrics.len() > 1 {
         bail!("only one metric can be used in sentence-level mode (-sl)");
     }
@@ -219,89 +255,105 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.num_refs != 1 && a.refs.len() > 1 {
         bail!("--num-refs/-nr takes one reference file with tab-separated references, not several files");
     }
-    let format = match &a.format {
+    Ok(())
+}
+
+/// `-f`, else `SACREBLEU_FORMAT`, else json.
+fn output_format(a: &EvalArgs) -> String {
+    match &a.format {
         Some(f) => f.clone(),
         None => match std::env::var("SACREBLEU_FORMAT").map(|v| v.to_lowercase()) {
             Ok(v) if v == "json" || v == "text" => v,
             _ => "json".into(),
         },
-    };
-    // References.
-    let mut refs: Vec<Vec<String>> = Vec::new();
+    }
+}
+
+/// One stream per reference: a file each, or the tab-separated fields of one file (`-nr N`).
+fn read_references(a: &EvalArgs) -> Result<Vec<Vec<String>>> {
     if a.num_refs == 1 {
-        for r in &a.refs {
-            refs.push(
-                read_text_lines(r)
-                    .with_context(|| format!("reading references {}", r.display()))?,
+        return a
+            .refs
+            .iter()
+            .map(|r| {
+                read_text_lines(r).with_context(|| format!("reading references {}", r.display()))
+            })
+            .collect();
+    }
+    let mut refs = vec![Vec::new(); a.num_refs];
+    let lines = read_text_lines(&a.refs[0])?;
+    for (i, l) in lines.iter().enumerate() {
+        let fields: Vec<&str> = l.splitn(a.num_refs, '\t').collect();
+        if fields.len() != a.num_refs {
+            bail!(
+                "{}: line {}: expected {} tab-separated references, found {}",
+                a.refs[0].display(),
+                i + 1,
+                a.num_refs,
+                fields.len()
             );
         }
-    } else {
-        refs = vec![Vec::new(); a.num_refs];
-        let lines = read_text_lines(&a.refs[0])?;
-        for (i, l) in lines.iter().enumerate() {
-            let fields: Vec<&str> = l.splitn(a.num_refs, '\t').collect();
-            if fields.len() != a.num_refs {
-                bail!(
-                    "{}: line {}: expected {} tab-separated references, found {}",
-                    a.refs[0].display(),
-                    i + 1,
-                    a.num_refs,
-                    fields.len()
-                );
-            }
-            for (k, f) in fields.into_iter().enumerate() {
-                refs[k].push(f.to_string());
-            }
+        for (k, f) in fields.into_iter().enumerate() {
+            refs[k].push(f.to_string());
         }
     }
-    // Hypotheses.
-    let mut systems: Vec<(String, Vec<String>)> = Vec::new();
-    match &a.input {
-        Some(files) => {
-            for f in files {
-                let name = f.display().to_string();
-                if systems.iter().any(|(n, _)| *n == name) {
-                    if paired && systems[0].0 == name {
-                        tracing::info!("ignoring {name:?} as it was also given as the baseline");
-                        continue;
-                    }
-                    bail!("{name:?} already used to name a system");
-                }
-                let lines =
-                    read_text_lines(f).with_context(|| format!("reading hypotheses {name}"))?;
-                systems.push((name, lines));
+    Ok(refs)
+}
+
+/// The systems: the `-i` files (named by path; a baseline given again is skipped), or the
+/// tab-separated columns of stdin (`System 1`, `System 2`, ...).
+fn read_systems(a: &EvalArgs, paired: bool) -> Result<Vec<System>> {
+    let Some(files) = &a.input else {
+        return read_stdin_systems();
+    };
+    let mut systems: Vec<System> = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        if systems.iter().any(|(n, _)| *n == name) {
+            if paired && systems[0].0 == name {
+                tracing::info!("ignoring {name:?} as it was also given as the baseline");
+                continue;
             }
+            bail!("{name:?} already used to name a system");
         }
-        None => {
-            let data = gnmt_io::text::read_lines(Path::new("-"))
-                .context("reading hypotheses from stdin")?;
-            let first = data.first().map(String::as_str).unwrap_or("");
-            let n = py_rstrip(first).split('\t').count();
-            let mut cols: Vec<Vec<String>> = vec![Vec::new(); n];
-            for (i, l) in data.iter().enumerate() {
-                let fields: Vec<&str> = py_rstrip(l).split('\t').collect();
-                if fields.len() != n {
-                    bail!(
-                        "stdin: line {}: {} tab-separated systems, the first line has {n}",
-                        i + 1,
-                        fields.len()
-                    );
-                }
-                for (c, f) in cols.iter_mut().zip(fields) {
-                    c.push(py_rstrip(f).to_string());
-                }
-            }
-            if data.is_empty() {
-                cols = vec![vec![String::new()]];
-            }
-            systems = cols
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| (format!("System {}", i + 1), c))
-                .collect();
+        let lines = read_text_lines(f).with_context(|| format!("reading hypotheses {name}"))?;
+        systems.push((name, lines));
+    }
+    Ok(systems)
+}
+
+fn read_stdin_systems() -> Result<Vec<System>> {
+    let data =
+        gnmt_io::text::read_lines(Path::new("-")).context("reading hypotheses from stdin")?;
+    let first = data.first().map(String::as_str).unwrap_or("");
+    let n = py_rstrip(first).split('\t').count();
+    let mut cols: Vec<Vec<String>> = vec![Vec::new(); n];
+    for (i, l) in data.iter().enumerate() {
+        let fields: Vec<&str> = py_rstrip(l).split('\t').collect();
+        if fields.len() != n {
+            bail!(
+                "stdin: line {}: {} tab-separated systems, the first line has {n}",
+                i + 1,
+                fields.len()
+            );
+        }
+        for (c, f) in cols.iter_mut().zip(fields) {
+            c.push(py_rstrip(f).to_string());
         }
     }
-    for (name, hyps) in &systems {
+    if data.is_empty() {
+        cols = vec![vec![String::new()]];
+    }
+    Ok(cols
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("System {}", i + 1), c))
+        .collect())
+}
+
+/// Every system has sentences, as many as every reference stream.
+fn check_lengths(a: &EvalArgs, systems: &[System], refs: &[Vec<String>]) -> Result<()> {
+    for (name, hyps) in systems {
         if hyps.is_empty() {
             bail!("{name}: no sentences to score");
         }
@@ -320,87 +372,98 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             }
         }
     }
-    if paired {
-        match &a.input {
-            Some(_) => systems[0].0 = format!("Baseline: {}", systems[0].0),
-            None => {
-                for (i, s) in systems.iter_mut().enumerate() {
-                    s.0 = if i == 0 {
-                        "Baseline".into()
-                    } else {
-                        format!("System {i}")
-                    };
-                }
+    Ok(())
+}
+
+/// sacreBLEU's names in paired tests: `Baseline: FILE`, or `Baseline`, `System 1`, ... on stdin.
+fn name_for_paired_tests(a: &EvalArgs, systems: &mut [System]) {
+    match &a.input {
+        Some(_) => {
+            if let Some(first) = systems.first_mut() {
+                first.0 = format!("Baseline: {}", first.0);
+            }
+        }
+        None => {
+            for (i, s) in systems.iter_mut().enumerate() {
+                s.0 = if i == 0 {
+                    "Baseline".into()
+                } else {
+                    format!("System {i}")
+                };
             }
         }
     }
-    let metrics = build_metrics(&a, a.sentence_level)?;
-    let short = a.short;
-    if a.sentence_level {
-        if systems.len() > 1 {
-            bail!("only one system can be evaluated in sentence-level mode (-sl)");
-        }
-        if a.confidence || paired {
-            bail!("statistical tests are unavailable in sentence-level mode (-sl)");
-        }
-        let m = &metrics[0];
-        let mut out = String::new();
-        for (i, h) in systems[0].1.iter().enumerate() {
-            let rs: Vec<&str> = refs.iter().map(|r| r[i].as_str()).collect();
-            out.push_str(
-                &m.sentence_score(h, &rs, short)
-                    .format_text(a.width, a.score_only),
-            );
-            out.push('\n');
-        }
-        print!("{out}");
-        return Ok(ExitCode::SUCCESS);
+}
+
+/// `-sl`: one line per sentence, one metric, one system, no statistical tests.
+fn print_sentence_level(
+    a: &EvalArgs,
+    paired: bool,
+    metrics: &[Metric],
+    systems: &[System],
+    refs: &[Vec<String>],
+) -> Result<ExitCode> {
+    if systems.len() > 1 {
+        bail!("only one system can be evaluated in sentence-level mode (-sl)");
     }
-    if paired && systems.len() == 1 {
-        bail!("paired tests (-pbs, -par) need several systems given to --input (-i)");
+    if a.confidence || paired {
+        bail!("statistical tests are unavailable in sentence-level mode (-sl)");
     }
-    if systems.len() > 1 && a.confidence {
-        bail!("use paired tests (-pbs, -par) for several systems, not -ci");
+    let (Some(m), Some((_, hyps))) = (metrics.first(), systems.first()) else {
+        bail!("nothing to score");
+    };
+    let mut out = String::new();
+    for (i, h) in hyps.iter().enumerate() {
+        let rs: Vec<&str> = refs.iter().map(|r| r[i].as_str()).collect();
+        out.push_str(
+            &m.sentence_score(h, &rs, a.short)
+                .format_text(a.width, a.score_only),
+        );
+        out.push('\n');
     }
-    if systems.len() == 1 {
-        let seg = Segments {
-            hyps: systems.pop().map(|s| s.1).unwrap_or_default(),
-            refs,
-        };
-        let mut results = Vec::new();
-        for m in &metrics {
-            let short = short && format != "json";
-            let s = if a.confidence && a.confidence_n > 1 {
-                seg.check()?;
-                let stats = significance::segment_stats(m, &seg);
-                let mut s = m.score_from_segment_stats(&stats, seg.refs.len(), short);
-                let (mean, ci) = significance::bootstrap_ci(m, &stats, a.confidence_n, &seed);
-                s.ci = Some((mean, ci));
-                s.signature = m
-                    .signature_resampled(
-                        seg.refs.len(),
-                        Some(("bs", a.confidence_n, seed.raw.clone())),
-                    )
-                    .format(short);
-                s
-            } else {
-                m.corpus_score(&seg, short)?
-            };
-            results.push(if a.score_only {
-                s.format_text(a.width, true)
-            } else if format == "json" {
-                s.format_json(a.width)
-            } else {
-                s.format_text(a.width, false)
-            });
-        }
-        print_single(&results, &format);
-    } else if paired {
-        print_paired(&a, &metrics, systems, refs, &format, &seed)?;
-    } else {
-        print_multi(&a, &metrics, systems, refs, &format)?;
-    }
+    print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One system: each metric's corpus score, with its bootstrap interval under `-ci`.
+fn print_one_system(
+    a: &EvalArgs,
+    metrics: &[Metric],
+    hyps: Vec<String>,
+    refs: Vec<Vec<String>>,
+    format: &str,
+    seed: &Seed,
+) -> Result<()> {
+    let seg = Segments { hyps, refs };
+    let mut results = Vec::new();
+    for m in metrics {
+        let short = a.short && format != "json";
+        let s = if a.confidence && a.confidence_n > 1 {
+            seg.check()?;
+            let stats = significance::segment_stats(m, &seg);
+            let mut s = m.score_from_segment_stats(&stats, seg.refs.len(), short);
+            let (mean, ci) = significance::bootstrap_ci(m, &stats, a.confidence_n, seed);
+            s.ci = Some((mean, ci));
+            s.signature = m
+                .signature_resampled(
+                    seg.refs.len(),
+                    Some(("bs", a.confidence_n, seed.raw.clone())),
+                )
+                .format(short);
+            s
+        } else {
+            m.corpus_score(&seg, short)?
+        };
+        results.push(if a.score_only {
+            s.format_text(a.width, true)
+        } else if format == "json" {
+            s.format_json(a.width)
+        } else {
+            s.format_text(a.width, false)
+        });
+    }
+    print_single(&results, format);
+    Ok(())
 }
 
 fn print_single(results: &[String], format: &str) {
@@ -439,7 +502,7 @@ fn print_single(results: &[String], format: &str) {
 fn print_multi(
     a: &EvalArgs,
     metrics: &[Metric],
-    systems: Vec<(String, Vec<String>)>,
+    systems: Vec<System>,
     refs: Vec<Vec<String>>,
     format: &str,
 ) -> Result<()> {
@@ -568,7 +631,7 @@ fn fancy_grid(headers: &[String], rows: &[Vec<String>]) -> String {
 fn print_paired(
     a: &EvalArgs,
     metrics: &[Metric],
-    systems: Vec<(String, Vec<String>)>,
+    systems: Vec<System>,
     refs: Vec<Vec<String>>,
     format: &str,
     seed: &Seed,
