@@ -535,23 +535,20 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let progress = |n: usize| bar.set_message(format!("{n} lines"));
     let summary = match &a.output {
         Some(path) => {
             // Written under a name of its own beside the output, renamed over it at the end:
             // an error or a kill leaves the old output (if any) as it was.
             let mut w = gnmt_io::AtomicFile::create(path)
                 .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
-            let s = tr.translate_stream(lines, &mut w, &opts, |n| {
-                bar.set_message(format!("{n} lines"))
-            })?;
+            let s = tr.translate_stream(lines, &mut w, &opts, progress)?;
             w.commit().with_context(|| path.display().to_string())?;
             s
         }
         None => {
             let mut w = BufWriter::new(std::io::stdout().lock());
-            tr.translate_stream(lines, &mut w, &opts, |n| {
-                bar.set_message(format!("{n} lines"))
-            })?
+            tr.translate_stream(lines, &mut w, &opts, progress)?
         }
     };
     bar.finish_and_clear();
@@ -564,18 +561,23 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         crate::bench::peak_rss_mb().unwrap_or(0.0)
     );
     if let Some(r) = &a.reference {
-        let refs = gnmt_data::text::read_lines(r)?;
-        let seg = gnmt_bleu::Segments {
-            hyps: summary.best,
-            refs: vec![refs],
-        };
-        let m = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
-        let s = m
-            .corpus_score(&seg, false)
-            .with_context(|| format!("scoring against {}", r.display()))?;
-        eprintln!("{}", s.format_text(1, false));
+        eprintln!("{}", bleu_line(summary.best, r)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// sacreBLEU's BLEU line (13a) of `hyps` against the reference file `reference`.
+fn bleu_line(hyps: Vec<String>, reference: &Path) -> Result<String> {
+    let refs = gnmt_data::text::read_lines(reference)?;
+    let seg = gnmt_bleu::Segments {
+        hyps,
+        refs: vec![refs],
+    };
+    let m = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
+    let s = m
+        .corpus_score(&seg, false)
+        .with_context(|| format!("scoring against {}", reference.display()))?;
+    Ok(s.format_text(1, false))
 }
 
 #[derive(Args, Debug)]
