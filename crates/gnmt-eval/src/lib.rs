@@ -628,6 +628,8 @@ fn fancy_grid(headers: &[String], rows: &[Vec<String>]) -> String {
 }
 
 /// Paired significance tests against the first system: sacreBLEU's table (text) or JSON.
+/// Paired tests (`-pbs`, `-par`) of every system against the first: a JSON list or sacreBLEU's
+/// table, its explanation and the signatures.
 fn print_paired(
     a: &EvalArgs,
     metrics: &[Metric],
@@ -636,8 +638,19 @@ fn print_paired(
     format: &str,
     seed: &Seed,
 ) -> Result<()> {
-    let bs = a.paired_bs;
-    let n = if bs {
+    let n = paired_trials(a);
+    let results = paired_results(a.paired_bs, metrics, &systems, &refs, n, seed);
+    if format == "json" {
+        print_paired_json(metrics, &systems, &results);
+    } else {
+        print_paired_table(a, metrics, &systems, &results, refs.len(), n, seed);
+    }
+    Ok(())
+}
+
+/// Resamples (`-pbsn`, default 1000) or trials (`-parn`, default 10000).
+fn paired_trials(a: &EvalArgs) -> usize {
+    if a.paired_bs {
         if a.paired_bs_n > 0 {
             a.paired_bs_n
         } else {
@@ -647,12 +660,23 @@ fn print_paired(
         a.paired_ar_n
     } else {
         10000
-    };
+    }
+}
+
+/// Per system (the baseline first), per metric: its score, p-value and bootstrap interval.
+fn paired_results(
+    bs: bool,
+    metrics: &[Metric],
+    systems: &[System],
+    refs: &[Vec<String>],
+    n: usize,
+    seed: &Seed,
+) -> Vec<Vec<PairedResult>> {
     // Statistics and actual scores of every system, per metric.
     let stats_of = |hyps: &[String]| -> Vec<significance::SystemStats> {
         let seg = Segments {
             hyps: hyps.to_vec(),
-            refs: refs.clone(),
+            refs: refs.to_vec(),
         };
         metrics
             .iter()
@@ -693,11 +717,14 @@ fn print_paired(
         })
         .collect()];
     results.extend(paired);
-    if format == "json" {
-        let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
-        let out: Vec<String> = systems
+    results
+}
+
+fn print_paired_json(metrics: &[Metric], systems: &[System], results: &[Vec<PairedResult>]) {
+    let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
+    let out: Vec<String> = systems
             .iter()
-            .zip(&results)
+            .zip(results)
             .map(|((name, _), rs)| {
                 let mut fields = vec![format!("        \"system\": {}", py_json_str(name))];
                 for (m, r) in metrics.iter().zip(rs) {
@@ -713,9 +740,20 @@ fn print_paired(
                 format!("    {{\n{}\n    }}", fields.join(",\n"))
             })
             .collect();
-        println!("[\n{}\n]", out.join(",\n"));
-        return Ok(());
-    }
+    println!("[\n{}\n]", out.join(",\n"));
+}
+
+/// The paired results as sacreBLEU's table, then its explanation and the signatures.
+fn print_paired_table(
+    a: &EvalArgs,
+    metrics: &[Metric],
+    systems: &[System],
+    results: &[Vec<PairedResult>],
+    nrefs: usize,
+    n: usize,
+    seed: &Seed,
+) {
+    let bs = a.paired_bs;
     let w = a.width;
     let mut headers = vec!["System".to_string()];
     for m in metrics {
@@ -727,7 +765,7 @@ fn print_paired(
     }
     let rows: Vec<Vec<String>> = systems
         .iter()
-        .zip(&results)
+        .zip(results)
         .map(|((name, _), rs)| {
             let mut row = vec![name.clone()];
             for r in rs {
@@ -772,11 +810,10 @@ fn print_paired(
     print!("{}", PAIRED_EXPLANATION);
     print_signatures(
         metrics,
-        refs.len(),
+        nrefs,
         a.short,
         Some((if bs { "bs" } else { "ar" }, n, seed.normalized())),
     );
-    Ok(())
 }
 
 const PAIRED_EXPLANATION: &str =
