@@ -223,6 +223,18 @@ pub fn plot_runs(
 ) -> Result<Vec<String>> {
     register_font();
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    let mut written = plot_metric_charts(runs, out, size)?;
+    written.extend(plot_grad_norms_per_run(runs, out, size)?);
+    written.extend(plot_grad_norm_by_layer(runs, out, size)?);
+    Ok(written)
+}
+
+/// Loss, validation loss and BLEU, learning rate: one chart each, every run a series.
+fn plot_metric_charts(
+    runs: &[(String, RunMetrics)],
+    out: &Path,
+    size: (u32, u32),
+) -> Result<Vec<String>> {
     let mut written = Vec::new();
     let per_run = |f: &dyn Fn(&RunMetrics) -> Vec<(f64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
         runs.iter()
@@ -273,7 +285,16 @@ pub fn plot_runs(
         )?;
         written.push(stem.to_string());
     }
-    // Per-layer gradient norms over training, one chart per run.
+    Ok(written)
+}
+
+/// Per-layer gradient norms over training, one chart per run.
+fn plot_grad_norms_per_run(
+    runs: &[(String, RunMetrics)],
+    out: &Path,
+    size: (u32, u32),
+) -> Result<Vec<String>> {
+    let mut written = Vec::new();
     for (label, m) in runs {
         if m.layer_grad_norms.is_empty() {
             continue;
@@ -310,7 +331,16 @@ pub fn plot_runs(
         )?;
         written.push(stem);
     }
-    // Mean gradient norm by layer position, all runs together: where gradients fade.
+    Ok(written)
+}
+
+/// Mean gradient norm by layer position, all runs together: where gradients fade.
+fn plot_grad_norm_by_layer(
+    runs: &[(String, RunMetrics)],
+    out: &Path,
+    size: (u32, u32),
+) -> Result<Vec<String>> {
+    let mut written = Vec::new();
     let by_layer: Vec<(String, Vec<(f64, f64)>)> = runs
         .iter()
         .map(|(label, m)| {
