@@ -177,112 +177,121 @@ fn my_log(x: f64) -> f64 {
 /// The score of float32 statistics, with the types numpy gives every intermediate value.
 pub fn score_f32(metric: &Metric, s: &[f32]) -> Num {
     match metric {
-        Metric::Bleu(m) => {
-            let o = m.config.max_ngram_order;
-            let (sys_len, ref_len) = (s[0] as f64 as u64, s[1] as f64 as u64);
-            let mut correct: Vec<Num> = s[2..2 + o].iter().map(|&x| Num::F32(x)).collect();
-            let mut total: Vec<Num> = s[2 + o..2 + 2 * o].iter().map(|&x| Num::F32(x)).collect();
-            let mut bp = 1.0;
-            if sys_len < ref_len {
-                bp = if sys_len > 0 {
-                    (1.0 - ref_len as f64 / sys_len as f64).exp()
-                } else {
-                    0.0
-                };
-            }
-            if correct.iter().all(|c| c.value() == 0.0) {
-                return py(0.0);
-            }
-            let mut prec = vec![py(0.0); o];
-            let mut smooth_mteval = py(1.0);
-            let mut eff = o;
-            for n in 1..=o {
-                if let Smooth::AddK(k) = m.config.smooth {
-                    if n > 1 {
-                        correct[n - 1] = correct[n - 1].add(py(k));
-                        total[n - 1] = total[n - 1].add(py(k));
-                    }
-                }
-                if total[n - 1].value() == 0.0 {
-                    break;
-                }
-                if m.config.effective_order {
-                    eff = n;
-                }
-                if correct[n - 1].value() == 0.0 {
-                    match m.config.smooth {
-                        Smooth::Exp => {
-                            smooth_mteval = smooth_mteval.mul(py(2.0));
-                            prec[n - 1] = py(100.0).div(smooth_mteval.mul(total[n - 1]));
-                        }
-                        Smooth::Floor(v) => prec[n - 1] = py(100.0 * v).div(total[n - 1]),
-                        Smooth::None | Smooth::AddK(_) => {}
-                    }
-                } else {
-                    prec[n - 1] = py(100.0).mul(correct[n - 1]).div(total[n - 1]);
-                }
-            }
-            let sum: f64 = prec[..eff].iter().fold(0.0, |a, p| a + my_log(p.value()));
-            py(bp * (sum / eff as f64).exp())
-        }
-        Metric::Chrf(m) => {
-            let eps = py(1e-16);
-            let factor = py((m.config.beta as f64).powi(2));
-            let order = m.config.char_order + m.config.word_order;
-            let mut score = py(0.0);
-            let mut eff = 0usize;
-            let (mut ap, mut ar) = (py(0.0), py(0.0));
-            for i in 0..order {
-                let (nh, nr, nm) = (
-                    Num::F32(s[3 * i]),
-                    Num::F32(s[3 * i + 1]),
-                    Num::F32(s[3 * i + 2]),
-                );
-                let p = if nh.value() > 0.0 { nm.div(nh) } else { eps };
-                let r = if nr.value() > 0.0 { nm.div(nr) } else { eps };
-                let denom = factor.mul(p).add(r);
-                let term = if denom.value() > 0.0 {
-                    py(1.0).add(factor).mul(p).mul(r).div(denom)
-                } else {
-                    eps
-                };
-                score = score.add(term);
-                if nh.value() > 0.0 && nr.value() > 0.0 {
-                    ap = ap.add(p);
-                    ar = ar.add(r);
-                    eff += 1;
-                }
-            }
-            if m.config.eps_smoothing {
-                return py(100.0).mul(score).div(py(order as f64));
-            }
-            if eff == 0 {
-                ap = py(0.0);
-                ar = py(0.0);
-            } else {
-                ap = ap.div(py(eff as f64));
-                ar = ar.div(py(eff as f64));
-            }
-            if ap.add(ar).value() != 0.0 {
-                let mut sc = py(1.0).add(factor).mul(ap).mul(ar);
-                sc = sc.div(factor.mul(ap).add(ar));
-                py(100.0).mul(sc)
-            } else {
-                py(0.0)
+        Metric::Bleu(m) => bleu_f32(m, s),
+        Metric::Chrf(m) => chrf_f32(m, s),
+        Metric::Ter(_) => ter_f32(s),
+    }
+}
+
+/// [`score_f32`] of BLEU statistics `[sys_len, ref_len, correct.., total..]`.
+fn bleu_f32(m: &crate::Bleu, s: &[f32]) -> Num {
+    let o = m.config.max_ngram_order;
+    let (sys_len, ref_len) = (s[0] as f64 as u64, s[1] as f64 as u64);
+    let mut correct: Vec<Num> = s[2..2 + o].iter().map(|&x| Num::F32(x)).collect();
+    let mut total: Vec<Num> = s[2 + o..2 + 2 * o].iter().map(|&x| Num::F32(x)).collect();
+    let mut bp = 1.0;
+    if sys_len < ref_len {
+        bp = if sys_len > 0 {
+            (1.0 - ref_len as f64 / sys_len as f64).exp()
+        } else {
+            0.0
+        };
+    }
+    if correct.iter().all(|c| c.value() == 0.0) {
+        return py(0.0);
+    }
+    let mut prec = vec![py(0.0); o];
+    let mut smooth_mteval = py(1.0);
+    let mut eff = o;
+    for n in 1..=o {
+        if let Smooth::AddK(k) = m.config.smooth {
+            if n > 1 {
+                correct[n - 1] = correct[n - 1].add(py(k));
+                total[n - 1] = total[n - 1].add(py(k));
             }
         }
-        Metric::Ter(_) => {
-            let (edits, len) = (Num::F32(s[0]), Num::F32(s[1]));
-            let v = if len.value() > 0.0 {
-                edits.div(len)
-            } else if edits.value() > 0.0 {
-                py(1.0)
-            } else {
-                py(0.0)
-            };
-            py(100.0).mul(v)
+        if total[n - 1].value() == 0.0 {
+            break;
+        }
+        if m.config.effective_order {
+            eff = n;
+        }
+        if correct[n - 1].value() == 0.0 {
+            match m.config.smooth {
+                Smooth::Exp => {
+                    smooth_mteval = smooth_mteval.mul(py(2.0));
+                    prec[n - 1] = py(100.0).div(smooth_mteval.mul(total[n - 1]));
+                }
+                Smooth::Floor(v) => prec[n - 1] = py(100.0 * v).div(total[n - 1]),
+                Smooth::None | Smooth::AddK(_) => {}
+            }
+        } else {
+            prec[n - 1] = py(100.0).mul(correct[n - 1]).div(total[n - 1]);
         }
     }
+    let sum: f64 = prec[..eff].iter().fold(0.0, |a, p| a + my_log(p.value()));
+    py(bp * (sum / eff as f64).exp())
+}
+
+/// [`score_f32`] of chrF statistics `[hyp, ref, match]` per order.
+fn chrf_f32(m: &crate::Chrf, s: &[f32]) -> Num {
+    let eps = py(1e-16);
+    let factor = py((m.config.beta as f64).powi(2));
+    let order = m.config.char_order + m.config.word_order;
+    let mut score = py(0.0);
+    let mut eff = 0usize;
+    let (mut ap, mut ar) = (py(0.0), py(0.0));
+    for i in 0..order {
+        let (nh, nr, nm) = (
+            Num::F32(s[3 * i]),
+            Num::F32(s[3 * i + 1]),
+            Num::F32(s[3 * i + 2]),
+        );
+        let p = if nh.value() > 0.0 { nm.div(nh) } else { eps };
+        let r = if nr.value() > 0.0 { nm.div(nr) } else { eps };
+        let denom = factor.mul(p).add(r);
+        let term = if denom.value() > 0.0 {
+            py(1.0).add(factor).mul(p).mul(r).div(denom)
+        } else {
+            eps
+        };
+        score = score.add(term);
+        if nh.value() > 0.0 && nr.value() > 0.0 {
+            ap = ap.add(p);
+            ar = ar.add(r);
+            eff += 1;
+        }
+    }
+    if m.config.eps_smoothing {
+        return py(100.0).mul(score).div(py(order as f64));
+    }
+    if eff == 0 {
+        ap = py(0.0);
+        ar = py(0.0);
+    } else {
+        ap = ap.div(py(eff as f64));
+        ar = ar.div(py(eff as f64));
+    }
+    if ap.add(ar).value() != 0.0 {
+        let mut sc = py(1.0).add(factor).mul(ap).mul(ar);
+        sc = sc.div(factor.mul(ap).add(ar));
+        py(100.0).mul(sc)
+    } else {
+        py(0.0)
+    }
+}
+
+/// [`score_f32`] of TER statistics `[edits, ref_len]`.
+fn ter_f32(s: &[f32]) -> Num {
+    let (edits, len) = (Num::F32(s[0]), Num::F32(s[1]));
+    let v = if len.value() > 0.0 {
+        edits.div(len)
+    } else if edits.value() > 0.0 {
+        py(1.0)
+    } else {
+        py(0.0)
+    };
+    py(100.0).mul(v)
 }
 
 /// Scores of `n` resamples: resample `i` sums the float32 rows `idx[i*N..(i+1)*N]` in order.
