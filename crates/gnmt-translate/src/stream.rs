@@ -69,10 +69,13 @@ type JobResult = (usize, Vec<Vec<Hypothesis>>);
 /// The model, shared read-only by the search threads.
 struct SharedModel<'a>(&'a Seq2Seq);
 
-// SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. The search
-// threads only read the model's parameters (forward passes under `no_grad`, no dropout, no
-// in-place operations on weights); libtorch supports concurrent reads of a tensor from several
-// threads (reference counts are atomic), which is how PyTorch runs one module in many threads.
+// SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. Through
+// `SharedModel` the search threads call only `translate_batch_with`, which uses the model by
+// `Seq2Seq::encode` (train = false), `Seq2Seq::step_logits` and `Seq2Seq::step_cpu` (with a
+// `CpuDecoder` packed before the threads start), all under `no_grad`: forward passes that read
+// the parameters, no dropout, no in-place operation on a weight, no gradient. libtorch supports
+// concurrent reads of a tensor from several threads (reference counts are atomic), which is
+// how PyTorch runs one module in many threads.
 #[allow(unsafe_code)]
 unsafe impl Sync for SharedModel<'_> {}
 
