@@ -131,7 +131,14 @@ fn bench_prints_json_with_throughput() {
     assert_eq!(w["generated_tokens"], v["generated_tokens"]);
     // A bad preset is an error naming the option.
     let out = run(gnmt().args(["bench", "train", "--preset", "huge"]));
-    assert!(!out.status.success() && stderr(&out).contains("--preset huge"));
+    let e = stderr(&out);
+    assert!(
+        !out.status.success()
+            && e.contains("'huge'")
+            && e.contains("--preset")
+            && e.contains("small8"),
+        "{e}"
+    );
 }
 
 #[test]

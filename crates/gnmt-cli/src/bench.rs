@@ -32,7 +32,7 @@ enum BenchWhat {
 #[derive(Args, Debug)]
 struct Common {
     /// A model preset (random weights; see `gnmt model-info`).
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long, conflicts_with = "model", value_parser = clap::builder::PossibleValuesParser::new(gnmt_model::PRESETS))]
     preset: Option<String>,
     /// A model directory (config.json, tokenizer.json, model.safetensors).
     #[arg(long)]

@@ -152,8 +152,8 @@ pub fn detokenize(a: TokenizeArgs) -> Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct ModelInfoArgs {
-    /// A preset (gnmt8, gnmt4, small, small8, tiny).
-    #[arg(long, conflicts_with = "model")]
+    /// A preset.
+    #[arg(long, conflicts_with = "model", value_parser = clap::builder::PossibleValuesParser::new(gnmt_model::PRESETS))]
     preset: Option<String>,
     /// Vocabulary size for --preset.
     #[arg(long, default_value_t = 32000)]
@@ -213,8 +213,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     vocab: Option<PathBuf>,
-    /// Model preset: gnmt8, gnmt4, small, small8, tiny.
-    #[arg(long)]
+    /// Model preset (`gnmt model-info --preset NAME` shows one).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(gnmt_model::PRESETS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     preset: Option<String>,
     /// Run directory (checkpoints, metrics.jsonl, best/, final/).
@@ -716,6 +716,12 @@ mod tests {
         assert!(c.strict);
         assert_eq!(c.label_smoothing, 0.2);
         assert_eq!(c.model["dropout"], serde_json::json!(0.3));
+        // A preset is one of the known names, refused by the parser otherwise.
+        let e = match Cmd::try_parse_from(["train", "--preset", "huge"]) {
+            Ok(_) => panic!("--preset huge accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("huge") && e.contains("small8"), "{e}");
         // Nothing given: the defaults.
         let d = config(&["--train-src", "a.en", "--train-tgt", "a.de"]);
         assert_eq!(
