@@ -7,15 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, ckpt_err};
 use crate::trainer::TrainError;
-
-fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::Checkpoint {
-        path: path.display().to_string(),
-        msg: msg.into(),
-    }
-}
 
 /// The last `n` checkpoints of a run directory, oldest first; an error if it holds fewer.
 pub fn last_checkpoints(run: &Path, n: usize) -> Result<Vec<PathBuf>, TrainError> {
@@ -53,8 +46,10 @@ pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
             ));
         }
         let path = dir.join("model.safetensors");
-        let tensors = Tensor::read_safetensors(&path)
-            .map_err(|e| ckpt_err(&path, format!("cannot read: {e}")))?;
+        let tensors = Tensor::read_safetensors(&path).map_err(|e| {
+            let p = path.display().to_string();
+            ckpt_err(&path, gnmt_model::safetensors_error(&e.to_string(), &p))
+        })?;
         if i > 0 && tensors.len() != sums.len() {
             return Err(ckpt_err(
                 &path,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::optim::Adam;
-use crate::trainer::TrainError;
+use crate::trainer::{io_err, TrainError};
 
 /// Trainer state: everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,17 +42,10 @@ pub struct TrainerState {
     pub loss_scaler: Option<crate::optim::LossScaler>,
 }
 
-fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
+pub(crate) fn ckpt_err(path: &Path, msg: impl Into<String>) -> TrainError {
     TrainError::Checkpoint {
         path: path.display().to_string(),
         msg: msg.into(),
-    }
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.display().to_string(),
-        source,
     }
 }
 

@@ -32,14 +32,10 @@ pub struct Adam {
     pub grad_scale: f64,
 }
 
-// The scalars of one Adam update (shared with the CPU kernel).
+// The scalars of one Adam update, and the one-pass CPU update (declining, with false, tensors
+// that are not contiguous float32 CPU tensors of their own): gnmt-kernels' own.
 use gnmt_kernels::adam::AdamStep as AdamCoefficients;
-
-/// Adam on float32 CPU tensors in one pass ([`gnmt_kernels::tensor::adam_update_tensors`]);
-/// false when the tensors do not qualify.
-fn fused_cpu_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamCoefficients) -> bool {
-    gnmt_kernels::tensor::adam_update_tensors(p, g, m, v, c)
-}
+use gnmt_kernels::tensor::adam_update_tensors as fused_cpu_update;
 
 /// The same update with libtorch operations (GPU tensors), the fewest passes it allows.
 fn tensor_update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: &AdamCoefficients) {

@@ -43,7 +43,7 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
 }
 
-fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+pub(crate) fn io_err(p: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: p.display().to_string(),
         source,
@@ -1321,6 +1321,14 @@ mod tests {
         }
     }
 
+    /// The training losses a run logged.
+    fn losses(run: &Path) -> Vec<f64> {
+        metric_lines(run)
+            .iter()
+            .filter_map(|l| l["loss"].as_f64())
+            .collect()
+    }
+
     fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(run.join("metrics.jsonl"))
             .unwrap()
@@ -1420,12 +1428,6 @@ mod tests {
             ..tiny_run(dir.path())
         };
         train(&cfg, Start::Fresh).unwrap();
-        let losses = |run: &Path| -> Vec<f64> {
-            metric_lines(run)
-                .iter()
-                .filter_map(|l| l["loss"].as_f64())
-                .collect()
-        };
         let full = losses(dir.path());
         assert_eq!(full.len(), 12);
         let dir2 = tempfile::tempdir().unwrap();
@@ -1537,12 +1539,6 @@ mod tests {
         assert_eq!(st.loss_scaler.as_ref().map(|s| s.scale), Some(last));
         let w = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
         assert!(w.iter().all(|(_, t)| t.kind() == Kind::Float));
-        let losses = |run: &Path| -> Vec<f64> {
-            metric_lines(run)
-                .iter()
-                .filter_map(|l| l["loss"].as_f64())
-                .collect()
-        };
         let full = losses(dir.path());
         // Stopped at 20 and resumed: the same 40 losses (Adam's count and the scale restored).
         let dir2 = tempfile::tempdir().unwrap();
