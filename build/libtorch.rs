@@ -8,7 +8,7 @@
 //!   against the GPU machine's own copy of libtorch 2.11).
 use std::path::PathBuf;
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=../../build/libtorch.rs");
     let Ok(libtorch) = std::env::var("LIBTORCH") else {

@@ -45,6 +45,19 @@ else
     TORCH_DIR="$(torch_dir)" || die "torch $TORCH_VERSION is not importable from $GNMT_VENV after install"
 fi
 
+# gnmt-dist compiles a C++ shim over c10d's ProcessGroupGloo; Gloo's headers are not in the wheel
+# (libtorch_cpu.so carries Gloo itself), Debian's libgloo-dev provides them.
+if [ ! -f /usr/include/gloo/config.h ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing Gloo's headers (Debian's libgloo-dev) for gnmt-dist"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libgloo-dev >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libgloo-dev >/dev/null; } \
+            || die "apt-get install libgloo-dev failed"
+    else
+        die "Gloo's headers are missing (/usr/include/gloo): run 'sudo apt-get install libgloo-dev' and rerun"
+    fi
+fi
+
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib/libtorch_cpu.so missing: broken torch install in $GNMT_VENV (delete it and rerun)"
 
 # `.libtorch` is git-ignored; `.cargo/config.toml` sets LIBTORCH to it (relative to the repo).

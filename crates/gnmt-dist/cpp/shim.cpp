@@ -1,0 +1,138 @@
+// A C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo) for gnmt-dist.
+// Every entry point catches every exception and returns it as a message: nothing unwinds into Rust.
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::chrono::milliseconds timeout;
+};
+
+void set_error(char* err, size_t len, const std::string& msg) {
+  if (err == nullptr || len == 0) return;
+  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
+  std::memcpy(err, msg.data(), n);
+  err[n] = '\0';
+}
+
+// Runs `f`, turning any exception into a message and a non-zero return.
+template <typename F>
+int guarded(char* err, size_t len, F f) {
+  try {
+    f();
+    return 0;
+  } catch (const c10::Error& e) {
+    set_error(err, len, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    set_error(err, len, e.what());
+  } catch (...) {
+    set_error(err, len, "unknown C++ exception");
+  }
+  return 1;
+}
+
+void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& work) {
+  if (!work->wait(g->timeout)) {
+    throw std::runtime_error("timed out");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int gnmt_dist_connect(const char* host, int port, int rank, int world, int store_is_server,
+                      const char* prefix, long long timeout_ms, void** out, char* err,
+                      size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = store_is_server != 0;
+    opts.numWorkers = std::nullopt;
+    opts.waitWorkers = false;
+    opts.timeout = timeout;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+    *out = new Group{store, pg, timeout};
+  });
+}
+
+void gnmt_dist_free(void* group) { delete static_cast<Group*>(group); }
+
+int gnmt_dist_all_reduce_sum(void* group, at::Tensor* t, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    std::vector<at::Tensor> ts{*t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    wait(g, g->pg->allreduce(ts, o));
+  });
+}
+
+int gnmt_dist_broadcast(void* group, at::Tensor* t, int root, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    std::vector<at::Tensor> ts{*t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    wait(g, g->pg->broadcast(ts, o));
+  });
+}
+
+// Gathers `t` of every rank into `outs` (one tensor per rank, each shaped as `t`).
+int gnmt_dist_all_gather(void* group, at::Tensor* t, at::Tensor** outs, int n, char* err,
+                         size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    std::vector<at::Tensor> in{*t};
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int i = 0; i < n; ++i) out[0].push_back(*outs[i]);
+    wait(g, g->pg->allgather(out, in));
+  });
+}
+
+int gnmt_dist_barrier(void* group, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    wait(g, g->pg->barrier());
+  });
+}
+
+// Sets `key` to `len` bytes in the group's store.
+int gnmt_dist_store_set(void* group, const char* key, const unsigned char* value, size_t len,
+                        char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    g->store->set(std::string(key), std::vector<uint8_t>(value, value + len));
+  });
+}
+
+// Waits for `key` (up to the timeout) and hands back its bytes, freed by gnmt_dist_bytes_free.
+int gnmt_dist_store_get(void* group, const char* key, unsigned char** value, size_t* len,
+                        char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    std::vector<uint8_t> v = g->store->get(std::string(key));
+    auto* buf = new unsigned char[v.size() == 0 ? 1 : v.size()];
+    std::memcpy(buf, v.data(), v.size());
+    *value = buf;
+    *len = v.size();
+  });
+}
+
+void gnmt_dist_bytes_free(unsigned char* p) { delete[] p; }
+
+}  // extern "C"
