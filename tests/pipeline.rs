@@ -614,3 +614,104 @@ fn wmt_script_prepares_the_wmt_sample() {
     );
     assert!(n("kept") > pairs / 5, "{meta}");
 }
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `gnmt train` as rank `rank` of `world`, with the variables torchrun sets.
+fn rank_cmd(
+    run_dir: &Path,
+    steps: i64,
+    rank: usize,
+    world: usize,
+    port: u16,
+) -> std::process::Command {
+    let mut c = train_cmd(run_dir, steps);
+    c.env("WORLD_SIZE", world.to_string())
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("GNMT_DIST_TIMEOUT", "30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn two_processes_train_as_one_and_a_killed_rank_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = data();
+    let out = run(gnmt()
+        .args(["vocab", "--size", "600", "-o"])
+        .arg(t.join("tokenizer.json"))
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let one = t.join("one");
+    let out = run(train_cmd(&one, 8).args(["--set", "model.dropout=0"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Two real processes, each with half of every batch of 16.
+    let two = t.join("two");
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            rank_cmd(&two, 8, r, 2, port)
+                .args(["--set", "model.dropout=0"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, p) in ranks.into_iter().enumerate() {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "rank {r}: {}", stderr(&o));
+    }
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 8);
+    assert_eq!(
+        a.iter().map(|x| x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| x.0).collect::<Vec<_>>()
+    );
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: {x} vs {y}");
+    }
+    assert!(two.join("final/model.safetensors").exists());
+    // kill -9 rank 1 mid-run: rank 0 fails within 60 s, naming it, and leaves no partial checkpoint.
+    let dead = t.join("dead");
+    let port = free_port();
+    let r0 = rank_cmd(&dead, 100_000, 0, 2, port).spawn().unwrap();
+    let mut r1 = rank_cmd(&dead, 100_000, 1, 2, port).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let running = |d: &Path| d.join("metrics.jsonl").exists() && losses(d).len() >= 3;
+    while !running(&dead) && started.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(running(&dead), "the 2-rank run never got going");
+    r1.kill().unwrap();
+    let _ = r1.wait();
+    let killed = std::time::Instant::now();
+    let o = r0.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        killed.elapsed().as_secs() < 60,
+        "rank 0 took {:?}",
+        killed.elapsed()
+    );
+    let err = stderr(&o);
+    assert!(err.contains("rank 1"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(dead.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial checkpoint files: {leftovers:?}"
+    );
+}

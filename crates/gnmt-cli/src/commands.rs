@@ -381,7 +381,10 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         stop: Some(stop),
         progress,
     };
-    let result = gnmt_train::train_with(&cfg, start, control);
+    let result = match data_parallel_group()? {
+        Some(group) => gnmt_train::trainer::train_parallel(&cfg, start, control, group),
+        None => gnmt_train::train_with(&cfg, start, control),
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -670,6 +673,32 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process group of a data-parallel run when torchrun (or Slurm, or a Kubernetes operator)
+/// launched this process: `WORLD_SIZE`, `RANK` and the rest set. `GNMT_DIST_TIMEOUT` (seconds,
+/// default 1800 as PyTorch's) bounds the rendezvous and every collective; rank 0 validates while
+/// the others wait, so it must exceed a validation.
+fn data_parallel_group() -> Result<Option<gnmt_dist::ProcessGroup>> {
+    let Some(launch) = gnmt_dist::Launch::from_env()? else {
+        return Ok(None);
+    };
+    let secs = match std::env::var("GNMT_DIST_TIMEOUT") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("GNMT_DIST_TIMEOUT={v:?}: not a number of seconds"))?,
+        Err(_) => 1800,
+    };
+    tracing::info!(
+        "data-parallel: rank {} of {}, rendezvous at {}:{}",
+        launch.rank,
+        launch.world_size,
+        launch.master_addr,
+        launch.master_port
+    );
+    let group = gnmt_dist::ProcessGroup::connect(&launch, std::time::Duration::from_secs(secs))?;
+    Ok(Some(group))
 }
 
 #[cfg(test)]

@@ -72,20 +72,20 @@ impl Launch {
         let Some(world) = var("WORLD_SIZE") else {
             return Ok(None);
         };
-        let num = |name: &'static str, value: Option<String>, default: Option<usize>| {
-            match (value, default) {
-                (None, Some(d)) => Ok(d),
-                (None, None) => Err(DistError::Env {
-                    var: name,
-                    value: String::new(),
-                    msg: "must be set when WORLD_SIZE is".into(),
-                }),
-                (Some(v), _) => v.trim().parse::<usize>().map_err(|e| DistError::Env {
-                    var: name,
-                    value: v.clone(),
-                    msg: e.to_string(),
-                }),
-            }
+        let num = |name: &'static str, value: Option<String>, default: Option<usize>| match (
+            value, default,
+        ) {
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(DistError::Env {
+                var: name,
+                value: String::new(),
+                msg: "must be set when WORLD_SIZE is".into(),
+            }),
+            (Some(v), _) => v.trim().parse::<usize>().map_err(|e| DistError::Env {
+                var: name,
+                value: v.clone(),
+                msg: e.to_string(),
+            }),
         };
         let world_size = num("WORLD_SIZE", Some(world), None)?;
         let rank = num("RANK", var("RANK"), None)?;
@@ -310,7 +310,14 @@ impl ProcessGroup {
             // SAFETY: `k` is NUL-terminated; `value` is valid for `value.len()` bytes.
             #[allow(unsafe_code)]
             unsafe {
-                ffi::gnmt_dist_store_set(self.raw, k.as_ptr(), value.as_ptr(), value.len(), err, len)
+                ffi::gnmt_dist_store_set(
+                    self.raw,
+                    k.as_ptr(),
+                    value.as_ptr(),
+                    value.len(),
+                    err,
+                    len,
+                )
             }
         })
         .map_err(|r| self.failed("store set", r))

@@ -53,7 +53,12 @@ fn every_collective_gnmt_uses_works_between_ranks() {
         }
         let stored = g.store_get("hello").unwrap();
         let v = |t: &Tensor| Vec::<f32>::try_from(t).unwrap();
-        (v(&sum), v(&b), gathered.iter().map(v).collect::<Vec<_>>(), stored)
+        (
+            v(&sum),
+            v(&b),
+            gathered.iter().map(v).collect::<Vec<_>>(),
+            stored,
+        )
     });
     for (sum, b, gathered, stored) in got {
         assert_eq!(sum, vec![6.0, 6.0]);
@@ -68,7 +73,11 @@ fn a_rank_that_never_arrives_is_a_timeout_error() {
     let port = free_port();
     let t = Instant::now();
     let err = ProcessGroup::connect(&launch(0, 2, port), Duration::from_secs(3)).unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
     let msg = err.to_string();
     assert!(msg.contains("rank 0 of 2"), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
@@ -88,14 +97,22 @@ fn a_peer_that_leaves_fails_the_collective_instead_of_hanging() {
         Some((err.to_string(), t.elapsed()))
     });
     let (msg, took) = got[0].clone().unwrap();
-    assert!(msg.contains("rank 0 of 2") && msg.contains("rank 1 is gone"), "{msg}");
+    assert!(
+        msg.contains("rank 0 of 2") && msg.contains("rank 1 is gone"),
+        "{msg}"
+    );
     assert!(took < Duration::from_secs(25), "took {took:?}");
 }
 
 #[test]
 fn launch_reads_torchrun_variables() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     };
     assert_eq!(Launch::from_vars(vars(&[])).unwrap(), None);
     let l = Launch::from_vars(vars(&[
@@ -109,12 +126,19 @@ fn launch_reads_torchrun_variables() {
     .unwrap()
     .unwrap();
     assert_eq!((l.rank, l.world_size, l.local_rank), (3, 4, 1));
-    assert_eq!((l.master_addr.as_str(), l.master_port, l.agent_store), ("node0", 29400, true));
+    assert_eq!(
+        (l.master_addr.as_str(), l.master_port, l.agent_store),
+        ("node0", 29400, true)
+    );
     let e = Launch::from_vars(vars(&[("WORLD_SIZE", "2"), ("RANK", "2")])).unwrap_err();
     assert!(e.to_string().contains("RANK=\"2\""), "{e}");
     let e = Launch::from_vars(vars(&[("WORLD_SIZE", "2")])).unwrap_err();
     assert!(e.to_string().contains("RANK"), "{e}");
-    let e = Launch::from_vars(vars(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")]))
-        .unwrap_err();
+    let e = Launch::from_vars(vars(&[
+        ("WORLD_SIZE", "2"),
+        ("RANK", "0"),
+        ("MASTER_PORT", "70000"),
+    ]))
+    .unwrap_err();
     assert!(e.to_string().contains("MASTER_PORT"), "{e}");
 }

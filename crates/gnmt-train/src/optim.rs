@@ -290,6 +290,96 @@ impl Adam {
         self.sync_work();
     }
 
+    /// Data-parallel training: sums every rank's float32 gradients (and `extra`, the step's
+    /// loss and counts) in flat buckets of at most `bucket_bytes`, as DDP does, so that every
+    /// rank clips and applies the same update. Gradients must be defined on every rank alike.
+    pub fn all_reduce_grads(
+        &mut self,
+        group: &gnmt_dist::ProcessGroup,
+        extra: &mut [f64],
+        bucket_bytes: usize,
+    ) -> Result<(), gnmt_dist::DistError> {
+        let grads: Vec<Tensor> = self
+            .master_grads()
+            .into_iter()
+            .filter(Tensor::defined)
+            .collect();
+        let per_bucket = (bucket_bytes / 4).max(1) as i64;
+        let mut buckets: Vec<Vec<Tensor>> = vec![Vec::new()];
+        let mut filled = 0i64;
+        for g in grads {
+            let n = g.numel() as i64;
+            if filled > 0 && filled + n > per_bucket {
+                buckets.push(Vec::new());
+                filled = 0;
+            }
+            filled += n;
+            if let Some(b) = buckets.last_mut() {
+                b.push(g);
+            }
+        }
+        let last = buckets.len() - 1;
+        for (i, bucket) in buckets.into_iter().enumerate() {
+            let mut parts: Vec<Tensor> = bucket
+                .iter()
+                .map(|g| g.to_kind(Kind::Float).view(-1))
+                .collect();
+            if i == last {
+                let e: Vec<f32> = extra.iter().map(|&x| x as f32).collect();
+                parts.push(Tensor::from_slice(&e).to_device(self.device()));
+            }
+            let mut flat = Tensor::cat(&parts, 0).to_device(tch::Device::Cpu);
+            group.all_reduce_sum(&mut flat)?;
+            let flat = flat.to_device(self.device());
+            let mut at = 0i64;
+            tch::no_grad(|| {
+                for mut g in bucket {
+                    let n = g.numel() as i64;
+                    g.copy_(&flat.narrow(0, at, n).view_as(&g));
+                    at += n;
+                }
+            });
+            if i == last {
+                let tail = flat
+                    .narrow(0, at, extra.len() as i64)
+                    .to_kind(Kind::Double)
+                    .to_device(tch::Device::Cpu);
+                if let Ok(v) = Vec::<f64>::try_from(&tail) {
+                    extra.copy_from_slice(&v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Data-parallel training: every rank takes `root`'s weights and moments (the same start
+    /// everywhere, fresh or resumed), and its working copy follows.
+    pub fn broadcast_state(
+        &mut self,
+        group: &gnmt_dist::ProcessGroup,
+        root: usize,
+    ) -> Result<(), gnmt_dist::DistError> {
+        let tensors = self
+            .vars
+            .iter()
+            .map(|(_, p)| p)
+            .chain(&self.m)
+            .chain(&self.v);
+        for t in tensors {
+            let mut cpu = t.detach().to_device(tch::Device::Cpu).contiguous();
+            group.broadcast(&mut cpu, root)?;
+            tch::no_grad(|| t.detach().copy_(&cpu));
+        }
+        self.sync_work();
+        Ok(())
+    }
+
+    fn device(&self) -> tch::Device {
+        self.vars
+            .first()
+            .map_or(tch::Device::Cpu, |(_, p)| p.device())
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
         let mut named: Vec<(String, &Tensor)> = Vec::new();
         for (i, (n, _)) in self.vars.iter().enumerate() {

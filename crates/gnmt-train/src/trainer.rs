@@ -41,6 +41,8 @@ pub enum TrainError {
     },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Dist(#[from] gnmt_dist::DistError),
 }
 
 pub(crate) fn io_err(p: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -384,6 +386,24 @@ pub(crate) struct LossSetup {
     pub label_smoothing: f64,
     /// The factor the loss is multiplied by before backward (fp16 loss scaling; else 1).
     pub loss_scale: f64,
+    /// Data-parallel training: this process's share of every batch, `(rank, world_size)`.
+    pub shard: (usize, usize),
+}
+
+/// Rank `rank`'s share of a batch of `world` ranks (every `world`-th pair), and whether it is a
+/// stand-in: a rank whose share is empty runs the first pair with weight 0, so that its
+/// gradients exist and are zero, as the all-reduce needs.
+fn shard_of(idx: &[usize], (rank, world): (usize, usize)) -> (Vec<usize>, bool) {
+    let share: Vec<usize> = idx
+        .iter()
+        .copied()
+        .skip(rank)
+        .step_by(world.max(1))
+        .collect();
+    match share.is_empty() {
+        true => (idx.iter().copied().take(1).collect(), true),
+        false => (share, false),
+    }
 }
 
 /// Forward and backward over a group of batches whose gradients make one optimizer step. The
@@ -403,6 +423,7 @@ pub(crate) fn backward_group(
         device,
         label_smoothing,
         loss_scale,
+        shard,
     } = setup;
     let total: usize = group.iter().map(|b| target_tokens(corpus, b)).sum();
     let factor = loss_scale / total.max(1) as f64;
@@ -412,16 +433,22 @@ pub(crate) fn backward_group(
         data_secs: 0.0,
     };
     for (i, idx) in group.iter().enumerate() {
+        let (idx, stand_in) = shard_of(idx, shard);
+        if idx.is_empty() {
+            continue;
+        }
+        let weight = if stand_in { 0.0 } else { 1.0 };
         let t_data = Instant::now();
-        let b = make_batch(corpus, idx, device);
+        let b = make_batch(corpus, &idx, device);
         out.data_secs += t_data.elapsed().as_secs_f64();
-        tch::manual_seed(seed(i));
+        // Each rank its own dropout masks.
+        tch::manual_seed(seed(i).wrapping_add((shard.0 as i64) << 48));
         let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
         let (loss_sum, _nll) = smoothed_loss_sum(&logits, &b.tgt_out, label_smoothing);
-        (&loss_sum * factor).backward();
+        (&loss_sum * (factor * weight)).backward();
         adam.accumulate();
-        out.loss += loss_sum.double_value(&[]) / total.max(1) as f64;
-        out.tokens += b.tokens;
+        out.loss += weight * loss_sum.double_value(&[]) / total.max(1) as f64;
+        out.tokens += (weight as i64) * b.tokens;
     }
     out
 }
@@ -513,6 +540,9 @@ pub const RUN_FILES: &[&str] = &[
     "tokenizer.json",
 ];
 
+/// Data-parallel training all-reduces gradients in flat buckets of this size (DDP's default).
+const BUCKET_BYTES: usize = 25 << 20;
+
 /// Written first into a run directory: what is listed in [`RUN_FILES`] there is the trainer's.
 const RUN_MARKER: &str = ".gnmt-run";
 
@@ -528,6 +558,17 @@ pub fn train_with(
     control: Control,
 ) -> Result<TrainSummary, TrainError> {
     Trainer::open(cfg, start)?.run(control)
+}
+
+/// Runs (or resumes) one rank of a data-parallel run over `group` (every rank calls this with
+/// the same config); rank 0 alone writes the run directory.
+pub fn train_parallel(
+    cfg: &TrainConfig,
+    start: Start,
+    control: Control,
+    group: gnmt_dist::ProcessGroup,
+) -> Result<TrainSummary, TrainError> {
+    Trainer::open_parallel(cfg, start, Some(group))?.run(control)
 }
 
 /// Makes `run` ready for a run: refuses to overwrite files the trainer did not write, deletes
@@ -654,8 +695,11 @@ pub struct Trainer<'a> {
     model_cfg: ModelConfig,
     w: Weights,
     state: TrainerState,
-    metrics: std::fs::File,
+    /// Rank 0 (or a single process) alone writes metrics.
+    metrics: Option<std::fs::File>,
     marks: Marks,
+    /// Data-parallel training: the other ranks.
+    group: Option<gnmt_dist::ProcessGroup>,
     summary: TrainSummary,
     tokens_done: i64,
     window: LogWindow,
@@ -674,14 +718,39 @@ impl<'a> Trainer<'a> {
     /// Opens the run directory, the vocabulary, the data and the model (from the last
     /// checkpoint when resuming).
     pub fn open(cfg: &'a TrainConfig, start: Start) -> Result<Self, TrainError> {
+        Trainer::open_parallel(cfg, start, None)
+    }
+
+    /// [`Trainer::open`] for one rank of a data-parallel run: rank 0 opens the run directory
+    /// and hands the vocabulary and the state to the others through the job's store, and every
+    /// rank starts from rank 0's weights.
+    pub fn open_parallel(
+        cfg: &'a TrainConfig,
+        start: Start,
+        group: Option<gnmt_dist::ProcessGroup>,
+    ) -> Result<Self, TrainError> {
         let device = parse_device(&cfg.device)?;
         let run = cfg.out.clone();
-        open_run_dir(&run, &start)?;
-        let resume = matches!(start, Start::Resume { .. });
-        let tok_path = run.join("tokenizer.json");
-        let tokenizer = open_tokenizer(cfg, &tok_path, resume)?;
-        let (corpus, meta) = open_corpus(cfg, &run, &tokenizer)?;
-        let valid = open_validation(cfg, &tokenizer)?;
+        let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
+        let (tok_path, tokenizer, corpus, meta) = match &group {
+            Some(g) if !lead => follower_data(cfg, &run, g)?,
+            _ => {
+                open_run_dir(&run, &start)?;
+                let resume = matches!(start, Start::Resume { .. });
+                let tok_path = run.join("tokenizer.json");
+                let tokenizer = open_tokenizer(cfg, &tok_path, resume)?;
+                let (corpus, meta) = open_corpus(cfg, &run, &tokenizer)?;
+                if let Some(g) = &group {
+                    let bytes = std::fs::read(&tok_path).map_err(io_err(&tok_path))?;
+                    g.store_set("tokenizer", &bytes)?;
+                }
+                (tok_path, tokenizer, corpus, meta)
+            }
+        };
+        let valid = match lead {
+            true => open_validation(cfg, &tokenizer)?,
+            false => None,
+        };
         let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
         let data_fingerprint = serde_json::json!({
             "tokenizer": tokenizer.hash(), "src": meta.src_stamp, "tgt": meta.tgt_stamp,
@@ -705,7 +774,7 @@ impl<'a> Trainer<'a> {
                 ..LossScaler::default()
             }),
         };
-        if let Start::Resume { allow_changed } = &start {
+        if let (Start::Resume { allow_changed }, true) = (&start, lead) {
             if let Some((_, dir)) = checkpoint::list(&run).pop() {
                 let legacy = cfg.legacy_run_id(&model_cfg, &data_fingerprint);
                 state = resume_state(&dir, &state, &legacy, allow_changed)?;
@@ -713,23 +782,21 @@ impl<'a> Trainer<'a> {
                 tracing::info!("resumed from {} (step {})", dir.display(), state.step);
             }
         }
-        let toml = toml::to_string(cfg)
-            .map_err(|e| TrainError::Config(format!("writing config.toml: {e}")))?;
-        let cfg_path = run.join("config.toml");
-        gnmt_io::write_file(&cfg_path, toml).map_err(io_err(&cfg_path))?;
+        if let Some(g) = &group {
+            state = share_state(g, state)?;
+            w.adam.broadcast_state(g, 0)?;
+            w.adam.step = state.adam_step.unwrap_or(state.step);
+        }
+        let metrics = match lead {
+            true => Some(write_run_files(cfg, &run, state.step)?),
+            false => None,
+        };
         let params: i64 = w.vs.variables().values().map(|t| t.numel() as i64).sum();
         tracing::info!(
             "model: preset {}, {params} parameters, device {:?}",
             cfg.preset,
             device
         );
-        let metrics_path = run.join("metrics.jsonl");
-        restart_metrics(&metrics_path, state.step)?;
-        let metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(io_err(&metrics_path))?;
         let lengths = (0..corpus.len())
             .map(|i| corpus.src(i).len().max(corpus.tgt(i).len()) + 1)
             .collect();
@@ -751,6 +818,7 @@ impl<'a> Trainer<'a> {
             state,
             metrics,
             marks,
+            group,
             summary: TrainSummary {
                 first_loss: f64::NAN,
                 ..Default::default()
@@ -780,20 +848,25 @@ impl<'a> Trainer<'a> {
                 self.log_epoch(&batches)?;
             }
             while self.state.batch < batches.len() {
-                if control
+                let stop = control
                     .stop
                     .as_ref()
-                    .is_some_and(|s| s.load(Ordering::SeqCst))
-                {
+                    .is_some_and(|s| s.load(Ordering::SeqCst));
+                // Data-parallel ranks agree on stopping through the step's all-reduce.
+                if stop && self.group.is_none() {
                     self.summary.interrupted = true;
                     break 'outer;
                 }
                 let end = (self.state.batch + accum).min(batches.len());
-                let (loss, lr, grad_norm) = self.step(&batches[self.state.batch..end]);
+                let (loss, lr, grad_norm) = self.step(&batches[self.state.batch..end], stop)?;
                 self.state.batch = end;
                 self.log_step(loss, lr, grad_norm, &mut control)?;
                 if self.validation_due() {
                     self.validate_and_keep_best()?;
+                    self.share_early_stop()?;
+                }
+                if self.summary.interrupted {
+                    break 'outer;
                 }
                 let c = self.cfg;
                 if self.summary.early_stopped
@@ -813,7 +886,9 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimizer step over a group of batches: `(loss, lr, grad_norm)`.
-    fn step(&mut self, group: &[Vec<usize>]) -> (f64, f64, f64) {
+    /// With several ranks, `stop` (this rank's stop request) is summed with the others': a
+    /// request on any rank ends the run on all after this step.
+    fn step(&mut self, group: &[Vec<usize>], stop: bool) -> Result<(f64, f64, f64), TrainError> {
         let cfg = self.cfg;
         let w = &mut self.w;
         let model = w.work.as_ref().map_or(&w.model, |x| &x.1);
@@ -828,7 +903,11 @@ impl<'a> Trainer<'a> {
                 .wrapping_add(step)
                 .wrapping_add((micro as i64) << 32)
         };
-        let g = backward_group(
+        let shard = self
+            .group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world_size()));
+        let mut g = backward_group(
             model,
             &mut w.adam,
             &self.corpus,
@@ -837,15 +916,22 @@ impl<'a> Trainer<'a> {
                 device: self.device,
                 label_smoothing: cfg.label_smoothing,
                 loss_scale: scale,
+                shard,
             },
             seed,
         );
+        // Data-parallel: each rank's gradients are of its share of the group, already divided
+        // by the whole group's target tokens, so their sum is the gradient of the whole group;
+        // every rank then clips and applies the same update.
+        if let Some(pg) = &self.group {
+            let mut extra = [g.loss, g.tokens as f64, f64::from(u8::from(stop))];
+            w.adam.all_reduce_grads(pg, &mut extra, BUCKET_BYTES)?;
+            g.loss = extra[0];
+            g.tokens = extra[1].round() as i64;
+            self.summary.interrupted |= extra[2] > 0.0;
+        }
         self.tokens_done += g.tokens;
         self.window.data_secs += g.data_secs;
-        // The seam for data-parallel training: here each process's float32 gradients (and the
-        // group's token count, for the weighting) are all-reduced before clipping, so every
-        // process clips and applies the same update; `save` and the metrics are then written
-        // by rank 0 only.
         let grad_norm = w.adam.clip_grad_norm(cfg.clip_norm);
         let lr = cfg.schedule.lr(cfg.lr, step + 1, cfg.max_steps);
         // fp16: an overflowed step is skipped (the batches are consumed) and the scale halved.
@@ -868,12 +954,29 @@ impl<'a> Trainer<'a> {
             self.summary.first_loss = g.loss;
         }
         self.summary.last_loss = g.loss;
-        (g.loss, lr, grad_norm)
+        Ok((g.loss, lr, grad_norm))
+    }
+
+    /// Rank 0 decides early stopping on its validation; the other ranks follow.
+    fn share_early_stop(&mut self) -> Result<(), TrainError> {
+        if let Some(pg) = &self.group {
+            let mut flag = Tensor::from_slice(&[f32::from(u8::from(self.summary.early_stopped))]);
+            pg.broadcast(&mut flag, 0)?;
+            self.summary.early_stopped = flag.double_value(&[0]) > 0.0;
+        }
+        Ok(())
+    }
+
+    fn lead(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
     }
 
     fn metric(&mut self, line: serde_json::Value) -> Result<(), TrainError> {
         let path = self.run.join("metrics.jsonl");
-        writeln!(self.metrics, "{line}").map_err(io_err(&path))
+        match &mut self.metrics {
+            Some(m) => writeln!(m, "{line}").map_err(io_err(&path)),
+            None => Ok(()),
+        }
     }
 
     fn log_epoch(&mut self, batches: &[Vec<usize>]) -> Result<(), TrainError> {
@@ -924,6 +1027,7 @@ impl<'a> Trainer<'a> {
             tokens_per_s: tps,
         };
         match &mut control.progress {
+            _ if !self.lead() => {}
             Some(f) => f(&p),
             None => tracing::info!("step {step} loss {loss:.4} lr {lr:.3e} {tps:.0} tokens/s"),
         }
@@ -932,7 +1036,9 @@ impl<'a> Trainer<'a> {
 
     fn validation_due(&self) -> bool {
         let c = self.cfg;
-        self.valid.is_some()
+        // From the config, not `self.valid`: every rank must agree (only rank 0 validates).
+        c.valid_src.is_some()
+            && c.valid_tgt.is_some()
             && c.valid_every > 0
             && (self.state.step % c.valid_every == 0 || self.state.step == c.max_steps)
     }
@@ -981,6 +1087,10 @@ impl<'a> Trainer<'a> {
     }
 
     fn save(&mut self) -> Result<(), TrainError> {
+        if !self.lead() {
+            self.marks.saved = self.state.step;
+            return Ok(());
+        }
         checkpoint::save(
             &self.run,
             &self.model_files(),
@@ -1012,7 +1122,13 @@ impl<'a> Trainer<'a> {
             self.save()?;
         }
         let final_dir = self.run.join("final");
-        self.model_files().write(&final_dir)?;
+        if self.lead() {
+            self.model_files().write(&final_dir)?;
+        }
+        // The other ranks exit once rank 0 has written everything.
+        if let Some(pg) = &self.group {
+            pg.barrier()?;
+        }
         let mut s = self.summary;
         s.steps = self.state.step;
         s.tokens_per_s = self.tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
@@ -1023,6 +1139,66 @@ impl<'a> Trainer<'a> {
         });
         Ok(s)
     }
+}
+
+/// Rank 0 writes `config.toml` and opens `metrics.jsonl` (cut back to `step` when resuming).
+fn write_run_files(cfg: &TrainConfig, run: &Path, step: i64) -> Result<std::fs::File, TrainError> {
+    let toml = toml::to_string(cfg)
+        .map_err(|e| TrainError::Config(format!("writing config.toml: {e}")))?;
+    let cfg_path = run.join("config.toml");
+    gnmt_io::write_file(&cfg_path, toml).map_err(io_err(&cfg_path))?;
+    let metrics_path = run.join("metrics.jsonl");
+    restart_metrics(&metrics_path, step)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io_err(&metrics_path))
+}
+
+/// What a rank other than 0 trains on: rank 0's vocabulary (from the job's store, so no shared
+/// file system is needed) and the training pairs prepared with it.
+fn follower_data(
+    cfg: &TrainConfig,
+    run: &Path,
+    group: &gnmt_dist::ProcessGroup,
+) -> Result<
+    (
+        PathBuf,
+        SubwordTokenizer,
+        PairCorpus,
+        gnmt_data::prepare::PreparedMeta,
+    ),
+    TrainError,
+> {
+    let bytes = group.store_get("tokenizer")?;
+    let tok_path = std::env::temp_dir().join(format!(
+        "gnmt-rank{}-{}-tokenizer.json",
+        group.rank(),
+        std::process::id()
+    ));
+    gnmt_io::write_file(&tok_path, &bytes).map_err(io_err(&tok_path))?;
+    let tokenizer = SubwordTokenizer::load(&tok_path);
+    let _ = std::fs::remove_file(&tok_path);
+    let tokenizer = tokenizer?;
+    std::fs::create_dir_all(run).map_err(io_err(run))?;
+    let (corpus, meta) = open_corpus(cfg, run, &tokenizer)?;
+    Ok((run.join("tokenizer.json"), tokenizer, corpus, meta))
+}
+
+/// Every rank takes rank 0's state (its resumed step and data position included).
+fn share_state(
+    group: &gnmt_dist::ProcessGroup,
+    state: TrainerState,
+) -> Result<TrainerState, TrainError> {
+    let bad = |e: serde_json::Error| TrainError::Config(format!("the run state of rank 0: {e}"));
+    if group.rank() == 0 {
+        let json = serde_json::to_vec(&state).map_err(bad)?;
+        group.store_set("state", &json)?;
+        return Ok(state);
+    }
+    let json = group.store_get("state")?;
+    serde_json::from_slice(&json).map_err(bad)
 }
 
 /// The state of the checkpoint in `dir`, checked against the run opened now (`now`): the same
@@ -1610,6 +1786,7 @@ mod tests {
                     device: Device::Cpu,
                     label_smoothing: 0.1,
                     loss_scale: 1.0,
+                    shard: (0, 1),
                 },
                 |_| 0,
             );
@@ -1640,6 +1817,94 @@ mod tests {
             "{}",
             norm(&old) / norm(&g_u)
         );
+    }
+
+    /// Runs `cfg` as a data-parallel job of `world` ranks, one thread each.
+    fn train_on_ranks(cfg: &TrainConfig, world: usize, start: Start) -> Vec<TrainSummary> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..world)
+                .map(|rank| {
+                    let start = start.clone();
+                    s.spawn(move || {
+                        let launch = gnmt_dist::Launch {
+                            rank,
+                            world_size: world,
+                            local_rank: rank,
+                            master_addr: "127.0.0.1".into(),
+                            master_port: port,
+                            agent_store: false,
+                        };
+                        let timeout = std::time::Duration::from_secs(60);
+                        let g = gnmt_dist::ProcessGroup::connect(&launch, timeout).unwrap();
+                        train_parallel(cfg, start, Control::default(), g).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn final_weights(run: &Path) -> Vec<(String, Tensor)> {
+        let mut w = Tensor::read_safetensors(run.join("final/model.safetensors")).unwrap();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    }
+
+    fn assert_same_run(a: &Path, b: &Path) {
+        let (la, lb) = (losses(a), losses(b));
+        assert_eq!(la.len(), lb.len());
+        for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs(),
+                "{}, step {}: loss {x} vs {y}",
+                b.display(),
+                i + 1
+            );
+        }
+        for ((n, x), (_, y)) in final_weights(a).iter().zip(&final_weights(b)) {
+            let diff = (x - y).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{n}: weights differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn two_ranks_train_as_one_process_with_their_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = tiny_run(&dir.path().join("one"));
+        one.max_steps = 12;
+        one.valid_every = 6;
+        train(&one, Start::Fresh).unwrap();
+        // The same vocabulary (training one is not deterministic across runs).
+        let mut two = one.clone();
+        two.vocab = Some(one.out.join("tokenizer.json"));
+        two.out = dir.path().join("two");
+        let s = train_on_ranks(&two, 2, Start::Fresh);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].steps, s[1].steps), (12, 12));
+        assert_same_run(&one.out, &two.out);
+        // Resume across world sizes, from the step-6 checkpoint of a run of the other size.
+        let resumed_by = |first: usize, then: usize, name: &str| {
+            let mut c = two.clone();
+            c.out = dir.path().join(name);
+            c.save_every = 6;
+            match first {
+                1 => drop(train(&c, Start::Fresh).unwrap()),
+                n => drop(train_on_ranks(&c, n, Start::Fresh)),
+            }
+            std::fs::remove_dir_all(c.out.join("checkpoints/step-00000012")).unwrap();
+            match then {
+                1 => drop(train(&c, Start::resume()).unwrap()),
+                n => drop(train_on_ranks(&c, n, Start::resume())),
+            }
+            c.out
+        };
+        assert_same_run(&one.out, &resumed_by(2, 1, "2-then-1"));
+        assert_same_run(&one.out, &resumed_by(1, 2, "1-then-2"));
     }
 
     #[test]
