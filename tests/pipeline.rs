@@ -715,3 +715,63 @@ fn two_processes_train_as_one_and_a_killed_rank_is_named() {
         "partial checkpoint files: {leftovers:?}"
     );
 }
+
+/// The torchrun of the venv scripts/setup.sh made (`GNMT_VENV`, `GNMT_CACHE` as there).
+fn torchrun() -> std::path::PathBuf {
+    let venv = std::env::var_os("GNMT_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("GNMT_CACHE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/gnmt")
+                });
+            cache.join("torch-2.11.0")
+        });
+    let t = venv.join("bin/torchrun");
+    assert!(t.exists(), "{} missing: run scripts/setup.sh", t.display());
+    t
+}
+
+#[test]
+fn torchrun_launches_a_data_parallel_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data();
+    let run_dir = tmp.path().join("run");
+    let out = std::process::Command::new(torchrun())
+        .args(["--no-python", "--standalone", "--nproc-per-node", "2"])
+        .arg(env!("CARGO_BIN_EXE_gnmt"))
+        .arg("train")
+        .arg("--train-src")
+        .arg(d.join("train.en"))
+        .arg("--train-tgt")
+        .arg(d.join("train.de"))
+        .args([
+            "--preset",
+            "tiny",
+            "--set",
+            "vocab_size=400",
+            "--set",
+            "log_every=1",
+        ])
+        .args([
+            "--batch-size",
+            "16",
+            "--max-steps",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(&run_dir)
+        .env("OMP_NUM_THREADS", "1")
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GNMT_DIST_TIMEOUT", "60")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("data-parallel: rank 1 of 2"), "{err}");
+    assert_eq!(losses(&run_dir).len(), 3, "rank 0 alone writes the metrics");
+    assert!(run_dir.join("final/model.safetensors").exists());
+}
