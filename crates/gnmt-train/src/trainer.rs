@@ -967,6 +967,39 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Data-parallel: every rank must hold the same weights (one update everywhere); a cheap
+    /// checksum compared at every logged step says so, or warns.
+    fn check_weights_in_sync(&self) -> Result<(), TrainError> {
+        let Some(pg) = &self.group else {
+            return Ok(());
+        };
+        let sums: Vec<Tensor> = self
+            .w
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.sum(Kind::Double))
+            .collect();
+        let total = Tensor::stack(&sums, 0)
+            .sum(Kind::Double)
+            .to_device(Device::Cpu);
+        let all = pg.all_gather(&total.view([1]))?;
+        let values: Vec<f64> = all.iter().map(|t| t.double_value(&[0])).collect();
+        let reference = values.first().copied().unwrap_or(0.0);
+        if values
+            .iter()
+            .any(|v| (v - reference).abs() > 1e-6 * reference.abs().max(1.0))
+        {
+            tracing::warn!(
+                "step {}: the ranks' weights differ (checksums {values:?})",
+                self.state.step
+            );
+        } else {
+            tracing::debug!("step {}: weights in sync on every rank", self.state.step);
+        }
+        Ok(())
+    }
+
     fn lead(&self) -> bool {
         self.group.as_ref().is_none_or(|g| g.rank() == 0)
     }
@@ -1012,6 +1045,7 @@ impl<'a> Trainer<'a> {
         let tps = (self.tokens_done - self.window.tokens_at_start) as f64 / secs;
         let data_fraction = self.window.data_secs / secs;
         self.window = LogWindow::new(self.tokens_done);
+        self.check_weights_in_sync()?;
         let layers = layer_grad_norms(&self.w.adam);
         let mut line = serde_json::json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": self.state.epoch, "layer_grad_norms": layers});
