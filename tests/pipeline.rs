@@ -125,14 +125,7 @@ fn vocab_train_resume_translate_eval() {
     let t = tmp.path();
     let d = data();
     // Vocabulary, and lossless tokenization through the CLI.
-    let out = run(gnmt()
-        .args(["vocab", "--size", "600", "-o"])
-        .arg(t.join("tokenizer.json"))
-        .arg("--src")
-        .arg(d.join("train.en"))
-        .arg("--tgt")
-        .arg(d.join("train.de")));
-    assert!(out.status.success(), "{}", stderr(&out));
+    make_vocab(&t.join("tokenizer.json"));
     let text = "Ein Mann fährt Fahrrad. 日本語 ☃\n";
     let tok = run_stdin(
         gnmt()
@@ -615,6 +608,19 @@ fn wmt_script_prepares_the_wmt_sample() {
     assert!(n("kept") > pairs / 5, "{meta}");
 }
 
+/// A 600-piece vocabulary of the fixture's training text, at `path`.
+fn make_vocab(path: &Path) {
+    let d = data();
+    let out = run(gnmt()
+        .args(["vocab", "--size", "600", "-o"])
+        .arg(path)
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de")));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -645,15 +651,7 @@ fn rank_cmd(
 fn two_processes_train_as_one_and_a_killed_rank_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let d = data();
-    let out = run(gnmt()
-        .args(["vocab", "--size", "600", "-o"])
-        .arg(t.join("tokenizer.json"))
-        .arg("--src")
-        .arg(d.join("train.en"))
-        .arg("--tgt")
-        .arg(d.join("train.de")));
-    assert!(out.status.success(), "{}", stderr(&out));
+    make_vocab(&t.join("tokenizer.json"));
     let one = t.join("one");
     let out = run(train_cmd(&one, 8).args(["--set", "model.dropout=0"]));
     assert!(out.status.success(), "{}", stderr(&out));

@@ -67,6 +67,19 @@ impl Launch {
         Launch::from_vars(|k| std::env::var(k).ok())
     }
 
+    /// Rank `rank` of `world` processes on this machine, rank 0 hosting the store at
+    /// 127.0.0.1:`port` (tests, and jobs that start their ranks themselves).
+    pub fn local(rank: usize, world: usize, port: u16) -> Launch {
+        Launch {
+            rank,
+            world_size: world,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            agent_store: false,
+        }
+    }
+
     /// [`Launch::from_env`] over any source of variables (tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>, DistError> {
         let Some(world) = var("WORLD_SIZE") else {

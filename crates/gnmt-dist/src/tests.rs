@@ -9,14 +9,7 @@ fn free_port() -> u16 {
 }
 
 fn launch(rank: usize, world: usize, port: u16) -> Launch {
-    Launch {
-        rank,
-        world_size: world,
-        local_rank: rank,
-        master_addr: "127.0.0.1".into(),
-        master_port: port,
-        agent_store: false,
-    }
+    Launch::local(rank, world, port)
 }
 
 /// Runs `f` on `world` ranks, one thread each, connected through one store.

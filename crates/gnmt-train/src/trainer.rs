@@ -734,18 +734,7 @@ impl<'a> Trainer<'a> {
         let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
         let (tok_path, tokenizer, corpus, meta) = match &group {
             Some(g) if !lead => follower_data(cfg, &run, g)?,
-            _ => {
-                open_run_dir(&run, &start)?;
-                let resume = matches!(start, Start::Resume { .. });
-                let tok_path = run.join("tokenizer.json");
-                let tokenizer = open_tokenizer(cfg, &tok_path, resume)?;
-                let (corpus, meta) = open_corpus(cfg, &run, &tokenizer)?;
-                if let Some(g) = &group {
-                    let bytes = std::fs::read(&tok_path).map_err(io_err(&tok_path))?;
-                    g.store_set("tokenizer", &bytes)?;
-                }
-                (tok_path, tokenizer, corpus, meta)
-            }
+            _ => lead_data(cfg, &run, &start, group.as_ref())?,
         };
         let valid = match lead {
             true => open_validation(cfg, &tokenizer)?,
@@ -1190,21 +1179,41 @@ fn write_run_files(cfg: &TrainConfig, run: &Path, step: i64) -> Result<std::fs::
         .map_err(io_err(&metrics_path))
 }
 
+/// The run directory made ready, the vocabulary and the training pairs, by a single process or
+/// rank 0 (which then hands the vocabulary to the other ranks through the store).
+fn lead_data(
+    cfg: &TrainConfig,
+    run: &Path,
+    start: &Start,
+    group: Option<&gnmt_dist::ProcessGroup>,
+) -> Result<RunData, TrainError> {
+    open_run_dir(run, start)?;
+    let resume = matches!(start, Start::Resume { .. });
+    let tok_path = run.join("tokenizer.json");
+    let tokenizer = open_tokenizer(cfg, &tok_path, resume)?;
+    let (corpus, meta) = open_corpus(cfg, run, &tokenizer)?;
+    if let Some(g) = group {
+        let bytes = std::fs::read(&tok_path).map_err(io_err(&tok_path))?;
+        g.store_set("tokenizer", &bytes)?;
+    }
+    Ok((tok_path, tokenizer, corpus, meta))
+}
+
+/// The tokenizer's path and the tokenizer, the training pairs and what their preparation found.
+type RunData = (
+    PathBuf,
+    SubwordTokenizer,
+    PairCorpus,
+    gnmt_data::prepare::PreparedMeta,
+);
+
 /// What a rank other than 0 trains on: rank 0's vocabulary (from the job's store, so no shared
 /// file system is needed) and the training pairs prepared with it.
 fn follower_data(
     cfg: &TrainConfig,
     run: &Path,
     group: &gnmt_dist::ProcessGroup,
-) -> Result<
-    (
-        PathBuf,
-        SubwordTokenizer,
-        PairCorpus,
-        gnmt_data::prepare::PreparedMeta,
-    ),
-    TrainError,
-> {
+) -> Result<RunData, TrainError> {
     let bytes = group.store_get("tokenizer")?;
     let tok_path = std::env::temp_dir().join(format!(
         "gnmt-rank{}-{}-tokenizer.json",
@@ -1865,14 +1874,7 @@ mod tests {
                 .map(|rank| {
                     let start = start.clone();
                     s.spawn(move || {
-                        let launch = gnmt_dist::Launch {
-                            rank,
-                            world_size: world,
-                            local_rank: rank,
-                            master_addr: "127.0.0.1".into(),
-                            master_port: port,
-                            agent_store: false,
-                        };
+                        let launch = gnmt_dist::Launch::local(rank, world, port);
                         let timeout = std::time::Duration::from_secs(60);
                         let g = gnmt_dist::ProcessGroup::connect(&launch, timeout).unwrap();
                         train_parallel(cfg, start, Control::default(), g).unwrap()
