@@ -34,8 +34,7 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .compile("gnmt_dist_shim");
-    let lib = root.join("lib");
-    println!("cargo:rustc-link-search=native={}", lib.display());
+    // libtorch::main() above already added the library directory to the search path.
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -379,6 +379,16 @@ impl SubwordTokenizer {
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json` (as another process sent it); `origin`
+    /// names where the text came from in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self, TokenizerError> {
+        let file_err = |msg: String| TokenizerError::File {
+            path: origin.to_string(),
+            msg,
+        };
         let inner: Tokenizer = text
             .parse()
             .map_err(|e: tokenizers::Error| file_err(format!("not a tokenizer.json: {e}")))?;

@@ -298,7 +298,7 @@ impl Adam {
         group: &gnmt_dist::ProcessGroup,
         extra: &mut [f64],
         bucket_bytes: usize,
-    ) -> Result<(), gnmt_dist::DistError> {
+    ) -> Result<(), crate::trainer::TrainError> {
         let grads: Vec<Tensor> = self
             .master_grads()
             .into_iter()
@@ -344,9 +344,7 @@ impl Adam {
                     .narrow(0, at, extra.len() as i64)
                     .to_kind(Kind::Double)
                     .to_device(tch::Device::Cpu);
-                if let Ok(v) = Vec::<f64>::try_from(&tail) {
-                    extra.copy_from_slice(&v);
-                }
+                extra.copy_from_slice(&Vec::<f64>::try_from(&tail)?);
             }
         }
         Ok(())

@@ -731,7 +731,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let device = parse_device(&cfg.device)?;
         let run = cfg.out.clone();
-        let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
+        let lead = leads(group.as_ref());
         let (tok_path, tokenizer, corpus, meta) = match &group {
             Some(g) if !lead => follower_data(cfg, &run, g)?,
             _ => lead_data(cfg, &run, &start, group.as_ref())?,
@@ -990,7 +990,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn lead(&self) -> bool {
-        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+        leads(self.group.as_ref())
     }
 
     fn metric(&mut self, line: serde_json::Value) -> Result<(), TrainError> {
@@ -1164,6 +1164,11 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// Whether this process writes the run directory: a single process, or rank 0 of a group.
+fn leads(group: Option<&gnmt_dist::ProcessGroup>) -> bool {
+    group.is_none_or(|g| g.rank() == 0)
+}
+
 /// Rank 0 writes `config.toml` and opens `metrics.jsonl` (cut back to `step` when resuming).
 fn write_run_files(cfg: &TrainConfig, run: &Path, step: i64) -> Result<std::fs::File, TrainError> {
     let toml = toml::to_string(cfg)
@@ -1215,15 +1220,8 @@ fn follower_data(
     group: &gnmt_dist::ProcessGroup,
 ) -> Result<RunData, TrainError> {
     let bytes = group.store_get("tokenizer")?;
-    let tok_path = std::env::temp_dir().join(format!(
-        "gnmt-rank{}-{}-tokenizer.json",
-        group.rank(),
-        std::process::id()
-    ));
-    gnmt_io::write_file(&tok_path, &bytes).map_err(io_err(&tok_path))?;
-    let tokenizer = SubwordTokenizer::load(&tok_path);
-    let _ = std::fs::remove_file(&tok_path);
-    let tokenizer = tokenizer?;
+    let text = String::from_utf8_lossy(&bytes);
+    let tokenizer = SubwordTokenizer::from_json(&text, "the vocabulary rank 0 sent")?;
     std::fs::create_dir_all(run).map_err(io_err(run))?;
     let (corpus, meta) = open_corpus(cfg, run, &tokenizer)?;
     Ok((run.join("tokenizer.json"), tokenizer, corpus, meta))
