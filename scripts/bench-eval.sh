@@ -36,5 +36,5 @@ for m in "bleu" "chrf" "ter"; do
     read -r et em < <(measure "$GE" "${args[@]}"); cmp -s "$TMP/out" "$TMP/g.out" || { echo "gnmt-eval and gnmt eval differ" >&2; exit 1; }
     same=$(diff -q <(sed 's/version:[^|]*$//; s/v:[^|]*$//; s/version:[0-9.]*//; s/version:gnmt-bleu-[0-9.]*//' "$TMP/sb.out") \
                    <(sed 's/version:[^|]*$//; s/v:[^|]*$//; s/version:[0-9.]*//; s/version:gnmt-bleu-[0-9.]*//' "$TMP/g.out") >/dev/null && echo yes || echo NO)
-    echo "| $m | $st ($sm) | $gt ($gm) | $et ($em) | $(python3 -c "print(f'{$st/$et:.1f}x')") | $same |"
+    echo "| $m | $st ($sm) | $gt ($gm) | $et ($em) | $(awk -v a="$st" -v b="$et" 'BEGIN { printf "%.1fx", a / b }') | $same |"
 done

@@ -31,15 +31,16 @@ PY="$(readlink -f .libtorch)/../../../../bin/python"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 head -n "$N" "$INPUT" > "$TMP/in.txt"
 $G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
-field() { python3 -c "import json,sys; print(round(json.loads(sys.stdin.read())['$1'], 1))"; }
+field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo
 echo "| benchmark | gnmt-rs | PyTorch eager | ratio | PyTorch eager, gnmt-rs's search | ratio | PyTorch eager, gnmt-rs's malloc setting | ratio |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for round in 1 2; do
     r=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 | field tokens_per_s)
-    p=$("$PY" scripts/pytorch-compare.py train --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
-    echo "| train small, batch 64, tokens/s (round $round) | $r | $p | $(python3 -c "print(f'{$r/$p:.2f}x')") | | | | |"
+    p=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
+    echo "| train small, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | | | | |"
     r=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" | field tokens_per_s)
     p=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
@@ -49,7 +50,7 @@ for round in 1 2; do
     m=$(GLIBC_TUNABLES=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432 \
         "$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" 2>/dev/null | field tokens_per_s)
-    echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(python3 -c "print(f'{$r/$p:.2f}x')") | $q | $(python3 -c "print(f'{$r/$q:.2f}x')") | $m | $(python3 -c "print(f'{$r/$m:.2f}x')") |"
+    echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | $q | $(ratio "$r" "$q") | $m | $(ratio "$r" "$m") |"
 done
 # Same search, same translations?
 $G translate --model "$MODEL" --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null

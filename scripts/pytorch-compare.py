@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import struct
+import subprocess
 import sys
 import time
 
@@ -26,11 +27,13 @@ import torch.nn.functional as F
 
 PAD, BOS, EOS, FIRST_PIECE = 0, 1, 2, 260
 MASK_VALUE = -65504.0
-PRESETS = {
-    "small": dict(encoder_layers=4, decoder_layers=4, hidden_size=256, embedding_size=256, attention_units=256),
-    "small8": dict(encoder_layers=8, decoder_layers=8, hidden_size=256, embedding_size=256, attention_units=256),
-    "gnmt4": dict(encoder_layers=4, decoder_layers=4, hidden_size=1024, embedding_size=1024, attention_units=1024),
-}
+
+
+def preset_config(gnmt, name, vocab_size):
+    """A preset's model config as gnmt-rs defines it (`gnmt model-info --json`), not a copy."""
+    out = subprocess.run([gnmt, "model-info", "--preset", name, "--vocab", str(vocab_size), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["config"]
 
 
 def residual_at(cfg, i, encoder):
@@ -135,8 +138,7 @@ def build(args):
         m = Seq2Seq(cfg)
         m.load_state_dict(load_safetensors(f"{args.model}/model.safetensors"))
     else:
-        cfg = dict(vocab_size=args.vocab_size, dropout=0.2, residual=True, residual_start=3, init_range=0.1,
-                   **PRESETS[args.preset])
+        cfg = preset_config(args.gnmt, args.preset, args.vocab_size)
         m = Seq2Seq(cfg)
     return m
 
@@ -309,7 +311,8 @@ def bench_translate(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=["train", "translate"])
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="small", help="a gnmt-rs preset (read with `gnmt model-info --json`)")
+    p.add_argument("--gnmt", default="target/release/gnmt", help="the gnmt binary, for --preset")
     p.add_argument("--model", help="a gnmt-rs model directory")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--threads", type=int)

@@ -51,30 +51,9 @@ for spec in "res3 small8 model.residual=true model.residual_start=3" \
     while [ "$(jobs_running)" -ge "$PAR" ]; do sleep 5; done
 done
 wait
+# gnmt plot also writes summary.md: a row per run (training loss over the last 50 steps, the last
+# validation loss, the best validation BLEU, the mean gradient norm of each stack's bottom and top).
 $G plot "$RUNS/res3" "$RUNS/res2" "$RUNS/none" "$RUNS/shallow" \
     --labels "8+8 residual from 3 (GNMT),8+8 residual from 2,8+8 no residual,4+4 no residual" -o "$OUT" >/dev/null
-python3 - "$RUNS" "$STEPS" > "$OUT/results.md" <<'PY'
-import json, math, sys
-runs, steps = sys.argv[1], int(sys.argv[2])
-names = [("res3", "8+8, residual from layer 3 (GNMT)"), ("res2", "8+8, residual from layer 2"),
-         ("none", "8+8, no residual"), ("shallow", "4+4, no residual")]
-print(f"| model | train loss (last 50 steps) | valid loss | best valid BLEU (greedy) | mean grad norm, encoder bottom / top layer | decoder bottom / top |")
-print("| --- | --- | --- | --- | --- | --- |")
-for key, label in names:
-    rows = [json.loads(l) for l in open(f"{runs}/{key}/metrics.jsonl")]
-    train = [r for r in rows if "loss" in r]
-    valid = [r for r in rows if "valid_loss" in r]
-    last = [r["loss"] for r in train if r["step"] > steps - 50]
-    def mean_norm(layer):
-        v = [r["layer_grad_norms"][layer] for r in train if layer in r.get("layer_grad_norms", {})]
-        return sum(v) / len(v)
-    lg = train[-1]["layer_grad_norms"]
-    def ratio(side):
-        layers = sorted((int(k.split(".")[2]), k) for k in lg if k.startswith(side + ".layers."))
-        # The encoder's bottom layer is the bidirectional pair (bottom_fwd/bottom_bwd).
-        bottom = mean_norm("encoder.bottom_fwd") if side == "encoder" else mean_norm(layers[0][1])
-        return f"{bottom:.4f} / {mean_norm(layers[-1][1]):.4f}"
-    print(f"| {label} | {sum(last)/len(last):.3f} | {valid[-1]['valid_loss']:.3f} | "
-          f"{max(r['valid_bleu'] for r in valid):.2f} | {ratio('encoder')} | {ratio('decoder')} |")
-PY
+mv "$OUT/summary.md" "$OUT/results.md"
 cat "$OUT/results.md"

@@ -41,10 +41,19 @@ fn doctor_reports_libtorch_and_devices() {
         "cuda devices:",
         "cudnn:",
         "cpu threads:",
+        "cpu features:",
+        "cpu kernels:",
         "bf16 on",
     ] {
         assert!(s.contains(key), "doctor lacks {key}:\n{s}");
     }
+    // GNMT_MAX_ISA caps the kernels' build, and doctor says so.
+    let out = run(gnmt().arg("doctor").env("GNMT_MAX_ISA", "portable"));
+    let s = stdout(&out);
+    assert!(
+        s.contains("cpu kernels: portable (GNMT_MAX_ISA=portable"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -154,5 +163,54 @@ fn doctor_smoke_test_runs_on_cpu() {
         "all checks passed",
     ] {
         assert!(s.contains(check), "{s}");
+    }
+}
+
+#[test]
+fn model_info_json_gives_the_preset_config_and_parameter_counts() {
+    let out = run(gnmt().args([
+        "model-info",
+        "--preset",
+        "gnmt4",
+        "--vocab",
+        "32000",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let c = &v["config"];
+    assert_eq!(
+        (c["encoder_layers"].as_i64(), c["hidden_size"].as_i64()),
+        (Some(4), Some(1024))
+    );
+    assert_eq!(c["vocab_size"].as_i64(), Some(32000));
+    // NVIDIA's GNMT v2 at a 32k vocabulary: about 160M parameters.
+    let total = v["parameters"]["total"].as_i64().unwrap();
+    assert!((155_000_000..165_000_000).contains(&total), "{total}");
+}
+
+#[test]
+fn bad_devices_and_metrics_are_refused_by_the_parser() {
+    for args in [
+        &["translate", "--model", "m", "--device", "tpu"][..],
+        &[
+            "bench",
+            "translate",
+            "--preset",
+            "tiny",
+            "--device",
+            "cuda:x",
+        ][..],
+        &["eval", "r.txt", "-m", "meteor"][..],
+        &["eval", "r.txt", "--tokenize", "ja-mecab"][..],
+        &["eval", "r.txt", "-f", "xml"][..],
+    ] {
+        let out = run(gnmt().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("invalid value"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
 }

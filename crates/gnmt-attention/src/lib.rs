@@ -6,6 +6,7 @@
 //! not once per decoder step; padding is masked with a value that is safe in fp16 and bf16; the
 //! weights are returned because coverage penalties and alignments need them.
 
+use gnmt_kernels::Kernels;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -84,13 +85,15 @@ impl Attention {
 
     /// Attends with queries `[B, T, Dq]` over `values` `[B, S, Dv]` whose projected `keys` are
     /// given; `pad_mask` `[B, S]` is true at padding. Returns the context `[B, T, Dv]` and the
-    /// weights `[B, T, S]`.
+    /// weights `[B, T, S]`. With [`Kernels::Fused`] the scores come from gnmt-kernels when
+    /// nothing needs gradients and everything is float32 on the CPU (search).
     pub fn forward(
         &self,
         queries: &Tensor,
         keys: &Tensor,
         values: &Tensor,
         pad_mask: &Tensor,
+        kernels: Kernels,
     ) -> (Tensor, Tensor) {
         // The bias joins the queries ([B, T, U]), not every query-key sum ([B, T, S, U]).
         let q = self.query.forward(queries);
@@ -99,7 +102,11 @@ impl Attention {
             None => q,
         };
         let v = self.score_vector();
-        let scores = match fused_scores(&q, keys, &v, pad_mask) {
+        let fused = match kernels {
+            Kernels::Fused => fused_scores(&q, keys, &v, pad_mask),
+            Kernels::Libtorch => None,
+        };
+        let scores = match fused {
             Some(scores) => scores,
             None => (q.unsqueeze(2) + keys.unsqueeze(1)) // [B,T,S,U]
                 .tanh()
@@ -129,7 +136,7 @@ impl Attention {
 /// The masked scores `[B, T, S]` by [`gnmt_kernels::tensor::additive_scores_tensors`] when
 /// nothing needs gradients and everything is float32 on the CPU (search), else None.
 fn fused_scores(q: &Tensor, keys: &Tensor, v: &Tensor, pad_mask: &Tensor) -> Option<Tensor> {
-    if !gnmt_kernels::enabled() || q.requires_grad() || keys.requires_grad() || v.requires_grad() {
+    if q.requires_grad() || keys.requires_grad() || v.requires_grad() {
         return None;
     }
     gnmt_kernels::tensor::additive_scores_tensors(q, keys, v, pad_mask, MASK_VALUE as f32)
@@ -149,7 +156,7 @@ mod tests {
             let values = Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu));
             let q = Tensor::randn([2, 2, 6], (Kind::Float, Device::Cpu));
             let mask = Tensor::from_slice(&[false, false, true, false, false, false]).view([2, 3]);
-            let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask);
+            let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask, Kernels::Fused);
             assert_eq!(ctx.size(), [2, 2, 4]);
             assert!(w.get(0).get(0).get(2).double_value(&[]) < 1e-12);
             let sums = w.sum_dim_intlist(-1, false, Kind::Float);
@@ -184,15 +191,25 @@ mod tests {
                 "{kind:?}: training keeps gradients"
             );
             // With gradients (training): libtorch's operators.
-            let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask);
+            let (ctx, w) = att.forward(&q, &att.keys(&values), &values, &mask, Kernels::Fused);
             assert!(w.requires_grad());
             // Without (search): the fused kernel.
-            let (ctx2, w2) = tch::no_grad(|| att.forward(&q, &att.keys(&values), &values, &mask));
+            let (ctx2, w2) = tch::no_grad(|| {
+                att.forward(&q, &att.keys(&values), &values, &mask, Kernels::Fused)
+            });
             assert!(!w2.requires_grad());
             let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
             assert!(diff(&w, &w2) < 1e-6, "{kind:?} weights");
             assert!(diff(&ctx, &ctx2) < 1e-5, "{kind:?} context");
             assert_eq!(w2.get(1).get(0).get(3).double_value(&[]), 0.0, "padding");
+            // Without gradients but told to use libtorch: the tensor path, same numbers.
+            let (ctx3, w3) = tch::no_grad(|| {
+                att.forward(&q, &att.keys(&values), &values, &mask, Kernels::Libtorch)
+            });
+            assert!(
+                diff(&w, &w3) < 1e-6 && diff(&ctx, &ctx3) < 1e-5,
+                "{kind:?} libtorch"
+            );
         }
     }
 }

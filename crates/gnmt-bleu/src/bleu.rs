@@ -4,7 +4,7 @@ use rustc_hash::FxHashMap;
 
 use crate::text::{fmt_fixed, py_rstrip, py_split};
 use crate::tokenize::Tokenizer;
-use crate::{Error, Score};
+use crate::Score;
 
 /// Smoothing of zero n-gram precisions (`-s`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -21,21 +21,6 @@ pub enum Smooth {
 }
 
 impl Smooth {
-    /// From sacreBLEU's `-s` method and optional `-sv` value.
-    pub fn from_name(name: &str, value: Option<f64>) -> Result<Self, Error> {
-        Ok(match name {
-            "none" => Smooth::None,
-            "floor" => Smooth::Floor(value.unwrap_or(0.1)),
-            "add-k" => Smooth::AddK(value.unwrap_or(1.0)),
-            "exp" => Smooth::Exp,
-            o => {
-                return Err(Error::Unsupported(format!(
-                    "unknown smoothing method `{o}`"
-                )))
-            }
-        })
-    }
-
     fn signature(self) -> String {
         match self {
             Smooth::None => "none".into(),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use gnmt_model::{load_model_dir, ModelConfig, Seq2Seq};
+use gnmt_model::{load_model_dir, DeviceSpec, Kernels, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, BOS, EOS, FIRST_PIECE};
 use gnmt_train::optim::Adam;
 use gnmt_translate::stream::{workers_for, Engine};
@@ -40,8 +40,9 @@ struct Common {
     /// Vocabulary size for --preset.
     #[arg(long, default_value_t = 8000)]
     vocab_size: i64,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
@@ -109,11 +110,7 @@ fn build_fp32(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     if let Some(t) = c.threads {
         tch::set_num_threads(t);
     }
-    let device = c
-        .device
-        .parse::<gnmt_model::DeviceSpec>()
-        .map_err(anyhow::Error::msg)?
-        .0;
+    let device = c.device.0;
     tch::manual_seed(c.seed);
     match (&c.model, &c.preset) {
         (Some(dir), _) => {
@@ -261,8 +258,14 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     if srcs.is_empty() {
         bail!("nothing to translate");
     }
-    let search = SearchConfig::from(&a.search);
-    gnmt_kernels::set_enabled(!a.no_fused_kernels);
+    let search = SearchConfig {
+        kernels: if a.no_fused_kernels {
+            Kernels::Libtorch
+        } else {
+            Kernels::Fused
+        },
+        ..SearchConfig::from(&a.search)
+    };
     // What `gnmt translate` runs: longest first, fixed-size batches, its search workers.
     let (workers, threads_per_worker) = workers_for(device, a.workers);
     let engine = Engine {

@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gnmt_data::text::Lines;
-use gnmt_model::{ModelConfig, Seq2Seq};
+use gnmt_data::FilterConfig;
+use gnmt_model::{DeviceSpec, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
 use gnmt_train::{Control, Progress, ProgressFn, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
@@ -161,6 +162,9 @@ pub struct ModelInfoArgs {
     /// A model directory.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Print one JSON object, `{"config": .., "parameters": {part: count}}`, for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
@@ -182,8 +186,18 @@ pub fn model_info(a: ModelInfoArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --preset NAME or --model DIR"),
     };
     let _m = Seq2Seq::new(&vs.root(), &cfg)?;
+    let counts = gnmt_model::parameter_counts(&vs);
+    if a.json {
+        let parameters: serde_json::Map<String, serde_json::Value> =
+            counts.into_iter().map(|(k, n)| (k, n.into())).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "config": cfg, "parameters": parameters })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}", serde_json::to_string_pretty(&cfg)?);
-    for (part, n) in gnmt_model::parameter_counts(&vs) {
+    for (part, n) in counts {
         println!("{part:>12}: {n:>13}");
     }
     Ok(ExitCode::SUCCESS)
@@ -249,7 +263,7 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
@@ -332,9 +346,7 @@ fn build_train_config(a: &TrainArgs) -> Result<TrainConfig> {
             }
         }
     }
-    let cfg: TrainConfig = toml::Value::Table(v)
-        .try_into()
-        .context("training settings")?;
+    let cfg = TrainConfig::from_toml(v).context("training settings")?;
     if cfg.prepared.is_none()
         && (cfg.train_src.as_os_str().is_empty() || cfg.train_tgt.as_os_str().is_empty())
     {
@@ -460,8 +472,9 @@ pub struct TranslateArgs {
     /// Run the model in fp16 (scores and the search itself stay float32).
     #[arg(long, conflicts_with = "bf16")]
     fp16: bool,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// CPU threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     threads: Option<i32>,
@@ -479,11 +492,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = a
-        .device
-        .parse::<gnmt_model::DeviceSpec>()
-        .map_err(anyhow::Error::msg)?
-        .0;
+    let device = a.device.0;
     let ModelDir {
         mut vs,
         model,
@@ -627,10 +636,10 @@ pub struct PrepareArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// Longest sentence (either side), in pieces; longer pairs are skipped and counted.
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = FilterConfig::default().max_len)]
     max_len: usize,
     /// Largest longer/shorter length ratio.
-    #[arg(long, default_value_t = 9.0)]
+    #[arg(long, default_value_t = FilterConfig::default().max_ratio)]
     max_ratio: f64,
     /// Use only the first N pairs.
     #[arg(long)]
@@ -651,7 +660,7 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
             .ok();
     }
     let tok = SubwordTokenizer::load(&a.vocab)?;
-    let filter = gnmt_data::FilterConfig {
+    let filter = FilterConfig {
         max_len: a.max_len,
         max_ratio: a.max_ratio,
         strict: a.strict,
@@ -742,7 +751,7 @@ mod tests {
         assert_eq!((c.max_steps, c.lr, c.batch_size), (7, 0.5, 8));
         assert_eq!(c.train_src, PathBuf::from("a.en"));
         assert_eq!(c.precision, gnmt_train::Precision::Bf16);
-        assert!(c.strict);
+        assert!(c.filter.strict);
         assert_eq!(c.label_smoothing, 0.2);
         assert_eq!(c.model["dropout"], serde_json::json!(0.3));
         // A preset is one of the known names, refused by the parser otherwise.

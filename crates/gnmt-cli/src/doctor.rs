@@ -16,9 +16,9 @@ pub struct DoctorArgs {
     smoke: bool,
     /// Device for --smoke (default: cuda when available, else cpu).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<gnmt_model::DeviceSpec>,
     /// Model preset for the training step of --smoke.
-    #[arg(long, default_value = "small")]
+    #[arg(long, default_value = "small", value_parser = clap::builder::PossibleValuesParser::new(gnmt_model::PRESETS))]
     preset: String,
 }
 
@@ -182,6 +182,40 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
+/// The CPU's model name (Linux: /proc/cpuinfo).
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// The vector and matrix extensions the kernels and libtorch can use, as the CPU reports them.
+fn cpu_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! have {
+            ($($f:tt)*) => {
+                $(if std::is_x86_feature_detected!($f) {
+                    out.push($f);
+                })*
+            };
+        }
+        have!("avx2" "fma" "avx512f" "avx512bw" "avx512vl" "avx512vnni" "avx512bf16" "avxvnni");
+        // AMX is not in std's detection yet: the kernel's flags say whether it is usable.
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        for (flag, name) in [("amx_bf16", "amx-bf16"), ("amx_int8", "amx-int8")] {
+            if flags.split_whitespace().any(|f| f == flag) {
+                out.push(name);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push("none of the vector extensions gnmt uses");
+    }
+    out
+}
+
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let (version, path) = loaded_libtorch().unwrap_or_else(|| ("unknown".into(), "unknown".into()));
     println!("gnmt {}", env!("CARGO_PKG_VERSION"));
@@ -200,6 +234,20 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("cudnn: no");
     }
+    println!("cpu: {}", cpu_model().unwrap_or_else(|| "unknown".into()));
+    println!("cpu features: {}", cpu_features().join(" "));
+    let isa = gnmt_model::Isa::detected();
+    println!(
+        "cpu kernels: {isa}{}",
+        match std::env::var(gnmt_model::MAX_ISA_VARIABLE) {
+            Ok(v) => format!(
+                " ({}={v}; the CPU has {})",
+                gnmt_model::MAX_ISA_VARIABLE,
+                gnmt_model::Isa::supported()
+            ),
+            Err(_) => String::new(),
+        }
+    );
     println!("cpu threads: {}", tch::get_num_threads());
     println!(
         "omp wait policy: {}",
@@ -212,14 +260,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         if bf16_works(best) { "yes" } else { "no" }
     );
     if args.smoke {
-        let device = match &args.device {
-            Some(d) => {
-                d.parse::<gnmt_model::DeviceSpec>()
-                    .map_err(anyhow::Error::msg)?
-                    .0
-            }
-            None => best,
-        };
+        let device = args.device.map_or(best, |d| d.0);
         let failures = smoke(device, &args.preset)?;
         if failures > 0 {
             println!("smoke: {failures} check(s) FAILED on {device:?}");

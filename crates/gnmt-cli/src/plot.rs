@@ -430,7 +430,72 @@ pub fn run(a: PlotArgs) -> Result<ExitCode> {
         println!("{}", out.join(format!("{stem}.png")).display());
         println!("{}", out.join(format!("{stem}.svg")).display());
     }
+    let table = out.join("summary.md");
+    gnmt_io::write_file(&table, summary_table(&runs, SUMMARY_LAST_STEPS))
+        .with_context(|| table.display().to_string())?;
+    println!("{}", table.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The training loss in `summary.md` is the mean over this many last steps.
+const SUMMARY_LAST_STEPS: f64 = 50.0;
+
+/// A markdown table, a row per run: the training loss (mean over the `last` steps), the last
+/// validation loss, the best validation BLEU, and the mean gradient norm of the bottom and the
+/// top LSTM layer of each stack (the encoder's bottom is its forward direction). The residual
+/// study reads its results from it.
+pub fn summary_table(runs: &[(String, RunMetrics)], last: f64) -> String {
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mut out = String::from(
+        "| run | train loss (last 50 steps) | valid loss | best valid BLEU | mean grad norm, encoder bottom / top layer | decoder bottom / top |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    if last != SUMMARY_LAST_STEPS {
+        out = out.replace("last 50 steps", &format!("last {last} steps"));
+    }
+    for (label, m) in runs {
+        let end = m.loss.last().map_or(0.0, |p| p.0);
+        let tail: Vec<f64> = m
+            .loss
+            .iter()
+            .filter(|p| p.0 > end - last)
+            .map(|p| p.1)
+            .collect();
+        let norm = |name: Option<&String>| {
+            let v: Vec<f64> = name
+                .and_then(|n| m.layer_grad_norms.get(n))
+                .map(|s| s.iter().map(|p| p.1).collect())
+                .unwrap_or_default();
+            mean(&v)
+        };
+        let stack = |side: &str| {
+            let mut layers: Vec<&String> = m
+                .layer_grad_norms
+                .keys()
+                .filter(|k| k.starts_with(side) && is_layer(k) && !k.ends_with("bwd"))
+                .collect();
+            layers.sort_by_key(|k| layer_order(k));
+            format!(
+                "{:.4} / {:.4}",
+                norm(layers.first().copied()),
+                norm(layers.last().copied())
+            )
+        };
+        let valid_loss = m.valid_loss.last().map_or(f64::NAN, |p| p.1);
+        let best_bleu = m.valid_bleu.iter().map(|p| p.1).fold(f64::NAN, f64::max);
+        out.push_str(&format!(
+            "| {label} | {:.3} | {valid_loss:.3} | {best_bleu:.2} | {} | {} |\n",
+            mean(&tail),
+            stack("encoder"),
+            stack("decoder"),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -489,6 +554,31 @@ mod tests {
         }
         let svg = std::fs::read_to_string(out.join("valid_bleu.svg")).unwrap();
         assert!(svg.contains("Validation BLEU"));
+    }
+
+    #[test]
+    fn the_summary_table_has_a_row_of_numbers_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = String::new();
+        for s in 1..=100 {
+            // Loss 2 over the last 50 steps, 4 before; the encoder bottom's norm is 0.25
+            // (forward) and 9 (backward, left out), the top's 2; the decoder's 0.5 and 1.
+            let loss = if s > 50 { 2.0 } else { 4.0 };
+            lines.push_str(&format!(
+                "{{\"step\":{s},\"loss\":{loss},\"layer_grad_norms\":{{\"encoder.bottom_fwd\":0.25,\"encoder.bottom_bwd\":9,\"encoder.layers.1\":3,\"encoder.layers.3\":2,\"decoder.layers.0\":0.5,\"decoder.layers.3\":1,\"decoder.attention\":7}}}}\n"
+            ));
+        }
+        lines.push_str("{\"step\":50,\"valid_loss\":3.5,\"valid_bleu\":12.25}\n");
+        lines.push_str("{\"step\":100,\"valid_loss\":3.25,\"valid_bleu\":11.5}\n");
+        let f = dir.path().join("metrics.jsonl");
+        std::fs::write(&f, lines).unwrap();
+        let t = summary_table(&[("res3".into(), read_metrics(&f).unwrap())], 50.0);
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(rows.len(), 3, "{t}");
+        assert_eq!(
+            rows[2],
+            "| res3 | 2.000 | 3.250 | 12.25 | 0.2500 / 2.0000 | 0.5000 / 1.0000 |"
+        );
     }
 
     #[test]

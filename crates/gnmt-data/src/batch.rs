@@ -8,8 +8,9 @@ use rayon::prelude::*;
 use crate::text::Lines;
 use crate::DataError;
 
-/// Limits a pair must respect.
-#[derive(Debug, Clone, PartialEq)]
+/// Limits a pair must respect (keys `max_len`, `max_ratio`, `strict` of a training config).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FilterConfig {
     /// Longest side, in pieces.
     pub max_len: usize,

@@ -65,6 +65,66 @@ fn translate_after(args: Vec<OsString>, pos: usize) -> Vec<OsString> {
         .collect()
 }
 
+/// A metric `-m` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum MetricName {
+    Bleu,
+    Chrf,
+    Ter,
+}
+
+/// BLEU's smoothing methods (`-s`); `-sv` gives floor's and add-k's value.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SmoothMethod {
+    None,
+    Floor,
+    #[value(name = "add-k")]
+    AddK,
+    Exp,
+}
+
+impl SmoothMethod {
+    /// The method with its value (sacreBLEU's defaults: floor 0.1, add-k 1).
+    fn with_value(self, value: Option<f64>) -> Smooth {
+        match self {
+            SmoothMethod::None => Smooth::None,
+            SmoothMethod::Floor => Smooth::Floor(value.unwrap_or(0.1)),
+            SmoothMethod::AddK => Smooth::AddK(value.unwrap_or(1.0)),
+            SmoothMethod::Exp => Smooth::Exp,
+        }
+    }
+}
+
+/// BLEU's tokenizers (`-tok`), in sacreBLEU's order.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenizeName {
+    None,
+    Zh,
+    #[value(name = "13a")]
+    T13a,
+    Intl,
+    Char,
+}
+
+impl From<TokenizeName> for Tokenizer {
+    fn from(t: TokenizeName) -> Self {
+        match t {
+            TokenizeName::None => Tokenizer::None,
+            TokenizeName::Zh => Tokenizer::Zh,
+            TokenizeName::T13a => Tokenizer::T13a,
+            TokenizeName::Intl => Tokenizer::Intl,
+            TokenizeName::Char => Tokenizer::Char,
+        }
+    }
+}
+
+/// `-f`: sacreBLEU's JSON (the default) or its text lines and tables.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+}
+
 /// Options as sacreBLEU 2.6.0 has them (single-dash long forms such as `-tok` work too).
 #[derive(Args, Debug)]
 #[command(after_help = "Example: gnmt eval ref.de -i hyp.de -m bleu chrf ter -f text")]
@@ -78,17 +138,17 @@ pub struct EvalArgs {
     #[arg(long = "num-refs", default_value_t = 1)]
     num_refs: usize,
     /// Metrics to compute.
-    #[arg(short = 'm', long = "metrics", num_args = 1.., default_values_t = vec!["bleu".to_string()], value_parser = ["bleu", "chrf", "ter"])]
-    metrics: Vec<String>,
+    #[arg(short = 'm', long = "metrics", num_args = 1.., value_enum, default_values_t = vec![MetricName::Bleu])]
+    metrics: Vec<MetricName>,
     /// BLEU smoothing method.
-    #[arg(short = 's', long = "smooth-method", default_value = "exp", value_parser = ["none", "floor", "add-k", "exp"])]
-    smooth_method: String,
+    #[arg(short = 's', long = "smooth-method", value_enum, default_value_t = SmoothMethod::Exp)]
+    smooth_method: SmoothMethod,
     /// BLEU smoothing value (floor: 0.1, add-k: 1) [-sv].
     #[arg(long = "smooth-value")]
     smooth_value: Option<f64>,
     /// BLEU tokenizer [-tok].
-    #[arg(long = "tokenize", default_value = "13a", value_parser = ["none", "zh", "13a", "intl", "char"])]
-    tokenize: String,
+    #[arg(long = "tokenize", value_enum, default_value_t = TokenizeName::T13a)]
+    tokenize: TokenizeName,
     /// Lowercase for BLEU [-lc].
     #[arg(long = "lowercase")]
     lowercase: bool,
@@ -153,8 +213,8 @@ pub struct EvalArgs {
     #[arg(short = 'w', long = "width", default_value_t = 1)]
     width: usize,
     /// Output format (default json; SACREBLEU_FORMAT sets the default).
-    #[arg(short = 'f', long = "format", value_parser = ["json", "text"])]
-    format: Option<String>,
+    #[arg(short = 'f', long = "format", value_enum)]
+    format: Option<Format>,
     /// Score each sentence [-sl].
     #[arg(long = "sentence-level")]
     sentence_level: bool,
@@ -174,15 +234,15 @@ fn read_text_lines(path: &Path) -> Result<Vec<String>> {
 fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
     let mut ms = Vec::new();
     for m in &a.metrics {
-        let metric = match m.as_str() {
-            "bleu" => Metric::Bleu(Bleu::new(BleuConfig {
+        let metric = match m {
+            MetricName::Bleu => Metric::Bleu(Bleu::new(BleuConfig {
                 lowercase: a.lowercase,
-                tokenizer: Tokenizer::from_name(&a.tokenize)?,
-                smooth: Smooth::from_name(&a.smooth_method, a.smooth_value)?,
+                tokenizer: a.tokenize.into(),
+                smooth: a.smooth_method.with_value(a.smooth_value),
                 max_ngram_order: 4,
                 effective_order: sentence_level,
             })),
-            "chrf" => Metric::Chrf(Chrf::new(ChrfConfig {
+            MetricName::Chrf => Metric::Chrf(Chrf::new(ChrfConfig {
                 char_order: a.chrf_char_order,
                 word_order: a.chrf_word_order,
                 beta: a.chrf_beta,
@@ -190,13 +250,12 @@ fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
                 whitespace: a.chrf_whitespace,
                 eps_smoothing: a.chrf_eps_smoothing,
             })),
-            "ter" => Metric::Ter(Ter::new(TercomOptions {
+            MetricName::Ter => Metric::Ter(Ter::new(TercomOptions {
                 normalized: a.ter_normalized,
                 no_punct: a.ter_no_punct,
                 asian_support: a.ter_asian_support,
                 case_sensitive: a.ter_case_sensitive,
             })),
-            other => bail!("unknown metric `{other}`"),
         };
         if !ms.iter().any(|x: &Metric| x.key() == metric.key()) {
             ms.push(metric);
@@ -235,11 +294,11 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     }
     if systems.len() == 1 {
         let (_, hyps) = systems.remove(0);
-        print_one_system(&a, &metrics, hyps, refs, &format, &seed)?;
+        print_one_system(&a, &metrics, hyps, refs, format, &seed)?;
     } else if paired {
-        print_paired(&a, &metrics, systems, refs, &format, &seed)?;
+        print_paired(&a, &metrics, systems, refs, format, &seed)?;
     } else {
-        print_multi(&a, &metrics, systems, refs, &format)?;
+        print_multi(&a, &metrics, systems, refs, format)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,12 +318,12 @@ fn check_args(a: &EvalArgs) -> Result<()> {
 }
 
 /// `-f`, else `SACREBLEU_FORMAT`, else json.
-fn output_format(a: &EvalArgs) -> String {
-    match &a.format {
-        Some(f) => f.clone(),
+fn output_format(a: &EvalArgs) -> Format {
+    match a.format {
+        Some(f) => f,
         None => match std::env::var("SACREBLEU_FORMAT").map(|v| v.to_lowercase()) {
-            Ok(v) if v == "json" || v == "text" => v,
-            _ => "json".into(),
+            Ok(v) if v == "text" => Format::Text,
+            _ => Format::Json,
         },
     }
 }
@@ -431,13 +490,13 @@ fn print_one_system(
     metrics: &[Metric],
     hyps: Vec<String>,
     refs: Vec<Vec<String>>,
-    format: &str,
+    format: Format,
     seed: &Seed,
 ) -> Result<()> {
     let seg = Segments { hyps, refs };
     let mut results = Vec::new();
     for m in metrics {
-        let short = a.short && format != "json";
+        let short = a.short && format != Format::Json;
         let s = if a.confidence && a.confidence_n > 1 {
             seg.check()?;
             let stats = significance::segment_stats(m, &seg);
@@ -456,7 +515,7 @@ fn print_one_system(
         };
         results.push(if a.score_only {
             s.format_text(a.width, true)
-        } else if format == "json" {
+        } else if format == Format::Json {
             s.format_json(a.width)
         } else {
             s.format_text(a.width, false)
@@ -466,8 +525,8 @@ fn print_one_system(
     Ok(())
 }
 
-fn print_single(results: &[String], format: &str) {
-    if format == "json" {
+fn print_single(results: &[String], format: Format) {
+    if format == Format::Json {
         if results.len() > 1 {
             println!("[\n{}\n]", results.join(",\n"));
         } else if let Some(r) = results.first() {
@@ -504,7 +563,7 @@ fn print_multi(
     metrics: &[Metric],
     systems: Vec<System>,
     refs: Vec<Vec<String>>,
-    format: &str,
+    format: Format,
 ) -> Result<()> {
     let mut names = Vec::new();
     let mut columns: Vec<(String, Vec<String>)> =
@@ -520,7 +579,7 @@ fn print_multi(
         }
         names.push(name);
     }
-    if format == "json" {
+    if format == Format::Json {
         let out: Vec<String> = names
             .iter()
             .enumerate()
@@ -635,12 +694,12 @@ fn print_paired(
     metrics: &[Metric],
     systems: Vec<System>,
     refs: Vec<Vec<String>>,
-    format: &str,
+    format: Format,
     seed: &Seed,
 ) -> Result<()> {
     let n = paired_trials(a);
     let results = paired_results(a.paired_bs, metrics, &systems, &refs, n, seed);
-    if format == "json" {
+    if format == Format::Json {
         print_paired_json(metrics, &systems, &results);
     } else {
         print_paired_table(a, metrics, &systems, &results, refs.len(), n, seed);

@@ -2,7 +2,7 @@
 //! panels so that no call repacks it (MKL copies the whole weight matrix into its own panels on
 //! every call: at the small row counts of search, as long as the multiplication itself).
 
-/// Columns of `W^T` (rows of `W`) per panel: two AVX2 registers.
+/// Columns of `W^T` (rows of `W`) per panel: two AVX2 registers, one AVX-512 register.
 pub(crate) const NR: usize = 16;
 /// Rows of `x` per micro-kernel call: 6 x 2 accumulator registers.
 pub(crate) const MR: usize = 6;
@@ -58,9 +58,14 @@ impl PackedLinear {
     /// # Panics
     /// If `x` is not `m * k` long or `out` not `m * n`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.forward_on(crate::Isa::detected(), x, m, out)
+    }
+
+    /// [`PackedLinear::forward`] on the build `isa` (or the best below it this process may use).
+    pub(crate) fn forward_on(&self, isa: crate::Isa, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
-        crate::dispatch!(gemm::linear(self, x, m, out))
+        crate::dispatch!(isa, gemm::linear(self, x, m, out))
     }
 }
 

@@ -13,13 +13,16 @@
 //!   beams of a sentence in one read of the logits (libtorch: log_softmax, add, topk).
 //!
 //! They compute the same functions as the libtorch operators, up to float rounding. They run on
-//! the calling thread (search workers are the parallelism on a CPU) and use AVX2/FMA when the
-//! CPU has them, else portable code. [`tensor`] borrows the elements of CPU tensors for them;
-//! [`set_enabled`] turns their use off process-wide (to measure what they bring).
+//! the calling thread (search workers are the parallelism on a CPU) and use the best build this
+//! CPU runs ([`Isa::detected`]): AVX-512, AVX2/FMA, or portable code. [`tensor`] borrows the elements of CPU tensors for them.
+//! Callers choose them per search with [`Kernels`] (`Libtorch` measures what they bring).
 
 #[cfg(target_arch = "x86_64")]
 pub mod adam;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod gemm;
 mod math;
 pub mod tensor;
@@ -27,35 +30,125 @@ pub mod tensor;
 pub use gemm::PackedLinear;
 pub use math::{exp, tanh};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Whether callers use the kernels where they apply (the default) or libtorch's operators.
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+/// Whether a search uses these kernels where they apply, or libtorch's operators alone. A
+/// setting of each search (not of the process), so searches side by side can differ; the
+/// results are the same up to float rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The kernels on CPU float32 inference; libtorch elsewhere (the default).
+    #[default]
+    Fused,
+    /// libtorch's operators only (`gnmt bench translate --no-fused-kernels`).
+    Libtorch,
 }
 
-/// Turns the kernels off (or back on) for the whole process: `gnmt bench translate
-/// --no-fused-kernels` measures what they bring. The results are the same up to float rounding.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+/// The builds of the kernels, by instruction set (ordered: each CPU that runs one runs those
+/// before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Scalar Rust, any CPU.
+    Portable,
+    /// AVX2 and FMA (x86-64 since Haswell and Zen).
+    Avx2,
+    /// AVX-512 F, DQ, BW and VL (Intel since Skylake-SP, AMD since Zen 4).
+    Avx512,
 }
 
-/// Runs the AVX2+FMA build of a kernel (`avx2::name`) when the CPU has both, else the portable
-/// one (`module::name`).
-macro_rules! dispatch {
-    ($module:ident :: $name:ident($($arg:expr),*)) => {{
+/// `GNMT_MAX_ISA=portable|avx2|avx512` caps the build the kernels use, as oneDNN's
+/// `ONEDNN_MAX_CPU_ISA` does: to compare builds on one CPU, one process each.
+pub const MAX_ISA_VARIABLE: &str = "GNMT_MAX_ISA";
+
+impl Isa {
+    /// Every build, portable first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The best build this CPU runs, capped by [`MAX_ISA_VARIABLE`] when that names one;
+    /// detected once per process.
+    pub fn detected() -> Isa {
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let cap = std::env::var(MAX_ISA_VARIABLE)
+                .ok()
+                .and_then(|v| v.parse::<Isa>().ok())
+                .unwrap_or(Isa::Avx512);
+            Isa::supported().min(cap)
+        })
+    }
+
+    /// The best build the CPU supports, whatever [`MAX_ISA_VARIABLE`] says.
+    pub fn supported() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: a `target_feature` function requires only that the CPU has those
-                // features, checked just above.
-                #[allow(unsafe_code)]
-                return unsafe { $crate::avx2::$name($($arg),*) };
+            let has = |f: &str| match f {
+                "avx512" => {
+                    std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512dq")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512vl")
+                }
+                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            };
+            if has("avx2") {
+                return if has("avx512") {
+                    Isa::Avx512
+                } else {
+                    Isa::Avx2
+                };
             }
         }
-        $crate::$module::$name($($arg),*)
+        Isa::Portable
+    }
+
+    /// The builds this process may use ([`Isa::detected`] and those before it).
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|&i| i <= Isa::detected())
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Isa {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown instruction set `{s}` (portable, avx2, avx512)"))
+    }
+}
+
+/// Runs the build of a kernel for `$isa` (`avx512::name`, `avx2::name`), or for the best this
+/// process may use below it, else the portable one (`module::name`).
+macro_rules! dispatch {
+    ($isa:expr, $module:ident :: $name:ident($($arg:expr),*)) => {{
+        match $isa.min($crate::Isa::detected()) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `target_feature` function requires only that the CPU has those
+            // features; `Isa::detected` returns no build beyond what the CPU has.
+            #[allow(unsafe_code)]
+            $crate::Isa::Avx512 => unsafe { $crate::avx512::$name($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            $crate::Isa::Avx2 => unsafe { $crate::avx2::$name($($arg),*) },
+            _ => $crate::$module::$name($($arg),*),
+        }
     }};
 }
 pub(crate) use dispatch;
@@ -84,13 +177,28 @@ pub fn additive_scores(
     masked: f32,
     out: &mut [f32],
 ) {
+    additive_scores_on(Isa::detected(), q, k, v, pad, shape, masked, out)
+}
+
+/// [`additive_scores`] on the build `isa` (or the best below it this process may use).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn additive_scores_on(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    masked: f32,
+    out: &mut [f32],
+) {
     let AttentionShape { b, t, s, u } = shape;
     assert_eq!(q.len(), b * t * u, "queries");
     assert_eq!(k.len(), b * s * u, "keys");
     assert_eq!(v.len(), u, "v");
     assert_eq!(pad.len(), b * s, "padding mask");
     assert_eq!(out.len(), b * t * s, "output");
-    dispatch!(math::scores(q, k, v, pad, shape, masked, out))
+    dispatch!(isa, math::scores(q, k, v, pad, shape, masked, out))
 }
 
 /// One search candidate: its score and where it comes from (`beam * vocab + token`).
@@ -115,10 +223,22 @@ pub fn top_candidates(
     group: usize,
     want: usize,
 ) -> Vec<Candidate> {
+    top_candidates_on(Isa::detected(), logits, vocab, row_scores, group, want)
+}
+
+/// [`top_candidates`] on the build `isa` (or the best below it this process may use).
+pub(crate) fn top_candidates_on(
+    isa: Isa,
+    logits: &[f32],
+    vocab: usize,
+    row_scores: &[f32],
+    group: usize,
+    want: usize,
+) -> Vec<Candidate> {
     assert!(vocab > 0 && group > 0, "empty vocabulary or group");
     assert_eq!(logits.len(), row_scores.len() * vocab, "logits");
     assert_eq!(row_scores.len() % group, 0, "rows per group");
-    dispatch!(math::top(logits, vocab, row_scores, group, want))
+    dispatch!(isa, math::top(logits, vocab, row_scores, group, want))
 }
 
 /// The LSTM cell's pointwise part, PyTorch's gate order (input, forget, cell, output): for each
@@ -128,12 +248,17 @@ pub fn top_candidates(
 /// # Panics
 /// If the lengths do not match.
 pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+    lstm_cell_on(Isa::detected(), gates, c, h, hidden)
+}
+
+/// [`lstm_cell`] on the build `isa` (or the best below it this process may use).
+pub(crate) fn lstm_cell_on(isa: Isa, gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
     assert_eq!(c.len(), h.len(), "cell and hidden state");
     assert_eq!(gates.len(), 4 * c.len(), "gates");
     if hidden == 0 {
         return;
     }
-    dispatch!(math::cell(gates, c, h, hidden))
+    dispatch!(isa, math::cell(gates, c, h, hidden))
 }
 
 #[cfg(test)]

@@ -19,34 +19,61 @@ fn ulps(a: f32, b: f64) -> f64 {
     (a as f64 - b).abs() / ulp
 }
 
-/// The AVX2 builds of exp and tanh on `xs` (None without AVX2/FMA).
+/// exp and tanh of `xs` by each vector build this process may use (AVX2: 8 lanes, AVX-512:
+/// 16; `xs.len()` a multiple of 16).
 #[allow(unsafe_code)]
-fn vector_exp_tanh(xs: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+fn vector_exp_tanh(xs: &[f32]) -> Vec<(Vec<f32>, Vec<f32>)> {
+    assert_eq!(xs.len() % 16, 0);
+    let mut outs = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    {
+        use std::arch::x86_64::*;
         #[target_feature(enable = "avx2,fma")]
-        fn run(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        fn run8(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
             let mut out = (Vec::new(), Vec::new());
             for c in xs.chunks_exact(8) {
                 // SAFETY: `c` holds eight floats.
-                let v = unsafe { std::arch::x86_64::_mm256_loadu_ps(c.as_ptr()) };
+                let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
                 for (f, o) in [
                     (avx2::exp8 as fn(_) -> _, &mut out.0),
                     (avx2::tanh8, &mut out.1),
                 ] {
                     let mut r = [0f32; 8];
                     // SAFETY: `r` has room for eight floats.
-                    unsafe { std::arch::x86_64::_mm256_storeu_ps(r.as_mut_ptr(), f(v)) };
+                    unsafe { _mm256_storeu_ps(r.as_mut_ptr(), f(v)) };
                     o.extend(r);
                 }
             }
             out
         }
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return Some(unsafe { run(xs) });
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+        fn run16(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
+            let mut out = (Vec::new(), Vec::new());
+            for c in xs.chunks_exact(16) {
+                // SAFETY: `c` holds sixteen floats.
+                let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+                for (f, o) in [
+                    (avx512::exp16 as fn(_) -> _, &mut out.0),
+                    (avx512::tanh16, &mut out.1),
+                ] {
+                    let mut r = [0f32; 16];
+                    // SAFETY: `r` has room for sixteen floats.
+                    unsafe { _mm512_storeu_ps(r.as_mut_ptr(), f(v)) };
+                    o.extend(r);
+                }
+            }
+            out
+        }
+        if Isa::available().contains(&Isa::Avx2) {
+            // SAFETY: the CPU has AVX2 and FMA (Isa::available).
+            outs.push(unsafe { run8(xs) });
+        }
+        if Isa::available().contains(&Isa::Avx512) {
+            // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::available).
+            outs.push(unsafe { run16(xs) });
+        }
     }
-    let _ = xs;
-    None
+    outs
 }
 
 #[test]
@@ -55,7 +82,7 @@ fn exp_and_tanh_are_within_a_few_ulps_of_f64() {
     let ys: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 1e-4).collect(); // [-20, 20)
     let mut exps: Vec<Vec<f32>> = vec![xs.iter().map(|&x| exp(x)).collect()];
     let mut tanhs: Vec<Vec<f32>> = vec![ys.iter().map(|&y| tanh(y)).collect()];
-    if let (Some((e, _)), Some((_, t))) = (vector_exp_tanh(&xs), vector_exp_tanh(&ys)) {
+    for ((e, _), (_, t)) in vector_exp_tanh(&xs).into_iter().zip(vector_exp_tanh(&ys)) {
         exps.push(e);
         tanhs.push(t);
     }
@@ -140,19 +167,15 @@ fn additive_scores_match_the_definition() {
             .collect();
         assert!(pad.iter().any(|&p| p) && pad.iter().any(|&p| !p));
         let want = reference_scores(&q, &k, &v, &pad, sh);
-        let mut simd = vec![0f32; b * t * s];
-        additive_scores(&q, &k, &v, &pad, sh, -1e4, &mut simd);
-        let mut plain = vec![0f32; b * t * s];
-        math::scores(&q, &k, &v, &pad, sh, -1e4, &mut plain);
-        for ((w, a), p) in want.iter().zip(&simd).zip(&plain) {
-            assert!(
-                (w - *a as f64).abs() < 1e-5 * (1.0 + w.abs()),
-                "{sh:?}: {a} vs {w}"
-            );
-            assert!(
-                (w - *p as f64).abs() < 1e-5 * (1.0 + w.abs()),
-                "{sh:?}: {p} vs {w}"
-            );
+        for isa in Isa::available() {
+            let mut got = vec![0f32; b * t * s];
+            additive_scores_on(isa, &q, &k, &v, &pad, sh, -1e4, &mut got);
+            for (w, a) in want.iter().zip(&got) {
+                assert!(
+                    (w - *a as f64).abs() < 1e-5 * (1.0 + w.abs()),
+                    "{isa} {sh:?}: {a} vs {w}"
+                );
+            }
         }
     }
 }
@@ -211,15 +234,13 @@ fn top_candidates_are_the_best_of_log_softmax_plus_score() {
         let mut scores = noise(groups * group, 70 + i as u64, 3.0);
         scores[group - 1] = f32::NEG_INFINITY; // a padding beam: never a candidate
         let want_ref = reference_top(&logits, vocab, &scores, group, want);
-        for got in [
-            top_candidates(&logits, vocab, &scores, group, want),
-            math::top(&logits, vocab, &scores, group, want),
-        ] {
+        for isa in Isa::available() {
+            let got = top_candidates_on(isa, &logits, vocab, &scores, group, want);
             assert_eq!(got.len(), groups * want);
             for (g, w) in got.iter().zip(&want_ref) {
                 assert_eq!(
                     g.index, w.1,
-                    "{groups}x{group}x{vocab} want {want}: {got:?}"
+                    "{isa} {groups}x{group}x{vocab} want {want}: {got:?}"
                 );
                 if w.0 == f64::NEG_INFINITY {
                     assert_eq!(g.score, f32::NEG_INFINITY);
@@ -294,20 +315,25 @@ fn packed_linear_is_x_w_transposed_plus_b() {
         let x = noise(m * k, 500 + i as u64, 1.0);
         let p = PackedLinear::new(&w, bias.then_some(&b[..]), n, k);
         assert_eq!((p.out_features(), p.in_features()), (n, k));
-        let mut fast = vec![f32::NAN; m * n];
-        p.forward(&x, m, &mut fast);
-        let mut portable = vec![f32::NAN; m * n];
-        gemm::linear(&p, &x, m, &mut portable);
+        let outs: Vec<(Isa, Vec<f32>)> = Isa::available()
+            .into_iter()
+            .map(|isa| {
+                let mut out = vec![f32::NAN; m * n];
+                p.forward_on(isa, &x, m, &mut out);
+                (isa, out)
+            })
+            .collect();
         for r in 0..m {
             for j in 0..n {
                 let want: f64 = (0..k)
                     .map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64)
                     .sum::<f64>()
                     + if bias { b[j] as f64 } else { 0.0 };
-                for got in [fast[r * n + j], portable[r * n + j]] {
+                for (isa, out) in &outs {
+                    let got = out[r * n + j];
                     assert!(
                         (got as f64 - want).abs() < 1e-4,
-                        "{m}x{k}x{n} [{r},{j}]: {got} vs {want}"
+                        "{isa} {m}x{k}x{n} [{r},{j}]: {got} vs {want}"
                     );
                 }
             }
@@ -324,19 +350,23 @@ fn lstm_cell_matches_the_definition_and_libtorch() {
         let gates = noise(rows * 4 * hidden, 600 + i as u64, 6.0);
         let c0 = noise(rows * hidden, 700 + i as u64, 2.0);
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-        let (mut c, mut h) = (c0.clone(), vec![0f32; rows * hidden]);
-        lstm_cell(&gates, &mut c, &mut h, hidden);
-        let (mut c2, mut h2) = (c0.clone(), vec![0f32; rows * hidden]);
-        math::cell(&gates, &mut c2, &mut h2, hidden);
+        let outs: Vec<(Vec<f32>, Vec<f32>)> = Isa::available()
+            .into_iter()
+            .map(|isa| {
+                let (mut c, mut h) = (c0.clone(), vec![0f32; rows * hidden]);
+                lstm_cell_on(isa, &gates, &mut c, &mut h, hidden);
+                (c, h)
+            })
+            .collect();
         for r in 0..rows {
             for j in 0..hidden {
                 let g = |q: usize| gates[r * 4 * hidden + q * hidden + j] as f64;
                 let cw = sig(g(1)) * c0[r * hidden + j] as f64 + sig(g(0)) * g(2).tanh();
                 let hw = sig(g(3)) * cw.tanh();
-                for (cc, hh) in [
-                    (c[r * hidden + j], h[r * hidden + j]),
-                    (c2[r * hidden + j], h2[r * hidden + j]),
-                ] {
+                for (cc, hh) in outs
+                    .iter()
+                    .map(|(c, h)| (c[r * hidden + j], h[r * hidden + j]))
+                {
                     assert!(
                         (cc as f64 - cw).abs() < 1e-5 * (1.0 + cw.abs()),
                         "c: {cc} vs {cw}"
@@ -344,6 +374,32 @@ fn lstm_cell_matches_the_definition_and_libtorch() {
                     assert!((hh as f64 - hw).abs() < 1e-5, "h: {hh} vs {hw}");
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn builds_are_ordered_and_named() {
+    assert_eq!(Isa::available()[0], Isa::Portable);
+    assert_eq!(Isa::available().last().copied(), Some(Isa::detected()));
+    assert!(Isa::detected() <= Isa::supported());
+    for isa in Isa::ALL {
+        assert_eq!(isa.name().parse::<Isa>(), Ok(isa));
+    }
+    assert!("sse2".parse::<Isa>().is_err());
+}
+
+#[test]
+fn every_build_gives_the_same_candidates_on_search_shapes() {
+    // Beam 5 over an 8000-piece vocabulary, rows with the tails a 16-lane build masks.
+    for vocab in [8000usize, 8003, 13] {
+        let logits = noise(2 * 5 * vocab, vocab as u64, 6.0);
+        let scores = noise(10, 9, 2.0);
+        let base = top_candidates_on(Isa::Portable, &logits, vocab, &scores, 5, 10);
+        for isa in Isa::available() {
+            let got = top_candidates_on(isa, &logits, vocab, &scores, 5, 10);
+            let ix = |v: &[Candidate]| v.iter().map(|c| c.index).collect::<Vec<_>>();
+            assert_eq!(ix(&got), ix(&base), "{isa} vocab {vocab}");
         }
     }
 }

@@ -7,7 +7,7 @@
 //! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
 //! their own layout on every call: at the row counts of search, a large part of the step).
 
-use gnmt_kernels::{lstm_cell, PackedLinear};
+use gnmt_kernels::{lstm_cell, Kernels, PackedLinear};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
@@ -54,12 +54,9 @@ fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
 }
 
 impl Seq2Seq {
-    /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU and
-    /// the kernels are on, else None.
+    /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU, else
+    /// None.
     pub fn cpu_decoder(&self) -> Option<CpuDecoder> {
-        if !gnmt_kernels::enabled() {
-            return None;
-        }
         let pack = |w: &Tensor, b: Option<Tensor>| {
             if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
                 return None;
@@ -135,9 +132,9 @@ impl Seq2Seq {
         let h0 = run(0, &[(&x, emb)]);
         let group = group.max(1);
         let q = Tensor::from_slice(&h0).view([rows as i64 / group, group, hid as i64]);
-        let (ctx, attn) = self
-            .attention
-            .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask);
+        let (ctx, attn) =
+            self.attention
+                .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask, Kernels::Fused);
         let s = attn.size().last().copied().unwrap_or(0);
         let attn = attn.reshape([rows as i64, s]).to_kind(Kind::Float);
         let ctx = host(&ctx)?;

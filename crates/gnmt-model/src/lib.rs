@@ -23,6 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use config::{DecoderDropout, ModelConfig, PRESETS};
 pub use cpu::{CpuDecoder, CpuState};
+pub use gnmt_kernels::{Isa, Kernels, MAX_ISA_VARIABLE};
 
 /// A device named on a command line or in a config: `cpu`, `cuda` (or `gpu`), `cuda:N`.
 /// CUDA is refused with a pointer to `gnmt doctor` where libtorch sees no GPU.
@@ -37,9 +38,7 @@ impl std::str::FromStr for DeviceSpec {
             if tch::Cuda::is_available() {
                 Ok(DeviceSpec(Device::Cuda(n)))
             } else {
-                Err(format!(
-                    "--device {s}: CUDA is not available (see `gnmt doctor`)"
-                ))
+                Err("CUDA is not available (see `gnmt doctor`)".to_string())
             }
         };
         match s {
@@ -51,6 +50,22 @@ impl std::str::FromStr for DeviceSpec {
                 None => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
             },
         }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            _ => f.write_str("cpu"),
+        }
+    }
+}
+
+/// As its name (`cpu`, `cuda:N`): command-line flags serialize into config keys.
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -274,7 +289,7 @@ impl Seq2Seq {
         state: Option<&DecoderState>,
         train: bool,
     ) -> (Tensor, Tensor, DecoderState) {
-        self.decode_grouped(enc, tgt_in, state, train, 1)
+        self.decode_grouped(enc, tgt_in, state, train, 1, Kernels::Fused)
     }
 
     /// [`Seq2Seq::decode`] where `group` consecutive rows of `tgt_in` (the beams of one
@@ -287,8 +302,9 @@ impl Seq2Seq {
         state: Option<&DecoderState>,
         train: bool,
         group: i64,
+        kernels: Kernels,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (out, attn, state) = self.decode_hidden(enc, tgt_in, state, train, group);
+        let (out, attn, state) = self.decode_hidden(enc, tgt_in, state, train, group, kernels);
         (self.classify(&out), attn, state)
     }
 
@@ -301,6 +317,7 @@ impl Seq2Seq {
         state: Option<&DecoderState>,
         train: bool,
         group: i64,
+        kernels: Kernels,
     ) -> (Tensor, Tensor, DecoderState) {
         let b = tgt_in.size()[0];
         let zero = |l: &nn::LSTM| l.zero_state(b);
@@ -319,14 +336,14 @@ impl Seq2Seq {
             // [B*g, 1, H] -> [B, g, H]: the g beams are g queries over one sentence.
             let (rows, _, hid) = h0.size3().unwrap_or((b, 1, 0));
             let q = h0.view([rows / group, group, hid]);
-            let (c, a) = self
-                .attention
-                .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask);
+            let (c, a) =
+                self.attention
+                    .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask, kernels);
             let s = a.size()[2];
             (c.reshape([rows, 1, -1]), a.reshape([rows, 1, s]))
         } else {
             self.attention
-                .forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask)
+                .forward(&h0, &enc.keys, &enc.outputs, &enc.pad_mask, kernels)
         };
         let mut out = h0;
         for (k, layer) in self.dec_layers.iter().enumerate().skip(1) {
@@ -394,21 +411,29 @@ impl Seq2Seq {
         tokens: &Tensor,
         group: i64,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (logits, attn, st) = self.step_logits(enc, state, tokens, group);
+        let (logits, attn, st) = self.step_logits(enc, state, tokens, group, Kernels::Fused);
         (logits.log_softmax(-1, Kind::Float), attn, st)
     }
 
     /// [`Seq2Seq::step_grouped`] before the log-softmax: logits `[B * group, V]` in the
-    /// model's precision (search fuses the log-softmax with its top-k on a CPU).
+    /// model's precision (search fuses the log-softmax with its top-k on a CPU). `kernels`
+    /// says whether the attention may score on gnmt-kernels.
     pub fn step_logits(
         &self,
         enc: &Encoded,
         state: Option<&DecoderState>,
         tokens: &Tensor,
         group: i64,
+        kernels: Kernels,
     ) -> (Tensor, Tensor, DecoderState) {
-        let (out, attn, st) =
-            self.decode_hidden(enc, &tokens.unsqueeze(1), state, false, group.max(1));
+        let (out, attn, st) = self.decode_hidden(
+            enc,
+            &tokens.unsqueeze(1),
+            state,
+            false,
+            group.max(1),
+            kernels,
+        );
         (
             self.classify(&out.squeeze_dim(1)),
             attn.squeeze_dim(1).to_kind(Kind::Float),

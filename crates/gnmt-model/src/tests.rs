@@ -222,7 +222,8 @@ fn cpu_kernel_steps_equal_libtorch_steps() {
         tch::no_grad(|| {
             for (t, tok) in steps.iter().enumerate() {
                 let tokens = Tensor::from_slice(tok);
-                let (want, att_w, st) = m.step_logits(&enc, st_t.as_ref(), &tokens, 2);
+                let (want, att_w, st) =
+                    m.step_logits(&enc, st_t.as_ref(), &tokens, 2, Kernels::Libtorch);
                 let (got, att_g, sc) = m.step_cpu(&dec, &enc, st_c.as_ref(), &tokens, 2).unwrap();
                 let got = Tensor::from_slice(&got).view([4, 40]);
                 let d = (got - want).abs().max().double_value(&[]);
@@ -251,7 +252,7 @@ fn decoder_dropout_sites_follow_the_config() {
         let src = ids(&[5, 6, 7, 8, 9, 10, 0, 0], 2);
         let enc = m.encode(&src, &Tensor::from_slice(&[4i64, 2]), true);
         let tgt = ids(&[1, 11, 12, 13, 1, 14, 15, 16], 2);
-        let (out, _, _) = m.decode_hidden(&enc, &tgt, None, true, 1);
+        let (out, _, _) = m.decode_hidden(&enc, &tgt, None, true, 1, Kernels::Fused);
         // Dropout before the classifier zeroes about half of the top layer's outputs; an LSTM
         // output (plus its residual) is never exactly zero.
         let zeros = out.eq(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / out.numel() as f64;
@@ -261,7 +262,7 @@ fn decoder_dropout_sites_follow_the_config() {
             assert_eq!(zeros, 0.0, "{sites:?}");
         }
         // Either way, nothing is dropped outside training.
-        let (eval, _, _) = m.decode_hidden(&enc, &tgt, None, false, 1);
+        let (eval, _, _) = m.decode_hidden(&enc, &tgt, None, false, 1, Kernels::Fused);
         assert_eq!(eval.eq(0.0).sum(Kind::Int64).int64_value(&[]), 0);
     }
     // Model directories written before the setting existed read as the extended sites.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use gnmt_bleu::{Bleu, BleuConfig, BleuStats};
 use gnmt_data::{epoch_batches, FilterConfig, PairCorpus};
-use gnmt_model::{ModelConfig, Seq2Seq};
+use gnmt_model::{Kernels, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind, BOS, EOS};
 use gnmt_translate::{cpu_decoder, translate_batch_with, SearchConfig};
 use serde::{Deserialize, Serialize};
@@ -81,9 +81,10 @@ impl BestMetric {
     }
 }
 
-/// Everything a training run needs; the `[train]` TOML file and the command-line flags fill it.
+/// Everything a training run needs; the `[train]` TOML file and the command-line flags fill it
+/// ([`TrainConfig::from_toml`] refuses keys it does not know).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct TrainConfig {
     pub train_src: PathBuf,
     pub train_tgt: PathBuf,
@@ -122,12 +123,10 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub label_smoothing: f64,
     pub clip_norm: f64,
-    /// Longest training sentence (either side), in pieces; longer pairs are skipped and counted.
-    pub max_len: usize,
-    /// Largest `longer / shorter` length ratio of a training pair.
-    pub max_ratio: f64,
-    /// Make a skipped training pair an error naming its line.
-    pub strict: bool,
+    /// Which training pairs are kept (`max_len`, `max_ratio`, `strict` at the top level);
+    /// skipped pairs are counted.
+    #[serde(flatten)]
+    pub filter: FilterConfig,
     pub save_every: i64,
     pub valid_every: i64,
     /// Sentences of the validation set translated for BLEU (greedy).
@@ -172,9 +171,7 @@ impl Default for TrainConfig {
             },
             label_smoothing: 0.1,
             clip_norm: 5.0,
-            max_len: 80,
-            max_ratio: 9.0,
-            strict: false,
+            filter: FilterConfig::default(),
             save_every: 500,
             valid_every: 500,
             valid_bleu_sentences: 500,
@@ -190,6 +187,24 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The settings of a TOML table (a config file, flags over it). A key it does not know is
+    /// an error naming it: serde's `deny_unknown_fields` does not work through the flattened
+    /// filter settings, so the known keys are those a serialized config has.
+    pub fn from_toml(table: toml::Table) -> Result<Self, TrainError> {
+        let known = serde_json::to_value(TrainConfig::default())
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let known = known.as_object().map(|o| o.keys().collect::<Vec<_>>());
+        if let Some(key) = table
+            .keys()
+            .find(|k| !known.as_ref().is_some_and(|known| known.contains(k)))
+        {
+            return Err(TrainError::Config(format!("unknown setting `{key}`")));
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(e.message().to_string()))
+    }
+
     /// The model config: the preset, the vocabulary size, then the overrides.
     pub fn model_config(&self, vocab_size: usize) -> Result<ModelConfig, TrainError> {
         let base = ModelConfig::preset(&self.preset, vocab_size as i64).ok_or_else(|| {
@@ -292,7 +307,7 @@ fn changed_settings(
 pub fn parse_device(s: &str) -> Result<Device, TrainError> {
     s.parse::<gnmt_model::DeviceSpec>()
         .map(|d| d.0)
-        .map_err(TrainError::Config)
+        .map_err(|e| TrainError::Config(format!("device `{s}`: {e}")))
 }
 
 struct Batch {
@@ -1323,11 +1338,7 @@ fn open_corpus(
     run: &Path,
     tokenizer: &SubwordTokenizer,
 ) -> Result<(PairCorpus, gnmt_data::prepare::PreparedMeta), TrainError> {
-    let filter = FilterConfig {
-        max_len: cfg.max_len,
-        max_ratio: cfg.max_ratio,
-        strict: cfg.strict,
-    };
+    let filter = &cfg.filter;
     let (corpus, meta) = match &cfg.prepared {
         Some(dir) => gnmt_data::prepare::open(dir, tokenizer)?,
         None => {
@@ -1337,7 +1348,7 @@ fn open_corpus(
                 &cfg.train_src,
                 &cfg.train_tgt,
                 tokenizer,
-                &filter,
+                filter,
                 cfg.train_limit,
             ) {
                 tracing::info!("training data: reusing {}", dir.display());
@@ -1347,7 +1358,7 @@ fn open_corpus(
                     &cfg.train_src,
                     &cfg.train_tgt,
                     tokenizer,
-                    &filter,
+                    filter,
                     cfg.train_limit,
                     &dir,
                     |n| tracing::debug!("{n} pairs read"),
@@ -1356,11 +1367,11 @@ fn open_corpus(
             gnmt_data::prepare::open(&dir, tokenizer)?
         }
     };
-    if cfg.prepared.is_some() && meta.max_len != cfg.max_len {
+    if cfg.prepared.is_some() && meta.max_len != filter.max_len {
         tracing::warn!(
             "the prepared corpus was filtered at max_len {}, the config says {}: the corpus wins",
             meta.max_len,
-            cfg.max_len
+            filter.max_len
         );
     }
     tracing::info!("training data: {}", meta.report);
@@ -1467,7 +1478,7 @@ fn validate(
             .min(v.corpus.len())
             .min(v.refs.len());
         // The CPU kernels' packed weights: once for all the validation batches.
-        let cpu = cpu_decoder(model, device);
+        let cpu = cpu_decoder(model, device, Kernels::Fused);
         for chunk in idx[..m].chunks(cfg.batch_size.max(1)) {
             let srcs: Vec<Vec<u32>> = chunk.iter().map(|&i| v.corpus.src(i).to_vec()).collect();
             for (&i, h) in chunk.iter().zip(translate_batch_with(
@@ -1498,12 +1509,39 @@ mod tests {
         let mut n = 0;
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            let cfg: TrainConfig = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let table: toml::Table = std::fs::read_to_string(&p).unwrap().parse().unwrap();
+            let cfg =
+                TrainConfig::from_toml(table).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             cfg.model_config(8000)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }
         assert!(n >= 5);
+    }
+
+    #[test]
+    fn filter_settings_are_top_level_keys_and_unknown_keys_are_refused() {
+        let t: toml::Table = "max_len = 50\nstrict = true\nlr = 0.1".parse().unwrap();
+        let c = TrainConfig::from_toml(t).unwrap();
+        assert_eq!((c.filter.max_len, c.filter.strict), (50, true));
+        assert_eq!(c.filter.max_ratio, FilterConfig::default().max_ratio);
+        assert_eq!(c.lr, 0.1);
+        // What a run writes to config.toml reads back the same.
+        let written = toml::to_string(&c).unwrap();
+        assert_eq!(TrainConfig::from_toml(written.parse().unwrap()).unwrap(), c);
+        for bad in [
+            "max_lenn = 50",
+            "filter = 3",
+            "[model]\nx = 1\n[other]\ny = 2",
+        ] {
+            let e = TrainConfig::from_toml(bad.parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("unknown setting"), "{bad}: {e}");
+        }
+        // A known key of the wrong type names the key.
+        let e = TrainConfig::from_toml("max_len = \"long\"".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
     }
 
     #[test]
@@ -1797,11 +1835,7 @@ mod tests {
         let mut lines = gnmt_data::text::read_lines(&src).unwrap();
         lines.extend(gnmt_data::text::read_lines(&tgt).unwrap());
         let tok = SubwordTokenizer::train(lines.into_iter(), 600, VocabKind::Unigram).unwrap();
-        let filter = FilterConfig {
-            max_len: 80,
-            max_ratio: 9.0,
-            strict: false,
-        };
+        let filter = FilterConfig::default();
         let (corpus, _) = PairCorpus::load(&src, &tgt, &tok, &filter, Some(40)).unwrap();
         // A: 3 pairs; B: 17 pairs. Their target token counts differ several times over, so the
         // mean of the two batch means is far from the mean over all tokens.

@@ -15,7 +15,7 @@ use search::search;
 #[cfg(test)]
 use search::{expand, fused_expand, length_penalty};
 
-use gnmt_model::{CpuDecoder, Seq2Seq};
+use gnmt_model::{CpuDecoder, Kernels, Seq2Seq};
 use tch::{Device, TchError};
 
 /// Search settings.
@@ -30,6 +30,8 @@ pub struct SearchConfig {
     /// Finished hypotheses wanted per sentence (at most `beam`): the search of a sentence
     /// stops early only once this many have finished and no live one can still enter them.
     pub nbest: usize,
+    /// gnmt-kernels on a CPU (the default) or libtorch's operators alone.
+    pub kernels: Kernels,
 }
 
 impl Default for SearchConfig {
@@ -41,6 +43,7 @@ impl Default for SearchConfig {
             max_len_a: 1.5,
             max_len_b: 10,
             nbest: 1,
+            kernels: Kernels::Fused,
         }
     }
 }
@@ -67,17 +70,16 @@ pub fn translate_batch(
     cfg: &SearchConfig,
     device: Device,
 ) -> Result<Vec<Vec<Hypothesis>>, TchError> {
-    let cpu = cpu_decoder(model, device);
+    let cpu = cpu_decoder(model, device, cfg.kernels);
     translate_batch_with(model, cpu.as_ref(), sources, cfg, device)
 }
 
 /// The decoder packed for the CPU kernels, when they apply (see [`Seq2Seq::cpu_decoder`]);
 /// pack once for many batches of one model.
-pub fn cpu_decoder(model: &Seq2Seq, device: Device) -> Option<CpuDecoder> {
-    if device == Device::Cpu {
-        model.cpu_decoder()
-    } else {
-        None
+pub fn cpu_decoder(model: &Seq2Seq, device: Device, kernels: Kernels) -> Option<CpuDecoder> {
+    match (device, kernels) {
+        (Device::Cpu, Kernels::Fused) => model.cpu_decoder(),
+        _ => None,
     }
 }
 

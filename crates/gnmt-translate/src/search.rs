@@ -262,6 +262,7 @@ impl<'a> Search<'a> {
                     prev.and_then(State::torch),
                     &self.tokens,
                     group,
+                    self.cfg.kernels,
                 );
                 let top = expand(&logits, &scores, self.group, want)?;
                 (top, attn, State::Torch(st))

@@ -114,7 +114,7 @@ impl Engine<'_> {
         let cpu = if jobs.is_empty() {
             None
         } else {
-            cpu_decoder(self.model, self.device)
+            cpu_decoder(self.model, self.device, self.search.kernels)
         };
         let cpu = cpu.as_ref();
         let results: Vec<JobResult> = if workers == 1 {

@@ -66,6 +66,7 @@ fn wide_beam_equals_exhaustive_search() {
         max_len_a: 0.0,
         max_len_b: 3,
         nbest: 1,
+        kernels: Kernels::Fused,
     };
     for src in [vec![4u32, 5, 6], vec![7, 3]] {
         let (toks, score) = exhaustive(&m, &src, 3, 0.6, 0.0);
@@ -86,6 +87,7 @@ fn wide_beam_with_coverage_penalty_equals_exhaustive_search() {
         max_len_a: 0.0,
         max_len_b: 3,
         nbest: 1,
+        kernels: Kernels::Fused,
     };
     for src in [vec![4u32, 5, 6, 7, 3], vec![7, 3], vec![6]] {
         let (toks, score) = exhaustive(&m, &src, 3, 0.6, 0.4);
@@ -308,4 +310,43 @@ fn the_fused_cpu_expansion_equals_libtorch_log_softmax_add_topk() {
         fi[..want].iter().all(|&i| !(vocab..2 * vocab).contains(&i)),
         "row 1 is padding"
     );
+}
+
+#[test]
+fn the_search_gives_the_same_translations_with_and_without_the_fused_kernels() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = ModelConfig::preset("tiny", 300).expect("the tiny preset");
+    cfg.init_range = 1.0; // peaky distributions make the search non-trivial
+    let m = Seq2Seq::new(&vs.root(), &cfg).expect("a model");
+    let srcs: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| {
+            (0..1 + i % 7)
+                .map(|j| 4 + (i * 37 + j * 11) % 290)
+                .collect()
+        })
+        .collect();
+    let fused = SearchConfig::default();
+    assert_eq!(fused.kernels, Kernels::Fused, "the default");
+    let plain = SearchConfig {
+        kernels: Kernels::Libtorch,
+        ..SearchConfig::default()
+    };
+    // The choice is the search's: libtorch alone packs no CPU decoder.
+    assert!(cpu_decoder(&m, Device::Cpu, Kernels::Fused).is_some());
+    assert!(cpu_decoder(&m, Device::Cpu, Kernels::Libtorch).is_none());
+    let a = translate_batch(&m, &srcs, &fused, Device::Cpu).unwrap();
+    let b = translate_batch(&m, &srcs, &plain, Device::Cpu).unwrap();
+    for (f, p) in a.iter().zip(&b) {
+        assert_eq!(f.len(), p.len());
+        for (x, y) in f.iter().zip(p) {
+            assert_eq!(x.tokens, y.tokens);
+            assert!(
+                (x.score - y.score).abs() < 1e-4,
+                "{} vs {}",
+                x.score,
+                y.score
+            );
+        }
+    }
 }

@@ -1,0 +1,304 @@
+//! AVX-512 builds of the kernels (F, DQ, BW, VL: every AVX-512 CPU since Skylake-SP, and AMD's
+//! since Zen 4): the polynomials of [`crate::math`] on sixteen lanes, masked tails instead of
+//! scalar ones, and a matrix kernel holding two 16-column panels of up to 12 rows in 24 of the
+//! 32 vector registers. Every function here requires such a CPU (the callers check).
+
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::gemm::{PackedLinear, NR};
+use crate::math::{self, EXP_P, LN2_HI, LN2_LO, TANH_ONE, TANH_Q, TANH_SMALL};
+use crate::{AttentionShape, Candidate};
+
+/// Lanes of one register.
+const L: usize = 16;
+/// Rows of `x` per micro-kernel call: 12 x 2 accumulator registers.
+const MR: usize = 12;
+
+/// The mask of the first `n` (at most 16) lanes.
+#[inline]
+fn first(n: usize) -> __mmask16 {
+    debug_assert!(n <= L);
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Up to sixteen floats (the lanes beyond `c.len()` are zero).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn load(c: &[f32]) -> __m512 {
+    assert!(c.len() <= L);
+    // SAFETY: the masked load reads only the `c.len()` floats of `c`.
+    unsafe { _mm512_maskz_loadu_ps(first(c.len()), c.as_ptr()) }
+}
+
+/// Writes the first `c.len()` (at most sixteen) lanes of `v` to `c`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn store(c: &mut [f32], v: __m512) {
+    assert!(c.len() <= L);
+    // SAFETY: the masked store writes only the `c.len()` floats of `c`.
+    unsafe { _mm512_mask_storeu_ps(c.as_mut_ptr(), first(c.len()), v) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn splat(x: f32) -> __m512 {
+    _mm512_set1_ps(x)
+}
+
+/// [`math::exp1`] on sixteen lanes (NaN stays NaN: `max`/`min` return their second operand
+/// when one is NaN).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(splat(88.3), _mm512_max_ps(splat(-87.3), x));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+        x,
+        splat(std::f32::consts::LOG2_E),
+        splat(0.5),
+    ));
+    let r = _mm512_fnmadd_ps(n, splat(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, splat(LN2_LO), r);
+    let mut p = _mm512_setzero_ps();
+    for c in EXP_P {
+        p = _mm512_fmadd_ps(p, r, splat(c));
+    }
+    let e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), splat(1.0));
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(e, _mm512_castsi512_ps(bits))
+}
+
+/// [`math::tanh1`] on sixteen lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn tanh16(x: __m512) -> __m512 {
+    let sign = splat(-0.0);
+    let a = _mm512_andnot_ps(sign, x);
+    let s = _mm512_mul_ps(x, x);
+    let mut q = _mm512_setzero_ps();
+    for c in TANH_Q {
+        q = _mm512_fmadd_ps(q, s, splat(c));
+    }
+    let small = _mm512_fmadd_ps(_mm512_mul_ps(q, s), x, x);
+    let clamped = _mm512_min_ps(splat(TANH_ONE), a);
+    let e = exp16(_mm512_add_ps(clamped, clamped));
+    let large = _mm512_sub_ps(
+        splat(1.0),
+        _mm512_div_ps(splat(2.0), _mm512_add_ps(e, splat(1.0))),
+    );
+    let large = _mm512_or_ps(large, _mm512_and_ps(x, sign));
+    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, splat(TANH_SMALL));
+    _mm512_mask_blend_ps(is_small, large, small)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn sigmoid16(x: __m512) -> __m512 {
+    let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_div_ps(splat(1.0), _mm512_add_ps(splat(1.0), e))
+}
+
+/// The lanes summed in the order of [`math::hsum`] over two halves (the AVX2 build's order
+/// for each half, then the halves): a deterministic reduction.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn hsum(v: __m512) -> f32 {
+    let mut a = [0f32; L];
+    store(&mut a, v);
+    let lo: [f32; 8] = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
+    let hi: [f32; 8] = [a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]];
+    math::hsum(lo) + math::hsum(hi)
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn scores(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    masked: f32,
+    out: &mut [f32],
+) {
+    math::scores_with(q, k, pad, shape, masked, out, |qrow, krow| {
+        let mut acc = _mm512_setzero_ps();
+        for ((qc, kc), vc) in qrow.chunks(L).zip(krow.chunks(L)).zip(v.chunks(L)) {
+            // Zero lanes of a tail add v (0) * tanh(0) = 0.
+            let x = _mm512_add_ps(load(qc), load(kc));
+            acc = _mm512_fmadd_ps(load(vc), tanh16(x), acc);
+        }
+        hsum(acc)
+    })
+}
+
+/// `(max, ln(sum(exp(x - max))))` of a row (see [`math::log_sum_exp`]).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn log_sum_exp(row: &[f32]) -> (f32, f32) {
+    let mut m = splat(f32::NEG_INFINITY);
+    for c in row.chunks(L) {
+        // SAFETY: the masked load reads only the floats of `c`.
+        let x = unsafe { _mm512_mask_loadu_ps(m, first(c.len()), c.as_ptr()) };
+        m = _mm512_max_ps(m, x);
+    }
+    let max = _mm512_reduce_max_ps(m);
+    if !max.is_finite() {
+        return (max, 0.0);
+    }
+    let mut acc = _mm512_setzero_ps();
+    let mv = splat(max);
+    for c in row.chunks(L) {
+        let e = exp16(_mm512_sub_ps(load(c), mv));
+        acc = _mm512_mask_add_ps(acc, first(c.len()), acc, e);
+    }
+    (max, hsum(acc).ln())
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn top(
+    logits: &[f32],
+    vocab: usize,
+    row_scores: &[f32],
+    group: usize,
+    want: usize,
+) -> Vec<Candidate> {
+    math::top_with(logits, vocab, row_scores, group, want, |row, sc, keep| {
+        let (max, ln_sum) = log_sum_exp(row);
+        if !max.is_finite() {
+            return;
+        }
+        let (mv, lv, sv) = (splat(max), splat(ln_sum), splat(sc));
+        for (ci, c) in row.chunks(L).enumerate() {
+            // The rounding steps of log_softmax then add: (x - max - ln_sum) + score.
+            let cand = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(load(c), mv), lv), sv);
+            let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(cand, splat(keep.floor())) & first(c.len());
+            if over != 0 {
+                let mut lanes = [0f32; L];
+                store(&mut lanes, cand);
+                for (l, &x) in lanes.iter().enumerate().take(c.len()) {
+                    keep.offer(x, ci * L + l);
+                }
+            }
+        }
+    })
+}
+
+/// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each, the
+/// panels in blocks of ~256 KB (kept in L2 while every row block of `x` passes over them).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    if k == 0 {
+        for r in 0..m {
+            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+        }
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    let per_block = (((256 << 10) / (k * NR * 4)).max(2) / 2) * 2;
+    for p0 in (0..panels).step_by(per_block) {
+        let p1 = (p0 + per_block).min(panels);
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = MR.min(m - r0);
+            let xs = &x[r0 * k..(r0 + rows) * k];
+            let mut p = p0;
+            while p < p1 {
+                let two = p + 1 < p1;
+                let a = &w.panels[p * k * NR..(p + 1) * k * NR];
+                let b = if two {
+                    &w.panels[(p + 1) * k * NR..(p + 2) * k * NR]
+                } else {
+                    a
+                };
+                let acc = micro_rows(rows, a, b, xs, k);
+                let used = if two { 2 } else { 1 };
+                for (r, accs) in acc.iter().enumerate().take(rows) {
+                    for (j, &v) in accs.iter().enumerate().take(used) {
+                        let col = (p + j) * NR;
+                        let cols = NR.min(n - col);
+                        let o = &mut out[(r0 + r) * n + col..][..cols];
+                        let sum = _mm512_add_ps(v, load(&w.bias[col..col + cols]));
+                        store(o, sum);
+                    }
+                }
+                p += used;
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/// [`micro`] with the row count as a constant (the accumulators stay in registers).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn micro_rows(rows: usize, a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512; 2]; MR] {
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => grow(micro::<$r>(a, b, xs, k)),)*
+                _ => grow(micro::<1>(a, b, xs, k)),
+            }
+        };
+    }
+    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
+}
+
+/// `R` rows of `x` (`xs`, `R * k` floats) times two packed panels (`k * 16` floats each).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn micro<const R: usize>(a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512; 2]; R] {
+    assert!(a.len() >= k * NR && b.len() >= k * NR && xs.len() >= R * k);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    // SAFETY: the loads read `a[kk * NR..][..16]`, `b[kk * NR..][..16]` and the broadcasts
+    // `xs[r * k + kk]` for `kk < k`, `r < R`: inside the slices (checked above).
+    unsafe {
+        let (ap, bp, xp) = (a.as_ptr(), b.as_ptr(), xs.as_ptr());
+        for kk in 0..k {
+            let va = _mm512_loadu_ps(ap.add(kk * NR));
+            let vb = _mm512_loadu_ps(bp.add(kk * NR));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*xp.add(r * k + kk));
+                acc[0] = _mm512_fmadd_ps(xv, va, acc[0]);
+                acc[1] = _mm512_fmadd_ps(xv, vb, acc[1]);
+            }
+        }
+    }
+    acc
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn grow<const R: usize>(a: [[__m512; 2]; R]) -> [[__m512; 2]; MR] {
+    let mut out = [[_mm512_setzero_ps(); 2]; MR];
+    out[..R].copy_from_slice(&a);
+    out
+}
+
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+    for ((g, c), h) in gates
+        .chunks_exact(4 * hidden)
+        .zip(c.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden))
+    {
+        let (gi, rest) = g.split_at(hidden);
+        let (gf, rest) = rest.split_at(hidden);
+        let (gg, go) = rest.split_at(hidden);
+        for j in (0..hidden).step_by(L) {
+            let end = (j + L).min(hidden);
+            let at = |s: &[f32]| load(&s[j..end]);
+            let cn = _mm512_fmadd_ps(
+                sigmoid16(at(gf)),
+                at(c),
+                _mm512_mul_ps(sigmoid16(at(gi)), tanh16(at(gg))),
+            );
+            let hn = _mm512_mul_ps(sigmoid16(at(go)), tanh16(cn));
+            store(&mut c[j..end], cn);
+            store(&mut h[j..end], hn);
+        }
+    }
+}
