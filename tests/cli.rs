@@ -138,6 +138,45 @@ fn bench_prints_json_with_throughput() {
     let w = translate(&["--no-fused-kernels"]);
     assert_eq!(w["fused_kernels"], false);
     assert_eq!(w["generated_tokens"], v["generated_tokens"]);
+    assert_eq!(
+        (v["kernels"].as_str(), w["kernels"].as_str()),
+        (Some("Fused"), Some("Libtorch"))
+    );
+    // bf16: the bf16 kernels where the CPU has AVX512-BF16 (and the kernels may use AVX-512),
+    // else the model cast to bf16 for libtorch.
+    let doctor = stdout(&run(gnmt().arg("doctor")));
+    let bf16_dot = doctor.contains(" avx512bf16") && doctor.contains("cpu kernels: avx512");
+    let b = translate(&["--bf16"]);
+    assert_eq!(
+        b["kernels"],
+        if bf16_dot { "Bf16" } else { "Fused" },
+        "{doctor}"
+    );
+    assert_eq!(b["sentences"], 6);
+    // Capped at AVX2 (one process per build): the same translations as the best build.
+    let out = run(gnmt()
+        .env("GNMT_MAX_ISA", "avx2")
+        .args([
+            "bench",
+            "translate",
+            "--preset",
+            "tiny",
+            "--vocab-size",
+            "300",
+        ])
+        .args([
+            "--sentences",
+            "6",
+            "--batch-size",
+            "4",
+            "--beam",
+            "2",
+            "--threads",
+            "1",
+        ]));
+    let c: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_ne!(c["isa"], "avx512");
+    assert_eq!(c["generated_tokens"], v["generated_tokens"]);
     // A bad preset is an error naming the option.
     let out = run(gnmt().args(["bench", "train", "--preset", "huge"]));
     let e = stderr(&out);

@@ -96,7 +96,8 @@ struct TranslateBench {
     no_fused_kernels: bool,
 }
 
-fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
+/// The model cast to bf16/fp16 (--bf16, --fp16): training's working copy.
+fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     let (mut vs, m, d) = build_fp32(c)?;
     if c.bf16 {
         vs.bfloat16();
@@ -104,6 +105,21 @@ fn build(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
         vs.half();
     }
     Ok((vs, m, d))
+}
+
+/// The model for `bench translate`, readied for --bf16/--fp16 as `gnmt translate` would, with
+/// the search's kernels.
+fn build_for_search(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device, Kernels)> {
+    let (mut vs, m, d) = build_fp32(c)?;
+    let precision = if c.bf16 {
+        gnmt_translate::Precision::Bf16
+    } else if c.fp16 {
+        gnmt_translate::Precision::Fp16
+    } else {
+        gnmt_translate::Precision::Fp32
+    };
+    let kernels = crate::commands::cast_for(&mut vs, precision, d);
+    Ok((vs, m, d, kernels))
 }
 
 fn build_fp32(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
@@ -163,7 +179,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     let c = &a.common;
     let (vs, model, device) = build_fp32(c)?;
     let work = if c.bf16 || c.fp16 {
-        let (wvs, wm, _) = build(c)?;
+        let (wvs, wm, _) = build_cast(c)?;
         Some((wvs, wm))
     } else {
         None
@@ -239,7 +255,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
 
 fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let c = &a.common;
-    let (_vs, model, device) = build(c)?;
+    let (_vs, model, device, kernels) = build_for_search(c)?;
     let srcs: Vec<Vec<u32>> = match (&a.input, &c.model) {
         (Some(path), Some(dir)) => {
             let tok = SubwordTokenizer::load(&dir.join("tokenizer.json"))?;
@@ -262,7 +278,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         kernels: if a.no_fused_kernels {
             Kernels::Libtorch
         } else {
-            Kernels::Fused
+            kernels
         },
         ..SearchConfig::from(&a.search)
     };
@@ -300,7 +316,8 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16, "fp16": c.fp16,
         "device": c.device, "threads": tch::get_num_threads(), "workers": workers, "beam": engine.search.beam,
-        "fused_kernels": !a.no_fused_kernels,
+        "fused_kernels": !a.no_fused_kernels, "kernels": format!("{:?}", engine.search.kernels),
+        "isa": gnmt_model::Isa::detected().name(), "cpu": crate::doctor::cpu_model(),
         "batch_size": c.batch_size, "sentences": srcs.len(), "source_tokens": source,
         "generated_tokens": generated, "seconds": secs,
         "tokens_per_s": (source + generated) as f64 / secs,

@@ -59,6 +59,42 @@ enum PrecisionArg {
     Fp16,
 }
 
+impl From<PrecisionArg> for gnmt_translate::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => gnmt_translate::Precision::Fp32,
+            PrecisionArg::Bf16 => gnmt_translate::Precision::Bf16,
+            PrecisionArg::Fp16 => gnmt_translate::Precision::Fp16,
+        }
+    }
+}
+
+/// Readies a float32 model for translating at `precision` on `device` (casting its weights
+/// where that is the plan) and returns the search's kernels; logs the path taken.
+pub fn cast_for(
+    vs: &mut nn::VarStore,
+    precision: gnmt_translate::Precision,
+    device: tch::Device,
+) -> gnmt_model::Kernels {
+    let (kernels, cast) = gnmt_translate::precision_plan(precision, device);
+    match cast {
+        Some(tch::Kind::BFloat16) => vs.bfloat16(),
+        Some(tch::Kind::Half) => vs.half(),
+        _ => {}
+    }
+    let path = match (kernels, cast) {
+        (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, decoder weights in bf16 (AVX512-BF16)",
+        (_, Some(_)) => "libtorch, model cast",
+        _ if device == tch::Device::Cpu => "gnmt-kernels, float32",
+        _ => "libtorch",
+    };
+    tracing::info!(
+        "precision {precision:?} on {device:?}: {path} (CPU kernels: {})",
+        gnmt_model::Isa::detected()
+    );
+    kernels
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Kind {
     /// SentencePiece-style unigram language model.
@@ -466,11 +502,16 @@ pub struct TranslateArgs {
     /// Append the attended source position of each output piece.
     #[arg(long)]
     alignments: bool,
-    /// Run the model in bf16 (scores and the search itself stay float32).
-    #[arg(long)]
+    /// Precision of the model: fp32 (default), bf16 (on a CPU with AVX512-BF16, the decoder's
+    /// weights and inputs in bf16 with float32 sums on gnmt-kernels; elsewhere the model cast to
+    /// bf16), fp16 (the model cast to fp16, for GPUs). Scores and the search stay float32.
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
+    /// Same as --precision bf16.
+    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
     bf16: bool,
-    /// Run the model in fp16 (scores and the search itself stay float32).
-    #[arg(long, conflicts_with = "bf16")]
+    /// Same as --precision fp16.
+    #[arg(long, conflicts_with = "precision")]
     fp16: bool,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -499,13 +540,16 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         tokenizer: tok,
         ..
     } = ModelDir::open(&a.model, device)?;
-    if a.bf16 {
-        vs.bfloat16();
-    } else if a.fp16 {
-        vs.half();
-    }
+    let precision = match (a.precision, a.bf16, a.fp16) {
+        (Some(p), _, _) => p.into(),
+        (None, true, _) => gnmt_translate::Precision::Bf16,
+        (None, _, true) => gnmt_translate::Precision::Fp16,
+        _ => gnmt_translate::Precision::Fp32,
+    };
+    let kernels = cast_for(&mut vs, precision, device);
     let search = SearchConfig {
         nbest: a.nbest.max(1),
+        kernels,
         ..SearchConfig::from(&a.search)
     };
     if a.nbest > search.beam {

@@ -183,7 +183,7 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
 }
 
 /// The CPU's model name (Linux: /proc/cpuinfo).
-fn cpu_model() -> Option<String> {
+pub fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())

@@ -302,3 +302,88 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
         }
     }
 }
+
+/// [`crate::PackedLinearBf16::forward`] on AVX512-BF16: as [`linear`], with `vdpbf16ps` adding
+/// two bf16 products into each float32 lane; `xs` are the input rows as bf16 pairs `[m, k2]`.
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
+pub(crate) fn linear_bf16(w: &crate::PackedLinearBf16, xs: &[u32], m: usize, out: &mut [f32]) {
+    let (n, k2) = (w.n, w.k2);
+    if k2 == 0 {
+        for r in 0..m {
+            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+        }
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    let per_block = (((256 << 10) / (k2 * NR * 4)).max(2) / 2) * 2;
+    for p0 in (0..panels).step_by(per_block) {
+        let p1 = (p0 + per_block).min(panels);
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = MR.min(m - r0);
+            let xr = &xs[r0 * k2..(r0 + rows) * k2];
+            let mut p = p0;
+            while p < p1 {
+                let two = p + 1 < p1;
+                let a = &w.panels[p * k2 * NR..(p + 1) * k2 * NR];
+                let b = if two {
+                    &w.panels[(p + 1) * k2 * NR..(p + 2) * k2 * NR]
+                } else {
+                    a
+                };
+                let acc = micro_bf16_rows(rows, a, b, xr, k2);
+                let used = if two { 2 } else { 1 };
+                for (r, accs) in acc.iter().enumerate().take(rows) {
+                    for (j, &v) in accs.iter().enumerate().take(used) {
+                        let col = (p + j) * NR;
+                        let cols = NR.min(n - col);
+                        let o = &mut out[(r0 + r) * n + col..][..cols];
+                        store(o, _mm512_add_ps(v, load(&w.bias[col..col + cols])));
+                    }
+                }
+                p += used;
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/// [`micro_bf16`] with the row count as a constant.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
+fn micro_bf16_rows(rows: usize, a: &[u32], b: &[u32], xs: &[u32], k2: usize) -> [[__m512; 2]; MR] {
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => grow(micro_bf16::<$r>(a, b, xs, k2)),)*
+                _ => grow(micro_bf16::<1>(a, b, xs, k2)),
+            }
+        };
+    }
+    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
+}
+
+/// `R` rows of bf16 pairs (`xs`, `R * k2`) times two packed bf16 panels (`k2 * 16` pairs each).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
+fn micro_bf16<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k2: usize) -> [[__m512; 2]; R] {
+    assert!(a.len() >= k2 * NR && b.len() >= k2 * NR && xs.len() >= R * k2);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    // SAFETY: the loads read `a[q * NR..][..16]`, `b[q * NR..][..16]` and `xs[r * k2 + q]` for
+    // `q < k2`, `r < R`: inside the slices (checked above). `__m512i` and `__m512bh` are both
+    // 64 bytes of plain bits, so reinterpreting one as the other is sound.
+    unsafe {
+        let (ap, bp, xp) = (a.as_ptr(), b.as_ptr(), xs.as_ptr());
+        for q in 0..k2 {
+            let va: __m512bh = std::mem::transmute(_mm512_loadu_si512(ap.add(q * NR).cast()));
+            let vb: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR).cast()));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*xp.add(r * k2 + q) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], xv, va);
+                acc[1] = _mm512_dpbf16_ps(acc[1], xv, vb);
+            }
+        }
+    }
+    acc
+}

@@ -403,3 +403,79 @@ fn every_build_gives_the_same_candidates_on_search_shapes() {
         }
     }
 }
+
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    assert_eq!(to_bf16(1.0), 0x3F80);
+    assert_eq!(from_bf16(0x3F80), 1.0);
+    // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even (1.0).
+    assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3F80);
+    // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up to the even.
+    assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3F82);
+    assert_eq!(to_bf16(1.0 + 1.5 / 256.0), 0x3F81);
+    assert_eq!(to_bf16(-2.0), 0xC000);
+    assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    assert_eq!(
+        from_bf16(to_bf16(f32::MAX)),
+        f32::INFINITY,
+        "rounds past the largest bf16"
+    );
+    assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    for x in noise(1000, 5, 100.0) {
+        let r = from_bf16(to_bf16(x));
+        assert!((r - x).abs() <= x.abs() / 256.0, "{x} -> {r}");
+    }
+}
+
+#[test]
+fn packed_linear_bf16_is_the_bf16_product_with_float32_sums() {
+    let fast = bf16_dot_supported();
+    for (i, &(m, k, n, bias)) in [
+        (7, 13, 37, true),
+        (1, 256, 16, false),
+        (13, 5, 3, true),
+        (14, 40, 33, true),
+        (0, 4, 4, true),
+        (3, 0, 20, true),
+        (25, 256, 300, true),
+        (5, 1024, 70, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = noise(n * k, 800 + i as u64, 1.0);
+        let b = noise(n, 900 + i as u64, 1.0);
+        let x = noise(m * k, 1000 + i as u64, 1.0);
+        let p = PackedLinearBf16::new(&w, bias.then_some(&b[..]), n, k);
+        assert_eq!((p.out_features(), p.in_features()), (n, k));
+        let round = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut outs = Vec::new();
+        for on in [false, fast] {
+            let mut out = vec![f32::NAN; m * n];
+            p.forward_on(on, &x, m, &mut out);
+            outs.push(out);
+        }
+        for r in 0..m {
+            for j in 0..n {
+                let terms = (0..k).map(|kk| round(x[r * k + kk]) * round(w[j * k + kk]));
+                let want = terms.sum::<f64>() + if bias { b[j] as f64 } else { 0.0 };
+                let scale: f64 = (0..k)
+                    .map(|kk| (x[r * k + kk] * w[j * k + kk]).abs() as f64)
+                    .sum();
+                for out in &outs {
+                    let got = out[r * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-6 * (1.0 + scale),
+                        "{m}x{k}x{n} [{r},{j}]: {got} vs {want}"
+                    );
+                }
+                // And the float32 product within bf16's precision.
+                let exact: f64 = (0..k)
+                    .map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>()
+                    + if bias { b[j] as f64 } else { 0.0 };
+                assert!((outs[0][r * n + j] as f64 - exact).abs() <= 0.01 * (1.0 + scale));
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
 //! their own layout on every call: at the row counts of search, a large part of the step).
 
-use gnmt_kernels::{lstm_cell, Kernels, PackedLinear};
+use gnmt_kernels::{lstm_cell, Kernels, PackedLinear, PackedLinearBf16};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
@@ -18,8 +18,39 @@ use crate::{Encoded, Seq2Seq};
 #[derive(Debug)]
 pub struct CpuDecoder {
     /// Per layer: `[W_ih W_hh]` `[4H, in + H]` and `b_ih + b_hh`.
-    layers: Vec<PackedLinear>,
-    classifier: PackedLinear,
+    layers: Vec<Packed>,
+    classifier: Packed,
+}
+
+/// One packed weight matrix: float32, or bf16 with float32 sums.
+#[derive(Debug)]
+enum Packed {
+    F32(PackedLinear),
+    Bf16(PackedLinearBf16),
+}
+
+impl Packed {
+    fn new(w: &[f32], b: Option<&[f32]>, n: usize, k: usize, bf16: bool) -> Self {
+        if bf16 {
+            Packed::Bf16(PackedLinearBf16::new(w, b, n, k))
+        } else {
+            Packed::F32(PackedLinear::new(w, b, n, k))
+        }
+    }
+
+    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        match self {
+            Packed::F32(p) => p.forward(x, m, out),
+            Packed::Bf16(p) => p.forward(x, m, out),
+        }
+    }
+
+    fn out_features(&self) -> usize {
+        match self {
+            Packed::F32(p) => p.out_features(),
+            Packed::Bf16(p) => p.out_features(),
+        }
+    }
 }
 
 /// Per decoder layer, `h` and `c` `[rows, H]`, row-major.
@@ -54,9 +85,14 @@ fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
 }
 
 impl Seq2Seq {
-    /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU, else
-    /// None.
-    pub fn cpu_decoder(&self) -> Option<CpuDecoder> {
+    /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU (its
+    /// weights in bf16 for [`Kernels::Bf16`]), else None (and for [`Kernels::Libtorch`]).
+    pub fn cpu_decoder(&self, kernels: Kernels) -> Option<CpuDecoder> {
+        let bf16 = match kernels {
+            Kernels::Fused => false,
+            Kernels::Bf16 => true,
+            Kernels::Libtorch => return None,
+        };
         let pack = |w: &Tensor, b: Option<Tensor>| {
             if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
                 return None;
@@ -67,11 +103,12 @@ impl Seq2Seq {
                 Some(b) => Some(host(&b).ok()?),
                 None => None,
             };
-            Some(PackedLinear::new(
+            Some(Packed::new(
                 &host(w).ok()?,
                 b.as_deref(),
                 n as usize,
                 k as usize,
+                bf16,
             ))
         };
         let layers = self

@@ -111,9 +111,8 @@ mod tests {
     use tch::{nn, Device};
 
     fn write_model(dir: &Path, cfg: &ModelConfig, seed: i64, tok: &Path) -> nn::VarStore {
-        tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
-        Seq2Seq::new(&vs.root(), cfg).unwrap();
+        crate::seeded(seed, || Seq2Seq::new(&vs.root(), cfg).unwrap());
         checkpoint::ModelFiles {
             vs: &vs,
             config: cfg,

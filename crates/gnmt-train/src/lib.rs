@@ -9,6 +9,19 @@ pub mod checkpoint;
 pub mod optim;
 pub mod trainer;
 
+/// libtorch draws random numbers (initial weights, dropout masks) from one generator per
+/// process. `seeded` seeds it and runs `f` under one lock, so that trainers side by side in one
+/// process (ranks as threads, parallel tests) each get exactly their seed's numbers: without
+/// the lock, another thread's draw between the seed and the draws changes them.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_us = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed);
+    f()
+}
+
 pub use trainer::{
     train, train_with, Control, Precision, Progress, ProgressFn, Start, TrainConfig, TrainError,
     Trainer,

@@ -463,7 +463,6 @@ mod tests {
 
     #[test]
     fn fused_cpu_adam_equals_the_tensor_path_and_the_formula() {
-        tch::manual_seed(3);
         let n = 1000;
         let c = AdamCoefficients {
             beta1: 0.9,
@@ -472,10 +471,11 @@ mod tests {
             inv_sqrt_bc2: (1.0 / (1.0f64 - 0.999f64.powi(3)).sqrt()) as f32,
             step_size: (1e-3 / (1.0 - 0.9f64.powi(3))) as f32,
         };
-        let g = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
-        let p0 = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
-        let m0 = Tensor::randn([n], (Kind::Float, tch::Device::Cpu)) * 0.1;
-        let v0 = Tensor::rand([n], (Kind::Float, tch::Device::Cpu)) * 0.01;
+        let (g, p0, m0, v0) = crate::seeded(3, || {
+            let r = |s: f64| Tensor::randn([n], (Kind::Float, tch::Device::Cpu)) * s;
+            let v0 = Tensor::rand([n], (Kind::Float, tch::Device::Cpu)) * 0.01;
+            (r(1.0), r(1.0), r(0.1), v0)
+        });
         let (p, m, v) = (p0.copy(), m0.copy(), v0.copy());
         assert!(fused_cpu_update(&p, &g, &m, &v, &c));
         let (mut p2, mut m2, mut v2) = (p0.copy(), m0.copy(), v0.copy());
@@ -490,7 +490,7 @@ mod tests {
         c.update(&mut pe, f(&g), &mut me, &mut ve);
         assert_eq!((pe, me, ve), (f(&p), f(&m), f(&v)));
         // Not contiguous, or not float32: the fused path declines.
-        let t = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu)).tr();
+        let t = crate::seeded(4, || Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu))).tr();
         let o = || Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
         assert!(!fused_cpu_update(&t, &o(), &o(), &o(), &c));
         let d = Tensor::zeros([n], (Kind::Double, tch::Device::Cpu));

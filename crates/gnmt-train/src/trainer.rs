@@ -457,8 +457,9 @@ pub(crate) fn backward_group(
         let b = make_batch(corpus, &idx, device);
         out.data_secs += t_data.elapsed().as_secs_f64();
         // Each rank its own dropout masks.
-        tch::manual_seed(seed(i).wrapping_add((shard.0 as i64) << 48));
-        let logits = model.forward(&b.src, &b.src_len, &b.tgt_in, true);
+        let logits = crate::seeded(seed(i).wrapping_add((shard.0 as i64) << 48), || {
+            model.forward(&b.src, &b.src_len, &b.tgt_in, true)
+        });
         let (loss_sum, _nll) = smoothed_loss_sum(&logits, &b.tgt_out, label_smoothing);
         (&loss_sum * (factor * weight)).backward();
         adam.accumulate();
@@ -761,8 +762,9 @@ impl<'a> Trainer<'a> {
             "pairs": meta.report.kept, "tokens": [meta.src_tokens, meta.tgt_tokens],
         });
         let run_id = cfg.run_id(&model_cfg, &data_fingerprint);
-        tch::manual_seed(cfg.seed as i64);
-        let mut w = Weights::new(&model_cfg, cfg.precision, device)?;
+        let mut w = crate::seeded(cfg.seed as i64, || {
+            Weights::new(&model_cfg, cfg.precision, device)
+        })?;
         let mut state = TrainerState {
             step: 0,
             epoch: 0,
@@ -1546,7 +1548,7 @@ mod tests {
 
     #[test]
     fn smoothed_loss_ignores_padding() {
-        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let logits = crate::seeded(0, || Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu)));
         let t1 = Tensor::from_slice(&[1i64, 2, 0, 3, 0, 0]).view([2, 3]);
         let (a, _) = smoothed_loss(&logits, &t1, 0.1);
         // Changing the logits at padded positions changes nothing.
@@ -1845,9 +1847,8 @@ mod tests {
         assert!(target_tokens(&corpus, &b) > 3 * target_tokens(&corpus, &a));
         let mut cfg = ModelConfig::preset("tiny", tok.vocab_size() as i64).unwrap();
         cfg.dropout = 0.0;
-        tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        let model = crate::seeded(5, || Seq2Seq::new(&vs.root(), &cfg).unwrap());
         let n = vs.variables().len();
         let grads = |group: &[Vec<usize>]| {
             let mut adam = Adam::new(&vs);

@@ -48,6 +48,32 @@ impl Default for SearchConfig {
     }
 }
 
+/// The precision a translation runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bf16 weights and activations, float32 sums and scores.
+    Bf16,
+    /// fp16 weights and activations (for GPUs), float32 scores.
+    Fp16,
+}
+
+/// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
+/// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
+/// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
+/// model for libtorch's operators.
+pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
+    match precision {
+        Precision::Fp32 => (Kernels::Fused, None),
+        Precision::Bf16 if device == Device::Cpu && gnmt_kernels::bf16_dot_supported() => {
+            (Kernels::Bf16, None)
+        }
+        Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
+        Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
+    }
+}
+
 /// One finished translation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hypothesis {
@@ -78,7 +104,7 @@ pub fn translate_batch(
 /// pack once for many batches of one model.
 pub fn cpu_decoder(model: &Seq2Seq, device: Device, kernels: Kernels) -> Option<CpuDecoder> {
     match (device, kernels) {
-        (Device::Cpu, Kernels::Fused) => model.cpu_decoder(),
+        (Device::Cpu, Kernels::Fused | Kernels::Bf16) => model.cpu_decoder(kernels),
         _ => None,
     }
 }

@@ -1,0 +1,169 @@
+//! `x W^T + b` with `W` in bfloat16 and float32 accumulation: half the weight bytes of
+//! [`crate::PackedLinear`], and on CPUs with AVX512-BF16 (Intel since Cooper Lake and Sapphire
+//! Rapids, AMD since Zen 4) twice the multiply-adds per instruction (`vdpbf16ps`: two bf16
+//! products into each float32 lane). The input rows are rounded to bf16 too (round to nearest,
+//! ties to even), as that instruction takes them: the results are those of a bf16 model with
+//! float32 sums, not float32's.
+
+use crate::gemm::NR;
+use crate::Isa;
+
+/// A float32 rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its 16 bits.
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The float32 value of bfloat16 bits (exact).
+#[inline]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Whether this process runs [`PackedLinearBf16`] on AVX512-BF16 (else on portable code, much
+/// slower than [`crate::PackedLinear`]: callers then take another path).
+pub fn bf16_dot_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Isa::detected() >= Isa::Avx512 && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A weight matrix `W` `[n, k]` in bf16, packed as `ceil(n / 16)` panels of `ceil(k / 2)`
+/// rows, each row 16 columns of two consecutive `k` (the pair `vdpbf16ps` multiplies into one
+/// lane; zero beyond `n` and `k`).
+#[derive(Debug, Clone)]
+pub struct PackedLinearBf16 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    /// `k` pairs per panel row: `ceil(k / 2)`.
+    pub(crate) k2: usize,
+    /// Per pair, the bf16 of `k = 2q` in the low half and `2q + 1` in the high half.
+    pub(crate) panels: Vec<u32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+impl PackedLinearBf16 {
+    /// Rounds `w` `[n, k]` to bf16 and packs it, with the optional float32 bias `[n]`.
+    ///
+    /// # Panics
+    /// If the lengths do not match `n` and `k`.
+    pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight");
+        let k2 = k.div_ceil(2);
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0u32; np * k2 * NR];
+        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (p, c) = (j / NR, j % NR);
+            let panel = &mut panels[p * k2 * NR..(p + 1) * k2 * NR];
+            for (q, pair) in row.chunks(2).enumerate() {
+                panel[q * NR + c] = pack_pair(pair);
+            }
+        }
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.len(), n, "bias");
+                b.to_vec()
+            }
+            None => vec![0.0; n],
+        };
+        PackedLinearBf16 {
+            n,
+            k,
+            k2,
+            panels,
+            bias,
+        }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// `out[m, n] = bf16(x[m, k]) . W^T + b`, row-major, sums in float32.
+    ///
+    /// # Panics
+    /// If `x` is not `m * k` long or `out` not `m * n`.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.forward_on(bf16_dot_supported(), x, m, out)
+    }
+
+    /// [`PackedLinearBf16::forward`] on AVX512-BF16 when `fast` and the CPU has it, else on
+    /// portable code.
+    pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "input");
+        assert_eq!(out.len(), m * self.n, "output");
+        let xs = pack_rows(x, m, self.k, self.k2);
+        #[cfg(target_arch = "x86_64")]
+        if fast && bf16_dot_supported() {
+            // SAFETY: the CPU has AVX-512 F, DQ, BW, VL and BF16 (bf16_dot_supported).
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::avx512::linear_bf16(self, &xs, m, out)
+            };
+            return;
+        }
+        let _ = fast;
+        linear(self, &xs, m, out);
+    }
+}
+
+/// Two consecutive values (the second 0 when missing) as one bf16 pair.
+#[inline]
+fn pack_pair(pair: &[f32]) -> u32 {
+    let lo = to_bf16(pair[0]) as u32;
+    let hi = pair.get(1).map_or(0, |&x| to_bf16(x) as u32);
+    lo | (hi << 16)
+}
+
+/// The rows of `x` `[m, k]` as bf16 pairs `[m, k2]`.
+fn pack_rows(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(m * k2);
+    for r in 0..m {
+        out.extend(x[r * k..(r + 1) * k].chunks(2).map(pack_pair));
+    }
+    out
+}
+
+/// The portable build: each lane's pair of products added in `vdpbf16ps`'s order.
+pub(crate) fn linear(w: &PackedLinearBf16, xs: &[u32], m: usize, out: &mut [f32]) {
+    let (n, k2) = (w.n, w.k2);
+    if k2 == 0 {
+        for r in 0..m {
+            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+        }
+        return;
+    }
+    let half = |v: u32, hi: bool| from_bf16(if hi { (v >> 16) as u16 } else { v as u16 });
+    for r in 0..m {
+        let xr = &xs[r * k2..(r + 1) * k2];
+        for (p, panel) in w.panels.chunks_exact(k2 * NR).enumerate() {
+            let mut acc = [0f32; NR];
+            for (q, &xv) in xr.iter().enumerate() {
+                let (x0, x1) = (half(xv, false), half(xv, true));
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let wv = panel[q * NR + c];
+                    *a = (*a + x1 * half(wv, true)) + x0 * half(wv, false);
+                }
+            }
+            let cols = NR.min(n - p * NR);
+            for c in 0..cols {
+                out[r * n + p * NR + c] = acc[c] + w.bias[p * NR + c];
+            }
+        }
+    }
+}
