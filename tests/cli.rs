@@ -106,8 +106,13 @@ fn bench_prints_json_with_throughput() {
         assert_eq!(v[&flag[2..]], true);
         assert!(v["final_loss"].as_f64().unwrap().is_finite(), "{flag}: {v}");
     }
-    let translate = |extra: &[&str]| {
-        let out = run(gnmt()
+    // `GNMT_MAX_ISA` as given (None: unset), then the flags.
+    let translate_capped = |cap: Option<&str>, extra: &[&str]| {
+        let mut cmd = gnmt();
+        if let Some(cap) = cap {
+            cmd.env("GNMT_MAX_ISA", cap);
+        }
+        let out = run(cmd
             .args([
                 "bench",
                 "translate",
@@ -130,6 +135,7 @@ fn bench_prints_json_with_throughput() {
         assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
         serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()
     };
+    let translate = |extra: &[&str]| translate_capped(None, extra);
     let v = translate(&[]);
     assert_eq!(v["sentences"], 6);
     assert_eq!(v["fused_kernels"], true);
@@ -154,27 +160,7 @@ fn bench_prints_json_with_throughput() {
     );
     assert_eq!(b["sentences"], 6);
     // Capped at AVX2 (one process per build): the same translations as the best build.
-    let out = run(gnmt()
-        .env("GNMT_MAX_ISA", "avx2")
-        .args([
-            "bench",
-            "translate",
-            "--preset",
-            "tiny",
-            "--vocab-size",
-            "300",
-        ])
-        .args([
-            "--sentences",
-            "6",
-            "--batch-size",
-            "4",
-            "--beam",
-            "2",
-            "--threads",
-            "1",
-        ]));
-    let c: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let c = translate_capped(Some("avx2"), &[]);
     assert_ne!(c["isa"], "avx512");
     assert_eq!(c["generated_tokens"], v["generated_tokens"]);
     // A bad preset is an error naming the option.

@@ -9,7 +9,8 @@ pub fn gnmt() -> Command {
     c.env("OMP_WAIT_POLICY", "PASSIVE")
         .env_remove("SACREBLEU_FORMAT")
         .env_remove("SACREBLEU_SEED")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env_remove("GNMT_MAX_ISA");
     c
 }
 

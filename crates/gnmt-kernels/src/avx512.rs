@@ -186,43 +186,56 @@ pub(crate) fn top(
     })
 }
 
-/// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each, the
-/// panels in blocks of ~256 KB (kept in L2 while every row block of `x` passes over them).
+/// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
-    let (n, k) = (w.n, w.k);
-    if k == 0 {
+    panels_by_rows(w.n, w.k, &w.panels, &w.bias, x, m, out, |rows, a, b, xs| {
+        micro_rows(rows, a, b, xs, w.k)
+    })
+}
+
+/// The blocking of both matrix kernels: `out[m, n] = xs . panels + bias` where a panel row and an
+/// input row hold `width` elements (floats, or bf16 pairs). The panels go in blocks of ~256 KB
+/// (kept in L2 while every row block of `x` passes over them), two at a time through `micro`
+/// (rows, panel a, panel b, those rows of `xs`), which returns the rows' sums for both.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn panels_by_rows<T>(
+    n: usize,
+    width: usize,
+    panels: &[T],
+    bias: &[f32],
+    xs: &[T],
+    m: usize,
+    out: &mut [f32],
+    micro: impl Fn(usize, &[T], &[T], &[T]) -> [[__m512; 2]; MR],
+) {
+    if width == 0 {
         for r in 0..m {
-            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
+            out[r * n..(r + 1) * n].copy_from_slice(bias);
         }
         return;
     }
-    let panels = n.div_ceil(NR);
-    let per_block = (((256 << 10) / (k * NR * 4)).max(2) / 2) * 2;
-    for p0 in (0..panels).step_by(per_block) {
-        let p1 = (p0 + per_block).min(panels);
+    let count = n.div_ceil(NR);
+    let panel = |p: usize| &panels[p * width * NR..(p + 1) * width * NR];
+    let per_block = (((256 << 10) / (width * NR * 4)).max(2) / 2) * 2;
+    for p0 in (0..count).step_by(per_block) {
+        let p1 = (p0 + per_block).min(count);
         let mut r0 = 0;
         while r0 < m {
             let rows = MR.min(m - r0);
-            let xs = &x[r0 * k..(r0 + rows) * k];
+            let x = &xs[r0 * width..(r0 + rows) * width];
             let mut p = p0;
             while p < p1 {
-                let two = p + 1 < p1;
-                let a = &w.panels[p * k * NR..(p + 1) * k * NR];
-                let b = if two {
-                    &w.panels[(p + 1) * k * NR..(p + 2) * k * NR]
-                } else {
-                    a
-                };
-                let acc = micro_rows(rows, a, b, xs, k);
-                let used = if two { 2 } else { 1 };
+                let used = if p + 1 < p1 { 2 } else { 1 };
+                let acc = micro(rows, panel(p), panel(p + used - 1), x);
                 for (r, accs) in acc.iter().enumerate().take(rows) {
                     for (j, &v) in accs.iter().enumerate().take(used) {
                         let col = (p + j) * NR;
                         let cols = NR.min(n - col);
                         let o = &mut out[(r0 + r) * n + col..][..cols];
-                        let sum = _mm512_add_ps(v, load(&w.bias[col..col + cols]));
-                        store(o, sum);
+                        store(o, _mm512_add_ps(v, load(&bias[col..col + cols])));
                     }
                 }
                 p += used;
@@ -307,45 +320,16 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
 /// two bf16 products into each float32 lane; `xs` are the input rows as bf16 pairs `[m, k2]`.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
 pub(crate) fn linear_bf16(w: &crate::PackedLinearBf16, xs: &[u32], m: usize, out: &mut [f32]) {
-    let (n, k2) = (w.n, w.k2);
-    if k2 == 0 {
-        for r in 0..m {
-            out[r * n..(r + 1) * n].copy_from_slice(&w.bias);
-        }
-        return;
-    }
-    let panels = n.div_ceil(NR);
-    let per_block = (((256 << 10) / (k2 * NR * 4)).max(2) / 2) * 2;
-    for p0 in (0..panels).step_by(per_block) {
-        let p1 = (p0 + per_block).min(panels);
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = MR.min(m - r0);
-            let xr = &xs[r0 * k2..(r0 + rows) * k2];
-            let mut p = p0;
-            while p < p1 {
-                let two = p + 1 < p1;
-                let a = &w.panels[p * k2 * NR..(p + 1) * k2 * NR];
-                let b = if two {
-                    &w.panels[(p + 1) * k2 * NR..(p + 2) * k2 * NR]
-                } else {
-                    a
-                };
-                let acc = micro_bf16_rows(rows, a, b, xr, k2);
-                let used = if two { 2 } else { 1 };
-                for (r, accs) in acc.iter().enumerate().take(rows) {
-                    for (j, &v) in accs.iter().enumerate().take(used) {
-                        let col = (p + j) * NR;
-                        let cols = NR.min(n - col);
-                        let o = &mut out[(r0 + r) * n + col..][..cols];
-                        store(o, _mm512_add_ps(v, load(&w.bias[col..col + cols])));
-                    }
-                }
-                p += used;
-            }
-            r0 += rows;
-        }
-    }
+    panels_by_rows(
+        w.n,
+        w.k2,
+        &w.panels,
+        &w.bias,
+        xs,
+        m,
+        out,
+        |rows, a, b, x| micro_bf16_rows(rows, a, b, x, w.k2),
+    )
 }
 
 /// [`micro_bf16`] with the row count as a constant.
