@@ -12,7 +12,7 @@
 #
 # Paths: libtorch alone (--no-fused-kernels), gnmt-kernels in float32 on AVX2 and on AVX-512
 # (GNMT_MAX_ISA caps the build, one process each), bf16 on gnmt-kernels (AVX512-BF16) and bf16
-# on libtorch (the model cast; what --bf16 does without AVX512-BF16).
+# on libtorch (the model cast; what --bf16 does without AVX512-BF16), int8 on gnmt-kernels.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ $# -ge 3 ] || { sed -n '2,15p' "$0"; exit 2; }
@@ -30,6 +30,7 @@ PATHS=(
     "gnmt-kernels float32, AVX-512|GNMT_MAX_ISA=avx512|"
     "gnmt-kernels bf16 (AVX512-BF16)|GNMT_MAX_ISA=avx512|--bf16"
     "libtorch bf16 (model cast)|GNMT_MAX_ISA=avx2|--bf16"
+    "gnmt-kernels int8 (AVX512-VNNI)|GNMT_MAX_ISA=avx512|--int8"
 )
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $THREADS threads"
 $G doctor | grep -E '^cpu (features|kernels)'
@@ -54,7 +55,7 @@ for p in "${PATHS[@]}"; do
     [ -n "$base" ] || base="$mean"
     # shellcheck disable=SC2086
     env $env $G translate --model "$MODEL" -i "$SRC" -o "$TMP/out.txt" --beam 5 --threads "$THREADS" \
-        $( [ "$flags" = "--bf16" ] && echo --precision bf16 ) 2>/dev/null
+        $(case "$flags" in --bf16) echo --precision bf16 ;; --int8) echo --precision int8 ;; esac) 2>/dev/null
     bleu=$($G eval "$REF" -i "$TMP/out.txt" -b)
     echo "| $name | ${speed[$name]} | $(awk -v a="$mean" -v b="$base" 'BEGIN { printf "%.2fx", a / b }') | $bleu |"
 done

@@ -159,6 +159,11 @@ fn bench_prints_json_with_throughput() {
         "{doctor}"
     );
     assert_eq!(b["sentences"], 6);
+    let i = translate(&["--int8"]);
+    assert_eq!(
+        (i["kernels"].as_str(), i["sentences"].as_u64()),
+        (Some("Int8"), Some(6))
+    );
     // Capped at AVX2 (one process per build): the same translations as the best build.
     let c = translate_capped(Some("avx2"), &[]);
     assert_ne!(c["isa"], "avx512");

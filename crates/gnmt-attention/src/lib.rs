@@ -103,7 +103,7 @@ impl Attention {
         };
         let v = self.score_vector();
         let fused = match kernels {
-            Kernels::Fused | Kernels::Bf16 => fused_scores(&q, keys, &v, pad_mask),
+            Kernels::Fused | Kernels::Bf16 | Kernels::Int8 => fused_scores(&q, keys, &v, pad_mask),
             Kernels::Libtorch => None,
         };
         let scores = match fused {

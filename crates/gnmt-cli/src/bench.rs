@@ -94,6 +94,9 @@ struct TranslateBench {
     /// fused attention scores, log-softmax + top-k; CPU float32), to measure what they bring.
     #[arg(long)]
     no_fused_kernels: bool,
+    /// The decoder in 8-bit integers (as `gnmt translate --precision int8`).
+    #[arg(long, conflicts_with_all = ["bf16", "fp16", "no_fused_kernels"])]
+    int8: bool,
 }
 
 /// The model cast to bf16/fp16 (--bf16, --fp16): training's working copy.
@@ -109,9 +112,11 @@ fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
 
 /// The model for `bench translate`, readied for --bf16/--fp16 as `gnmt translate` would, with
 /// the search's kernels.
-fn build_for_search(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device, Kernels)> {
+fn build_for_search(c: &Common, int8: bool) -> Result<(nn::VarStore, Seq2Seq, Device, Kernels)> {
     let (mut vs, m, d) = build_fp32(c)?;
-    let precision = if c.bf16 {
+    let precision = if int8 {
+        gnmt_translate::Precision::Int8
+    } else if c.bf16 {
         gnmt_translate::Precision::Bf16
     } else if c.fp16 {
         gnmt_translate::Precision::Fp16
@@ -255,7 +260,7 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
 
 fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let c = &a.common;
-    let (_vs, model, device, kernels) = build_for_search(c)?;
+    let (_vs, model, device, kernels) = build_for_search(c, a.int8)?;
     let srcs: Vec<Vec<u32>> = match (&a.input, &c.model) {
         (Some(path), Some(dir)) => {
             let tok = SubwordTokenizer::load(&dir.join("tokenizer.json"))?;

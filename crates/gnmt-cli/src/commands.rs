@@ -59,12 +59,22 @@ enum PrecisionArg {
     Fp16,
 }
 
-impl From<PrecisionArg> for gnmt_translate::Precision {
-    fn from(p: PrecisionArg) -> Self {
+/// `gnmt translate --precision`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TranslatePrecision {
+    Fp32,
+    Bf16,
+    Fp16,
+    Int8,
+}
+
+impl From<TranslatePrecision> for gnmt_translate::Precision {
+    fn from(p: TranslatePrecision) -> Self {
         match p {
-            PrecisionArg::Fp32 => gnmt_translate::Precision::Fp32,
-            PrecisionArg::Bf16 => gnmt_translate::Precision::Bf16,
-            PrecisionArg::Fp16 => gnmt_translate::Precision::Fp16,
+            TranslatePrecision::Fp32 => gnmt_translate::Precision::Fp32,
+            TranslatePrecision::Bf16 => gnmt_translate::Precision::Bf16,
+            TranslatePrecision::Fp16 => gnmt_translate::Precision::Fp16,
+            TranslatePrecision::Int8 => gnmt_translate::Precision::Int8,
         }
     }
 }
@@ -84,6 +94,10 @@ pub fn cast_for(
     }
     let path = match (kernels, cast) {
         (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, decoder weights in bf16 (AVX512-BF16)",
+        (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
+            "gnmt-kernels, decoder in int8 (AVX512-VNNI)"
+        }
+        (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, decoder in int8 (portable: slow)",
         (_, Some(_)) => "libtorch, model cast",
         _ if device == tch::Device::Cpu => "gnmt-kernels, float32",
         _ => "libtorch",
@@ -505,8 +519,11 @@ pub struct TranslateArgs {
     /// Precision of the model: fp32 (default), bf16 (on a CPU with AVX512-BF16, the decoder's
     /// weights and inputs in bf16 with float32 sums on gnmt-kernels; elsewhere the model cast to
     /// bf16), fp16 (the model cast to fp16, for GPUs). Scores and the search stay float32.
+    /// int8: the decoder's weights quantized per output row and its inputs per step, summed in
+    /// integers on gnmt-kernels (AVX512-VNNI where the CPU has it), as GNMT's quantized
+    /// inference; the rest of the model stays float32.
     #[arg(long, value_enum)]
-    precision: Option<PrecisionArg>,
+    precision: Option<TranslatePrecision>,
     /// Same as --precision bf16.
     #[arg(long, conflicts_with_all = ["precision", "fp16"])]
     bf16: bool,

@@ -189,15 +189,23 @@ pub(crate) fn top(
 /// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
-    panels_by_rows(w.n, w.k, &w.panels, &w.bias, x, m, out, |rows, a, b, xs| {
-        micro_rows(rows, a, b, xs, w.k)
-    })
+    panels_by_rows(
+        w.n,
+        w.k,
+        &w.panels,
+        x,
+        m,
+        out,
+        |rows, a, b, xs| micro_rows(rows, a, b, xs, w.k),
+        |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
+    )
 }
 
-/// The blocking of both matrix kernels: `out[m, n] = xs . panels + bias` where a panel row and an
-/// input row hold `width` elements (floats, or bf16 pairs). The panels go in blocks of ~256 KB
-/// (kept in L2 while every row block of `x` passes over them), two at a time through `micro`
-/// (rows, panel a, panel b, those rows of `xs`), which returns the rows' sums for both.
+/// The blocking of the matrix kernels: `out[m, n] = finish(xs . panels)` where a panel row and an
+/// input row hold `width` 4-byte elements (floats, bf16 pairs, byte quads). The panels go in
+/// blocks of ~256 KB (kept in L2 while every row block of `x` passes over them), two at a time
+/// through `micro` (rows, panel a, panel b, those rows of `xs`), which returns the rows' sums
+/// for both; `finish(row, column, columns, sums)` turns 16 sums into outputs (adds the bias).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
@@ -205,21 +213,15 @@ fn panels_by_rows<T>(
     n: usize,
     width: usize,
     panels: &[T],
-    bias: &[f32],
     xs: &[T],
     m: usize,
     out: &mut [f32],
     micro: impl Fn(usize, &[T], &[T], &[T]) -> [[__m512; 2]; MR],
+    finish: impl Fn(usize, usize, usize, __m512) -> __m512,
 ) {
-    if width == 0 {
-        for r in 0..m {
-            out[r * n..(r + 1) * n].copy_from_slice(bias);
-        }
-        return;
-    }
     let count = n.div_ceil(NR);
     let panel = |p: usize| &panels[p * width * NR..(p + 1) * width * NR];
-    let per_block = (((256 << 10) / (width * NR * 4)).max(2) / 2) * 2;
+    let per_block = (((256 << 10) / (width.max(1) * NR * 4)).max(2) / 2) * 2;
     for p0 in (0..count).step_by(per_block) {
         let p1 = (p0 + per_block).min(count);
         let mut r0 = 0;
@@ -235,7 +237,7 @@ fn panels_by_rows<T>(
                         let col = (p + j) * NR;
                         let cols = NR.min(n - col);
                         let o = &mut out[(r0 + r) * n + col..][..cols];
-                        store(o, _mm512_add_ps(v, load(&bias[col..col + cols])));
+                        store(o, finish(r0 + r, col, cols, v));
                     }
                 }
                 p += used;
@@ -324,11 +326,11 @@ pub(crate) fn linear_bf16(w: &crate::PackedLinearBf16, xs: &[u32], m: usize, out
         w.n,
         w.k2,
         &w.panels,
-        &w.bias,
         xs,
         m,
         out,
         |rows, a, b, x| micro_bf16_rows(rows, a, b, x, w.k2),
+        |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
     )
 }
 
@@ -370,4 +372,76 @@ fn micro_bf16<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k2: usize) -> [[
         }
     }
     acc
+}
+
+/// [`crate::PackedLinearI8::forward`] on AVX512-VNNI: as [`linear`], with `vpdpbusd` adding four
+/// byte products into each 32-bit lane; `xs` are the input rows as offset byte quads `[m, k4]`
+/// with their scales `row_scales`. The sums are exact; `(sum - offset) * scales + bias` after.
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")]
+pub(crate) fn linear_i8(
+    w: &crate::PackedLinearI8,
+    xs: &[u32],
+    row_scales: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let lanes_i32 = |v: &[i32]| {
+        // SAFETY: the masked load reads only the `v.len()` (at most 16) integers of `v`.
+        unsafe { _mm512_maskz_loadu_epi32(first(v.len()), v.as_ptr()) }
+    };
+    panels_by_rows(
+        w.n,
+        w.k4,
+        &w.panels,
+        xs,
+        m,
+        out,
+        |rows, a, b, x| micro_i8_rows(rows, a, b, x, w.k4),
+        |row, col, cols, sums| {
+            let offsets = lanes_i32(&w.offsets[col..col + cols]);
+            let s = _mm512_sub_epi32(_mm512_castps_si512(sums), offsets);
+            let scale = _mm512_mul_ps(splat(row_scales[row]), load(&w.scales[col..col + cols]));
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
+        },
+    )
+}
+
+/// [`micro_i8`] with the row count as a constant.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")]
+fn micro_i8_rows(rows: usize, a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__m512; 2]; MR] {
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => grow(micro_i8::<$r>(a, b, xs, k4)),)*
+                _ => grow(micro_i8::<1>(a, b, xs, k4)),
+            }
+        };
+    }
+    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
+}
+
+/// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads
+/// each): 32-bit integer sums, returned as the bits of float registers for the shared driver.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")]
+fn micro_i8<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__m512; 2]; R] {
+    assert!(a.len() >= k4 * NR && b.len() >= k4 * NR && xs.len() >= R * k4);
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: the loads read `a[q * NR..][..16]`, `b[q * NR..][..16]` and `xs[r * k4 + q]` for
+    // `q < k4`, `r < R`: inside the slices (checked above).
+    unsafe {
+        let (ap, bp, xp) = (a.as_ptr(), b.as_ptr(), xs.as_ptr());
+        for q in 0..k4 {
+            let va = _mm512_loadu_si512(ap.add(q * NR).cast());
+            let vb = _mm512_loadu_si512(bp.add(q * NR).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // Unsigned input bytes times signed weight bytes.
+                let xv = _mm512_set1_epi32(*xp.add(r * k4 + q) as i32);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], xv, va);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], xv, vb);
+            }
+        }
+    }
+    acc.map(|[x, y]| [_mm512_castsi512_ps(x), _mm512_castsi512_ps(y)])
 }

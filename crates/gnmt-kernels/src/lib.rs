@@ -25,11 +25,13 @@ mod avx2;
 mod avx512;
 mod bf16;
 mod gemm;
+mod int8;
 mod math;
 pub mod tensor;
 
 pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
 pub use gemm::PackedLinear;
+pub use int8::{int8_dot_supported, quantize, PackedLinearI8};
 pub use math::{exp, tanh};
 
 /// Whether a search uses these kernels where they apply, or libtorch's operators alone. A
@@ -44,6 +46,10 @@ pub enum Kernels {
     /// where [`bf16_dot_supported`], about twice the multiply-adds per instruction, at bf16's
     /// precision.
     Bf16,
+    /// As `Fused`, with the decoder's weights quantized to 8 bits per output row and its inputs
+    /// per row at each step, summed exactly in integers ([`PackedLinearI8`]): GNMT's quantized
+    /// inference; fast where [`int8_dot_supported`].
+    Int8,
     /// libtorch's operators only (`gnmt bench translate --no-fused-kernels`).
     Libtorch,
 }

@@ -479,3 +479,74 @@ fn packed_linear_bf16_is_the_bf16_product_with_float32_sums() {
         }
     }
 }
+
+#[test]
+fn quantize_is_symmetric_per_row() {
+    let (s, q) = quantize(&[0.5, -1.27, 0.0, 1.27]);
+    assert!((s - 0.01).abs() < 1e-7, "{s}");
+    assert_eq!(q, vec![50, -127, 0, 127]);
+    assert_eq!(quantize(&[0.0, 0.0]), (1.0, vec![0, 0]));
+    assert_eq!(quantize(&[]), (1.0, vec![]));
+}
+
+#[test]
+fn packed_linear_int8_sums_the_quantized_product_exactly() {
+    let fast = int8_dot_supported();
+    for (i, &(m, k, n, bias)) in [
+        (7, 13, 37, true),
+        (1, 256, 16, false),
+        (13, 5, 3, true),
+        (14, 40, 33, true),
+        (0, 4, 4, true),
+        (3, 0, 20, true),
+        (25, 256, 300, true),
+        (5, 1024, 70, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = noise(n * k, 1100 + i as u64, 1.0);
+        let b = noise(n, 1200 + i as u64, 1.0);
+        let x = noise(m * k, 1300 + i as u64, 3.0);
+        let p = PackedLinearI8::new(&w, bias.then_some(&b[..]), n, k);
+        assert_eq!((p.out_features(), p.in_features()), (n, k));
+        let mut portable = vec![f32::NAN; m * n];
+        p.forward_on(false, &x, m, &mut portable);
+        let mut vnni = vec![f32::NAN; m * n];
+        p.forward_on(fast, &x, m, &mut vnni);
+        // Exact integer sums, the same rounding after: the same bits.
+        assert_eq!(
+            portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            vnni.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{m}x{k}x{n}"
+        );
+        for r in 0..m {
+            let (sx, xq) = quantize(&x[r * k..(r + 1) * k]);
+            for j in 0..n {
+                let (sw, wq) = quantize(&w[j * k..(j + 1) * k]);
+                let dot: i64 = xq.iter().zip(&wq).map(|(&a, &b)| a as i64 * b as i64).sum();
+                let bj = if bias { b[j] as f64 } else { 0.0 };
+                let want = dot as f64 * sx as f64 * sw as f64 + bj;
+                let got = portable[r * n + j] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+                // And the float product within the quantization error.
+                let exact: f64 = (0..k)
+                    .map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>()
+                    + bj;
+                let bound = (k as f64) * (sx as f64 * 1.0 + sw as f64 * 3.0);
+                assert!((got - exact).abs() <= bound + 1e-6, "{got} vs {exact}");
+            }
+        }
+    }
+    // A quarter of float32's bytes (plus a scale and an offset per column).
+    let p = PackedLinearI8::new(&noise(512 * 256, 1, 1.0), None, 512, 256);
+    assert!(
+        p.weight_bytes() <= 512 * 256 * 4 * 3 / 10,
+        "{}",
+        p.weight_bytes()
+    );
+}

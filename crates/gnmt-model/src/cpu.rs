@@ -7,7 +7,7 @@
 //! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
 //! their own layout on every call: at the row counts of search, a large part of the step).
 
-use gnmt_kernels::{lstm_cell, Kernels, PackedLinear, PackedLinearBf16};
+use gnmt_kernels::{lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
@@ -22,19 +22,20 @@ pub struct CpuDecoder {
     classifier: Packed,
 }
 
-/// One packed weight matrix: float32, or bf16 with float32 sums.
+/// One packed weight matrix: float32, bf16 with float32 sums, or 8-bit integers.
 #[derive(Debug)]
 enum Packed {
     F32(PackedLinear),
     Bf16(PackedLinearBf16),
+    I8(PackedLinearI8),
 }
 
 impl Packed {
-    fn new(w: &[f32], b: Option<&[f32]>, n: usize, k: usize, bf16: bool) -> Self {
-        if bf16 {
-            Packed::Bf16(PackedLinearBf16::new(w, b, n, k))
-        } else {
-            Packed::F32(PackedLinear::new(w, b, n, k))
+    fn new(w: &[f32], b: Option<&[f32]>, n: usize, k: usize, kernels: Kernels) -> Self {
+        match kernels {
+            Kernels::Bf16 => Packed::Bf16(PackedLinearBf16::new(w, b, n, k)),
+            Kernels::Int8 => Packed::I8(PackedLinearI8::new(w, b, n, k)),
+            _ => Packed::F32(PackedLinear::new(w, b, n, k)),
         }
     }
 
@@ -42,6 +43,7 @@ impl Packed {
         match self {
             Packed::F32(p) => p.forward(x, m, out),
             Packed::Bf16(p) => p.forward(x, m, out),
+            Packed::I8(p) => p.forward(x, m, out),
         }
     }
 
@@ -49,6 +51,7 @@ impl Packed {
         match self {
             Packed::F32(p) => p.out_features(),
             Packed::Bf16(p) => p.out_features(),
+            Packed::I8(p) => p.out_features(),
         }
     }
 }
@@ -86,13 +89,12 @@ fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
 
 impl Seq2Seq {
     /// The decoder packed for [`Seq2Seq::step_cpu`] when the model is float32 on the CPU (its
-    /// weights in bf16 for [`Kernels::Bf16`]), else None (and for [`Kernels::Libtorch`]).
+    /// weights in bf16 for [`Kernels::Bf16`], 8-bit for [`Kernels::Int8`]), else None (and for
+    /// [`Kernels::Libtorch`]).
     pub fn cpu_decoder(&self, kernels: Kernels) -> Option<CpuDecoder> {
-        let bf16 = match kernels {
-            Kernels::Fused => false,
-            Kernels::Bf16 => true,
-            Kernels::Libtorch => return None,
-        };
+        if kernels == Kernels::Libtorch {
+            return None;
+        }
         let pack = |w: &Tensor, b: Option<Tensor>| {
             if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
                 return None;
@@ -108,7 +110,7 @@ impl Seq2Seq {
                 b.as_deref(),
                 n as usize,
                 k as usize,
-                bf16,
+                kernels,
             ))
         };
         let layers = self

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use config::{DecoderDropout, ModelConfig, PRESETS};
 pub use cpu::{CpuDecoder, CpuState};
-pub use gnmt_kernels::{Isa, Kernels, MAX_ISA_VARIABLE};
+pub use gnmt_kernels::{bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE};
 
 /// A device named on a command line or in a config: `cpu`, `cuda` (or `gpu`), `cuda:N`.
 /// CUDA is refused with a pointer to `gnmt doctor` where libtorch sees no GPU.

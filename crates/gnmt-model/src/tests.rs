@@ -205,7 +205,11 @@ fn grouped_steps_equal_steps_on_repeated_encoder_rows() {
 #[test]
 fn cpu_kernel_steps_equal_libtorch_steps() {
     // float32 weights: within float rounding; bf16 weights (and inputs): within bf16's.
-    for (kernels, tol) in [(Kernels::Fused, 1e-4), (Kernels::Bf16, 5e-2)] {
+    for (kernels, tol) in [
+        (Kernels::Fused, 1e-4),
+        (Kernels::Bf16, 5e-2),
+        (Kernels::Int8, 2e-1),
+    ] {
         cpu_kernel_steps_equal_libtorch_steps_with(kernels, tol);
     }
 }

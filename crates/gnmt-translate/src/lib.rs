@@ -57,12 +57,15 @@ pub enum Precision {
     Bf16,
     /// fp16 weights and activations (for GPUs), float32 scores.
     Fp16,
+    /// The decoder's weights and inputs quantized to 8 bits (CPU), float32 elsewhere.
+    Int8,
 }
 
 /// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
 /// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
 /// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
-/// model for libtorch's operators.
+/// model for libtorch's operators. int8 quantizes the decoder on gnmt-kernels ([`Kernels::Int8`];
+/// on a GPU it runs as float32).
 pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
     match precision {
         Precision::Fp32 => (Kernels::Fused, None),
@@ -71,6 +74,7 @@ pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<
         }
         Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
         Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
+        Precision::Int8 => (Kernels::Int8, None),
     }
 }
 
@@ -104,7 +108,7 @@ pub fn translate_batch(
 /// pack once for many batches of one model.
 pub fn cpu_decoder(model: &Seq2Seq, device: Device, kernels: Kernels) -> Option<CpuDecoder> {
     match (device, kernels) {
-        (Device::Cpu, Kernels::Fused | Kernels::Bf16) => model.cpu_decoder(kernels),
+        (Device::Cpu, Kernels::Fused | Kernels::Bf16 | Kernels::Int8) => model.cpu_decoder(kernels),
         _ => None,
     }
 }

@@ -1,0 +1,205 @@
+//! `x W^T + b` in 8-bit integers, as GNMT's quantized inference (Wu et al. 2016, section 6):
+//! the weights quantized once per output row (symmetric, `scale = max|w| / 127`), each input row
+//! quantized dynamically the same way, the products summed exactly in 32-bit integers, then
+//! scaled back to float32. A quarter of float32's weight bytes; on CPUs with AVX512-VNNI (Intel
+//! since Cascade Lake, AMD since Zen 4) four multiply-adds per 32-bit lane and instruction
+//! (`vpdpbusd`).
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes: the input is stored offset by 128 (`q + 128`,
+//! 1..=255) and `128 * sum_k w` is taken back out of each column's sum. The integer sums are
+//! exact, so the portable build gives the same bits as the VNNI one.
+
+use crate::gemm::NR;
+use crate::Isa;
+
+/// Whether this process runs [`PackedLinearI8`] on AVX512-VNNI (else on portable code, slower
+/// than [`crate::PackedLinear`]: callers then take another path).
+pub fn int8_dot_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Isa::detected() >= Isa::Avx512 && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Symmetric 8-bit quantization of `v`: the scale (`max|v| / 127`, 1 for an all-zero `v`) and
+/// `round(v / scale)` in -127..=127.
+pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 && max.is_finite() {
+        max / 127.0
+    } else {
+        1.0
+    };
+    let q = v
+        .iter()
+        .map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (scale, q)
+}
+
+/// A weight matrix `W` `[n, k]` quantized per row and packed as `ceil(n / 16)` panels of
+/// `ceil(k / 4)` rows, each row 16 columns of four consecutive `k` (one `vpdpbusd` lane; zero
+/// beyond `n` and `k`).
+#[derive(Debug, Clone)]
+pub struct PackedLinearI8 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    /// `k` quads per panel row: `ceil(k / 4)`.
+    pub(crate) k4: usize,
+    /// Per quad, the four signed bytes of `k = 4q..4q + 3`, lowest first.
+    pub(crate) panels: Vec<u32>,
+    /// Per output column: its weights' scale, and `128 * sum_k w_q` (the input offset's share).
+    pub(crate) scales: Vec<f32>,
+    pub(crate) offsets: Vec<i32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+impl PackedLinearI8 {
+    /// Quantizes `w` `[n, k]` per row and packs it, with the optional float32 bias `[n]`.
+    ///
+    /// # Panics
+    /// If the lengths do not match `n` and `k`.
+    pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight");
+        let k4 = k.div_ceil(4);
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0u32; np * k4 * NR];
+        let mut scales = vec![1f32; np * NR];
+        let mut offsets = vec![0i32; np * NR];
+        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (scale, q) = quantize(row);
+            scales[j] = scale;
+            offsets[j] = 128 * q.iter().map(|&x| x as i32).sum::<i32>();
+            let (p, c) = (j / NR, j % NR);
+            let panel = &mut panels[p * k4 * NR..(p + 1) * k4 * NR];
+            for (quad, bytes) in q.chunks(4).enumerate() {
+                panel[quad * NR + c] = pack_quad(bytes.iter().map(|&b| b as u8));
+            }
+        }
+        let bias = match bias {
+            Some(b) => {
+                assert_eq!(b.len(), n, "bias");
+                b.to_vec()
+            }
+            None => vec![0.0; n],
+        };
+        PackedLinearI8 {
+            n,
+            k,
+            k4,
+            panels,
+            scales,
+            offsets,
+            bias,
+        }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes the packed weights take (a quarter of float32's, plus a scale and an offset per
+    /// output column).
+    pub fn weight_bytes(&self) -> usize {
+        4 * (self.panels.len() + self.scales.len() + self.offsets.len())
+    }
+
+    /// `out[m, n] ~ x[m, k] . W^T + b` with both sides quantized to 8 bits (each row of `x` with
+    /// its own scale), summed exactly in 32-bit integers.
+    ///
+    /// # Panics
+    /// If `x` is not `m * k` long or `out` not `m * n`.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.forward_on(int8_dot_supported(), x, m, out)
+    }
+
+    /// [`PackedLinearI8::forward`] on AVX512-VNNI when `fast` and the CPU has it, else on
+    /// portable code (the same bits).
+    pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "input");
+        assert_eq!(out.len(), m * self.n, "output");
+        let (xs, row_scales) = quantize_rows(x, m, self.k, self.k4);
+        #[cfg(target_arch = "x86_64")]
+        if fast && int8_dot_supported() {
+            // SAFETY: the CPU has AVX-512 F, DQ, BW, VL and VNNI (int8_dot_supported).
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::avx512::linear_i8(self, &xs, &row_scales, m, out)
+            };
+            return;
+        }
+        let _ = fast;
+        let mut sums = vec![0i32; m * self.n];
+        sums_portable(self, &xs, m, &mut sums);
+        let n = self.n;
+        for (r, &sx) in row_scales.iter().enumerate() {
+            for j in 0..n {
+                // (sum - offset) * scales + bias, rounded as the vector build rounds it.
+                let s = (sums[r * n + j] - self.offsets[j]) as f32;
+                out[r * n + j] = s.mul_add(sx * self.scales[j], self.bias[j]);
+            }
+        }
+    }
+}
+
+/// Four bytes, lowest `k` first (zero for missing ones), as one 32-bit lane.
+#[inline]
+fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
+    bytes
+        .enumerate()
+        .fold(0u32, |acc, (i, b)| acc | ((b as u32) << (8 * i)))
+}
+
+/// Each row of `x` `[m, k]` quantized with its own scale, offset by 128 into 1..=255 and packed
+/// as quads `[m, k4]` (a missing `k` is 128: zero after the offset, and the weights there are
+/// zero anyway); and the rows' scales.
+fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut packed = Vec::with_capacity(m * k4);
+    let mut scales = Vec::with_capacity(m);
+    for r in 0..m {
+        let (scale, q) = quantize(&x[r * k..(r + 1) * k]);
+        scales.push(scale);
+        packed.extend(q.chunks(4).map(|quad| {
+            let mut bytes = [128u8; 4];
+            for (b, &v) in bytes.iter_mut().zip(quad) {
+                *b = (v as i16 + 128) as u8;
+            }
+            pack_quad(bytes.into_iter())
+        }));
+    }
+    (packed, scales)
+}
+
+/// The portable build of the integer sums: `sums[r, j] = sum_k (x_q + 128) * w_q`.
+pub(crate) fn sums_portable(w: &PackedLinearI8, xs: &[u32], m: usize, sums: &mut [i32]) {
+    let (n, k4) = (w.n, w.k4);
+    if k4 == 0 {
+        return;
+    }
+    let unsigned = |v: u32, i: usize| ((v >> (8 * i)) & 0xFF) as i32;
+    let signed = |v: u32, i: usize| ((v >> (8 * i)) & 0xFF) as u8 as i8 as i32;
+    for r in 0..m {
+        let xr = &xs[r * k4..(r + 1) * k4];
+        for (p, panel) in w.panels.chunks_exact(k4 * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            for c in 0..cols {
+                let mut acc = 0i32;
+                for (quad, &xv) in xr.iter().enumerate() {
+                    let wv = panel[quad * NR + c];
+                    acc += (0..4).map(|i| unsigned(xv, i) * signed(wv, i)).sum::<i32>();
+                }
+                sums[r * n + p * NR + c] = acc;
+            }
+        }
+    }
+}
