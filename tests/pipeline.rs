@@ -350,6 +350,54 @@ fn vocab_train_resume_translate_eval() {
         );
         assert_eq!(out.lines().count(), 3, "{flag}");
     }
+    // int8 as well; and check-precision records the BLEU of fp32 and of each faster path this
+    // CPU has, after which translate without a flag logs the precision it picked and why.
+    let out = run_stdin(
+        gnmt()
+            .args(["translate", "--precision", "int8", "--beam", "2", "--model"])
+            .arg(&avg),
+        "A man rides a bike.\n\nTwo dogs.\n",
+    );
+    assert_eq!(out.lines().count(), 3, "int8");
+    let out = run(gnmt()
+        .args([
+            "check-precision",
+            "--sentences",
+            "12",
+            "--beam",
+            "2",
+            "--model",
+        ])
+        .arg(&avg)
+        .arg("--src")
+        .arg(data().join("valid.en"))
+        .arg("--ref")
+        .arg(data().join("valid.de")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(avg.join("precision.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["sentences"], 12);
+    assert!(record["bleu"]["fp32"].as_f64().is_some(), "{record}");
+    assert!(
+        stdout(&out).contains("by default on this CPU"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(gnmt()
+        .args(["translate", "--greedy", "--model"])
+        .arg(&avg)
+        .arg("-i")
+        .arg(data().join("valid.en"))
+        .arg("-o")
+        .arg(t.join("valid.out")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("by default: BLEU")
+            || stderr(&out).contains("by default: no faster path"),
+        "{}",
+        stderr(&out)
+    );
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")

@@ -7,10 +7,14 @@
 //! `cp = beta * sum_j log(min(sum_i a_ij, 1))`.
 
 mod model_dir;
+mod precision;
 mod search;
 pub mod stream;
 
 pub use model_dir::{ModelDir, ModelDirError, MODEL_FILES};
+pub use precision::{
+    precision_plan, CheckError, Precision, PrecisionCheck, CHECK_FILE, MAX_BLEU_LOSS,
+};
 use search::search;
 #[cfg(test)]
 use search::{expand, fused_expand, length_penalty};
@@ -45,36 +49,6 @@ impl Default for SearchConfig {
             nbest: 1,
             kernels: Kernels::Fused,
         }
-    }
-}
-
-/// The precision a translation runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    #[default]
-    Fp32,
-    /// bf16 weights and activations, float32 sums and scores.
-    Bf16,
-    /// fp16 weights and activations (for GPUs), float32 scores.
-    Fp16,
-    /// The decoder's weights and inputs quantized to 8 bits (CPU), float32 elsewhere.
-    Int8,
-}
-
-/// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
-/// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
-/// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
-/// model for libtorch's operators. int8 quantizes the decoder on gnmt-kernels ([`Kernels::Int8`];
-/// on a GPU it runs as float32).
-pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
-    match precision {
-        Precision::Fp32 => (Kernels::Fused, None),
-        Precision::Bf16 if device == Device::Cpu && gnmt_kernels::bf16_dot_supported() => {
-            (Kernels::Bf16, None)
-        }
-        Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
-        Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
-        Precision::Int8 => (Kernels::Int8, None),
     }
 }
 

@@ -1,0 +1,193 @@
+//! Which precision a translation runs in, and how `gnmt translate` picks one when none is asked
+//! for: the fastest path this CPU has whose BLEU stayed within [`MAX_BLEU_LOSS`] of float32's on
+//! the data `gnmt check-precision` translated with each (recorded beside the model, in
+//! [`CHECK_FILE`]). Without such a record, float32.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gnmt_model::Kernels;
+use tch::Device;
+
+/// The record of a precision check, in the model directory.
+pub const CHECK_FILE: &str = "precision.json";
+
+/// The most BLEU a faster path may lose against float32 to be picked by default.
+pub const MAX_BLEU_LOSS: f64 = 0.2;
+
+/// The precision a translation runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bf16 weights and activations, float32 sums and scores.
+    Bf16,
+    /// fp16 weights and activations (for GPUs), float32 scores.
+    Fp16,
+    /// The decoder's weights and inputs quantized to 8 bits (CPU), float32 elsewhere.
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The CPU paths faster than float32 that this process runs on fast instructions, fastest
+    /// first (int8 on AVX512-VNNI, bf16 on AVX512-BF16); none on a GPU.
+    pub fn faster_paths(device: Device) -> Vec<Precision> {
+        let mut out = Vec::new();
+        if device == Device::Cpu {
+            if gnmt_kernels::int8_dot_supported() {
+                out.push(Precision::Int8);
+            }
+            if gnmt_kernels::bf16_dot_supported() {
+                out.push(Precision::Bf16);
+            }
+        }
+        out
+    }
+}
+
+/// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
+/// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
+/// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
+/// model for libtorch's operators. int8 quantizes the decoder on gnmt-kernels ([`Kernels::Int8`];
+/// on a GPU it runs as float32).
+pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
+    match precision {
+        Precision::Fp32 => (Kernels::Fused, None),
+        Precision::Bf16 if device == Device::Cpu && gnmt_kernels::bf16_dot_supported() => {
+            (Kernels::Bf16, None)
+        }
+        Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
+        Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
+        Precision::Int8 => (Kernels::Int8, None),
+    }
+}
+
+/// What `gnmt check-precision` measured: the BLEU of each precision on one source file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PrecisionCheck {
+    /// The source file translated, and how many of its lines.
+    pub source: String,
+    pub sentences: usize,
+    /// BLEU (13a, cased) by precision name (`fp32`, `bf16`, `int8`).
+    pub bleu: BTreeMap<String, f64>,
+}
+
+/// A record that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg} (delete it, or run `gnmt check-precision` again)")]
+pub struct CheckError {
+    pub path: String,
+    pub msg: String,
+}
+
+impl PrecisionCheck {
+    /// The record in `model_dir`, if there is one.
+    pub fn read(model_dir: &Path) -> Result<Option<Self>, CheckError> {
+        let path = model_dir.join(CHECK_FILE);
+        let err = |msg: String| CheckError {
+            path: path.display().to_string(),
+            msg,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// The precision to run when none is asked for, and why (for the log): the first of the
+    /// faster paths (fastest first) whose BLEU is within [`MAX_BLEU_LOSS`] of float32's, else
+    /// float32.
+    pub fn pick(check: Option<&PrecisionCheck>, faster: &[Precision]) -> (Precision, String) {
+        let Some(check) = check else {
+            return (
+                Precision::Fp32,
+                "no precision check beside the model (`gnmt check-precision` records one)".into(),
+            );
+        };
+        let Some(&base) = check.bleu.get("fp32") else {
+            return (
+                Precision::Fp32,
+                "the precision check has no fp32 score".into(),
+            );
+        };
+        for &p in faster {
+            if let Some(&b) = check.bleu.get(p.name()) {
+                if b >= base - MAX_BLEU_LOSS {
+                    let why = format!(
+                        "BLEU {b:.2} against fp32's {base:.2} on {} sentences of {}",
+                        check.sentences, check.source
+                    );
+                    return (p, why);
+                }
+            }
+        }
+        (
+            Precision::Fp32,
+            format!(
+                "no faster path this CPU has kept BLEU within {MAX_BLEU_LOSS} of fp32's {base:.2}"
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(scores: &[(&str, f64)]) -> PrecisionCheck {
+        PrecisionCheck {
+            source: "valid.en".into(),
+            sentences: 100,
+            bleu: scores.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    #[test]
+    fn picks_the_fastest_path_within_the_bleu_margin() {
+        let both = [Precision::Int8, Precision::Bf16];
+        let c = check(&[("fp32", 36.0), ("bf16", 35.9), ("int8", 35.7)]);
+        assert_eq!(PrecisionCheck::pick(Some(&c), &both).0, Precision::Bf16);
+        let c = check(&[("fp32", 36.0), ("bf16", 35.9), ("int8", 35.85)]);
+        assert_eq!(PrecisionCheck::pick(Some(&c), &both).0, Precision::Int8);
+        // A path this CPU lacks is not picked, whatever its score.
+        assert_eq!(
+            PrecisionCheck::pick(Some(&c), &[Precision::Bf16]).0,
+            Precision::Bf16
+        );
+        assert_eq!(PrecisionCheck::pick(Some(&c), &[]).0, Precision::Fp32);
+        let c = check(&[("fp32", 36.0), ("bf16", 35.7)]);
+        assert_eq!(PrecisionCheck::pick(Some(&c), &both).0, Precision::Fp32);
+        assert_eq!(PrecisionCheck::pick(None, &both).0, Precision::Fp32);
+    }
+
+    #[test]
+    fn the_record_round_trips_and_a_damaged_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(PrecisionCheck::read(dir.path()).unwrap().is_none());
+        let c = check(&[("fp32", 36.0), ("int8", 35.9)]);
+        std::fs::write(
+            dir.path().join(CHECK_FILE),
+            serde_json::to_string(&c).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(PrecisionCheck::read(dir.path()).unwrap(), Some(c));
+        std::fs::write(dir.path().join(CHECK_FILE), "{").unwrap();
+        let e = PrecisionCheck::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(CHECK_FILE) && e.contains("check-precision"),
+            "{e}"
+        );
+    }
+}
