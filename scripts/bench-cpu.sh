@@ -42,7 +42,7 @@ for round in $(seq "$ROUNDS"); do
         IFS='|' read -r name env flags <<< "$p"
         # shellcheck disable=SC2086
         r=$(env $env $G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 \
-            --threads "$THREADS" $flags | field tokens_per_s)
+            --threads "$THREADS" $flags 2>/dev/null | field tokens_per_s)
         speed[$name]="${speed[$name]:-}${speed[$name]:+, }$r"
     done
 done

@@ -28,14 +28,7 @@ OUT="${OUT:-runs/multi30k-$PRESET}"
 for f in train.en train.de valid.en valid.de test2016.en test2016.de; do
     [ -f "$DATA/$f" ] || { echo "multi30k.sh: $DATA/$f is missing (give the Multi30k directory)" >&2; exit 1; }
 done
-# GNMT_BIN: a gnmt binary to use instead of building one (say, a copy that later builds leave alone).
-if [ -n "${GNMT_BIN:-}" ]; then
-    G="$GNMT_BIN"
-else
-    scripts/setup.sh >/dev/null
-    cargo build --release -q -p gnmt-cli
-    G=target/release/gnmt
-fi
+G=$(scripts/release-bin.sh)  # or $GNMT_BIN
 mkdir -p "$OUT"
 start=$(date +%s)
 [ -f "$OUT/tokenizer.json" ] || $G vocab --src "$DATA/train.en" --tgt "$DATA/train.de" --size 8000 -o "$OUT/tokenizer.json"

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 pub enum DecoderDropout {
     /// NVIDIA's GNMT v2: the inputs of decoder layers 2 and up only.
     Gnmt,
-    /// Those, plus the target embedding and the classifier's input. The default: gnmt-rs's
-    /// published Multi30k numbers were trained this way (the small CPU models over-fit a
-    /// 29k-pair corpus quickly, and the two extra sites regularize them); the GNMT v2 wiring
-    /// has not been measured against it on Multi30k yet.
+    /// Those, plus the target embedding and the classifier's input. The default: on Multi30k
+    /// (`small`, 2000 steps, one shared vocabulary) it reached validation BLEU 32.3 against
+    /// GNMT v2's 31.6 and test2016 BLEU 34.8 against 34.6 (p = 0.25), with the same validation
+    /// loss; the small CPU models over-fit a 29k-pair corpus quickly, and the two extra sites
+    /// regularize them (training loss 2.71 against 2.64). See the README.
     #[default]
     Extended,
 }
