@@ -123,7 +123,7 @@ fn build_for_search(c: &Common, int8: bool) -> Result<(nn::VarStore, Seq2Seq, De
     } else {
         gnmt_translate::Precision::Fp32
     };
-    let kernels = crate::commands::cast_for(&mut vs, precision, d);
+    let kernels = crate::precision::cast_for(&mut vs, precision, d);
     Ok((vs, m, d, kernels))
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod commands;
 mod doctor;
 mod plot;
+mod precision;
 
 use std::process::ExitCode;
 
@@ -51,7 +52,7 @@ enum Command {
     /// Translate a validation set at each precision this CPU runs fast (fp32, bf16, int8) and
     /// record the BLEU of each beside the model: `gnmt translate` then picks the fastest that
     /// stays within 0.2 BLEU of fp32.
-    CheckPrecision(commands::CheckPrecisionArgs),
+    CheckPrecision(precision::CheckPrecisionArgs),
     /// Average the weights of several checkpoints into one model directory.
     Average(commands::AverageArgs),
     /// Draw loss, BLEU, learning rate and gradient norms of a training run.
@@ -140,7 +141,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train(a),
         Command::Translate(a) => commands::translate(a),
         Command::Average(a) => commands::average(a),
-        Command::CheckPrecision(a) => commands::check_precision(a),
+        Command::CheckPrecision(a) => precision::check_precision(a),
         Command::Prepare(a) => commands::prepare(a),
         Command::Plot(a) => plot::run(a),
         Command::Bench(a) => bench::run(a),

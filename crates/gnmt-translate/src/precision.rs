@@ -67,7 +67,8 @@ pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<
         }
         Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
         Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
-        Precision::Int8 => (Kernels::Int8, None),
+        Precision::Int8 if device == Device::Cpu => (Kernels::Int8, None),
+        Precision::Int8 => (Kernels::Fused, None),
     }
 }
 
@@ -170,6 +171,21 @@ mod tests {
         let c = check(&[("fp32", 36.0), ("bf16", 35.7)]);
         assert_eq!(PrecisionCheck::pick(Some(&c), &both).0, Precision::Fp32);
         assert_eq!(PrecisionCheck::pick(None, &both).0, Precision::Fp32);
+    }
+
+    #[test]
+    fn int8_and_kernel_bf16_are_cpu_paths() {
+        let gpu = Device::Cuda(0);
+        assert_eq!(precision_plan(Precision::Int8, gpu), (Kernels::Fused, None));
+        assert_eq!(
+            precision_plan(Precision::Int8, Device::Cpu).0,
+            Kernels::Int8
+        );
+        assert_eq!(
+            precision_plan(Precision::Bf16, gpu),
+            (Kernels::Fused, Some(tch::Kind::BFloat16))
+        );
+        assert!(Precision::faster_paths(gpu).is_empty());
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Precision on the command line: `gnmt translate --precision`, the default it picks, and
+//! `gnmt check-precision`, which measures what the pick rests on.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gnmt_tokenizer::SubwordTokenizer;
+use gnmt_translate::stream::Engine;
+use gnmt_translate::{ModelDir, Precision, SearchConfig};
+use tch::nn;
+
+/// `gnmt translate --precision`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TranslatePrecision {
+    Fp32,
+    Bf16,
+    Fp16,
+    Int8,
+}
+
+impl From<TranslatePrecision> for Precision {
+    fn from(p: TranslatePrecision) -> Self {
+        match p {
+            TranslatePrecision::Fp32 => Precision::Fp32,
+            TranslatePrecision::Bf16 => Precision::Bf16,
+            TranslatePrecision::Fp16 => Precision::Fp16,
+            TranslatePrecision::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// The precision `gnmt translate` runs when none is asked for: the fastest this CPU has that the
+/// model's precision check (if any) found within 0.2 BLEU of fp32.
+pub fn default_precision(model: &Path, device: tch::Device) -> Result<Precision> {
+    let check = gnmt_translate::PrecisionCheck::read(model)?;
+    let faster = Precision::faster_paths(device);
+    let (p, why) = gnmt_translate::PrecisionCheck::pick(check.as_ref(), &faster);
+    tracing::info!("precision {} by default: {why}", p.name());
+    Ok(p)
+}
+
+#[derive(Args, Debug)]
+pub struct CheckPrecisionArgs {
+    /// Model directory; the result goes to its precision.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// Validation source text.
+    #[arg(long)]
+    src: PathBuf,
+    /// Its reference translations.
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Translate only the first N lines.
+    #[arg(long, default_value_t = 1000)]
+    sentences: usize,
+    #[command(flatten)]
+    search: crate::args::SearchArgs,
+    /// CPU threads for libtorch.
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// `gnmt check-precision`: the BLEU of fp32 and of each faster CPU path on the same sentences,
+/// printed and written to the model's precision.json.
+pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let device = tch::Device::Cpu;
+    let ModelDir {
+        model, tokenizer, ..
+    } = ModelDir::open(&a.model, device)?;
+    let mut sources = gnmt_data::text::read_lines(&a.src)?;
+    let mut refs = gnmt_data::text::read_lines(&a.reference)?;
+    if sources.len() != refs.len() {
+        bail!(
+            "{} has {} lines, {} has {}",
+            a.src.display(),
+            sources.len(),
+            a.reference.display(),
+            refs.len()
+        );
+    }
+    sources.truncate(a.sentences);
+    refs.truncate(a.sentences);
+    let max = model.config.max_source_len.max(1) as usize;
+    let encode = |line: &String| {
+        let mut ids = tokenizer.encode(line)?;
+        ids.truncate(max);
+        Ok::<_, gnmt_tokenizer::TokenizerError>(ids)
+    };
+    let ids = sources.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
+    let mut bleu = std::collections::BTreeMap::new();
+    let paths = [Precision::Fp32]
+        .into_iter()
+        .chain(Precision::faster_paths(device));
+    for precision in paths {
+        let (kernels, _) = gnmt_translate::precision_plan(precision, device);
+        let engine = Engine {
+            model: &model,
+            device,
+            search: SearchConfig {
+                kernels,
+                ..SearchConfig::from(&a.search)
+            },
+            batch_size: 64,
+            max_tokens: None,
+            workers,
+            threads_per_worker,
+        };
+        let t = Instant::now();
+        let score = bleu_of(&engine, &ids, &tokenizer, &refs)
+            .with_context(|| format!("scoring against {}", a.reference.display()))?;
+        println!(
+            "{:<5} BLEU {score:6.2}  ({:.1}s)",
+            precision.name(),
+            t.elapsed().as_secs_f64()
+        );
+        bleu.insert(precision.name().to_string(), score);
+    }
+    let check = gnmt_translate::PrecisionCheck {
+        source: a.src.display().to_string(),
+        sentences: ids.len(),
+        bleu,
+    };
+    let faster = Precision::faster_paths(device);
+    let (pick, why) = gnmt_translate::PrecisionCheck::pick(Some(&check), &faster);
+    let path = a.model.join(gnmt_translate::CHECK_FILE);
+    gnmt_io::write_file(&path, serde_json::to_string_pretty(&check)? + "\n")
+        .with_context(|| path.display().to_string())?;
+    println!(
+        "gnmt translate will run {} by default on this CPU: {why} (recorded in {})",
+        pick.name(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The BLEU (13a, cased) of `engine`'s best translations of `ids` against `refs`.
+fn bleu_of(
+    engine: &Engine,
+    ids: &[Vec<u32>],
+    tokenizer: &SubwordTokenizer,
+    refs: &[String],
+) -> Result<f64> {
+    let hyps = engine
+        .translate_ids(ids)?
+        .into_iter()
+        .map(|h| match h.first() {
+            Some(best) => tokenizer.decode(&best.tokens),
+            None => Ok(String::new()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let segments = gnmt_bleu::Segments {
+        hyps,
+        refs: vec![refs.to_vec()],
+    };
+    let score =
+        gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default()).corpus_score(&segments, false)?;
+    Ok(score.score)
+}
+
+/// Readies a float32 model for translating at `precision` on `device` (casting its weights
+/// where that is the plan) and returns the search's kernels; logs the path taken.
+pub fn cast_for(
+    vs: &mut nn::VarStore,
+    precision: Precision,
+    device: tch::Device,
+) -> gnmt_model::Kernels {
+    let (kernels, cast) = gnmt_translate::precision_plan(precision, device);
+    match cast {
+        Some(tch::Kind::BFloat16) => vs.bfloat16(),
+        Some(tch::Kind::Half) => vs.half(),
+        _ => {}
+    }
+    let path = match (kernels, cast) {
+        _ if device != tch::Device::Cpu && precision == Precision::Int8 => {
+            "libtorch float32 (int8 runs on CPUs only)"
+        }
+        (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, decoder weights in bf16 (AVX512-BF16)",
+        (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
+            "gnmt-kernels, decoder in int8 (AVX512-VNNI)"
+        }
+        (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, decoder in int8 (portable: slow)",
+        (_, Some(_)) => "libtorch, model cast",
+        _ if device == tch::Device::Cpu => "gnmt-kernels, float32",
+        _ => "libtorch",
+    };
+    tracing::info!(
+        "precision {precision:?} on {device:?}: {path} (CPU kernels: {})",
+        gnmt_model::Isa::detected()
+    );
+    kernels
+}
