@@ -41,7 +41,7 @@ for round in 1 2; do
     r=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 | field tokens_per_s)
     p=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
     echo "| train small, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | | | | |"
-    r=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" | field tokens_per_s)
+    r=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     p=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
     q=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
@@ -52,8 +52,36 @@ for round in 1 2; do
         --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | $q | $(ratio "$r" "$q") | $m | $(ratio "$r" "$m") |"
 done
+# Every precision each side has on this CPU: gnmt-rs's float32, bf16 and int8 paths (see `gnmt
+# doctor` for the kernels they run on) against PyTorch eager in float32, in bf16 (the model cast)
+# and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear); training in float32 and
+# in bf16 (gnmt-rs's mixed precision against PyTorch's CPU autocast).
+echo
+echo "CPU flags: $($G doctor | sed -n 's/^cpu features: //p'); gnmt-rs kernels: $($G doctor | sed -n 's/^cpu kernels: //p')"
+echo
+echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+for round in 1 2; do
+    g32=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
+    p32=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
+    g16=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" --bf16 2>/dev/null | field tokens_per_s)
+    p16=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" --precision bf16 2>/dev/null | field tokens_per_s)
+    g8=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" --int8 2>/dev/null | field tokens_per_s)
+    p8=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" --precision int8 2>/dev/null | field tokens_per_s)
+    gb=$(best "$g32" "$g16" "$g8"); pb=$(best "$p32" "$p16" "$p8")
+    echo "| translate beam 5, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | $g8 | $p8 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
+done
+for round in 1 2; do
+    g32=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
+    p32=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
+    g16=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 --bf16 2>/dev/null | field tokens_per_s)
+    p16=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 --precision bf16 2>/dev/null | field tokens_per_s)
+    gb=$(best "$g32" "$g16"); pb=$(best "$p32" "$p16")
+    echo "| train small, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | | | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
+done
 # Same search, same translations?
-$G translate --model "$MODEL" --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null
+$G translate --model "$MODEL" --precision fp32 --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null
 $G detokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/py.ids" > "$TMP/py.txt"
 same=$(paste -d '\n' "$TMP/rs.txt" "$TMP/py.txt" | paste - - | awk -F'\t' '$1==$2' | wc -l)
 echo

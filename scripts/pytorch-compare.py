@@ -169,9 +169,13 @@ def bench_train(args):
     lens = torch.full((b,), l)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
+    # bf16: PyTorch's CPU autocast (float32 weights and optimizer, bf16 matrix products).
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
     def step():
-        logits, _, _ = m.decode(m.encode(src, lens), tgt_in)
-        loss = smoothed_loss(logits, tgt_out, 0.1)
+        with autocast:
+            logits, _, _ = m.decode(m.encode(src, lens), tgt_in)
+            loss = smoothed_loss(logits, tgt_out, 0.1)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
@@ -185,7 +189,7 @@ def bench_train(args):
         last = step()
     secs = time.perf_counter() - t
     tokens = b * l + b * (l + 1)
-    return dict(bench="train", impl="pytorch", preset=args.preset, threads=torch.get_num_threads(), batch_size=b,
+    return dict(bench="train", impl="pytorch", precision=args.precision, preset=args.preset, threads=torch.get_num_threads(), batch_size=b,
                 len=l, steps=args.steps, ms_per_step=secs * 1000 / args.steps,
                 tokens_per_s=tokens * args.steps / secs, final_loss=last)
 
@@ -227,7 +231,7 @@ def beam_search(m, sources, k, alpha, beta, a, b_len, grouped=False):
             break
         logits, attn, st = m.decode(enc, tokens.unsqueeze(1), state, group if grouped else 1)
         lp = logits.squeeze(1).float().log_softmax(-1)
-        coverage += attn.squeeze(1)
+        coverage += attn.squeeze(1).float()
         cand = (lp + torch.tensor(scores, dtype=torch.float32).unsqueeze(1)).view(len(active), group * vocab)
         want = min(2 * k, group * vocab)
         top_v, top_i = cand.topk(want, -1)
@@ -277,9 +281,20 @@ def beam_search(m, sources, k, alpha, beta, a, b_len, grouped=False):
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 
-def bench_translate(args):
-    m = build(args)
+def for_inference(m, precision):
+    """The model as PyTorch users run it on a CPU at `precision`: float32; bf16 weights and
+    activations (`model.to(torch.bfloat16)`); or dynamic int8 quantization of the LSTMs and linear
+    layers (`torch.ao.quantization.quantize_dynamic`, what OpenNMT-py's `-precision int8` does)."""
     m.eval()
+    if precision == "bf16":
+        return m.to(torch.bfloat16)
+    if precision == "int8":
+        return torch.ao.quantization.quantize_dynamic(m, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    return m
+
+
+def bench_translate(args):
+    m = for_inference(build(args), args.precision)
     if args.ids:
         sources = [[int(x) for x in line.split()] for line in open(args.ids)]
     else:
@@ -301,7 +316,7 @@ def bench_translate(args):
                 f.write(" ".join(map(str, h)) + "\n")
     source = sum(len(x) for x in sources)
     generated = sum(len(h) + 1 for h in out)
-    return dict(bench="translate", impl="pytorch-grouped" if args.grouped else "pytorch",
+    return dict(bench="translate", impl="pytorch-grouped" if args.grouped else "pytorch", precision=args.precision,
                 threads=torch.get_num_threads(), beam=args.beam,
                 batch_size=args.batch_size, sentences=len(sources), source_tokens=source,
                 generated_tokens=generated, seconds=secs, tokens_per_s=(source + generated) / secs,
@@ -325,6 +340,8 @@ def main():
     p.add_argument("--ids", help="source ids, one sentence per line (from `gnmt tokenize --ids`)")
     p.add_argument("--output", help="write the best hypotheses' ids here")
     p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="translate: the model in bf16 or dynamically quantized to int8; train: bf16 autocast")
     p.add_argument("--grouped", action="store_true",
                    help="beams share encoder outputs, first step one hypothesis (gnmt-rs's search)")
     p.add_argument("--alpha", type=float, default=0.6)
