@@ -10,9 +10,11 @@
 //!   destination on [`AtomicFile::commit`]; dropped uncommitted, the temporary file is removed.
 //! - [`write_file`]: the same for a whole buffer.
 //! - [`text`]: text files (plain or gzip) line by line, errors naming the file and line.
+//! - [`resume::ResumableFile`]: an output that a killed job continues (`gnmt translate --resume`).
 //! - [`replace_dir`]: moves a fully written directory over another one without a moment where
 //!   neither exists: the old one is renamed aside, the new one renamed in, then the old deleted.
 
+pub mod resume;
 pub mod text;
 
 use std::fs::File;

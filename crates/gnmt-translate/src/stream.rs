@@ -21,6 +21,26 @@ pub enum TranslateError {
     Search(#[from] tch::TchError),
 }
 
+/// Where translations go: a writer told each time a chunk of input lines is completely written
+/// (a resumable output records its progress there).
+pub trait Output: Write {
+    /// The first `lines` input lines (those of a resumed run included) are completely written.
+    fn chunk_done(&mut self, lines: usize) -> std::io::Result<()> {
+        let _ = lines;
+        Ok(())
+    }
+}
+
+impl<W: Write> Output for std::io::BufWriter<W> {}
+impl Output for gnmt_io::AtomicFile {}
+impl Output for Vec<u8> {}
+
+impl Output for gnmt_io::resume::ResumableFile {
+    fn chunk_done(&mut self, lines: usize) -> std::io::Result<()> {
+        gnmt_io::resume::ResumableFile::chunk_done(self, lines)
+    }
+}
+
 /// What to print per line.
 #[derive(Debug, Clone, Default)]
 pub struct OutputOptions {
@@ -216,10 +236,13 @@ pub struct Translator<'a> {
 }
 
 impl Translator<'_> {
-    /// Translates `lines` into `out`, calling `progress(lines_done)` after every chunk.
+    /// Translates `lines` after the first `skip` (those an interrupted run wrote already) into
+    /// `out`, telling it and `progress(lines_done)` after every chunk. The summary counts the
+    /// lines translated by this call.
     pub fn translate_stream<I, E, W>(
         &self,
         lines: I,
+        skip: usize,
         out: &mut W,
         opts: &OutputOptions,
         mut progress: impl FnMut(usize),
@@ -227,12 +250,15 @@ impl Translator<'_> {
     where
         I: Iterator<Item = Result<String, E>>,
         E: std::fmt::Display,
-        W: Write,
+        W: Output,
     {
         let mut summary = Summary::default();
         let max_len = self.engine.model.config.max_source_len.max(1) as usize;
         let mut lines = lines.peekable();
-        let mut lineno = 0usize;
+        for l in lines.by_ref().take(skip) {
+            l.map_err(|e| TranslateError::Input(e.to_string()))?;
+        }
+        let mut lineno = skip;
         while lines.peek().is_some() {
             let mut chunk = Vec::with_capacity(self.chunk_lines);
             for l in lines.by_ref().take(self.chunk_lines.max(1)) {
@@ -256,7 +282,7 @@ impl Translator<'_> {
             let hyps = self.engine.translate_ids(&ids)?;
             let mut text = String::new();
             for (k, (h, src)) in hyps.iter().zip(&ids).enumerate() {
-                let index = summary.sentences + k;
+                let index = skip + summary.sentences + k;
                 let empty = Hypothesis::empty();
                 let best = h.first().unwrap_or(&empty);
                 let best_text = self.tokenizer.decode(&best.tokens)?.replace('\n', " ");
@@ -289,7 +315,8 @@ impl Translator<'_> {
             }
             out.write_all(text.as_bytes())?;
             summary.sentences += chunk.len();
-            progress(summary.sentences);
+            out.chunk_done(skip + summary.sentences)?;
+            progress(skip + summary.sentences);
         }
         out.flush()?;
         Ok(summary)
