@@ -821,6 +821,95 @@ fn torchrun_launches_a_data_parallel_run() {
     assert!(err.contains("data-parallel: rank 1 of 2"), "{err}");
     assert_eq!(losses(&run_dir).len(), 3, "rank 0 alone writes the metrics");
     assert!(run_dir.join("final/model.safetensors").exists());
+    sharded_translation_equals_one_process(&run_dir.join("final"), tmp.path());
+}
+
+/// `gnmt translate` under torchrun (and with the variables set by hand, n-best lists): the chunks
+/// shared out between 2 ranks, rank 0 writing; byte for byte what one process writes, empty and
+/// over-long lines included.
+fn sharded_translation_equals_one_process(model: &Path, t: &Path) {
+    let lines: Vec<String> = std::fs::read_to_string(data().join("valid.en"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut input = String::new();
+    for i in 0..60 {
+        match i % 11 {
+            3 => input.push('\n'),
+            5 => input.push_str(&format!("{}\n", lines.join(" "))),
+            _ => input.push_str(&format!("{}\n", lines[i % lines.len()])),
+        }
+    }
+    let src = t.join("shard.en");
+    std::fs::write(&src, input).unwrap();
+    let args = |out: &Path, extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = ["translate", "--beam", "2", "--chunk-lines", "7"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.into())
+            .collect();
+        for x in [
+            "--model".as_ref(),
+            model.as_os_str(),
+            "-i".as_ref(),
+            src.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ] {
+            v.push(x.to_os_string());
+        }
+        v
+    };
+    let single = t.join("single.de");
+    let o = run(gnmt().args(args(&single, &[])));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sharded = t.join("sharded.de");
+    let o = std::process::Command::new(torchrun())
+        .args(["--no-python", "--standalone", "--nproc-per-node", "2"])
+        .arg(env!("CARGO_BIN_EXE_gnmt"))
+        .args(args(&sharded, &[]))
+        .env("OMP_NUM_THREADS", "1")
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GNMT_DIST_TIMEOUT", "60")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rank 1 of 2"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&sharded).unwrap(),
+        std::fs::read(&single).unwrap()
+    );
+    // The variables set by hand; n-best lists numbered by input line across the ranks' chunks.
+    let (single, sharded) = (t.join("single.nbest"), t.join("sharded.nbest"));
+    let o = run(gnmt().args(args(&single, &["--nbest", "2"])));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            gnmt()
+                .args(args(&sharded, &["--nbest", "2"]))
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("GNMT_DIST_TIMEOUT", "60")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in ranks {
+        let o = r.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let text = std::fs::read_to_string(&sharded).unwrap();
+    assert_eq!(text, std::fs::read_to_string(&single).unwrap());
+    assert!(
+        text.lines().last().unwrap().starts_with("59 ||| "),
+        "{text}"
+    );
 }
 
 /// A translation killed mid-way (kill -9) and continued with --resume writes exactly what an

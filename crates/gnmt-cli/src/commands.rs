@@ -540,6 +540,11 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             "{workers} search workers, {threads_per_worker} libtorch thread(s) each (--workers)"
         );
     }
+    // Under torchrun: the chunks shared out between the ranks, rank 0 writing the output.
+    let group = data_parallel_group()?;
+    if group.is_some() && a.reference.is_some() {
+        bail!("--ref scores only this process's share in a sharded translation: score -o with `gnmt eval` instead");
+    }
     let tr = Translator {
         engine: Engine {
             model: &model,
@@ -552,6 +557,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         },
         tokenizer: &tok,
         chunk_lines: a.chunk_lines.max(1),
+        shard: group.as_ref(),
     };
     let input = a.input.clone().unwrap_or_else(|| PathBuf::from("-"));
     let lines = Lines::open(&input)?;
@@ -567,34 +573,16 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         indicatif::ProgressBar::hidden()
     };
     let progress = |n: usize| bar.set_message(format!("{n} lines"));
-    let summary = match &a.output {
-        Some(path) => {
-            // Written beside the output (`.NAME.partial`, its progress in `.NAME.partial.json`)
-            // and renamed over it at the end: an error or a kill leaves the old output (if any)
-            // as it was, and --resume continues after the last complete chunk.
-            let job = format!(
-                "input {}, model {}, {:?}, {:?}, nbest {}, alignments {}",
-                input.display(),
-                a.model.display(),
-                precision,
-                tr.engine.search,
-                a.nbest,
-                a.alignments
-            );
-            let mut w = gnmt_io::resume::ResumableFile::open(path, &job, a.resume)?;
-            let skip = w.lines_done();
-            if skip > 0 {
-                tracing::info!("resuming {} after line {skip}", path.display());
-            }
-            let s = tr.translate_stream(lines, skip, &mut w, &opts, progress)?;
-            w.commit().with_context(|| path.display().to_string())?;
-            s
-        }
-        None => {
-            let mut w = BufWriter::new(std::io::stdout().lock());
-            tr.translate_stream(lines, 0, &mut w, &opts, progress)?
-        }
-    };
+    let job = format!(
+        "input {}, model {}, {:?}, {:?}, nbest {}, alignments {}",
+        input.display(),
+        a.model.display(),
+        precision,
+        tr.engine.search,
+        a.nbest,
+        a.alignments
+    );
+    let summary = run_translation(&tr, &a, &job, lines, &opts, progress)?;
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64().max(1e-9);
     tracing::info!(
@@ -608,6 +596,53 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         eprintln!("{}", bleu_line(summary.best, r)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `tr` over `lines` into -o or stdout. -o is written beside the output (`.NAME.partial`,
+/// its progress in `.NAME.partial.json`) and renamed over it at the end: an error or a kill
+/// leaves the old output (if any) as it was, and --resume continues after the last complete
+/// chunk. In a sharded run rank 0 alone writes, and tells the others where it resumes.
+fn run_translation<I, E>(
+    tr: &Translator,
+    a: &TranslateArgs,
+    job: &str,
+    lines: I,
+    opts: &OutputOptions,
+    progress: impl FnMut(usize),
+) -> Result<gnmt_translate::stream::Summary>
+where
+    I: Iterator<Item = Result<String, E>>,
+    E: std::fmt::Display,
+{
+    const SKIP: &str = "translate/skip";
+    let share_skip = |skip: usize| match tr.shard {
+        Some(g) => g.store_set(SKIP, skip.to_string().as_bytes()),
+        None => Ok(()),
+    };
+    match (tr.shard, &a.output) {
+        (Some(g), _) if g.rank() > 0 => {
+            let skip = String::from_utf8_lossy(&g.store_get(SKIP)?)
+                .parse::<usize>()
+                .context("the skip rank 0 published")?;
+            Ok(tr.translate_stream(lines, skip, &mut std::io::sink(), opts, progress)?)
+        }
+        (_, Some(path)) => {
+            let mut w = gnmt_io::resume::ResumableFile::open(path, job, a.resume)?;
+            let skip = w.lines_done();
+            if skip > 0 {
+                tracing::info!("resuming {} after line {skip}", path.display());
+            }
+            share_skip(skip)?;
+            let s = tr.translate_stream(lines, skip, &mut w, opts, progress)?;
+            w.commit().with_context(|| path.display().to_string())?;
+            Ok(s)
+        }
+        (_, None) => {
+            share_skip(0)?;
+            let mut w = BufWriter::new(std::io::stdout().lock());
+            Ok(tr.translate_stream(lines, 0, &mut w, opts, progress)?)
+        }
+    }
 }
 
 /// sacreBLEU's BLEU line (13a) of `hyps` against the reference file `reference`.

@@ -19,6 +19,8 @@ pub enum TranslateError {
     Tokenizer(#[from] gnmt_tokenizer::TokenizerError),
     #[error("search: {0}")]
     Search(#[from] tch::TchError),
+    #[error("sharded translation: {0}")]
+    Shard(#[from] gnmt_dist::DistError),
 }
 
 /// Where translations go: a writer told each time a chunk of input lines is completely written
@@ -34,6 +36,7 @@ pub trait Output: Write {
 impl<W: Write> Output for std::io::BufWriter<W> {}
 impl Output for gnmt_io::AtomicFile {}
 impl Output for Vec<u8> {}
+impl Output for std::io::Sink {}
 
 impl Output for gnmt_io::resume::ResumableFile {
     fn chunk_done(&mut self, lines: usize) -> std::io::Result<()> {
@@ -233,12 +236,16 @@ pub struct Translator<'a> {
     pub tokenizer: &'a SubwordTokenizer,
     /// Lines read (and held) at a time: memory stays bounded on any file size.
     pub chunk_lines: usize,
+    /// Several processes (torchrun) translating one stream: chunk `c` is translated by rank
+    /// `c % world`, and rank 0 gathers every chunk's text through the job's store and writes
+    /// them in input order; the other ranks write nothing.
+    pub shard: Option<&'a gnmt_dist::ProcessGroup>,
 }
 
 impl Translator<'_> {
     /// Translates `lines` after the first `skip` (those an interrupted run wrote already) into
     /// `out`, telling it and `progress(lines_done)` after every chunk. The summary counts the
-    /// lines translated by this call.
+    /// lines this process translated.
     pub fn translate_stream<I, E, W>(
         &self,
         lines: I,
@@ -252,73 +259,103 @@ impl Translator<'_> {
         E: std::fmt::Display,
         W: Output,
     {
+        let (rank, world) = self.shard.map_or((0, 1), |g| (g.rank(), g.world_size()));
         let mut summary = Summary::default();
-        let max_len = self.engine.model.config.max_source_len.max(1) as usize;
         let mut lines = lines.peekable();
         for l in lines.by_ref().take(skip) {
             l.map_err(|e| TranslateError::Input(e.to_string()))?;
         }
-        let mut lineno = skip;
+        let (mut done, mut c) = (skip, 0usize);
         while lines.peek().is_some() {
             let mut chunk = Vec::with_capacity(self.chunk_lines);
             for l in lines.by_ref().take(self.chunk_lines.max(1)) {
                 chunk.push(l.map_err(|e| TranslateError::Input(e.to_string()))?);
             }
-            let mut ids = Vec::with_capacity(chunk.len());
-            for line in &chunk {
-                lineno += 1;
-                let mut v = self.tokenizer.encode(line)?;
-                if v.len() > max_len {
-                    tracing::warn!(
-                        "line {lineno}: {} pieces, truncated to the model's limit of {max_len}",
-                        v.len()
-                    );
-                    v.truncate(max_len);
-                    summary.truncated += 1;
-                }
-                summary.source_tokens += v.len();
-                ids.push(v);
+            let text = if c % world == rank {
+                Some(self.translate_chunk(&chunk, done, opts, &mut summary)?)
+            } else {
+                None
+            };
+            let key = format!("translate/chunk/{c}");
+            match (rank, text, self.shard) {
+                (0, Some(text), _) => out.write_all(text.as_bytes())?,
+                (0, None, Some(g)) => out.write_all(&g.store_get(&key)?)?,
+                (_, Some(text), Some(g)) => g.store_set(&key, text.as_bytes())?,
+                _ => {}
             }
-            let hyps = self.engine.translate_ids(&ids)?;
-            let mut text = String::new();
-            for (k, (h, src)) in hyps.iter().zip(&ids).enumerate() {
-                let index = skip + summary.sentences + k;
-                let empty = Hypothesis::empty();
-                let best = h.first().unwrap_or(&empty);
-                let best_text = self.tokenizer.decode(&best.tokens)?.replace('\n', " ");
-                summary.output_tokens += best.tokens.len() + 1;
-                if opts.nbest > 0 {
-                    for hyp in h.iter().take(opts.nbest) {
-                        let t = self.tokenizer.decode(&hyp.tokens)?;
-                        text.push_str(&format!(
-                            "{index} ||| {} ||| {:.4}\n",
-                            t.replace('\n', " "),
-                            hyp.score
-                        ));
-                    }
-                } else {
-                    text.push_str(&best_text);
-                    if opts.alignments {
-                        text.push('\t');
-                        let a: Vec<String> = best
-                            .alignment
-                            .iter()
-                            .map(|j| j.min(&src.len().saturating_sub(1)).to_string())
-                            .collect();
-                        text.push_str(&a.join(" "));
-                    }
-                    text.push('\n');
-                }
-                if opts.keep_best {
-                    summary.best.push(best_text);
-                }
+            done += chunk.len();
+            c += 1;
+            if rank == 0 {
+                out.chunk_done(done)?;
             }
-            out.write_all(text.as_bytes())?;
-            summary.sentences += chunk.len();
-            out.chunk_done(skip + summary.sentences)?;
-            progress(skip + summary.sentences);
+            progress(done);
         }
         out.flush()?;
+        if let Some(g) = self.shard {
+            g.barrier()?;
+        }
         Ok(summary)
+    }
+
+    /// The output text of one chunk whose first line is input line `first` (0-based).
+    fn translate_chunk(
+        &self,
+        chunk: &[String],
+        first: usize,
+        opts: &OutputOptions,
+        summary: &mut Summary,
+    ) -> Result<String, TranslateError> {
+        let max_len = self.engine.model.config.max_source_len.max(1) as usize;
+        let mut ids = Vec::with_capacity(chunk.len());
+        for (k, line) in chunk.iter().enumerate() {
+            let mut v = self.tokenizer.encode(line)?;
+            if v.len() > max_len {
+                tracing::warn!(
+                    "line {}: {} pieces, truncated to the model's limit of {max_len}",
+                    first + k + 1,
+                    v.len()
+                );
+                v.truncate(max_len);
+                summary.truncated += 1;
+            }
+            summary.source_tokens += v.len();
+            ids.push(v);
+        }
+        let hyps = self.engine.translate_ids(&ids)?;
+        let mut text = String::new();
+        for (k, (h, src)) in hyps.iter().zip(&ids).enumerate() {
+            let empty = Hypothesis::empty();
+            let best = h.first().unwrap_or(&empty);
+            let best_text = self.tokenizer.decode(&best.tokens)?.replace('\n', " ");
+            summary.output_tokens += best.tokens.len() + 1;
+            if opts.nbest > 0 {
+                for hyp in h.iter().take(opts.nbest) {
+                    let t = self.tokenizer.decode(&hyp.tokens)?;
+                    text.push_str(&format!(
+                        "{} ||| {} ||| {:.4}\n",
+                        first + k,
+                        t.replace('\n', " "),
+                        hyp.score
+                    ));
+                }
+            } else {
+                text.push_str(&best_text);
+                if opts.alignments {
+                    text.push('\t');
+                    let a: Vec<String> = best
+                        .alignment
+                        .iter()
+                        .map(|j| j.min(&src.len().saturating_sub(1)).to_string())
+                        .collect();
+                    text.push_str(&a.join(" "));
+                }
+                text.push('\n');
+            }
+            if opts.keep_best {
+                summary.best.push(best_text);
+            }
+        }
+        summary.sentences += chunk.len();
+        Ok(text)
     }
 }
