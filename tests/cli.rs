@@ -43,6 +43,7 @@ fn doctor_reports_libtorch_and_devices() {
         "cpu threads:",
         "cpu features:",
         "cpu kernels:",
+        "distributed: c10d TCPStore rendezvous, Gloo",
         "bf16 on",
     ] {
         assert!(s.contains(key), "doctor lacks {key}:\n{s}");

@@ -820,6 +820,18 @@ fn torchrun_launches_a_data_parallel_run() {
     let err = stderr(&out);
     assert!(err.contains("data-parallel: rank 1 of 2"), "{err}");
     assert_eq!(losses(&run_dir).len(), 3, "rank 0 alone writes the metrics");
+    // The share of the logging window spent in the gradient all-reduce, on every step line.
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let shares: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["reduce_fraction"].as_f64().unwrap())
+        .collect();
+    assert!(
+        shares.len() == 3 && shares.iter().all(|f| (0.0..=1.0).contains(f)),
+        "{shares:?}"
+    );
     assert!(run_dir.join("final/model.safetensors").exists());
     sharded_translation_equals_one_process(&run_dir.join("final"), tmp.path());
 }

@@ -359,7 +359,10 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let cfg = build_train_config(&a)?;
+    let mut cfg = build_train_config(&a)?;
+    if let Ok(spec) = cfg.device.parse::<DeviceSpec>() {
+        cfg.device = DeviceSpec(rank_device(spec.0)?).to_string();
+    }
     let start = if a.force {
         Start::Overwrite
     } else if a.resume {
@@ -508,7 +511,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = a.device.0;
+    let device = rank_device(a.device.0)?;
     let ModelDir {
         mut vs,
         model,
@@ -749,6 +752,15 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The device of this process: under torchrun (or its variables) a CUDA device becomes the rank's
+/// own GPU, `cuda:LOCAL_RANK`, as PyTorch jobs do; anything else stays as asked.
+fn rank_device(device: tch::Device) -> Result<tch::Device> {
+    match (device, gnmt_dist::Launch::from_env()?) {
+        (tch::Device::Cuda(_), Some(launch)) => Ok(tch::Device::Cuda(launch.local_rank)),
+        _ => Ok(device),
+    }
 }
 
 /// The process group of a data-parallel run when torchrun (or Slurm, or a Kubernetes operator)

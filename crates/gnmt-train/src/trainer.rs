@@ -673,11 +673,13 @@ impl Weights {
     }
 }
 
-/// The bookkeeping of the logging window: the step's tokens/s and data time are over it.
+/// The bookkeeping of the logging window: the step's tokens/s, data time and (data-parallel)
+/// gradient all-reduce time are over it.
 struct LogWindow {
     since: Instant,
     tokens_at_start: i64,
     data_secs: f64,
+    reduce_secs: f64,
 }
 
 impl LogWindow {
@@ -686,6 +688,7 @@ impl LogWindow {
             since: Instant::now(),
             tokens_at_start: tokens,
             data_secs: 0.0,
+            reduce_secs: 0.0,
         }
     }
 }
@@ -931,7 +934,9 @@ impl<'a> Trainer<'a> {
         // every rank then clips and applies the same update.
         if let Some(pg) = &self.group {
             let mut extra = [g.loss, g.tokens as f64, f64::from(u8::from(stop))];
+            let t_reduce = Instant::now();
             w.adam.all_reduce_grads(pg, &mut extra, BUCKET_BYTES)?;
+            self.window.reduce_secs += t_reduce.elapsed().as_secs_f64();
             g.loss = extra[0];
             g.tokens = extra[1].round() as i64;
             self.summary.interrupted |= extra[2] > 0.0;
@@ -1050,6 +1055,7 @@ impl<'a> Trainer<'a> {
         let secs = self.window.since.elapsed().as_secs_f64().max(1e-9);
         let tps = (self.tokens_done - self.window.tokens_at_start) as f64 / secs;
         let data_fraction = self.window.data_secs / secs;
+        let reduce_fraction = self.window.reduce_secs / secs;
         self.window = LogWindow::new(self.tokens_done);
         self.check_weights_in_sync()?;
         let layers = layer_grad_norms(&self.w.adam);
@@ -1057,6 +1063,10 @@ impl<'a> Trainer<'a> {
             "tokens_per_s": tps, "data_fraction": data_fraction, "epoch": self.state.epoch, "layer_grad_norms": layers});
         if let Some(sc) = &self.state.loss_scaler {
             line["loss_scale"] = sc.scale.into();
+        }
+        if self.group.is_some() {
+            // Includes waiting for the slowest rank: the all-reduce starts when all arrive.
+            line["reduce_fraction"] = reduce_fraction.into();
         }
         self.metric(line)?;
         let p = Progress {
