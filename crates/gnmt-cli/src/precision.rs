@@ -185,6 +185,9 @@ pub fn cast_for(
         (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
             "gnmt-kernels, decoder in int8 (AVX512-VNNI)"
         }
+        (gnmt_model::Kernels::Int8, _) if gnmt_model::Isa::detected() >= gnmt_model::Isa::Avx2 => {
+            "gnmt-kernels, decoder in int8 (AVX2 without VNNI: slower than float32)"
+        }
         (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, decoder in int8 (portable: slow)",
         (_, Some(_)) => "libtorch, model cast",
         _ if device == tch::Device::Cpu => "gnmt-kernels, float32",

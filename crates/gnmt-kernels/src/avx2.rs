@@ -286,3 +286,72 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
         }
     }
 }
+
+/// [`crate::PackedLinearI8`]'s integer sums on AVX2 (no VNNI): each panel row's 16 columns of
+/// byte quads widened to 16-bit in four registers, `vpmaddwd` against the row's input quad
+/// (offset bytes, 16-bit), two rows at a time; a column's two lanes added at the end. The sums
+/// are exact: the same as the VNNI and portable builds'.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mut [i32]) {
+    use crate::gemm::NR;
+    let (n, k4) = (w.n, w.k4);
+    if k4 == 0 {
+        return;
+    }
+    for (p, panel) in w.panels.chunks_exact(k4 * NR).enumerate() {
+        let cols = NR.min(n - p * NR);
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = 2.min(m - r0);
+            let acc = micro_i8(panel, &xs[r0 * k4..(r0 + rows) * k4], k4, rows);
+            for (r, lanes) in acc.iter().enumerate().take(rows) {
+                let mut all = [0i32; 32];
+                for (g, v) in lanes.iter().enumerate() {
+                    // SAFETY: `all[8 * g..]` has room for the eight integers written.
+                    unsafe { _mm256_storeu_si256(all[8 * g..].as_mut_ptr().cast(), *v) };
+                }
+                let out = &mut sums[(r0 + r) * n + p * NR..][..cols];
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = all[2 * c] + all[2 * c + 1];
+                }
+            }
+            r0 += rows;
+        }
+    }
+}
+
+/// One or two rows of input quads (`xs`, `rows * k4`) times one int8 panel (`k4 * 16` quads):
+/// per row, four registers of eight 32-bit lanes, two lanes per column.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn micro_i8(panel: &[u32], xs: &[u32], k4: usize, rows: usize) -> [[__m256i; 4]; 2] {
+    use crate::gemm::NR;
+    assert!(panel.len() >= k4 * NR && xs.len() >= rows * k4 && (1..=2).contains(&rows));
+    let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+    // The input quad as four 16-bit values, repeated over the register.
+    let quad = |v: u32| {
+        let w = (0..4).fold(0i64, |a, i| {
+            a | ((((v >> (8 * i)) & 0xFF) as i64) << (16 * i))
+        });
+        _mm256_set1_epi64x(w)
+    };
+    // SAFETY: the loads read `panel[q * NR + 4 * g..][..4]` (16 bytes) for `q < k4`, `g < 4`, and
+    // `xs[r * k4 + q]` for `r < rows`: inside the slices (checked above).
+    unsafe {
+        let pp = panel.as_ptr();
+        for q in 0..k4 {
+            let mut wv = [_mm256_setzero_si256(); 4];
+            for (g, v) in wv.iter_mut().enumerate() {
+                let bytes = _mm_loadu_si128(pp.add(q * NR + 4 * g).cast());
+                *v = _mm256_cvtepi8_epi16(bytes);
+            }
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let x = quad(*xs.as_ptr().add(r * k4 + q));
+                for (a, v) in acc.iter_mut().zip(&wv) {
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, *v));
+                }
+            }
+        }
+    }
+    acc
+}

@@ -120,11 +120,11 @@ impl PackedLinearI8 {
     /// # Panics
     /// If `x` is not `m * k` long or `out` not `m * n`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        self.forward_on(int8_dot_supported(), x, m, out)
+        self.forward_on(true, x, m, out)
     }
 
-    /// [`PackedLinearI8::forward`] on AVX512-VNNI when `fast` and the CPU has it, else on
-    /// portable code (the same bits).
+    /// [`PackedLinearI8::forward`] on AVX512-VNNI when `fast` and the CPU has it, else on AVX2
+    /// when `fast` and the CPU has that, else on portable code: the same bits from all three.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
@@ -138,9 +138,22 @@ impl PackedLinearI8 {
             };
             return;
         }
-        let _ = fast;
         let mut sums = vec![0i32; m * self.n];
-        sums_portable(self, &xs, m, &mut sums);
+        #[cfg(target_arch = "x86_64")]
+        if fast && Isa::detected() >= Isa::Avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::avx2::sums_i8(self, &xs, m, &mut sums)
+            };
+        } else {
+            sums_portable(self, &xs, m, &mut sums);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = fast;
+            sums_portable(self, &xs, m, &mut sums);
+        }
         let n = self.n;
         for (r, &sx) in row_scales.iter().enumerate() {
             for j in 0..n {
@@ -163,7 +176,7 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
 /// Each row of `x` `[m, k]` quantized with its own scale, offset by 128 into 1..=255 and packed
 /// as quads `[m, k4]` (a missing `k` is 128: zero after the offset, and the weights there are
 /// zero anyway); and the rows' scales.
-fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
     let mut packed = Vec::with_capacity(m * k4);
     let mut scales = Vec::with_capacity(m);
     for r in 0..m {

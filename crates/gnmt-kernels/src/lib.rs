@@ -25,7 +25,7 @@ mod avx2;
 mod avx512;
 mod bf16;
 mod gemm;
-mod int8;
+pub(crate) mod int8;
 mod math;
 pub mod tensor;
 

@@ -550,3 +550,47 @@ fn packed_linear_int8_sums_the_quantized_product_exactly() {
         p.weight_bytes()
     );
 }
+
+#[test]
+fn every_build_sums_int8_products_to_the_same_integers() {
+    for (i, &(m, k, n)) in [
+        (7, 13, 37),
+        (1, 256, 16),
+        (5, 1024, 70),
+        (3, 4, 1),
+        (25, 64, 33),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let w = noise(n * k, 1400 + i as u64, 1.0);
+        let x = noise(m * k, 1500 + i as u64, 2.0);
+        let p = PackedLinearI8::new(&w, None, n, k);
+        let (xs, _) = int8::quantize_rows(&x, m, k, p.k4);
+        let mut portable = vec![0i32; m * n];
+        int8::sums_portable(&p, &xs, m, &mut portable);
+        #[cfg(target_arch = "x86_64")]
+        if Isa::available().contains(&Isa::Avx2) {
+            let mut avx2 = vec![0i32; m * n];
+            // SAFETY: the CPU has AVX2 and FMA (Isa::available).
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2::sums_i8(&p, &xs, m, &mut avx2)
+            };
+            assert_eq!(avx2, portable, "{m}x{k}x{n}");
+        }
+        // And both are the products of the quantized values plus 128 times the weights' sums.
+        for r in 0..m {
+            let (_, xq) = quantize(&x[r * k..(r + 1) * k]);
+            for j in 0..n {
+                let (_, wq) = quantize(&w[j * k..(j + 1) * k]);
+                let want: i32 = xq
+                    .iter()
+                    .zip(&wq)
+                    .map(|(&a, &b)| (a as i32 + 128) * b as i32)
+                    .sum();
+                assert_eq!(portable[r * n + j], want);
+            }
+        }
+    }
+}
