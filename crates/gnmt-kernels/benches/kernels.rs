@@ -2,8 +2,11 @@
 //! batch-64 search step of the `small` model (one thread, as a search worker runs them).
 //!
 //!     cargo bench -p gnmt-kernels
+//!     GNMT_MAX_ISA=avx2 cargo bench -p gnmt-kernels -- linear    # the AVX2 builds
 use criterion::{criterion_group, criterion_main, Criterion};
-use gnmt_kernels::{additive_scores, top_candidates, AttentionShape, PackedLinear};
+use gnmt_kernels::{
+    additive_scores, top_candidates, AttentionShape, PackedLinear, PackedLinearBf16, PackedLinearI8,
+};
 use tch::{Kind, Tensor};
 
 fn attention(c: &mut Criterion) {
@@ -91,6 +94,17 @@ fn linear(c: &mut Criterion) {
         });
         g.bench_function("packed", |bch| {
             bch.iter(|| packed.forward(&xv, m as usize, &mut out))
+        });
+        // The same weights in bf16 (AVX512-BF16 where the CPU has it) and in int8 (VNNI, AVX2).
+        let wv = Vec::<f32>::try_from(w.flatten(0, -1)).unwrap_or_default();
+        let bv = Vec::<f32>::try_from(&b).unwrap_or_default();
+        let bf16 = PackedLinearBf16::new(&wv, Some(&bv), n as usize, k as usize);
+        g.bench_function("packed bf16", |bch| {
+            bch.iter(|| bf16.forward(&xv, m as usize, &mut out))
+        });
+        let int8 = PackedLinearI8::new(&wv, Some(&bv), n as usize, k as usize);
+        g.bench_function("packed int8", |bch| {
+            bch.iter(|| int8.forward(&xv, m as usize, &mut out))
         });
         g.finish();
     }
