@@ -840,21 +840,8 @@ fn torchrun_launches_a_data_parallel_run() {
 /// shared out between 2 ranks, rank 0 writing; byte for byte what one process writes, empty and
 /// over-long lines included.
 fn sharded_translation_equals_one_process(model: &Path, t: &Path) {
-    let lines: Vec<String> = std::fs::read_to_string(data().join("valid.en"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let mut input = String::new();
-    for i in 0..60 {
-        match i % 11 {
-            3 => input.push('\n'),
-            5 => input.push_str(&format!("{}\n", lines.join(" "))),
-            _ => input.push_str(&format!("{}\n", lines[i % lines.len()])),
-        }
-    }
     let src = t.join("shard.en");
-    std::fs::write(&src, input).unwrap();
+    std::fs::write(&src, mixed_input(60, 11)).unwrap();
     let args = |out: &Path, extra: &[&str]| -> Vec<std::ffi::OsString> {
         let mut v: Vec<std::ffi::OsString> = ["translate", "--beam", "2", "--chunk-lines", "7"]
             .iter()
@@ -927,22 +914,8 @@ fn sharded_translation_equals_one_process(model: &Path, t: &Path) {
 /// A translation killed mid-way (kill -9) and continued with --resume writes exactly what an
 /// uninterrupted run writes: nothing lost, nothing twice.
 fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
-    let lines: Vec<String> = std::fs::read_to_string(data().join("valid.en"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let mut input = String::new();
-    for i in 0..3000 {
-        // Empty lines and long ones too.
-        match i % 50 {
-            7 => input.push('\n'),
-            13 => input.push_str(&format!("{}\n", lines.join(" "))),
-            _ => input.push_str(&format!("{}\n", lines[i % lines.len()])),
-        }
-    }
     let src = t.join("resume.en");
-    std::fs::write(&src, &input).unwrap();
+    std::fs::write(&src, mixed_input(3000, 50)).unwrap();
     let translate = |out: &Path| {
         let mut c = gnmt();
         c.args(["translate", "--greedy", "--chunk-lines", "25", "--model"])
@@ -997,4 +970,20 @@ fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
         "{}",
         stderr(&o)
     );
+}
+
+/// `n` lines of the validation source, with an empty line and an over-long one (every
+/// validation sentence joined) in each `period` lines.
+fn mixed_input(n: usize, period: usize) -> String {
+    let text = std::fs::read_to_string(data().join("valid.en")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut input = String::new();
+    for i in 0..n {
+        match i % period {
+            3 => input.push('\n'),
+            5 => input.push_str(&format!("{}\n", lines.join(" "))),
+            _ => input.push_str(&format!("{}\n", lines[i % lines.len()])),
+        }
+    }
+    input
 }

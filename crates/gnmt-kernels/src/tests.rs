@@ -427,22 +427,22 @@ fn bf16_rounds_to_nearest_even() {
     }
 }
 
+/// `(m, k, n, bias)` of the bf16 and int8 matrix tests: odd sizes, empty ones, several blocks.
+const LOW_PRECISION_CASES: [(usize, usize, usize, bool); 8] = [
+    (7, 13, 37, true),
+    (1, 256, 16, false),
+    (13, 5, 3, true),
+    (14, 40, 33, true),
+    (0, 4, 4, true),
+    (3, 0, 20, true),
+    (25, 256, 300, true),
+    (5, 1024, 70, true),
+];
+
 #[test]
 fn packed_linear_bf16_is_the_bf16_product_with_float32_sums() {
     let fast = bf16_dot_supported();
-    for (i, &(m, k, n, bias)) in [
-        (7, 13, 37, true),
-        (1, 256, 16, false),
-        (13, 5, 3, true),
-        (14, 40, 33, true),
-        (0, 4, 4, true),
-        (3, 0, 20, true),
-        (25, 256, 300, true),
-        (5, 1024, 70, true),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, &(m, k, n, bias)) in LOW_PRECISION_CASES.iter().enumerate() {
         let w = noise(n * k, 800 + i as u64, 1.0);
         let b = noise(n, 900 + i as u64, 1.0);
         let x = noise(m * k, 1000 + i as u64, 1.0);
@@ -492,19 +492,7 @@ fn quantize_is_symmetric_per_row() {
 #[test]
 fn packed_linear_int8_sums_the_quantized_product_exactly() {
     let fast = int8_dot_supported();
-    for (i, &(m, k, n, bias)) in [
-        (7, 13, 37, true),
-        (1, 256, 16, false),
-        (13, 5, 3, true),
-        (14, 40, 33, true),
-        (0, 4, 4, true),
-        (3, 0, 20, true),
-        (25, 256, 300, true),
-        (5, 1024, 70, true),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, &(m, k, n, bias)) in LOW_PRECISION_CASES.iter().enumerate() {
         let w = noise(n * k, 1100 + i as u64, 1.0);
         let b = noise(n, 1200 + i as u64, 1.0);
         let x = noise(m * k, 1300 + i as u64, 3.0);
