@@ -957,6 +957,24 @@ fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
         !record.exists(),
         "the progress record is removed at the end"
     );
+    // An input edited since the killed run is not resumed: the job differs.
+    let mut child = translate(&killed)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !record.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(record.exists(), "the second run was not interrupted");
+    std::fs::write(&src, mixed_input(3001, 50)).unwrap();
+    let o = run(translate(&killed).arg("--resume"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("another job"),
+        "{}",
+        stderr(&o)
+    );
     // Resuming another job's output is refused; without --resume it starts over.
     std::fs::write(t.join(".other.de.partial"), "x\n").unwrap();
     std::fs::write(

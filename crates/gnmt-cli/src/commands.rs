@@ -576,8 +576,15 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         indicatif::ProgressBar::hidden()
     };
     let progress = |n: usize| bar.set_message(format!("{n} lines"));
+    // What a resumed output must have been made from: the same input file (its size and
+    // modification time too, so an edited or grown file is not resumed), model and settings.
+    let stamp = std::fs::metadata(&input)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| format!(" ({} bytes, modified {:?})", m.len(), m.modified().ok()))
+        .unwrap_or_default();
     let job = format!(
-        "input {}, model {}, {:?}, {:?}, nbest {}, alignments {}",
+        "input {}{stamp}, model {}, {:?}, {:?}, nbest {}, alignments {}",
         input.display(),
         a.model.display(),
         precision,
