@@ -133,6 +133,14 @@ int gnmt_dist_store_get(void* group, const char* key, unsigned char** value, siz
   });
 }
 
+// Deletes `key` from the group's store; `*deleted` says whether it was there.
+int gnmt_dist_store_delete(void* group, const char* key, int* deleted, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* g = static_cast<Group*>(group);
+    *deleted = g->store->deleteKey(std::string(key)) ? 1 : 0;
+  });
+}
+
 void gnmt_dist_bytes_free(unsigned char* p) { delete[] p; }
 
 }  // extern "C"

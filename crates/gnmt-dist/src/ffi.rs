@@ -56,5 +56,12 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    pub fn gnmt_dist_store_delete(
+        group: *mut c_void,
+        key: *const c_char,
+        deleted: *mut c_int,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     pub fn gnmt_dist_bytes_free(p: *mut c_uchar);
 }

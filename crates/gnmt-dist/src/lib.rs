@@ -336,6 +336,22 @@ impl ProcessGroup {
         .map_err(|r| self.failed("store set", r))
     }
 
+    /// Removes `key` from the job's store (what was read need not stay in its memory); false
+    /// when it was not there.
+    pub fn store_delete(&self, key: &str) -> Result<bool, DistError> {
+        let k = CString::new(key).map_err(|_| DistError::Usage(format!("store key {key:?}")))?;
+        let mut deleted: std::ffi::c_int = 0;
+        call(|err, len| {
+            // SAFETY: `k` is NUL-terminated; `deleted` is a valid out pointer.
+            #[allow(unsafe_code)]
+            unsafe {
+                ffi::gnmt_dist_store_delete(self.raw, k.as_ptr(), &mut deleted, err, len)
+            }
+        })
+        .map_err(|r| self.failed("store delete", r))?;
+        Ok(deleted != 0)
+    }
+
     /// The value of `key`, waiting (up to the timeout) until some rank has set it.
     pub fn store_get(&self, key: &str) -> Result<Vec<u8>, DistError> {
         let k = CString::new(key).map_err(|_| DistError::Usage(format!("store key {key:?}")))?;

@@ -45,6 +45,12 @@ fn every_collective_gnmt_uses_works_between_ranks() {
             g.store_set("hello", b"vocab").unwrap();
         }
         let stored = g.store_get("hello").unwrap();
+        // Once every rank has read it, the key can go (and is gone).
+        g.barrier().unwrap();
+        if g.rank() == 0 {
+            assert!(g.store_delete("hello").unwrap());
+            assert!(!g.store_delete("hello").unwrap());
+        }
         let v = |t: &Tensor| Vec::<f32>::try_from(t).unwrap();
         (
             v(&sum),

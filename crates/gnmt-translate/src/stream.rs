@@ -279,7 +279,11 @@ impl Translator<'_> {
             let key = format!("translate/chunk/{c}");
             match (rank, text, self.shard) {
                 (0, Some(text), _) => out.write_all(text.as_bytes())?,
-                (0, None, Some(g)) => out.write_all(&g.store_get(&key)?)?,
+                (0, None, Some(g)) => {
+                    out.write_all(&g.store_get(&key)?)?;
+                    // Written: the store need not hold it (its memory stays a few chunks).
+                    g.store_delete(&key)?;
+                }
                 (_, Some(text), Some(g)) => g.store_set(&key, text.as_bytes())?,
                 _ => {}
             }
