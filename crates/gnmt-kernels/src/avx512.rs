@@ -186,6 +186,20 @@ pub(crate) fn top(
     })
 }
 
+/// `$micro::<R>$args` with the row count `$rows` (1 to `MR`) as the constant `R`, so that the
+/// accumulators stay in registers; the result grown to `MR` rows.
+macro_rules! with_rows {
+    ($rows:expr, $micro:ident $args:tt) => {
+        with_rows!(@ $rows, $micro $args, 12 11 10 9 8 7 6 5 4 3 2)
+    };
+    (@ $rows:expr, $micro:ident $args:tt, $($r:literal)*) => {
+        match $rows {
+            $($r => grow($micro::<$r> $args),)*
+            _ => grow($micro::<1> $args),
+        }
+    };
+}
+
 /// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
@@ -196,7 +210,7 @@ pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
         x,
         m,
         out,
-        |rows, a, b, xs| micro_rows(rows, a, b, xs, w.k),
+        |rows, a, b, xs| with_rows!(rows, micro(a, b, xs, w.k)),
         |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
     )
 }
@@ -245,21 +259,6 @@ fn panels_by_rows<T>(
             r0 += rows;
         }
     }
-}
-
-/// [`micro`] with the row count as a constant (the accumulators stay in registers).
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn micro_rows(rows: usize, a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512; 2]; MR] {
-    macro_rules! by_rows {
-        ($($r:literal)*) => {
-            match rows {
-                $($r => grow(micro::<$r>(a, b, xs, k)),)*
-                _ => grow(micro::<1>(a, b, xs, k)),
-            }
-        };
-    }
-    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
 }
 
 /// `R` rows of `x` (`xs`, `R * k` floats) times two packed panels (`k * 16` floats each).
@@ -329,24 +328,9 @@ pub(crate) fn linear_bf16(w: &crate::PackedLinearBf16, xs: &[u32], m: usize, out
         xs,
         m,
         out,
-        |rows, a, b, x| micro_bf16_rows(rows, a, b, x, w.k2),
+        |rows, a, b, x| with_rows!(rows, micro_bf16(a, b, x, w.k2)),
         |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
     )
-}
-
-/// [`micro_bf16`] with the row count as a constant.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
-fn micro_bf16_rows(rows: usize, a: &[u32], b: &[u32], xs: &[u32], k2: usize) -> [[__m512; 2]; MR] {
-    macro_rules! by_rows {
-        ($($r:literal)*) => {
-            match rows {
-                $($r => grow(micro_bf16::<$r>(a, b, xs, k2)),)*
-                _ => grow(micro_bf16::<1>(a, b, xs, k2)),
-            }
-        };
-    }
-    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
 }
 
 /// `R` rows of bf16 pairs (`xs`, `R * k2`) times two packed bf16 panels (`k2 * 16` pairs each).
@@ -396,7 +380,7 @@ pub(crate) fn linear_i8(
         xs,
         m,
         out,
-        |rows, a, b, x| micro_i8_rows(rows, a, b, x, w.k4),
+        |rows, a, b, x| with_rows!(rows, micro_i8(a, b, x, w.k4)),
         |row, col, cols, sums| {
             let offsets = lanes_i32(&w.offsets[col..col + cols]);
             let s = _mm512_sub_epi32(_mm512_castps_si512(sums), offsets);
@@ -404,21 +388,6 @@ pub(crate) fn linear_i8(
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
         },
     )
-}
-
-/// [`micro_i8`] with the row count as a constant.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")]
-fn micro_i8_rows(rows: usize, a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__m512; 2]; MR] {
-    macro_rules! by_rows {
-        ($($r:literal)*) => {
-            match rows {
-                $($r => grow(micro_i8::<$r>(a, b, xs, k4)),)*
-                _ => grow(micro_i8::<1>(a, b, xs, k4)),
-            }
-        };
-    }
-    by_rows!(12 11 10 9 8 7 6 5 4 3 2)
 }
 
 /// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads

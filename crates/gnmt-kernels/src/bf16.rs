@@ -5,7 +5,7 @@
 //! ties to even), as that instruction takes them: the results are those of a bf16 model with
 //! float32 sums, not float32's.
 
-use crate::gemm::NR;
+use crate::gemm::{bias_or_zeros, pack_panels, NR};
 use crate::Isa;
 
 /// A float32 rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its 16 bits.
@@ -59,28 +59,12 @@ impl PackedLinearBf16 {
     pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight");
         let k2 = k.div_ceil(2);
-        let np = n.div_ceil(NR);
-        let mut panels = vec![0u32; np * k2 * NR];
-        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            let (p, c) = (j / NR, j % NR);
-            let panel = &mut panels[p * k2 * NR..(p + 1) * k2 * NR];
-            for (q, pair) in row.chunks(2).enumerate() {
-                panel[q * NR + c] = pack_pair(pair);
-            }
-        }
-        let bias = match bias {
-            Some(b) => {
-                assert_eq!(b.len(), n, "bias");
-                b.to_vec()
-            }
-            None => vec![0.0; n],
-        };
         PackedLinearBf16 {
             n,
             k,
             k2,
-            panels,
-            bias,
+            panels: pack_panels(w.chunks_exact(k.max(1)), n, k2, 2, pack_pair),
+            bias: bias_or_zeros(bias, n),
         }
     }
 

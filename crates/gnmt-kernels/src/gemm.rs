@@ -24,23 +24,13 @@ impl PackedLinear {
     /// If the lengths do not match `n` and `k`.
     pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight");
-        let np = n.div_ceil(NR);
-        let mut panels = vec![0f32; np * k * NR];
-        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            let (p, c) = (j / NR, j % NR);
-            let panel = &mut panels[p * k * NR..(p + 1) * k * NR];
-            for (kk, &x) in row.iter().enumerate() {
-                panel[kk * NR + c] = x;
-            }
+        let panels = pack_panels(w.chunks_exact(k.max(1)), n, k, 1, |x| x[0]);
+        PackedLinear {
+            n,
+            k,
+            panels,
+            bias: bias_or_zeros(bias, n),
         }
-        let bias = match bias {
-            Some(b) => {
-                assert_eq!(b.len(), n, "bias");
-                b.to_vec()
-            }
-            None => vec![0.0; n],
-        };
-        PackedLinear { n, k, panels, bias }
     }
 
     /// Output features.
@@ -66,6 +56,41 @@ impl PackedLinear {
         assert_eq!(x.len(), m * self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
         crate::dispatch!(isa, gemm::linear(self, x, m, out))
+    }
+}
+
+/// The panel layout every packed matrix shares: the `n` rows of `W` as `ceil(n / 16)` panels of
+/// `width` panel rows, panel row `q` of column `j` being `lane(&row_j[group * q..][..group])`
+/// (the last group shorter when `group` does not divide the row), zero beyond `n`.
+pub(crate) fn pack_panels<S, T: Copy + Default>(
+    rows: impl Iterator<Item = impl AsRef<[S]>>,
+    n: usize,
+    width: usize,
+    group: usize,
+    lane: impl Fn(&[S]) -> T,
+) -> Vec<T> {
+    let mut panels = vec![T::default(); n.div_ceil(NR) * width * NR];
+    for (j, row) in rows.enumerate().take(n) {
+        let (p, c) = (j / NR, j % NR);
+        let panel = &mut panels[p * width * NR..(p + 1) * width * NR];
+        for (q, part) in row.as_ref().chunks(group).enumerate() {
+            panel[q * NR + c] = lane(part);
+        }
+    }
+    panels
+}
+
+/// The bias `[n]` as given, or zeros.
+///
+/// # Panics
+/// If a given bias is not `n` long.
+pub(crate) fn bias_or_zeros(bias: Option<&[f32]>, n: usize) -> Vec<f32> {
+    match bias {
+        Some(b) => {
+            assert_eq!(b.len(), n, "bias");
+            b.to_vec()
+        }
+        None => vec![0.0; n],
     }
 }
 

@@ -9,7 +9,7 @@
 //! 1..=255) and `128 * sum_k w` is taken back out of each column's sum. The integer sums are
 //! exact, so the portable build gives the same bits as the VNNI one.
 
-use crate::gemm::NR;
+use crate::gemm::{bias_or_zeros, pack_panels, NR};
 use crate::Isa;
 
 /// Whether this process runs [`PackedLinearI8`] on AVX512-VNNI (else on portable code, slower
@@ -66,35 +66,22 @@ impl PackedLinearI8 {
     pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight");
         let k4 = k.div_ceil(4);
-        let np = n.div_ceil(NR);
-        let mut panels = vec![0u32; np * k4 * NR];
-        let mut scales = vec![1f32; np * NR];
-        let mut offsets = vec![0i32; np * NR];
-        for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            let (scale, q) = quantize(row);
-            scales[j] = scale;
+        let rows: Vec<(f32, Vec<i8>)> = w.chunks_exact(k.max(1)).take(n).map(quantize).collect();
+        let mut scales = vec![1f32; n.div_ceil(NR) * NR];
+        let mut offsets = vec![0i32; n.div_ceil(NR) * NR];
+        for (j, (scale, q)) in rows.iter().enumerate() {
+            scales[j] = *scale;
             offsets[j] = 128 * q.iter().map(|&x| x as i32).sum::<i32>();
-            let (p, c) = (j / NR, j % NR);
-            let panel = &mut panels[p * k4 * NR..(p + 1) * k4 * NR];
-            for (quad, bytes) in q.chunks(4).enumerate() {
-                panel[quad * NR + c] = pack_quad(bytes.iter().map(|&b| b as u8));
-            }
         }
-        let bias = match bias {
-            Some(b) => {
-                assert_eq!(b.len(), n, "bias");
-                b.to_vec()
-            }
-            None => vec![0.0; n],
-        };
+        let quads = |bytes: &[i8]| pack_quad(bytes.iter().map(|&b| b as u8));
         PackedLinearI8 {
             n,
             k,
             k4,
-            panels,
+            panels: pack_panels(rows.iter().map(|(_, q)| q), n, k4, 4, quads),
             scales,
             offsets,
-            bias,
+            bias: bias_or_zeros(bias, n),
         }
     }
 
@@ -138,22 +125,7 @@ impl PackedLinearI8 {
             };
             return;
         }
-        let mut sums = vec![0i32; m * self.n];
-        #[cfg(target_arch = "x86_64")]
-        if fast && Isa::detected() >= Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::avx2::sums_i8(self, &xs, m, &mut sums)
-            };
-        } else {
-            sums_portable(self, &xs, m, &mut sums);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = fast;
-            sums_portable(self, &xs, m, &mut sums);
-        }
+        let sums = self.integer_sums(fast, &xs, m);
         let n = self.n;
         for (r, &sx) in row_scales.iter().enumerate() {
             for j in 0..n {
@@ -162,6 +134,26 @@ impl PackedLinearI8 {
                 out[r * n + j] = s.mul_add(sx * self.scales[j], self.bias[j]);
             }
         }
+    }
+}
+
+impl PackedLinearI8 {
+    /// `sum_k (x_q + 128) * w_q` for every row and column, on AVX2 when `fast` and the CPU has
+    /// it, else portable (exact either way).
+    fn integer_sums(&self, fast: bool, xs: &[u32], m: usize) -> Vec<i32> {
+        let mut sums = vec![0i32; m * self.n];
+        #[cfg(target_arch = "x86_64")]
+        if fast && Isa::detected() >= Isa::Avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::avx2::sums_i8(self, xs, m, &mut sums)
+            };
+            return sums;
+        }
+        let _ = fast;
+        sums_portable(self, xs, m, &mut sums);
+        sums
     }
 }
 

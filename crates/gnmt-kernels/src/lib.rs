@@ -14,8 +14,9 @@
 //!
 //! They compute the same functions as the libtorch operators, up to float rounding. They run on
 //! the calling thread (search workers are the parallelism on a CPU) and use the best build this
-//! CPU runs ([`Isa::detected`]): AVX-512, AVX2/FMA, or portable code. [`tensor`] borrows the elements of CPU tensors for them.
-//! Callers choose them per search with [`Kernels`] (`Libtorch` measures what they bring).
+//! CPU runs ([`Isa::detected`]): AVX-512, AVX2/FMA, or portable code. [`tensor`] borrows the
+//! elements of CPU tensors for them. Callers choose them per search with [`Kernels`]
+//! (`Libtorch` measures what they bring).
 
 #[cfg(target_arch = "x86_64")]
 pub mod adam;
@@ -91,21 +92,13 @@ impl Isa {
     pub fn supported() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            let has = |f: &str| match f {
-                "avx512" => {
-                    std::is_x86_feature_detected!("avx512f")
-                        && std::is_x86_feature_detected!("avx512dq")
-                        && std::is_x86_feature_detected!("avx512bw")
-                        && std::is_x86_feature_detected!("avx512vl")
-                }
-                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
-            };
-            if has("avx2") {
-                return if has("avx512") {
-                    Isa::Avx512
-                } else {
-                    Isa::Avx2
-                };
+            use std::is_x86_feature_detected as has;
+            let avx512 =
+                has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl");
+            match (has!("avx2") && has!("fma"), avx512) {
+                (true, true) => return Isa::Avx512,
+                (true, false) => return Isa::Avx2,
+                _ => {}
             }
         }
         Isa::Portable

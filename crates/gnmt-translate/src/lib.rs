@@ -81,8 +81,9 @@ pub fn translate_batch(
 /// The decoder packed for the CPU kernels, when they apply (see [`Seq2Seq::cpu_decoder`]);
 /// pack once for many batches of one model.
 pub fn cpu_decoder(model: &Seq2Seq, device: Device, kernels: Kernels) -> Option<CpuDecoder> {
-    match (device, kernels) {
-        (Device::Cpu, Kernels::Fused | Kernels::Bf16 | Kernels::Int8) => model.cpu_decoder(kernels),
+    // (Seq2Seq::cpu_decoder itself declines Kernels::Libtorch.)
+    match device {
+        Device::Cpu => model.cpu_decoder(kernels),
         _ => None,
     }
 }
