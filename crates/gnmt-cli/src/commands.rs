@@ -658,15 +658,21 @@ where
 /// sacreBLEU's BLEU line (13a) of `hyps` against the reference file `reference`.
 fn bleu_line(hyps: Vec<String>, reference: &Path) -> Result<String> {
     let refs = gnmt_data::text::read_lines(reference)?;
+    let s = corpus_bleu(hyps, refs)
+        .with_context(|| format!("scoring against {}", reference.display()))?;
+    Ok(s.format_text(1, false))
+}
+
+/// sacreBLEU's default BLEU (13a, cased) of `hyps` against one reference per line.
+pub(crate) fn corpus_bleu(
+    hyps: Vec<String>,
+    refs: Vec<String>,
+) -> Result<gnmt_bleu::Score, gnmt_bleu::Error> {
     let seg = gnmt_bleu::Segments {
         hyps,
         refs: vec![refs],
     };
-    let m = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
-    let s = m
-        .corpus_score(&seg, false)
-        .with_context(|| format!("scoring against {}", reference.display()))?;
-    Ok(s.format_text(1, false))
+    gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default()).corpus_score(&seg, false)
 }
 
 #[derive(Args, Debug)]

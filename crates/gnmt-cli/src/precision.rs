@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gnmt_tokenizer::SubwordTokenizer;
-use gnmt_translate::stream::Engine;
+use gnmt_translate::stream::{Engine, OutputOptions, Translator};
 use gnmt_translate::{ModelDir, Precision, SearchConfig};
 use tch::nn;
 
@@ -86,35 +85,42 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     }
     sources.truncate(a.sentences);
     refs.truncate(a.sentences);
-    let max = model.config.max_source_len.max(1) as usize;
-    let encode = |line: &String| {
-        let mut ids = tokenizer.encode(line)?;
-        ids.truncate(max);
-        Ok::<_, gnmt_tokenizer::TokenizerError>(ids)
-    };
-    let ids = sources.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
+    let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
-    let paths = [Precision::Fp32]
-        .into_iter()
-        .chain(Precision::faster_paths(device));
-    for precision in paths {
+    for &precision in [Precision::Fp32].iter().chain(&faster) {
         let (kernels, _) = gnmt_translate::precision_plan(precision, device);
-        let engine = Engine {
-            model: &model,
-            device,
-            search: SearchConfig {
-                kernels,
-                ..SearchConfig::from(&a.search)
+        // What `gnmt translate` runs at this precision, its plain best translations kept.
+        let tr = Translator {
+            engine: Engine {
+                model: &model,
+                device,
+                search: SearchConfig {
+                    kernels,
+                    ..SearchConfig::from(&a.search)
+                },
+                batch_size: 64,
+                max_tokens: None,
+                workers,
+                threads_per_worker,
             },
-            batch_size: 64,
-            max_tokens: None,
-            workers,
-            threads_per_worker,
+            tokenizer: &tokenizer,
+            chunk_lines: sources.len().max(1),
+            shard: None,
+        };
+        let keep_best = OutputOptions {
+            keep_best: true,
+            ..OutputOptions::default()
         };
         let t = Instant::now();
-        let score = bleu_of(&engine, &ids, &tokenizer, &refs)
-            .with_context(|| format!("scoring against {}", a.reference.display()))?;
+        let lines = sources
+            .iter()
+            .cloned()
+            .map(Ok::<_, std::convert::Infallible>);
+        let summary = tr.translate_stream(lines, 0, &mut std::io::sink(), &keep_best, |_| {})?;
+        let score = crate::commands::corpus_bleu(summary.best, refs.clone())
+            .with_context(|| format!("scoring against {}", a.reference.display()))?
+            .score;
         println!(
             "{:<5} BLEU {score:6.2}  ({:.1}s)",
             precision.name(),
@@ -124,10 +130,9 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     }
     let check = gnmt_translate::PrecisionCheck {
         source: a.src.display().to_string(),
-        sentences: ids.len(),
+        sentences: sources.len(),
         bleu,
     };
-    let faster = Precision::faster_paths(device);
     let (pick, why) = gnmt_translate::PrecisionCheck::pick(Some(&check), &faster);
     let path = a.model.join(gnmt_translate::CHECK_FILE);
     gnmt_io::write_file(&path, serde_json::to_string_pretty(&check)? + "\n")
@@ -138,30 +143,6 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The BLEU (13a, cased) of `engine`'s best translations of `ids` against `refs`.
-fn bleu_of(
-    engine: &Engine,
-    ids: &[Vec<u32>],
-    tokenizer: &SubwordTokenizer,
-    refs: &[String],
-) -> Result<f64> {
-    let hyps = engine
-        .translate_ids(ids)?
-        .into_iter()
-        .map(|h| match h.first() {
-            Some(best) => tokenizer.decode(&best.tokens),
-            None => Ok(String::new()),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let segments = gnmt_bleu::Segments {
-        hyps,
-        refs: vec![refs.to_vec()],
-    };
-    let score =
-        gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default()).corpus_score(&segments, false)?;
-    Ok(score.score)
 }
 
 /// Readies a float32 model for translating at `precision` on `device` (casting its weights
