@@ -19,3 +19,13 @@ grep -q "cuda available: yes" "$OUT/doctor.txt" || { echo "gpu-check: CUDA not a
     "$BIN" bench translate --device cuda --preset gnmt4 --vocab-size 32000 --batch-size 128 --beam 5 --len 24 --sentences 512 --bf16
     "$BIN" bench translate --device cuda --preset gnmt4 --vocab-size 32000 --batch-size 128 --beam 5 --len 24 --sentences 512 --fp16
 } | tee "$OUT/bench.jsonl"
+# NCCL: a one-rank data-parallel run under torchrun on cuda:0 (the machine has one GPU; NCCL
+# refuses two ranks on one device) -- the group forms, the gradients all-reduce, rank 0 writes.
+grep -q "NCCL process group" "$OUT/doctor.txt" || echo "gpu-check: this binary has no NCCL" >&2
+DATA="${GNMT_DATA:-tests/fixtures/m30k}"
+python3 -m torch.distributed.run --no-python --standalone --nproc-per-node 1 "$BIN" train \
+    --train-src "$DATA/train.en" --train-tgt "$DATA/train.de" --preset tiny --set vocab_size=400 \
+    --set log_every=1 --batch-size 16 --max-steps 5 --device cuda --out "$OUT/nccl-run" \
+    2>&1 | tee "$OUT/nccl.txt"
+grep -q "Nccl" "$OUT/nccl.txt" && test -f "$OUT/nccl-run/final/model.safetensors" \
+    && echo "gpu-check: NCCL data-parallel run ok" | tee -a "$OUT/nccl.txt"

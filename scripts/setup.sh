@@ -58,6 +58,17 @@ if [ ! -f /usr/include/gloo/config.h ]; then
     fi
 fi
 
+# ProcessGroupNCCL.hpp (the GPU backend of gnmt-dist) needs two header-only wheels of the CUDA
+# release the torch wheel was built with; without them gnmt-dist builds with Gloo only.
+SITE="$(dirname "$TORCH_DIR")"
+if [ -f "$TORCH_DIR/lib/libtorch_cuda.so" ] && [ -d "$SITE/nvidia/cu13/include" ] \
+    && { [ ! -f "$SITE/nvidia/cu13/include/crt/host_config.h" ] || [ ! -e "$SITE/nvidia/cu13/include/nv/target" ]; }; then
+    say "installing the CUDA 13.0 headers ProcessGroupNCCL needs (nvidia-cuda-crt, nvidia-cuda-cccl)"
+    "$GNMT_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*" \
+        || say "warning: could not install the CUDA headers; gnmt-dist will build without NCCL"
+fi
+
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib/libtorch_cpu.so missing: broken torch install in $GNMT_VENV (delete it and rerun)"
 
 # `.libtorch` is git-ignored; `.cargo/config.toml` sets LIBTORCH to it (relative to the repo).

@@ -399,6 +399,7 @@ fn vocab_train_resume_translate_eval() {
         stderr(&out)
     );
     translate_resumes_after_a_kill(&avg, t);
+    sharded_translation_survives_a_killed_rank(&avg, t);
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")
@@ -763,6 +764,51 @@ fn two_processes_train_as_one_and_a_killed_rank_is_named() {
     );
 }
 
+/// Mixed precision and gradient accumulation data-parallel: 2 ranks with half of every batch
+/// follow the one-process run's losses (bf16 with 2 micro-steps a step, fp16 with loss scaling).
+#[test]
+fn two_ranks_train_in_bf16_and_fp16_as_one_process_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    make_vocab(&t.join("tokenizer.json"));
+    for (name, extra) in [
+        ("bf16", ["--precision", "bf16", "--set", "accum_steps=2"]),
+        ("fp16", ["--precision", "fp16", "--set", "model.dropout=0"]),
+    ] {
+        let one = t.join(format!("{name}-one"));
+        let out = run(train_cmd(&one, 6)
+            .args(extra)
+            .args(["--set", "model.dropout=0"]));
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let two = t.join(format!("{name}-two"));
+        let port = free_port();
+        let ranks: Vec<_> = (0..2)
+            .map(|r| {
+                rank_cmd(&two, 6, r, 2, port)
+                    .args(extra)
+                    .args(["--set", "model.dropout=0"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (r, p) in ranks.into_iter().enumerate() {
+            let o = p.wait_with_output().unwrap();
+            assert!(o.status.success(), "{name} rank {r}: {}", stderr(&o));
+        }
+        let (a, b) = (losses(&one), losses(&two));
+        assert_eq!(a.len(), 6, "{name}");
+        assert_eq!(a.len(), b.len(), "{name}");
+        // Half batches round differently in 16 bits; the same updates keep the losses together.
+        for ((s, x), (_, y)) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 2e-2 * x.abs(),
+                "{name} step {s}: {x} vs {y}"
+            );
+        }
+        assert!(two.join("final/model.safetensors").exists(), "{name}");
+    }
+}
+
 /// The torchrun of the venv scripts/setup.sh made (`GNMT_VENV`, `GNMT_CACHE` as there).
 fn torchrun() -> std::path::PathBuf {
     let venv = std::env::var_os("GNMT_VENV")
@@ -1004,4 +1050,65 @@ fn mixed_input(n: usize, period: usize) -> String {
         }
     }
     input
+}
+
+/// kill -9 one rank of a sharded translation: rank 0 fails within a bound, naming it, keeps what
+/// it wrote, and one process with --resume completes the output byte for byte.
+fn sharded_translation_survives_a_killed_rank(model: &Path, t: &Path) {
+    let src = t.join("resume.en");
+    let translate = |out: &Path| {
+        let mut c = gnmt();
+        c.args(["translate", "--greedy", "--chunk-lines", "25", "--model"])
+            .arg(model)
+            .arg("-i")
+            .arg(&src)
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    let whole = t.join("whole-sharded.de");
+    let o = run(&mut translate(&whole));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.join("shard-killed.de");
+    let record = t.join(".shard-killed.de.partial.json");
+    let port = free_port();
+    let mut ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            translate(&out)
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("GNMT_DIST_TIMEOUT", "20")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !record.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut r1 = ranks.pop().unwrap();
+    r1.kill().unwrap(); // SIGKILL
+    r1.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let o = ranks.pop().unwrap().wait_with_output().unwrap();
+    assert!(
+        record.exists() && !out.exists(),
+        "rank 1 was not killed mid-way: make the input longer"
+    );
+    assert!(!o.status.success(), "rank 0 succeeded without rank 1");
+    assert!(
+        killed.elapsed().as_secs() < 60,
+        "rank 0 took {:?}",
+        killed.elapsed()
+    );
+    assert!(stderr(&o).contains("rank 1"), "{}", stderr(&o));
+    let o = run(translate(&out).arg("--resume"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
 }

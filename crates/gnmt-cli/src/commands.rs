@@ -396,7 +396,11 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         stop: Some(stop),
         progress,
     };
-    let result = match data_parallel_group()? {
+    let device = cfg
+        .device
+        .parse::<DeviceSpec>()
+        .map_or(tch::Device::Cpu, |d| d.0);
+    let result = match data_parallel_group(device)? {
         Some(group) => gnmt_train::trainer::train_parallel(&cfg, start, control, group),
         None => gnmt_train::train_with(&cfg, start, control),
     };
@@ -544,7 +548,8 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         );
     }
     // Under torchrun: the chunks shared out between the ranks, rank 0 writing the output.
-    let group = data_parallel_group()?;
+    // The ranks trade text through the store only: the Gloo group does.
+    let group = data_parallel_group(tch::Device::Cpu)?;
     if group.is_some() && a.reference.is_some() {
         bail!("--ref scores only this process's share in a sharded translation: score -o with `gnmt eval` instead");
     }
@@ -780,7 +785,7 @@ fn rank_device(device: tch::Device) -> Result<tch::Device> {
 /// launched this process: `WORLD_SIZE`, `RANK` and the rest set. `GNMT_DIST_TIMEOUT` (seconds,
 /// default 1800 as PyTorch's) bounds the rendezvous and every collective; rank 0 validates while
 /// the others wait, so it must exceed a validation.
-fn data_parallel_group() -> Result<Option<gnmt_dist::ProcessGroup>> {
+fn data_parallel_group(device: tch::Device) -> Result<Option<gnmt_dist::ProcessGroup>> {
     let Some(launch) = gnmt_dist::Launch::from_env()? else {
         return Ok(None);
     };
@@ -791,14 +796,21 @@ fn data_parallel_group() -> Result<Option<gnmt_dist::ProcessGroup>> {
             .with_context(|| format!("GNMT_DIST_TIMEOUT={v:?}: not a number of seconds"))?,
         Err(_) => 1800,
     };
+    let backend = gnmt_dist::Backend::for_device(device);
+    if device.is_cuda() && backend == gnmt_dist::Backend::Gloo {
+        tracing::warn!(
+            "this gnmt was built without NCCL: gradients cross through host memory over Gloo"
+        );
+    }
     tracing::info!(
-        "data-parallel: rank {} of {}, rendezvous at {}:{}",
+        "data-parallel: rank {} of {}, rendezvous at {}:{}, {backend:?}",
         launch.rank,
         launch.world_size,
         launch.master_addr,
         launch.master_port
     );
-    let group = gnmt_dist::ProcessGroup::connect(&launch, std::time::Duration::from_secs(secs))?;
+    let timeout = std::time::Duration::from_secs(secs);
+    let group = gnmt_dist::ProcessGroup::connect_with(&launch, timeout, backend)?;
     Ok(Some(group))
 }
 

@@ -250,9 +250,12 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     );
     println!("cpu threads: {}", tch::get_num_threads());
     // What `gnmt train` and `gnmt translate` use when torchrun launches them.
-    println!(
-        "distributed: c10d TCPStore rendezvous, Gloo process group (CPU; CUDA tensors staged through the CPU); NCCL not in this build"
-    );
+    let nccl = if gnmt_dist::nccl_built() {
+        "NCCL process group (CUDA tensors, cuda:LOCAL_RANK)"
+    } else {
+        "NCCL not in this build (CUDA tensors staged through the CPU)"
+    };
+    println!("distributed: c10d TCPStore rendezvous, Gloo process group (CPU), {nccl}");
     println!(
         "omp wait policy: {}",
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".into())

@@ -1,8 +1,12 @@
-// A C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo) for gnmt-dist.
+// A C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo and, where build.rs found
+// the CUDA headers, ProcessGroupNCCL) for gnmt-dist.
 // Every entry point catches every exception and returns it as a message: nothing unwinds into Rust.
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef GNMT_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstring>
@@ -13,7 +17,8 @@ namespace {
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // ProcessGroupGloo or ProcessGroupNCCL: the collectives below are Backend's virtual methods.
+  c10::intrusive_ptr<c10d::Backend> pg;
   std::chrono::milliseconds timeout;
 };
 
@@ -46,13 +51,43 @@ void wait(Group* g, const c10::intrusive_ptr<c10d::Work>& work) {
   }
 }
 
+// The process group of `backend` (0: Gloo, 1: NCCL) over `store`.
+c10::intrusive_ptr<c10d::Backend> make_group(int backend,
+                                             const c10::intrusive_ptr<c10d::Store>& store,
+                                             int rank, int world,
+                                             std::chrono::milliseconds timeout) {
+  if (backend == 1) {
+#ifdef GNMT_NCCL
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+#else
+    throw std::runtime_error(
+        "this gnmt was built without NCCL (the CUDA headers were missing at build time; "
+        "scripts/setup.sh installs them)");
+#endif
+  }
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+}
+
 }  // namespace
 
 extern "C" {
 
+// Whether this shim was compiled with ProcessGroupNCCL.
+int gnmt_dist_has_nccl() {
+#ifdef GNMT_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 int gnmt_dist_connect(const char* host, int port, int rank, int world, int store_is_server,
-                      const char* prefix, long long timeout_ms, void** out, char* err,
-                      size_t errlen) {
+                      const char* prefix, int backend, long long timeout_ms, void** out,
+                      char* err, size_t errlen) {
   return guarded(err, errlen, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
@@ -63,10 +98,7 @@ int gnmt_dist_connect(const char* host, int port, int rank, int world, int store
     opts.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
-    *out = new Group{store, pg, timeout};
+    *out = new Group{store, make_group(backend, store, rank, world, timeout), timeout};
   });
 }
 

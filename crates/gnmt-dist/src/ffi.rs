@@ -12,11 +12,13 @@ extern "C" {
         world: c_int,
         store_is_server: c_int,
         prefix: *const c_char,
+        backend: c_int,
         timeout_ms: c_longlong,
         out: *mut *mut c_void,
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    pub fn gnmt_dist_has_nccl() -> c_int;
     pub fn gnmt_dist_free(group: *mut c_void);
     pub fn gnmt_dist_all_reduce_sum(
         group: *mut c_void,

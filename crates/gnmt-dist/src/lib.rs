@@ -1,6 +1,6 @@
 //! Data-parallel collectives for gnmt on libtorch's own distributed engine, c10d: the TCPStore
-//! rendezvous and the Gloo process group that PyTorch's DistributedDataParallel uses, reached
-//! through a small C++ shim (`cpp/shim.cpp`) since tch exposes none of it.
+//! rendezvous and the Gloo and NCCL process groups that PyTorch's DistributedDataParallel uses,
+//! reached through a small C++ shim (`cpp/shim.cpp`) since tch exposes none of it.
 //!
 //! [`Launch::from_env`] reads the variables `torchrun` (and Slurm wrappers, Kubernetes operators)
 //! set; [`ProcessGroup::connect`] meets the other ranks; the collectives work in place on tch
@@ -8,7 +8,9 @@
 //! [`DistError`] naming this rank and the reason, never an abort: the shim catches every C++
 //! exception, and the store and the group both have timeouts.
 //!
-//! CPU tensors only for now: ProcessGroupNCCL (CUDA tensors) is the next step.
+//! [`Backend::Gloo`] works on CPU tensors; [`Backend::Nccl`] on the rank's CUDA tensors, compiled
+//! in only where the build found the CUDA headers (`scripts/setup.sh` installs them; see
+//! [`nccl_built`]).
 
 use std::ffi::{c_char, c_int, c_longlong, c_uchar, c_void, CString};
 use std::time::Duration;
@@ -130,6 +132,35 @@ impl Launch {
     }
 }
 
+/// The c10d process group that runs the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// ProcessGroupGloo: CPU tensors, over TCP. Works everywhere; CUDA tensors go through host copies.
+    Gloo,
+    /// ProcessGroupNCCL: CUDA tensors of the rank's own GPU (`cuda:LOCAL_RANK`), over NVLink,
+    /// PCIe or InfiniBand.
+    Nccl,
+}
+
+impl Backend {
+    /// The backend PyTorch picks for tensors on `device`: NCCL for CUDA where this build has it.
+    pub fn for_device(device: tch::Device) -> Backend {
+        match device {
+            tch::Device::Cuda(_) if nccl_built() => Backend::Nccl,
+            _ => Backend::Gloo,
+        }
+    }
+}
+
+/// Whether this build carries ProcessGroupNCCL (build.rs found the CUDA and NCCL headers).
+pub fn nccl_built() -> bool {
+    // SAFETY: a constant query with no arguments.
+    #[allow(unsafe_code)]
+    unsafe {
+        ffi::gnmt_dist_has_nccl() != 0
+    }
+}
+
 /// The largest message the shim writes back.
 const ERR_LEN: usize = 2048;
 
@@ -144,19 +175,21 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
     Err(String::from_utf8_lossy(&buf[..end]).trim().to_string())
 }
 
-/// A c10d Gloo process group with its store: the ranks of one job, connected.
+/// A c10d process group with its store: the ranks of one job, connected.
 #[derive(Debug)]
 pub struct ProcessGroup {
     raw: *mut c_void,
     rank: usize,
     world: usize,
+    /// Where the collectives' tensors live: the CPU for Gloo, the rank's GPU for NCCL.
+    device: tch::Device,
 }
 
 // SAFETY: the shim's Group (a c10d store and process group) may be used from any thread; c10d
 // serializes collectives on the group internally. We never hand out the pointer.
 #[allow(unsafe_code)]
 unsafe impl Send for ProcessGroup {}
-// SAFETY: as above; every method takes `&self` and c10d's ProcessGroupGloo is thread-safe.
+// SAFETY: as above; every method takes `&self` and c10d's process groups are thread-safe.
 #[allow(unsafe_code)]
 unsafe impl Sync for ProcessGroup {}
 
@@ -164,6 +197,23 @@ impl ProcessGroup {
     /// Meets the other ranks of `launch` (keys under the prefix `gnmt/`, so they cannot collide
     /// with torchrun's) and opens a Gloo group whose every operation fails after `timeout`.
     pub fn connect(launch: &Launch, timeout: Duration) -> Result<ProcessGroup, DistError> {
+        ProcessGroup::connect_with(launch, timeout, Backend::Gloo)
+    }
+
+    /// [`ProcessGroup::connect`] with the process group of `backend`; NCCL's tensors live on
+    /// `cuda:LOCAL_RANK`.
+    pub fn connect_with(
+        launch: &Launch,
+        timeout: Duration,
+        backend: Backend,
+    ) -> Result<ProcessGroup, DistError> {
+        if backend == Backend::Nccl && !nccl_built() {
+            return Err(DistError::Usage(
+                "NCCL was asked for, but this gnmt was built without it (the CUDA headers were \
+                 missing at build time: run scripts/setup.sh and rebuild)"
+                    .into(),
+            ));
+        }
         let host = CString::new(launch.master_addr.clone()).map_err(|_| DistError::Env {
             var: "MASTER_ADDR",
             value: launch.master_addr.clone(),
@@ -185,6 +235,7 @@ impl ProcessGroup {
                     launch.world_size as c_int,
                     c_int::from(is_server),
                     prefix.as_ptr(),
+                    c_int::from(backend == Backend::Nccl),
                     ms,
                     &mut raw,
                     err,
@@ -201,17 +252,27 @@ impl ProcessGroup {
             reason,
         })?;
         tracing::debug!(
-            "rank {} of {}: connected through {}:{}",
+            "rank {} of {}: {backend:?} group through {}:{}",
             launch.rank,
             launch.world_size,
             launch.master_addr,
             launch.master_port
         );
+        let device = match backend {
+            Backend::Gloo => tch::Device::Cpu,
+            Backend::Nccl => tch::Device::Cuda(launch.local_rank),
+        };
         Ok(ProcessGroup {
             raw,
             rank: launch.rank,
             world: launch.world_size,
+            device,
         })
+    }
+
+    /// Where the tensors handed to the collectives must live.
+    pub fn device(&self) -> tch::Device {
+        self.device
     }
 
     pub fn rank(&self) -> usize {
@@ -237,11 +298,12 @@ impl ProcessGroup {
         }
     }
 
-    /// Checks what every collective needs: a dense, contiguous CPU tensor.
+    /// Checks what every collective needs: a dense, contiguous tensor on the group's device.
     fn check(&self, op: &'static str, t: &Tensor) -> Result<(), DistError> {
-        if t.device() != tch::Device::Cpu || !t.is_contiguous() {
+        if t.device() != self.device || !t.is_contiguous() {
             return Err(DistError::Usage(format!(
-                "{op}: the Gloo group takes contiguous CPU tensors (got {:?}, contiguous {})",
+                "{op}: the group takes contiguous tensors on {:?} (got {:?}, contiguous {})",
+                self.device,
                 t.device(),
                 t.is_contiguous()
             )));

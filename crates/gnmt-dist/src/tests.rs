@@ -141,3 +141,35 @@ fn launch_reads_torchrun_variables() {
     .unwrap_err();
     assert!(e.to_string().contains("MASTER_PORT"), "{e}");
 }
+
+/// Where the CUDA headers were installed (scripts/setup.sh does), NCCL is compiled in; on a
+/// machine without a GPU, asking for it is an error naming the rank, never an abort.
+#[test]
+fn nccl_is_built_where_its_headers_are_and_fails_cleanly_without_a_gpu() {
+    let site = std::env::var_os("LIBTORCH")
+        .map(std::path::PathBuf::from)
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| {
+            p.parent()
+                .map(|s| s.join("nvidia/cu13/include/crt/host_config.h"))
+        });
+    if site.is_some_and(|h| h.exists()) && std::env::var_os("GNMT_NO_NCCL").is_none() {
+        assert!(
+            nccl_built(),
+            "the CUDA headers are installed but NCCL was not compiled in"
+        );
+    }
+    assert_eq!(Backend::for_device(tch::Device::Cpu), Backend::Gloo);
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let port = free_port();
+    let err =
+        ProcessGroup::connect_with(&launch(0, 1, port), Duration::from_secs(10), Backend::Nccl)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("rank 0 of 1") || err.contains("without"),
+        "{err}"
+    );
+}

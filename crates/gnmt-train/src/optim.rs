@@ -328,7 +328,7 @@ impl Adam {
                 let e: Vec<f32> = extra.iter().map(|&x| x as f32).collect();
                 parts.push(Tensor::from_slice(&e).to_device(self.device()));
             }
-            let mut flat = Tensor::cat(&parts, 0).to_device(tch::Device::Cpu);
+            let mut flat = Tensor::cat(&parts, 0).to_device(group.device());
             group.all_reduce_sum(&mut flat)?;
             let flat = flat.to_device(self.device());
             let mut at = 0i64;
@@ -364,7 +364,7 @@ impl Adam {
             .chain(&self.m)
             .chain(&self.v);
         for t in tensors {
-            let mut cpu = t.detach().to_device(tch::Device::Cpu).contiguous();
+            let mut cpu = t.detach().to_device(group.device()).contiguous();
             group.broadcast(&mut cpu, root)?;
             tch::no_grad(|| t.detach().copy_(&cpu));
         }

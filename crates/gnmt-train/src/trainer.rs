@@ -971,7 +971,8 @@ impl<'a> Trainer<'a> {
     /// Rank 0 decides early stopping on its validation; the other ranks follow.
     fn share_early_stop(&mut self) -> Result<(), TrainError> {
         if let Some(pg) = &self.group {
-            let mut flag = Tensor::from_slice(&[f32::from(u8::from(self.summary.early_stopped))]);
+            let mut flag = Tensor::from_slice(&[f32::from(u8::from(self.summary.early_stopped))])
+                .to_device(pg.device());
             pg.broadcast(&mut flag, 0)?;
             self.summary.early_stopped = flag.double_value(&[0]) > 0.0;
         }
@@ -993,7 +994,7 @@ impl<'a> Trainer<'a> {
             .collect();
         let total = Tensor::stack(&sums, 0)
             .sum(Kind::Double)
-            .to_device(Device::Cpu);
+            .to_device(pg.device());
         let all = pg.all_gather(&total.view([1]))?;
         let values: Vec<f64> = all.iter().map(|t| t.double_value(&[0])).collect();
         let reference = values.first().copied().unwrap_or(0.0);
