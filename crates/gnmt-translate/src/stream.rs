@@ -89,18 +89,48 @@ pub struct Engine<'a> {
 /// A batch job's index and, per sentence, its hypotheses.
 type JobResult = (usize, Vec<Vec<Hypothesis>>);
 
-/// The model, shared read-only by the search threads.
-struct SharedModel<'a>(&'a Seq2Seq);
+/// A model and its packed CPU decoder, searched by several threads at once (the search workers
+/// of [`Engine`], the batching workers of a server).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedSearch<'a> {
+    model: &'a Seq2Seq,
+    cpu: Option<&'a gnmt_model::CpuDecoder>,
+    device: Device,
+}
 
 // SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. Through
-// `SharedModel` the search threads call only `translate_batch_with`, which uses the model by
+// `SharedSearch` threads call only `translate_batch_with`, which uses the model by
 // `Seq2Seq::encode` (train = false), `Seq2Seq::step_logits` and `Seq2Seq::step_cpu` (with a
 // `CpuDecoder` packed before the threads start), all under `no_grad`: forward passes that read
 // the parameters, no dropout, no in-place operation on a weight, no gradient. libtorch supports
 // concurrent reads of a tensor from several threads (reference counts are atomic), which is
 // how PyTorch runs one module in many threads.
 #[allow(unsafe_code)]
-unsafe impl Sync for SharedModel<'_> {}
+unsafe impl Sync for SharedSearch<'_> {}
+
+impl<'a> SharedSearch<'a> {
+    /// `model` on `device`, with `cpu` packed from it by [`cpu_decoder`] (or None: libtorch).
+    pub fn new(
+        model: &'a Seq2Seq,
+        cpu: Option<&'a gnmt_model::CpuDecoder>,
+        device: Device,
+    ) -> Self {
+        SharedSearch { model, cpu, device }
+    }
+
+    /// [`translate_batch_with`] on the shared model.
+    pub fn translate(
+        &self,
+        sources: &[Vec<u32>],
+        cfg: &SearchConfig,
+    ) -> Result<Vec<Vec<Hypothesis>>, tch::TchError> {
+        translate_batch_with(self.model, self.cpu, sources, cfg, self.device)
+    }
+
+    pub fn model(&self) -> &'a Seq2Seq {
+        self.model
+    }
+}
 
 /// Search threads and libtorch threads per search thread for `device`: on CUDA one search (the
 /// GPU is the parallel part); on a CPU `requested` or one search per libtorch thread up to 8,
@@ -166,11 +196,11 @@ impl Engine<'_> {
         workers: usize,
         cpu: Option<&gnmt_model::CpuDecoder>,
     ) -> Result<Vec<JobResult>, tch::TchError> {
-        let shared = SharedModel(self.model);
+        let shared = SharedSearch::new(self.model, cpu, self.device);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = self.threads_per_worker.max(1);
         // Not `self`: it holds the model, which only `shared` may carry across threads.
-        let (search, device) = (&self.search, self.device);
+        let search = &self.search;
         let all_threads = tch::get_num_threads();
         let mut results = Vec::with_capacity(jobs.len());
         std::thread::scope(|scope| {
@@ -185,7 +215,7 @@ impl Engine<'_> {
                             let Some((_, inputs)) = jobs.get(j) else {
                                 break;
                             };
-                            let hyps = translate_batch_with(shared.0, cpu, inputs, search, device)?;
+                            let hyps = shared.translate(inputs, search)?;
                             done.push((j, hyps));
                         }
                         Ok::<_, tch::TchError>(done)

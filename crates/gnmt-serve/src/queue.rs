@@ -1,0 +1,286 @@
+//! The queue between the HTTP handlers and the search workers, and dynamic batching: a worker
+//! takes the oldest request and every queued request with the same search settings, up to a
+//! sentence and token budget, waiting at most a few milliseconds for more to arrive.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::api::Settings;
+
+/// What a worker hands back to a request: per sentence, its hypotheses best first.
+pub type Reply = Result<Vec<Vec<gnmt_translate::Hypothesis>>, String>;
+
+/// One request's sentences (as source pieces), waiting for a worker.
+#[derive(Debug)]
+pub struct Job {
+    pub sources: Vec<Vec<u32>>,
+    pub settings: Settings,
+    pub reply: tokio::sync::oneshot::Sender<Reply>,
+    pub enqueued: Instant,
+}
+
+impl Job {
+    fn tokens(&self) -> usize {
+        self.sources.iter().map(|s| s.len().max(1)).sum()
+    }
+
+    /// The client gave up (disconnected, or its deadline passed): nobody reads the answer.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// How big a batch may grow, and how long the first request in it may wait for company.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLimits {
+    pub sentences: usize,
+    /// Source pieces of a batch.
+    pub tokens: usize,
+    pub wait: Duration,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds its limit of sentences already.
+    Full,
+    /// The server is shutting down.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Sentences in `jobs`.
+    sentences: usize,
+    closed: bool,
+}
+
+/// A bounded queue of jobs, counted in sentences.
+#[derive(Debug)]
+pub struct Queue {
+    state: Mutex<State>,
+    changed: Condvar,
+    limit: usize,
+}
+
+impl Queue {
+    /// A queue that refuses jobs once it holds `limit` sentences.
+    pub fn new(limit: usize) -> Self {
+        Queue {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked while holding the lock left the queue consistent (every
+        // update is a push or a drain): keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job`, or gives it back with the reason. A job larger than the whole limit is
+    /// taken when the queue is empty, so that no request is refused forever.
+    pub fn push(&self, job: Job) -> Result<(), (Refused, Job)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((Refused::Closed, job));
+        }
+        let n = job.sources.len();
+        if st.sentences > 0 && st.sentences + n > self.limit {
+            return Err((Refused::Full, job));
+        }
+        st.sentences += n;
+        st.jobs.push_back(job);
+        drop(st);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Sentences waiting.
+    pub fn depth(&self) -> usize {
+        self.lock().sentences
+    }
+
+    /// Refuses new jobs; the workers still drain what is queued, then [`Queue::next_batch`]
+    /// returns None.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The next batch: the oldest job and the queued jobs with its settings that fit the
+    /// budget, once the budget is full or the oldest job has waited `limits.wait`. None once
+    /// the queue is closed and empty.
+    pub fn next_batch(&self, limits: &BatchLimits) -> Option<Vec<Job>> {
+        let mut st = self.lock();
+        loop {
+            drop_abandoned(&mut st);
+            let Some(head) = st.jobs.front() else {
+                if st.closed {
+                    return None;
+                }
+                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let due = head.enqueued + limits.wait;
+            let (sentences, tokens) = st
+                .jobs
+                .iter()
+                .filter(|j| j.settings == head.settings)
+                .fold((0, 0), |(n, t), j| (n + j.sources.len(), t + j.tokens()));
+            let now = Instant::now();
+            if st.closed || now >= due || sentences >= limits.sentences || tokens >= limits.tokens
+            {
+                return Some(take_batch(&mut st, limits));
+            }
+            st = self
+                .changed
+                .wait_timeout(st, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn drop_abandoned(st: &mut State) {
+    let before = st.jobs.len();
+    st.jobs.retain(|j| !j.abandoned());
+    if st.jobs.len() != before {
+        st.sentences = st.jobs.iter().map(|j| j.sources.len()).sum();
+    }
+}
+
+/// Takes the head job and, in queue order, each later job with its settings that still fits.
+fn take_batch(st: &mut State, limits: &BatchLimits) -> Vec<Job> {
+    let Some(head) = st.jobs.pop_front() else {
+        return Vec::new();
+    };
+    let settings = head.settings;
+    let (mut n, mut t) = (head.sources.len(), head.tokens());
+    let mut batch = vec![head];
+    let mut rest = VecDeque::with_capacity(st.jobs.len());
+    while let Some(j) = st.jobs.pop_front() {
+        let fits = n + j.sources.len() <= limits.sentences && t + j.tokens() <= limits.tokens;
+        if j.settings == settings && fits {
+            n += j.sources.len();
+            t += j.tokens();
+            batch.push(j);
+        } else {
+            rest.push_back(j);
+        }
+    }
+    st.jobs = rest;
+    st.sentences = st.jobs.iter().map(|j| j.sources.len()).sum();
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Settings = Settings {
+        beam: 5,
+        alpha: 0.6,
+        beta: 0.1,
+        nbest: 1,
+    };
+
+    fn job(n: usize, settings: Settings) -> (Job, tokio::sync::oneshot::Receiver<Reply>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let j = Job {
+            sources: vec![vec![1, 2, 3]; n],
+            settings,
+            reply: tx,
+            enqueued: Instant::now(),
+        };
+        (j, rx)
+    }
+
+    const LIMITS: BatchLimits = BatchLimits {
+        sentences: 8,
+        tokens: 1000,
+        wait: Duration::from_millis(20),
+    };
+
+    #[test]
+    fn requests_with_the_same_settings_share_a_batch_others_wait_their_turn() {
+        let q = Queue::new(100);
+        let other = Settings { beam: 2, ..S };
+        let mut keep = Vec::new();
+        for (n, s) in [(3, S), (2, other), (4, S), (2, S)] {
+            let (j, rx) = job(n, s);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        assert_eq!(q.depth(), 11);
+        // 3 + 4 fit in 8 sentences, the next 2 would not; the beam-2 job stays queued.
+        let b = q.next_batch(&LIMITS).unwrap();
+        assert_eq!(
+            b.iter().map(|j| j.sources.len()).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        let b = q.next_batch(&LIMITS).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].settings, other);
+        let b = q.next_batch(&LIMITS).unwrap();
+        assert_eq!(b[0].sources.len(), 2);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_closed_one_drains_then_ends() {
+        let q = Queue::new(5);
+        let (a, _ra) = job(4, S);
+        q.push(a).unwrap();
+        let (b, _rb) = job(2, S);
+        assert_eq!(q.push(b).unwrap_err().0, Refused::Full);
+        q.close();
+        let (c, _rc) = job(1, S);
+        assert_eq!(q.push(c).unwrap_err().0, Refused::Closed);
+        assert_eq!(q.next_batch(&LIMITS).unwrap().len(), 1);
+        assert!(q.next_batch(&LIMITS).is_none());
+        // One request larger than the whole limit is still taken when nothing waits.
+        let q = Queue::new(2);
+        let (big, _r) = job(3, S);
+        q.push(big).unwrap();
+    }
+
+    #[test]
+    fn a_lone_request_waits_at_most_the_batching_window_and_abandoned_ones_are_skipped() {
+        let q = Queue::new(100);
+        let (gone, rx) = job(1, S);
+        q.push(gone).unwrap();
+        drop(rx);
+        let (j, _rx) = job(1, S);
+        q.push(j).unwrap();
+        let t = Instant::now();
+        let b = q.next_batch(&LIMITS).unwrap();
+        assert_eq!(b.len(), 1);
+        assert!(!b[0].abandoned());
+        assert!(t.elapsed() >= Duration::from_millis(10), "{:?}", t.elapsed());
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn a_waiting_worker_wakes_for_a_full_batch() {
+        let q = std::sync::Arc::new(Queue::new(100));
+        let limits = BatchLimits {
+            wait: Duration::from_secs(60),
+            ..LIMITS
+        };
+        let worker = {
+            let q = q.clone();
+            std::thread::spawn(move || q.next_batch(&limits).map(|b| b.len()))
+        };
+        let mut keep = Vec::new();
+        for _ in 0..4 {
+            let (j, rx) = job(2, S);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        assert_eq!(worker.join().unwrap(), Some(4));
+    }
+}
