@@ -473,20 +473,8 @@ pub struct TranslateArgs {
     /// Append the attended source position of each output piece.
     #[arg(long)]
     alignments: bool,
-    /// Precision of the model: fp32; bf16 (on a CPU with AVX512-BF16, the decoder's weights and
-    /// inputs in bf16 with float32 sums on gnmt-kernels; elsewhere the model cast to bf16); fp16
-    /// (the model cast, for GPUs); int8 (the decoder's weights quantized per output row and its
-    /// inputs per step, summed in integers on gnmt-kernels, AVX512-VNNI where the CPU has it:
-    /// GNMT's quantized inference). Scores and the search stay float32. Default: fp32, or the
-    /// fastest path that `gnmt check-precision` found within 0.2 BLEU of fp32 on this model.
-    #[arg(long, value_enum)]
-    precision: Option<crate::precision::TranslatePrecision>,
-    /// Same as --precision bf16.
-    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
-    bf16: bool,
-    /// Same as --precision fp16.
-    #[arg(long, conflicts_with = "precision")]
-    fp16: bool,
+    #[command(flatten)]
+    precision: crate::precision::PrecisionArgs,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -522,12 +510,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         tokenizer: tok,
         ..
     } = ModelDir::open(&a.model, device)?;
-    let precision = match (a.precision, a.bf16, a.fp16) {
-        (Some(p), _, _) => p.into(),
-        (None, true, _) => gnmt_translate::Precision::Bf16,
-        (None, _, true) => gnmt_translate::Precision::Fp16,
-        _ => crate::precision::default_precision(&a.model, device)?,
-    };
+    let precision = a.precision.resolve(&a.model, device)?;
     let kernels = crate::precision::cast_for(&mut vs, precision, device);
     let search = SearchConfig {
         nbest: a.nbest.max(1),

@@ -8,6 +8,7 @@ mod commands;
 mod doctor;
 mod plot;
 mod precision;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ enum Command {
     Train(commands::TrainArgs),
     /// Translate a text file (or stdin) with batched beam search.
     Translate(commands::TranslateArgs),
+    /// Serve translations over HTTP (POST /v1/translate, GET /health, GET /metrics), batching
+    /// the sentences of concurrent requests together.
+    Serve(serve::ServeArgs),
     /// Translate a validation set at each precision this CPU runs fast (fp32, bf16, int8) and
     /// record the BLEU of each beside the model: `gnmt translate` then picks the fastest that
     /// stays within 0.2 BLEU of fp32.
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         Command::ModelInfo(a) => commands::model_info(a),
         Command::Train(a) => commands::train(a),
         Command::Translate(a) => commands::translate(a),
+        Command::Serve(a) => serve::run(a),
         Command::Average(a) => commands::average(a),
         Command::CheckPrecision(a) => precision::check_precision(a),
         Command::Prepare(a) => commands::prepare(a),

@@ -31,6 +31,37 @@ impl From<TranslatePrecision> for Precision {
     }
 }
 
+/// `--precision`, `--bf16`, `--fp16` of `gnmt translate` and `gnmt serve`.
+#[derive(Args, Debug, Clone)]
+pub struct PrecisionArgs {
+    /// Precision of the model: fp32; bf16 (on a CPU with AVX512-BF16, the decoder's weights and
+    /// inputs in bf16 with float32 sums on gnmt-kernels; elsewhere the model cast to bf16); fp16
+    /// (the model cast, for GPUs); int8 (the decoder's weights quantized per output row and its
+    /// inputs per step, summed in integers on gnmt-kernels, AVX512-VNNI where the CPU has it:
+    /// GNMT's quantized inference). Scores and the search stay float32. Default: fp32, or the
+    /// fastest path that `gnmt check-precision` found within 0.2 BLEU of fp32 on this model.
+    #[arg(long, value_enum)]
+    pub precision: Option<TranslatePrecision>,
+    /// Same as --precision bf16.
+    #[arg(long, conflicts_with_all = ["precision", "fp16"])]
+    pub bf16: bool,
+    /// Same as --precision fp16.
+    #[arg(long, conflicts_with = "precision")]
+    pub fp16: bool,
+}
+
+impl PrecisionArgs {
+    /// The precision asked for, or the default for `model` on `device`.
+    pub fn resolve(&self, model: &Path, device: tch::Device) -> Result<Precision> {
+        Ok(match (self.precision, self.bf16, self.fp16) {
+            (Some(p), _, _) => p.into(),
+            (None, true, _) => Precision::Bf16,
+            (None, _, true) => Precision::Fp16,
+            _ => default_precision(model, device)?,
+        })
+    }
+}
+
 /// The precision `gnmt translate` runs when none is asked for: the fastest this CPU has that the
 /// model's precision check (if any) found within 0.2 BLEU of fp32.
 pub fn default_precision(model: &Path, device: tch::Device) -> Result<Precision> {

@@ -247,7 +247,10 @@ mod tests {
         let c = check(r#"{"text": ["x", "", "y"], "beam": 2, "nbest": 2, "alignments": true}"#)
             .unwrap();
         assert_eq!(c.sentences, ["x", "", "y"]);
-        assert_eq!((c.settings.beam, c.settings.nbest, c.alignments), (2, 2, true));
+        assert_eq!(
+            (c.settings.beam, c.settings.nbest, c.alignments),
+            (2, 2, true)
+        );
     }
 
     #[test]

@@ -48,7 +48,12 @@ pub fn request(
 }
 
 /// `POST path` with a JSON body.
-pub fn post(addr: SocketAddr, path: &str, json: &str, timeout: Duration) -> std::io::Result<Response> {
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    json: &str,
+    timeout: Duration,
+) -> std::io::Result<Response> {
     request(addr, "POST", path, json.as_bytes(), timeout)
 }
 
@@ -84,7 +89,11 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
     let chunked = resp
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     resp.body = String::from_utf8(body).map_err(|_| invalid("the body is not UTF-8"))?;
     Ok(resp)
 }
@@ -115,8 +124,10 @@ mod tests {
 
     #[test]
     fn plain_and_chunked_responses() {
-        let r = parse(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 2\r\n\r\n{}")
-            .unwrap();
+        let r = parse(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .unwrap();
         assert_eq!((r.status, r.body.as_str()), (503, "{}"));
         assert_eq!(r.header("retry-after"), Some("1"));
         let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")

@@ -84,7 +84,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .metrics
         .render(app.queue.depth(), app.vocab.get().is_some());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -203,7 +206,10 @@ fn respond(
     };
     let empty = Hypothesis::empty();
     let best: Vec<&Hypothesis> = hyps.iter().map(|h| h.first().unwrap_or(&empty)).collect();
-    let translations = best.iter().map(|h| decode(h)).collect::<Result<Vec<_>, _>>()?;
+    let translations = best
+        .iter()
+        .map(|h| decode(h))
+        .collect::<Result<Vec<_>, _>>()?;
     let nbest = if req.settings.nbest > 1 {
         let mut all = Vec::with_capacity(hyps.len());
         for h in hyps {

@@ -146,7 +146,10 @@ impl Metrics {
     pub fn render(&self, queue_sentences: usize, ready: bool) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let _ = writeln!(
             out,
@@ -246,8 +249,13 @@ mod tests {
             "gnmt_request_duration_seconds_bucket{le=\"+Inf\"} 3",
             "gnmt_request_duration_seconds_count 3",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
-        assert!(m.summary().starts_with("3 requests, 3 sentences, 1 batches"));
+        assert!(m
+            .summary()
+            .starts_with("3 requests, 3 sentences, 1 batches"));
     }
 }

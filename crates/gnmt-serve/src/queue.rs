@@ -132,8 +132,7 @@ impl Queue {
                 .filter(|j| j.settings == head.settings)
                 .fold((0, 0), |(n, t), j| (n + j.sources.len(), t + j.tokens()));
             let now = Instant::now();
-            if st.closed || now >= due || sentences >= limits.sentences || tokens >= limits.tokens
-            {
+            if st.closed || now >= due || sentences >= limits.sentences || tokens >= limits.tokens {
                 return Some(take_batch(&mut st, limits));
             }
             st = self
@@ -260,7 +259,11 @@ mod tests {
         let b = q.next_batch(&LIMITS).unwrap();
         assert_eq!(b.len(), 1);
         assert!(!b[0].abandoned());
-        assert!(t.elapsed() >= Duration::from_millis(10), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(10),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(q.depth(), 0);
     }
 

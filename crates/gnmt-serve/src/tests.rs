@@ -62,7 +62,9 @@ fn config(queue: usize) -> ServeConfig {
 }
 
 fn sentence(i: usize) -> String {
-    let words = ["a", "man", "dogs", "the", "snow", "market", "red", "two", "beach"];
+    let words = [
+        "a", "man", "dogs", "the", "snow", "market", "red", "two", "beach",
+    ];
     (0..(i % 7 + 1))
         .map(|k| words[(i * 5 + k * 3) % words.len()])
         .collect::<Vec<_>>()
@@ -202,7 +204,11 @@ fn options_health_metrics_and_bad_requests() {
         let long = vec!["a"; 400].join(" ");
         let r = client::post(addr, "/v1/translate", &body(&[long]), T).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains("truncated to the model's limit"), "{}", r.body);
+        assert!(
+            r.body.contains("truncated to the model's limit"),
+            "{}",
+            r.body
+        );
         for (bytes, status, says) in [
             (&b"{"[..], 400, "invalid JSON"),
             (br#"{"text": 3}"#, 400, "field `text`"),
@@ -212,7 +218,13 @@ fn options_health_metrics_and_bad_requests() {
             (&[b'x'; 5000][..], 413, ""),
         ] {
             let r = client::request(addr, "POST", "/v1/translate", bytes, T).unwrap();
-            assert_eq!(r.status, status, "{:?}: {}", String::from_utf8_lossy(bytes), r.body);
+            assert_eq!(
+                r.status,
+                status,
+                "{:?}: {}",
+                String::from_utf8_lossy(bytes),
+                r.body
+            );
             assert!(r.body.contains(says), "{}", r.body);
         }
         let many: Vec<String> = (0..17).map(sentence).collect();
@@ -222,8 +234,10 @@ fn options_health_metrics_and_bad_requests() {
         {
             use std::io::Write;
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te")
-                .unwrap();
+            s.write_all(
+                b"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te",
+            )
+            .unwrap();
         }
         let r = client::post(addr, "/v1/translate", r#"{"text": "a man"}"#, T).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
@@ -236,8 +250,16 @@ fn options_health_metrics_and_bad_requests() {
             "{}",
             m.body
         );
-        assert!(m.body.contains("gnmt_requests_total{code=\"413\"} 2"), "{}", m.body);
-        assert!(m.body.contains("gnmt_truncated_sentences_total 1"), "{}", m.body);
+        assert!(
+            m.body.contains("gnmt_requests_total{code=\"413\"} 2"),
+            "{}",
+            m.body
+        );
+        assert!(
+            m.body.contains("gnmt_truncated_sentences_total 1"),
+            "{}",
+            m.body
+        );
         assert_eq!(client::get(addr, "/health", T).unwrap().status, 200);
     });
 }
@@ -266,15 +288,25 @@ fn a_small_queue_refuses_with_503_and_retry_after_and_loses_nothing() {
         });
         let ok = results.iter().filter(|r| r.0 == 200).count();
         let busy: Vec<_> = results.iter().filter(|r| r.0 != 200).collect();
-        assert!(busy.iter().all(|r| r.0 == 503 && r.1.as_deref() == Some("1")), "{busy:?}");
+        assert!(
+            busy.iter()
+                .all(|r| r.0 == 503 && r.1.as_deref() == Some("1")),
+            "{busy:?}"
+        );
         // Still healthy and serving after the burst.
         let r = client::post(addr, "/v1/translate", r#"{"text": "a man"}"#, T).unwrap();
         assert_eq!(r.status, 200);
         (ok, busy.len())
     });
     assert_eq!(ok + busy, 16);
-    assert!(ok >= 1 && busy >= 1, "{ok} answered, {busy} refused: the queue limit did nothing");
-    assert!(summary.starts_with(&format!("{} requests", 16 + 1)), "{summary}");
+    assert!(
+        ok >= 1 && busy >= 1,
+        "{ok} answered, {busy} refused: the queue limit did nothing"
+    );
+    assert!(
+        summary.starts_with(&format!("{} requests", 16 + 1)),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -49,9 +49,8 @@ impl Workers<'_> {
             .collect();
         self.metrics.batch(sources.len());
         // A failure of one batch fails its requests, not the worker or anyone else's request.
-        let found = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.search.translate(&sources, &cfg)
-        }));
+        let found =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.search.translate(&sources, &cfg)));
         let error = match found {
             Ok(Ok(hyps)) => {
                 let mut hyps = hyps.into_iter();
@@ -65,7 +64,10 @@ impl Workers<'_> {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "the search panicked".to_string(),
         };
-        tracing::error!("search of a batch of {} sentences failed: {error}", sources.len());
+        tracing::error!(
+            "search of a batch of {} sentences failed: {error}",
+            sources.len()
+        );
         self.metrics.search_error();
         for j in jobs {
             let _ = j.reply.send(Err(error.clone()));
