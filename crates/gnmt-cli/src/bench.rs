@@ -27,6 +27,8 @@ enum BenchWhat {
     Train(TrainBench),
     /// Batched beam search over a file or synthetic sentences.
     Translate(TranslateBench),
+    /// A running `gnmt serve` under load: clients sending one sentence per request.
+    Serve(crate::serve::ServeBench),
 }
 
 #[derive(Args, Debug)]
@@ -334,6 +336,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let v = match a.what {
         BenchWhat::Train(t) => bench_train(t)?,
         BenchWhat::Translate(t) => bench_translate(t)?,
+        BenchWhat::Serve(t) => crate::serve::bench(t)?,
     };
     println!("{v}");
     Ok(ExitCode::SUCCESS)

@@ -133,3 +133,97 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     tracing::info!("stopped: {summary}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `gnmt bench serve`.
+#[derive(Args, Debug)]
+pub struct ServeBench {
+    /// The server, host:port (as `gnmt serve` logged it).
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// Sentences to send, one per line.
+    #[arg(short, long)]
+    input: PathBuf,
+    /// Concurrent clients of each round, each sending one sentence per request, the next when
+    /// answered (comma-separated: one JSON line per round).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    clients: Vec<usize>,
+    /// Sentences per round (default: the whole file).
+    #[arg(long)]
+    sentences: Option<usize>,
+}
+
+/// Throughput and latency of one round: `clients` clients sending `sentences` one by one.
+fn bench_round(
+    addr: std::net::SocketAddr,
+    sentences: &[String],
+    clients: usize,
+) -> Result<serde_json::Value> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let timeout = Duration::from_secs(300);
+    let start = std::time::Instant::now();
+    let results: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut latencies = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(text) = sentences.get(i) else {
+                            return Ok(latencies);
+                        };
+                        let body = serde_json::json!({ "text": [text] }).to_string();
+                        let t = std::time::Instant::now();
+                        let r = gnmt_serve::client::post(addr, "/v1/translate", &body, timeout)
+                            .with_context(|| format!("POST http://{addr}/v1/translate"))?;
+                        if r.status != 200 {
+                            bail!("line {}: HTTP {}: {}", i + 1, r.status, r.body);
+                        }
+                        latencies.push(t.elapsed().as_secs_f64());
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a client thread panicked"))
+            })
+            .collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = Vec::with_capacity(sentences.len());
+    for r in results {
+        lat.extend(r?);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1;
+        lat.get(i).copied().unwrap_or(0.0) * 1e3
+    };
+    Ok(serde_json::json!({
+        "bench": "serve", "clients": clients, "sentences": lat.len(), "seconds": secs,
+        "sentences_per_s": lat.len() as f64 / secs, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+        "cpu": crate::doctor::cpu_model(),
+    }))
+}
+
+pub fn bench(a: ServeBench) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(&a.input)
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let mut sentences: Vec<String> = text.lines().map(str::to_string).collect();
+    sentences.retain(|s| !s.trim().is_empty());
+    if let Some(n) = a.sentences {
+        sentences.truncate(n);
+    }
+    if sentences.is_empty() {
+        bail!("{}: no sentences", a.input.display());
+    }
+    let mut rounds = Vec::new();
+    for &c in &a.clients {
+        let r = bench_round(a.addr, &sentences, c)?;
+        eprintln!("{r}");
+        rounds.push(r);
+    }
+    Ok(serde_json::json!({ "bench": "serve", "rounds": rounds }))
+}

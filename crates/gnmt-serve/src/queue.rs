@@ -54,6 +54,8 @@ struct State {
     jobs: VecDeque<Job>,
     /// Sentences in `jobs`.
     sentences: usize,
+    /// Workers waiting in `next_batch`: the queued sentences are shared out between them.
+    idle: usize,
     closed: bool,
 }
 
@@ -116,10 +118,20 @@ impl Queue {
     /// the queue is closed and empty.
     pub fn next_batch(&self, limits: &BatchLimits) -> Option<Vec<Job>> {
         let mut st = self.lock();
+        st.idle += 1;
+        self.wait_for_batch(st, limits)
+    }
+
+    fn wait_for_batch(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        limits: &BatchLimits,
+    ) -> Option<Vec<Job>> {
         loop {
             drop_abandoned(&mut st);
             let Some(head) = st.jobs.front() else {
                 if st.closed {
+                    st.idle -= 1;
                     return None;
                 }
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -133,7 +145,19 @@ impl Queue {
                 .fold((0, 0), |(n, t), j| (n + j.sources.len(), t + j.tokens()));
             let now = Instant::now();
             if st.closed || now >= due || sentences >= limits.sentences || tokens >= limits.tokens {
-                return Some(take_batch(&mut st, limits));
+                // Idle workers share what waits (fewer, fuller batches would leave cores idle):
+                // this one takes its part and wakes the next for the rest.
+                let share = sentences.div_ceil(st.idle.max(1));
+                let cap = BatchLimits {
+                    sentences: limits.sentences.min(share.max(1)),
+                    ..*limits
+                };
+                st.idle -= 1;
+                let batch = take_batch(&mut st, &cap);
+                if !st.jobs.is_empty() {
+                    self.changed.notify_one();
+                }
+                return Some(batch);
             }
             st = self
                 .changed
@@ -265,6 +289,29 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn idle_workers_share_what_waits() {
+        let q = std::sync::Arc::new(Queue::new(100));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || q.next_batch(&LIMITS).map(|b| b.len()))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut keep = Vec::new();
+        for _ in 0..8 {
+            let (j, rx) = job(1, S);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        // Let both finish before closing (a worker left waiting then returns None).
+        std::thread::sleep(Duration::from_millis(200));
+        q.close();
+        let sizes: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(sizes, [Some(4), Some(4)]);
     }
 
     #[test]
