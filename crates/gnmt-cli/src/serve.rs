@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// How long the first request of a batch may wait for others to join it, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
+    /// A batch starts earlier once no request has come for this long, in milliseconds (a
+    /// burst is in; a lone request waits only this).
+    #[arg(long, default_value_t = 1.0)]
+    batch_quiet_ms: f64,
     /// Sentences that may wait for a search worker; beyond, requests get 503 with Retry-After.
     #[arg(long, default_value_t = 2048)]
     queue_sentences: usize,
@@ -75,6 +79,7 @@ impl ServeArgs {
                 sentences: self.batch_size.max(1),
                 tokens: self.max_batch_tokens.max(1),
                 wait: Duration::from_millis(self.batch_wait_ms),
+                quiet: Duration::from_secs_f64(self.batch_quiet_ms.clamp(0.0, 1e6) / 1e3),
             },
             queue_sentences: self.queue_sentences.max(1),
             max_body_bytes: self.max_body_bytes.max(64),

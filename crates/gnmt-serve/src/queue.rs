@@ -38,6 +38,8 @@ pub struct BatchLimits {
     /// Source pieces of a batch.
     pub tokens: usize,
     pub wait: Duration,
+    /// A batch also starts once no request has come for this long (a burst is in).
+    pub quiet: Duration,
 }
 
 /// Why a job was not queued.
@@ -56,6 +58,11 @@ struct State {
     sentences: usize,
     /// Workers waiting in `next_batch`: the queued sentences are shared out between them.
     idle: usize,
+    /// When the last job came: a batch starts once requests stop arriving for a moment.
+    last_push: Option<Instant>,
+    /// Batches being searched: with none, an idle server starts a batch at the first quiet
+    /// moment (latency); while others search, it waits the window (fuller batches).
+    busy: usize,
     closed: bool,
 }
 
@@ -95,10 +102,17 @@ impl Queue {
             return Err((Refused::Full, job));
         }
         st.sentences += n;
+        st.last_push = Some(job.enqueued);
         st.jobs.push_back(job);
         drop(st);
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// A batch from [`Queue::next_batch`] is searched and answered.
+    pub fn batch_done(&self) {
+        let mut st = self.lock();
+        st.busy = st.busy.saturating_sub(1);
     }
 
     /// Sentences waiting.
@@ -114,8 +128,8 @@ impl Queue {
     }
 
     /// The next batch: the oldest job and the queued jobs with its settings that fit the
-    /// budget, once the budget is full or the oldest job has waited `limits.wait`. None once
-    /// the queue is closed and empty.
+    /// budget, once the budget is full, the oldest job has waited `limits.wait`, or no job has
+    /// come for `limits.quiet`. None once the queue is closed and empty.
     pub fn next_batch(&self, limits: &BatchLimits) -> Option<Vec<Job>> {
         let mut st = self.lock();
         st.idle += 1;
@@ -137,7 +151,15 @@ impl Queue {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
-            let due = head.enqueued + limits.wait;
+            // Due when the oldest has waited the window; on an idle server (no batch being
+            // searched) earlier, once no request has come for `quiet`: a lone request waits
+            // only that. Under load, waiting the window makes fuller batches (measured: 16
+            // clients 125-152 sentences/s starting early, 172-177 waiting).
+            let last = st.last_push.map_or(head.enqueued, |t| t.max(head.enqueued));
+            let due = match st.busy {
+                0 => (head.enqueued + limits.wait).min(last + limits.quiet),
+                _ => head.enqueued + limits.wait,
+            };
             let (sentences, tokens) = st
                 .jobs
                 .iter()
@@ -153,6 +175,7 @@ impl Queue {
                     ..*limits
                 };
                 st.idle -= 1;
+                st.busy += 1;
                 let batch = take_batch(&mut st, &cap);
                 if !st.jobs.is_empty() {
                     self.changed.notify_one();
@@ -226,6 +249,7 @@ mod tests {
         sentences: 8,
         tokens: 1000,
         wait: Duration::from_millis(20),
+        quiet: Duration::from_millis(4),
     };
 
     #[test]
@@ -272,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_request_waits_at_most_the_batching_window_and_abandoned_ones_are_skipped() {
+    fn a_lone_request_waits_the_quiet_time_and_abandoned_ones_are_skipped() {
         let q = Queue::new(100);
         let (gone, rx) = job(1, S);
         q.push(gone).unwrap();
@@ -283,11 +307,8 @@ mod tests {
         let b = q.next_batch(&LIMITS).unwrap();
         assert_eq!(b.len(), 1);
         assert!(!b[0].abandoned());
-        assert!(
-            t.elapsed() >= Duration::from_millis(10),
-            "{:?}",
-            t.elapsed()
-        );
+        // Nothing else came for 4 ms: it starts then (not at once, nor after the window).
+        assert!(t.elapsed() >= Duration::from_millis(3), "{:?}", t.elapsed());
         assert_eq!(q.depth(), 0);
     }
 

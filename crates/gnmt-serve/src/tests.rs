@@ -48,6 +48,7 @@ fn config(queue: usize) -> ServeConfig {
             sentences: 32,
             tokens: 4096,
             wait: Duration::from_millis(5),
+            quiet: Duration::from_millis(1),
         },
         queue_sentences: queue,
         max_body_bytes: 4096,

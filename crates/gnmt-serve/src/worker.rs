@@ -27,6 +27,7 @@ impl Workers<'_> {
         tch::set_num_threads(self.threads_per_worker.max(1));
         while let Some(jobs) = self.queue.next_batch(&self.limits) {
             self.search_batch(jobs);
+            self.queue.batch_done();
         }
     }
 
