@@ -293,6 +293,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let (workers, threads_per_worker) = workers_for(device, a.workers);
     let engine = Engine {
         model: &model,
+        ensemble: Default::default(),
         device,
         search,
         batch_size: c.batch_size.max(1),
@@ -307,6 +308,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     Engine {
         workers: 1,
         search: engine.search.clone(),
+        ensemble: engine.ensemble.clone(),
         ..engine
     }
     .translate_ids(&first)?;

@@ -539,6 +539,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let tr = Translator {
         engine: Engine {
             model: &model,
+            ensemble: Default::default(),
             device,
             search,
             batch_size: a.batch_size,

@@ -125,6 +125,7 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         let tr = Translator {
             engine: Engine {
                 model: &model,
+                ensemble: Default::default(),
                 device,
                 search: SearchConfig {
                     kernels,

@@ -149,7 +149,10 @@ impl Server {
     /// Serves translations with `model` until stopped; returns a summary of what was served
     /// once every accepted request is answered.
     pub fn run(self, model: Model<'_>) -> Result<String, ServeError> {
-        let max_len = model.search.model().config.max_source_len.max(1) as usize;
+        let max_len = model
+            .search
+            .model()
+            .map_or(1, |m| m.config.max_source_len.max(1) as usize);
         let _ = self.app.vocab.set(http::Vocab {
             tokenizer: model.tokenizer,
             max_len,

@@ -88,6 +88,15 @@ pub fn cpu_decoder(model: &Seq2Seq, device: Device, kernels: Kernels) -> Option<
     }
 }
 
+/// One model of a search: the model, its decoder packed for the CPU kernels (None: libtorch's
+/// operators) and its weight in an ensemble.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub model: &'a Seq2Seq,
+    pub cpu: Option<&'a CpuDecoder>,
+    pub weight: f64,
+}
+
 /// [`translate_batch`] with the decoder already packed ([`cpu_decoder`]; None: libtorch).
 pub fn translate_batch_with(
     model: &Seq2Seq,
@@ -96,15 +105,41 @@ pub fn translate_batch_with(
     cfg: &SearchConfig,
     device: Device,
 ) -> Result<Vec<Vec<Hypothesis>>, TchError> {
+    let one = [Member {
+        model,
+        cpu,
+        weight: 1.0,
+    }];
+    translate_members(&one, sources, cfg, device)
+}
+
+/// [`translate_batch_with`] for an ensemble: one search whose step scores with the weighted
+/// mean of the members' log-probabilities (renormalized) and covers with the weighted mean of
+/// their attention. The members must share one vocabulary.
+pub fn translate_members(
+    members: &[Member],
+    sources: &[Vec<u32>],
+    cfg: &SearchConfig,
+    device: Device,
+) -> Result<Vec<Vec<Hypothesis>>, TchError> {
+    if let Some(first) = members.first() {
+        let v = first.model.config.vocab_size;
+        if let Some(m) = members.iter().find(|m| m.model.config.vocab_size != v) {
+            return Err(TchError::Shape(format!(
+                "ensemble members with vocabularies of {v} and {} pieces",
+                m.model.config.vocab_size
+            )));
+        }
+    }
     let searched: Vec<usize> = (0..sources.len())
         .filter(|&i| !sources[i].is_empty())
         .collect();
     if searched.len() == sources.len() {
-        return tch::no_grad(|| search(model, cpu, sources, cfg, device));
+        return tch::no_grad(|| search(members, sources, cfg, device));
     }
     let inputs: Vec<Vec<u32>> = searched.iter().map(|&i| sources[i].clone()).collect();
     let mut out = vec![vec![Hypothesis::empty()]; sources.len()];
-    let found = tch::no_grad(|| search(model, cpu, &inputs, cfg, device))?;
+    let found = tch::no_grad(|| search(members, &inputs, cfg, device))?;
     for (i, h) in searched.into_iter().zip(found) {
         out[i] = h;
     }

@@ -5,12 +5,17 @@
 //! (or reached the length limit) and keeps `beam` live ones per sentence still searched, and
 //! [`Search::reorder`] moves the decoder state, coverage and encoder rows to the kept
 //! hypotheses (and drops the sentences that are done).
+//!
+//! An ensemble searches several models as one: each keeps its own encoder outputs and decoder
+//! state, and a step scores with the weighted mean of their log-probabilities (renormalized:
+//! the weighted geometric mean of their distributions) and covers with the weighted mean of
+//! their attention.
 
-use gnmt_model::{CpuDecoder, CpuState, DecoderState, Encoded, Seq2Seq};
+use gnmt_model::{CpuState, DecoderState, Encoded};
 use gnmt_tokenizer::{BOS, EOS};
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::{Hypothesis, SearchConfig};
+use crate::{Hypothesis, Member, SearchConfig};
 
 pub(crate) fn length_penalty(len: usize, alpha: f64) -> f64 {
     ((5.0 + len as f64) / 6.0).powf(alpha)
@@ -103,7 +108,47 @@ struct Expansion {
     top_v: Vec<f32>,
     top_i: Vec<i64>,
     attn: Vec<f32>,
-    state: State,
+    /// Per member.
+    state: Vec<State>,
+}
+
+/// A step's logits: on the host (CPU kernels) or a tensor on the model's device.
+enum Logits {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
+/// One model's step: its best candidates (scores, indices), attention and next state.
+type Top = ((Vec<f32>, Vec<i64>), Tensor, State);
+
+/// `acc += w * x`, element by element (`acc` starts empty).
+fn add_scaled(acc: &mut Vec<f32>, x: &[f32], w: f32) {
+    if acc.is_empty() {
+        acc.resize(x.len(), 0.0);
+    }
+    for (a, v) in acc.iter_mut().zip(x) {
+        *a += w * v;
+    }
+}
+
+/// Log-softmax of each `vocab`-wide row, in place.
+fn log_softmax_rows(x: &mut [f32], vocab: usize) {
+    for row in x.chunks_mut(vocab.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+        let log_z = max + sum.ln() as f32;
+        for v in row.iter_mut() {
+            *v -= log_z;
+        }
+    }
+}
+
+/// The members' common vocabulary size (the first's: [`crate::translate_members`] checks
+/// they agree).
+fn members_vocab(members: &[Member]) -> usize {
+    members
+        .first()
+        .map_or(0, |m| m.model.config.vocab_size as usize)
 }
 
 impl Expansion {
@@ -134,8 +179,8 @@ struct Kept {
 
 /// The search over one batch of sources.
 struct Search<'a> {
-    model: &'a Seq2Seq,
-    cpu: Option<&'a CpuDecoder>,
+    /// The model, or the models of an ensemble (weights summing to 1).
+    members: Vec<Member<'a>>,
     cfg: &'a SearchConfig,
     device: Device,
     beam: usize,
@@ -148,27 +193,28 @@ struct Search<'a> {
     /// beams would be the same, then `beam`), sentence-major.
     active: Vec<usize>,
     group: usize,
-    /// The encoder outputs, one row per active sentence, shared by its hypotheses.
-    enc: Encoded,
+    /// Per member, the encoder outputs, one row per active sentence, shared by its hypotheses.
+    enc: Vec<Encoded>,
     rows: Vec<Row>,
     coverage: Coverage,
     tokens: Tensor,
-    state: Option<State>,
+    /// Per member, the decoder state.
+    state: Option<Vec<State>>,
     finished: Vec<Vec<Hypothesis>>,
 }
 
-/// Searches `sources` (none empty) together: per sentence, its finished hypotheses best first.
+/// Searches `sources` (none empty) together with `members` (one model, or an ensemble sharing
+/// one vocabulary): per sentence, its finished hypotheses best first.
 pub(crate) fn search(
-    model: &Seq2Seq,
-    cpu: Option<&CpuDecoder>,
+    members: &[Member],
     sources: &[Vec<u32>],
     cfg: &SearchConfig,
     device: Device,
 ) -> Result<Vec<Vec<Hypothesis>>, TchError> {
-    if sources.is_empty() {
+    if sources.is_empty() || members.is_empty() {
         return Ok(Vec::new());
     }
-    let mut s = Search::start(model, cpu, sources, cfg, device);
+    let mut s = Search::start(members, sources, cfg, device);
     let steps = s.max_len.iter().copied().max().unwrap_or(1);
     for t in 0..steps {
         if s.active.is_empty() {
@@ -187,8 +233,7 @@ pub(crate) fn search(
 impl<'a> Search<'a> {
     /// Encodes the batch and sets up one hypothesis (BOS) per sentence.
     fn start(
-        model: &'a Seq2Seq,
-        cpu: Option<&'a CpuDecoder>,
+        members: &[Member<'a>],
         sources: &[Vec<u32>],
         cfg: &'a SearchConfig,
         device: Device,
@@ -206,15 +251,31 @@ impl<'a> Search<'a> {
         let src = Tensor::from_slice(&flat)
             .view([b as i64, width as i64])
             .to_device(device);
-        let enc = model.encode(&src, &Tensor::from_slice(&lens), false);
+        let lens = Tensor::from_slice(&lens);
+        let enc = members
+            .iter()
+            .map(|m| m.model.encode(&src, &lens, false))
+            .collect();
+        let total: f64 = members.iter().map(|m| m.weight).sum();
+        let members: Vec<Member> = members
+            .iter()
+            .map(|m| Member {
+                weight: if total > 0.0 {
+                    m.weight / total
+                } else {
+                    1.0 / members.len() as f64
+                },
+                ..*m
+            })
+            .collect();
+        let vocab = members_vocab(&members);
         Search {
-            model,
-            cpu,
+            members,
             cfg,
             device,
             beam,
             nbest: cfg.nbest.clamp(1, beam),
-            vocab: model.config.vocab_size as usize,
+            vocab,
             src_mask: sources
                 .iter()
                 .map(|x| (0..width).map(|j| j < x.len()).collect())
@@ -242,33 +303,12 @@ impl<'a> Search<'a> {
     fn expand(&mut self) -> Result<Expansion, TchError> {
         let want = (2 * self.beam).min(self.group * self.vocab);
         let scores: Vec<f64> = self.rows.iter().map(|r| r.log_prob).collect();
-        let prev = self.state.as_ref();
-        let group = self.group as i64;
-        let ((top_v, top_i), attn, state) = match self.cpu {
-            Some(dec) => {
-                let (logits, attn, st) = self.model.step_cpu(
-                    dec,
-                    &self.enc,
-                    prev.and_then(State::cpu),
-                    &self.tokens,
-                    group,
-                )?;
-                let top = fused_expand(&logits, self.vocab, &scores, self.group, want);
-                (top, attn, State::Cpu(st))
-            }
-            None => {
-                let (logits, attn, st) = self.model.step_logits(
-                    &self.enc,
-                    prev.and_then(State::torch),
-                    &self.tokens,
-                    group,
-                    self.cfg.kernels,
-                );
-                let top = expand(&logits, &scores, self.group, want)?;
-                (top, attn, State::Torch(st))
-            }
+        let ((top_v, top_i), attn, state) = if self.members.len() == 1 {
+            let (top, attn, st) = self.step_one(want, &scores)?;
+            (top, host_f32(&attn)?, vec![st])
+        } else {
+            self.step_ensemble(want, &scores)?
         };
-        let attn = host_f32(&attn)?;
         for (c, a) in self.coverage.values.iter_mut().zip(&attn) {
             *c += a;
         }
@@ -279,6 +319,72 @@ impl<'a> Search<'a> {
             attn,
             state,
         })
+    }
+
+    /// Logits `[rows, V]` (on the host for the CPU kernels), attention `[rows, S]` and the next
+    /// state of member `i`.
+    fn step_member(&self, i: usize) -> Result<(Logits, Tensor, State), TchError> {
+        let m = &self.members[i];
+        let prev = self.state.as_ref().and_then(|s| s.get(i));
+        let group = self.group as i64;
+        Ok(match m.cpu {
+            Some(dec) => {
+                let prev = prev.and_then(State::cpu);
+                let (logits, attn, st) =
+                    m.model
+                        .step_cpu(dec, &self.enc[i], prev, &self.tokens, group)?;
+                (Logits::Host(logits), attn, State::Cpu(st))
+            }
+            None => {
+                let prev = prev.and_then(State::torch);
+                let (logits, attn, st) = m.model.step_logits(
+                    &self.enc[i],
+                    prev,
+                    &self.tokens,
+                    group,
+                    self.cfg.kernels,
+                );
+                (Logits::Device(logits), attn, State::Torch(st))
+            }
+        })
+    }
+
+    /// One model: its log-softmax fused with the top-k where the CPU kernels run.
+    fn step_one(&self, want: usize, scores: &[f64]) -> Result<Top, TchError> {
+        let (logits, attn, st) = self.step_member(0)?;
+        let top = match logits {
+            Logits::Host(l) => fused_expand(&l, self.vocab, scores, self.group, want),
+            Logits::Device(l) => expand(&l, scores, self.group, want)?,
+        };
+        Ok((top, attn, st))
+    }
+
+    /// An ensemble: the weighted mean of the members' log-probabilities and attention, on the
+    /// host, then the same top-k (whose log-softmax renormalizes the mean).
+    fn step_ensemble(
+        &self,
+        want: usize,
+        scores: &[f64],
+    ) -> Result<((Vec<f32>, Vec<i64>), Vec<f32>, Vec<State>), TchError> {
+        let mut logp: Vec<f32> = Vec::new();
+        let mut attn: Vec<f32> = Vec::new();
+        let mut states = Vec::with_capacity(self.members.len());
+        for i in 0..self.members.len() {
+            let (logits, a, st) = self.step_member(i)?;
+            let lp = match logits {
+                Logits::Host(mut l) => {
+                    log_softmax_rows(&mut l, self.vocab);
+                    l
+                }
+                Logits::Device(l) => host_f32(&l.log_softmax(-1, Kind::Float))?,
+            };
+            let w = self.members[i].weight as f32;
+            add_scaled(&mut logp, &lp, w);
+            add_scaled(&mut attn, &host_f32(&a)?, w);
+            states.push(st);
+        }
+        let top = fused_expand(&logp, self.vocab, scores, self.group, want);
+        Ok((top, attn, states))
     }
 
     /// Ends the hypotheses that emitted EOS or reached the length limit (only those among a
@@ -372,14 +478,18 @@ impl<'a> Search<'a> {
 
     /// Moves everything per row to the kept hypotheses, and the encoder rows to the sentences
     /// still searched.
-    fn reorder(&mut self, kept: Kept, state: State) {
+    fn reorder(&mut self, kept: Kept, state: Vec<State>) {
         if kept.positions.len() < self.active.len() {
-            self.enc = self
-                .enc
-                .select(&Tensor::from_slice(&kept.positions).to_device(self.device));
+            let positions = Tensor::from_slice(&kept.positions).to_device(self.device);
+            self.enc = self.enc.iter().map(|e| e.select(&positions)).collect();
         }
         self.group = self.beam;
-        self.state = Some(state.select(&kept.from, self.device));
+        self.state = Some(
+            state
+                .into_iter()
+                .map(|s| s.select(&kept.from, self.device))
+                .collect(),
+        );
         self.coverage = self.coverage.select(&kept.from);
         self.tokens = Tensor::from_slice(&kept.tokens).to_device(self.device);
         self.rows = kept.rows;

@@ -7,7 +7,7 @@ use gnmt_model::Seq2Seq;
 use gnmt_tokenizer::SubwordTokenizer;
 use tch::Device;
 
-use crate::{cpu_decoder, translate_batch_with, Hypothesis, SearchConfig};
+use crate::{cpu_decoder, translate_members, Hypothesis, Member, SearchConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {
@@ -71,6 +71,8 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Engine<'a> {
     pub model: &'a Seq2Seq,
+    /// With more models: searched as one ensemble with `model` (see [`Ensemble`]).
+    pub ensemble: Ensemble<'a>,
     pub device: Device,
     pub search: SearchConfig,
     /// Sentences per batch.
@@ -86,20 +88,28 @@ pub struct Engine<'a> {
     pub threads_per_worker: i32,
 }
 
+/// The models of an ensemble after an [`Engine`]'s first, and the weights of all of them.
+#[derive(Debug, Clone, Default)]
+pub struct Ensemble<'a> {
+    pub others: Vec<&'a Seq2Seq>,
+    /// One per model, the first model's first; empty: equal weights.
+    pub weights: Vec<f64>,
+}
+
 /// A batch job's index and, per sentence, its hypotheses.
 type JobResult = (usize, Vec<Vec<Hypothesis>>);
 
 /// A model and its packed CPU decoder, searched by several threads at once (the search workers
 /// of [`Engine`], the batching workers of a server).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SharedSearch<'a> {
-    model: &'a Seq2Seq,
-    cpu: Option<&'a gnmt_model::CpuDecoder>,
+    /// One model, or an ensemble's.
+    members: Vec<Member<'a>>,
     device: Device,
 }
 
 // SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. Through
-// `SharedSearch` threads call only `translate_batch_with`, which uses the model by
+// `SharedSearch` threads call only `translate_members`, which uses the models by
 // `Seq2Seq::encode` (train = false), `Seq2Seq::step_logits` and `Seq2Seq::step_cpu` (with a
 // `CpuDecoder` packed before the threads start), all under `no_grad`: forward passes that read
 // the parameters, no dropout, no in-place operation on a weight, no gradient. libtorch supports
@@ -115,20 +125,31 @@ impl<'a> SharedSearch<'a> {
         cpu: Option<&'a gnmt_model::CpuDecoder>,
         device: Device,
     ) -> Self {
-        SharedSearch { model, cpu, device }
+        let members = vec![Member {
+            model,
+            cpu,
+            weight: 1.0,
+        }];
+        SharedSearch { members, device }
     }
 
-    /// [`translate_batch_with`] on the shared model.
+    /// An ensemble of `members` (at least one) on `device`.
+    pub fn ensemble(members: Vec<Member<'a>>, device: Device) -> Self {
+        SharedSearch { members, device }
+    }
+
+    /// [`translate_members`] on the shared model(s).
     pub fn translate(
         &self,
         sources: &[Vec<u32>],
         cfg: &SearchConfig,
     ) -> Result<Vec<Vec<Hypothesis>>, tch::TchError> {
-        translate_batch_with(self.model, self.cpu, sources, cfg, self.device)
+        translate_members(&self.members, sources, cfg, self.device)
     }
 
-    pub fn model(&self) -> &'a Seq2Seq {
-        self.model
+    /// The (first) model: its configuration is the search's.
+    pub fn model(&self) -> Option<&'a Seq2Seq> {
+        self.members.first().map(|m| m.model)
     }
 }
 
@@ -163,23 +184,35 @@ impl Engine<'_> {
             }
         }
         let workers = self.workers.clamp(1, jobs.len().max(1));
+        let models: Vec<&Seq2Seq> = std::iter::once(self.model)
+            .chain(self.ensemble.others.iter().copied())
+            .collect();
         // Packed once for all the batches (and search threads) of this call.
-        let cpu = if jobs.is_empty() {
-            None
-        } else {
-            cpu_decoder(self.model, self.device, self.search.kernels)
-        };
-        let cpu = cpu.as_ref();
+        let cpus: Vec<Option<gnmt_model::CpuDecoder>> = models
+            .iter()
+            .map(|m| match jobs.is_empty() {
+                true => None,
+                false => cpu_decoder(m, self.device, self.search.kernels),
+            })
+            .collect();
+        let members: Vec<Member> = models
+            .iter()
+            .zip(&cpus)
+            .enumerate()
+            .map(|(i, (m, cpu))| Member {
+                model: m,
+                cpu: cpu.as_ref(),
+                weight: self.ensemble.weights.get(i).copied().unwrap_or(1.0),
+            })
+            .collect();
+        let shared = SharedSearch::ensemble(members, self.device);
         let results: Vec<JobResult> = if workers == 1 {
             jobs.iter()
                 .enumerate()
-                .map(|(j, (_, inputs))| {
-                    translate_batch_with(self.model, cpu, inputs, &self.search, self.device)
-                        .map(|hyps| (j, hyps))
-                })
+                .map(|(j, (_, inputs))| shared.translate(inputs, &self.search).map(|h| (j, h)))
                 .collect::<Result<_, _>>()?
         } else {
-            self.parallel(&jobs, workers, cpu)?
+            self.parallel(&jobs, workers, &shared)?
         };
         for (j, hyps) in results {
             for (&i, h) in jobs[j].0.iter().zip(hyps) {
@@ -194,9 +227,8 @@ impl Engine<'_> {
         &self,
         jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
         workers: usize,
-        cpu: Option<&gnmt_model::CpuDecoder>,
+        shared: &SharedSearch,
     ) -> Result<Vec<JobResult>, tch::TchError> {
-        let shared = SharedSearch::new(self.model, cpu, self.device);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = self.threads_per_worker.max(1);
         // Not `self`: it holds the model, which only `shared` may carry across threads.
@@ -206,7 +238,7 @@ impl Engine<'_> {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (shared, next) = (&shared, &next);
+                    let next = &next;
                     scope.spawn(move || {
                         tch::set_num_threads(threads);
                         let mut done = Vec::new();

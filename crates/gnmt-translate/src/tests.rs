@@ -11,17 +11,46 @@ fn model(vocab: i64) -> (nn::VarStore, Seq2Seq) {
 /// penalty included: `beta * sum_j log(min(sum_i a_ij, 1))` over the attention of every step
 /// (the step that emits EOS too).
 fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64, beta: f64) -> (Vec<u32>, f64) {
-    let v = m.config.vocab_size as u32;
+    exhaustive_ensemble(&[(m, 1.0)], src, l, alpha, beta)
+}
+
+/// [`exhaustive`] over an ensemble: each step's log-probabilities are the log-softmax of the
+/// models' weighted mean log-probabilities, the attention their weighted mean (weights summing
+/// to 1).
+fn exhaustive_ensemble(
+    models: &[(&Seq2Seq, f64)],
+    src: &[u32],
+    l: usize,
+    alpha: f64,
+    beta: f64,
+) -> (Vec<u32>, f64) {
+    let v = models[0].0.config.vocab_size as u32;
     let mut best = (Vec::new(), f64::NEG_INFINITY);
     let mut stack: Vec<Vec<u32>> = vec![vec![]];
     let s = Tensor::from_slice(&src.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, -1]);
-    let enc = m.encode(&s, &Tensor::from_slice(&[src.len() as i64]), false);
+    let lens = Tensor::from_slice(&[src.len() as i64]);
+    let encs: Vec<_> = models.iter().map(|(m, _)| m.encode(&s, &lens, false)).collect();
     while let Some(prefix) = stack.pop() {
         let mut inp = vec![BOS as i64];
         inp.extend(prefix.iter().map(|&x| x as i64));
-        let (logits, attn, _) =
-            m.decode(&enc, &Tensor::from_slice(&inp).view([1, -1]), None, false);
-        let lp = logits.log_softmax(-1, Kind::Float);
+        let inp = Tensor::from_slice(&inp).view([1, -1]);
+        let mut mean_lp: Option<Tensor> = None;
+        let mut mean_attn: Option<Tensor> = None;
+        for ((m, w), enc) in models.iter().zip(&encs) {
+            let (logits, attn, _) = m.decode(enc, &inp, None, false);
+            let lp = logits.log_softmax(-1, Kind::Float) * *w;
+            let attn = attn * *w;
+            mean_lp = Some(mean_lp.map_or(lp.shallow_clone(), |x| x + &lp));
+            mean_attn = Some(mean_attn.map_or(attn.shallow_clone(), |x| x + &attn));
+        }
+        let (Some(mean_lp), Some(attn)) = (mean_lp, mean_attn) else {
+            return best;
+        };
+        let lp = if models.len() > 1 {
+            mean_lp.log_softmax(-1, Kind::Float)
+        } else {
+            mean_lp
+        };
         let logp: f64 = prefix
             .iter()
             .enumerate()
@@ -54,6 +83,81 @@ fn exhaustive(m: &Seq2Seq, src: &[u32], l: usize, alpha: f64, beta: f64) -> (Vec
         }
     }
     best
+}
+
+/// Translates with an ensemble of `models` (weights as given), on the CPU.
+fn ensemble_translate(
+    models: &[(&Seq2Seq, f64)],
+    srcs: &[Vec<u32>],
+    cfg: &SearchConfig,
+) -> Vec<Vec<Hypothesis>> {
+    let cpus: Vec<_> = models
+        .iter()
+        .map(|(m, _)| cpu_decoder(m, Device::Cpu, cfg.kernels))
+        .collect();
+    let members: Vec<Member> = models
+        .iter()
+        .zip(&cpus)
+        .map(|((m, w), c)| Member {
+            model: m,
+            cpu: c.as_ref(),
+            weight: *w,
+        })
+        .collect();
+    translate_members(&members, srcs, cfg, Device::Cpu).unwrap()
+}
+
+#[test]
+fn an_ensemble_of_one_model_twice_is_that_model() {
+    let (_vs, m) = seeded_model(40, 11);
+    let srcs: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| (0..(i % 6 + 1)).map(|j| 4 + (i * 5 + j * 7) % 30).collect())
+        .collect();
+    for kernels in [Kernels::Fused, Kernels::Libtorch] {
+        let cfg = SearchConfig {
+            beam: 4,
+            nbest: 2,
+            kernels,
+            ..SearchConfig::default()
+        };
+        let alone = translate_batch(&m, &srcs, &cfg, Device::Cpu).unwrap();
+        let twice = ensemble_translate(&[(&m, 0.3), (&m, 0.7)], &srcs, &cfg);
+        for (a, b) in alone.iter().zip(&twice) {
+            assert_eq!(a.len(), b.len(), "{kernels:?}");
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.tokens, y.tokens, "{kernels:?}");
+                assert_eq!(x.alignment, y.alignment, "{kernels:?}");
+                assert!((x.score - y.score).abs() < 1e-5, "{kernels:?}: {x:?} vs {y:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_wide_beam_over_an_ensemble_equals_exhaustive_search_of_its_mean() {
+    let (_va, a) = seeded_model(8, 21);
+    let (_vb, b) = seeded_model(8, 22);
+    let cfg = SearchConfig {
+        beam: 64,
+        alpha: 0.6,
+        beta: 0.2,
+        max_len_a: 0.0,
+        max_len_b: 3,
+        nbest: 1,
+        kernels: Kernels::Fused,
+    };
+    let models = [(&a, 0.25), (&b, 0.75)];
+    let mut differs = 0;
+    for src in [vec![4u32, 5, 6], vec![7, 3], vec![5], vec![6, 6, 4, 7]] {
+        let (toks, score) = exhaustive_ensemble(&models, &src, 3, 0.6, 0.2);
+        let got = &ensemble_translate(&models, std::slice::from_ref(&src), &cfg)[0][0];
+        assert_eq!(got.tokens, toks, "src {src:?}");
+        assert!((got.score - score).abs() < 1e-4, "{} vs {score}", got.score);
+        // The ensemble is not one of its models: somewhere, a member alone picks otherwise.
+        let alone = exhaustive(&a, &src, 3, 0.6, 0.2);
+        differs += usize::from(alone.0 != toks || (alone.1 - score).abs() > 1e-3);
+    }
+    assert!(differs > 0, "the ensemble scored as its first model everywhere");
 }
 
 #[test]
@@ -236,6 +340,7 @@ fn token_budget_batches_and_keeps_results() {
     .unwrap();
     let tr = |batch_size, max_tokens| stream::Engine {
         model: &m,
+        ensemble: Default::default(),
         device: Device::Cpu,
         search: SearchConfig::default(),
         batch_size,
