@@ -400,6 +400,7 @@ fn vocab_train_resume_translate_eval() {
     );
     translate_resumes_after_a_kill(&avg, t);
     sharded_translation_survives_a_killed_rank(&avg, t);
+    ensembles_translate_as_one_model(&avg, &a.join("final"), t);
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")
@@ -1111,4 +1112,87 @@ fn sharded_translation_survives_a_killed_rank(model: &Path, t: &Path) {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
+}
+
+/// `--model A --model A` translates as A alone (n-best scores included); two models of one
+/// vocabulary translate as an ensemble; another vocabulary and a wrong weight count are refused,
+/// naming the cause.
+fn ensembles_translate_as_one_model(model: &Path, other: &Path, t: &Path) {
+    let src = data().join("valid.en");
+    let translate = |models: &[&Path], extra: &[&str], out: &Path| {
+        let mut c = gnmt();
+        c.args(["translate", "--beam", "3", "--nbest", "2"])
+            .args(extra);
+        for m in models {
+            c.arg("--model").arg(m);
+        }
+        c.arg("-i").arg(&src).arg("-o").arg(out);
+        run(&mut c)
+    };
+    let alone = t.join("alone.nbest");
+    let o = translate(&[model], &[], &alone);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let twice = t.join("twice.nbest");
+    let o = translate(&[model, model], &["--weights", "0.4,0.6"], &twice);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an ensemble of 2 models"),
+        "{}",
+        stderr(&o)
+    );
+    let (a, b) = (
+        std::fs::read_to_string(&alone).unwrap(),
+        std::fs::read_to_string(&twice).unwrap(),
+    );
+    assert_eq!(a.lines().count(), b.lines().count());
+    for (x, y) in a.lines().zip(b.lines()) {
+        let (xt, xs) = x.rsplit_once(" ||| ").unwrap();
+        let (yt, ys) = y.rsplit_once(" ||| ").unwrap();
+        assert_eq!(xt, yt);
+        let (xs, ys): (f64, f64) = (xs.parse().unwrap(), ys.parse().unwrap());
+        // Printed to 4 decimals; the ensemble's renormalization rounds in the 6th digit.
+        assert!((xs - ys).abs() <= 1.5e-4 + 1e-5 * xs.abs(), "{x} vs {y}");
+    }
+    // Two different models of one vocabulary: one output line per input, n-best lists whole.
+    let pair = t.join("pair.nbest");
+    let o = translate(&[model, other], &[], &pair);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&pair).unwrap();
+    assert_eq!(text.lines().count(), a.lines().count());
+    // Weights must match the models.
+    let o = translate(&[model, other], &["--weights", "1"], &t.join("w.nbest"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("1 weights for 2 models"),
+        "{}",
+        stderr(&o)
+    );
+    // A model of another vocabulary (same size, other pieces) is refused, both named.
+    let alien = t.join("alien");
+    std::fs::create_dir_all(&alien).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), alien.join(f)).unwrap();
+    }
+    let d = data();
+    let size = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(model.join("config.json")).unwrap(),
+    )
+    .unwrap()["vocab_size"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let o = run(gnmt()
+        .args(["vocab", "--kind", "bpe", "--size", &size, "-o"])
+        .arg(alien.join("tokenizer.json"))
+        .arg("--src")
+        .arg(d.join("train.en"))
+        .arg("--tgt")
+        .arg(d.join("train.de")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = translate(&[model, &alien], &[], &t.join("alien.nbest"));
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("different vocabularies"),
+        "{e}"
+    );
+    assert!(e.contains("alien"), "{e}");
 }

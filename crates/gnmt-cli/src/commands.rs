@@ -15,7 +15,7 @@ use gnmt_model::{DeviceSpec, ModelConfig, Seq2Seq};
 use gnmt_tokenizer::{SubwordTokenizer, VocabKind};
 use gnmt_train::{Control, Progress, ProgressFn, Start, TrainConfig};
 use gnmt_translate::stream::{Engine, OutputOptions, Translator};
-use gnmt_translate::{ModelDir, SearchConfig};
+use gnmt_translate::SearchConfig;
 use serde::Serialize;
 use tch::nn;
 
@@ -450,9 +450,8 @@ fn train_progress_bar(total: i64) -> Option<indicatif::ProgressBar> {
 
 #[derive(Args, Debug)]
 pub struct TranslateArgs {
-    /// Model directory (config.json, tokenizer.json, model.safetensors).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    models: crate::models::ModelArgs,
     /// Input file (default: stdin).
     #[arg(short, long)]
     input: Option<PathBuf>,
@@ -504,17 +503,11 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     let device = rank_device(a.device.0)?;
-    let ModelDir {
-        mut vs,
-        model,
-        tokenizer: tok,
-        ..
-    } = ModelDir::open(&a.model, device)?;
-    let precision = a.precision.resolve(&a.model, device)?;
-    let kernels = crate::precision::cast_for(&mut vs, precision, device);
+    let loaded = a.models.load(&a.precision, device)?;
+    let (model, tok) = (&loaded.dirs[0].model, &loaded.dirs[0].tokenizer);
     let search = SearchConfig {
         nbest: a.nbest.max(1),
-        kernels,
+        kernels: loaded.kernels,
         ..SearchConfig::from(&a.search)
     };
     if a.nbest > search.beam {
@@ -538,8 +531,8 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     }
     let tr = Translator {
         engine: Engine {
-            model: &model,
-            ensemble: Default::default(),
+            model,
+            ensemble: loaded.ensemble(),
             device,
             search,
             batch_size: a.batch_size,
@@ -547,7 +540,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             workers,
             threads_per_worker,
         },
-        tokenizer: &tok,
+        tokenizer: tok,
         chunk_lines: a.chunk_lines.max(1),
         shard: group.as_ref(),
     };
@@ -575,8 +568,8 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let job = format!(
         "input {}{stamp}, model {}, {:?}, {:?}, nbest {}, alignments {}",
         input.display(),
-        a.model.display(),
-        precision,
+        a.models.describe(),
+        loaded.precision,
         tr.engine.search,
         a.nbest,
         a.alignments

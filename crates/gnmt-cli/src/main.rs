@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod commands;
 mod doctor;
+mod models;
 mod plot;
 mod precision;
 mod serve;

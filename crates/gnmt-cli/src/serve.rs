@@ -10,13 +10,12 @@ use clap::Args;
 use gnmt_model::DeviceSpec;
 use gnmt_serve::{BatchLimits, Model, RequestLimits, ServeConfig, Server, Settings};
 use gnmt_translate::stream::SharedSearch;
-use gnmt_translate::{ModelDir, SearchConfig};
+use gnmt_translate::SearchConfig;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Model directory (a training run's final/ or best/, or `gnmt average`'s output).
-    #[arg(short, long)]
-    model: PathBuf,
+    #[command(flatten)]
+    models: crate::models::ModelArgs,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -114,23 +113,21 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let stopper = server.stopper();
     ctrlc::set_handler(move || stopper.stop())
         .context("cannot install the SIGTERM / Ctrl-C handler")?;
-    let ModelDir {
-        mut vs,
-        model,
-        tokenizer,
-        ..
-    } = ModelDir::open(&a.model, device)?;
-    let precision = a.precision.resolve(&a.model, device)?;
-    let kernels = crate::precision::cast_for(&mut vs, precision, device);
+    let loaded = a.models.load(&a.precision, device)?;
     let base = SearchConfig {
-        kernels,
+        kernels: loaded.kernels,
         ..defaults
     };
-    let cpu = gnmt_translate::cpu_decoder(&model, device, kernels);
+    // Packed once, shared by every worker.
+    let cpus: Vec<_> = loaded
+        .dirs
+        .iter()
+        .map(|d| gnmt_translate::cpu_decoder(&d.model, device, loaded.kernels))
+        .collect();
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
     let summary = server.run(Model {
-        search: SharedSearch::new(&model, cpu.as_ref(), device),
-        tokenizer,
+        search: SharedSearch::ensemble(loaded.members(&cpus), device),
+        tokenizer: loaded.dirs[0].tokenizer.clone(),
         base,
         workers,
         threads_per_worker,

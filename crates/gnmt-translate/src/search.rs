@@ -337,13 +337,9 @@ impl<'a> Search<'a> {
             }
             None => {
                 let prev = prev.and_then(State::torch);
-                let (logits, attn, st) = m.model.step_logits(
-                    &self.enc[i],
-                    prev,
-                    &self.tokens,
-                    group,
-                    self.cfg.kernels,
-                );
+                let (logits, attn, st) =
+                    m.model
+                        .step_logits(&self.enc[i], prev, &self.tokens, group, self.cfg.kernels);
                 (Logits::Device(logits), attn, State::Torch(st))
             }
         })

@@ -29,7 +29,10 @@ fn exhaustive_ensemble(
     let mut stack: Vec<Vec<u32>> = vec![vec![]];
     let s = Tensor::from_slice(&src.iter().map(|&x| x as i64).collect::<Vec<_>>()).view([1, -1]);
     let lens = Tensor::from_slice(&[src.len() as i64]);
-    let encs: Vec<_> = models.iter().map(|(m, _)| m.encode(&s, &lens, false)).collect();
+    let encs: Vec<_> = models
+        .iter()
+        .map(|(m, _)| m.encode(&s, &lens, false))
+        .collect();
     while let Some(prefix) = stack.pop() {
         let mut inp = vec![BOS as i64];
         inp.extend(prefix.iter().map(|&x| x as i64));
@@ -127,7 +130,10 @@ fn an_ensemble_of_one_model_twice_is_that_model() {
             for (x, y) in a.iter().zip(b) {
                 assert_eq!(x.tokens, y.tokens, "{kernels:?}");
                 assert_eq!(x.alignment, y.alignment, "{kernels:?}");
-                assert!((x.score - y.score).abs() < 1e-5, "{kernels:?}: {x:?} vs {y:?}");
+                assert!(
+                    (x.score - y.score).abs() < 1e-5,
+                    "{kernels:?}: {x:?} vs {y:?}"
+                );
             }
         }
     }
@@ -157,7 +163,10 @@ fn a_wide_beam_over_an_ensemble_equals_exhaustive_search_of_its_mean() {
         let alone = exhaustive(&a, &src, 3, 0.6, 0.2);
         differs += usize::from(alone.0 != toks || (alone.1 - score).abs() > 1e-3);
     }
-    assert!(differs > 0, "the ensemble scored as its first model everywhere");
+    assert!(
+        differs > 0,
+        "the ensemble scored as its first model everywhere"
+    );
 }
 
 #[test]
