@@ -118,8 +118,11 @@ enum Logits {
     Device(Tensor),
 }
 
-/// One model's step: its best candidates (scores, indices), attention and next state.
-type Top = ((Vec<f32>, Vec<i64>), Tensor, State);
+/// Best candidates of a step: scores, and `beam * vocab + token` indices.
+type Candidates = (Vec<f32>, Vec<i64>);
+
+/// One model's step: its best candidates, attention and next state.
+type Top = (Candidates, Tensor, State);
 
 /// `acc += w * x`, element by element (`acc` starts empty).
 fn add_scaled(acc: &mut Vec<f32>, x: &[f32], w: f32) {
@@ -361,7 +364,7 @@ impl<'a> Search<'a> {
         &self,
         want: usize,
         scores: &[f64],
-    ) -> Result<((Vec<f32>, Vec<i64>), Vec<f32>, Vec<State>), TchError> {
+    ) -> Result<(Candidates, Vec<f32>, Vec<State>), TchError> {
         let mut logp: Vec<f32> = Vec::new();
         let mut attn: Vec<f32> = Vec::new();
         let mut states = Vec::with_capacity(self.members.len());
