@@ -401,6 +401,7 @@ fn vocab_train_resume_translate_eval() {
     translate_resumes_after_a_kill(&avg, t);
     sharded_translation_survives_a_killed_rank(&avg, t);
     ensembles_translate_as_one_model(&avg, &a.join("final"), t);
+    tune_writes_the_settings_translate_starts_from(&avg, t);
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")
@@ -1195,4 +1196,90 @@ fn ensembles_translate_as_one_model(model: &Path, other: &Path, t: &Path) {
         "{e}"
     );
     assert!(e.contains("alien"), "{e}");
+}
+
+/// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
+/// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
+/// grid value that is no setting is refused.
+fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
+    let dir = t.join("tuned");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model.join(f), dir.join(f)).unwrap();
+    }
+    let d = data();
+    let tune = |extra: &[&str]| {
+        run(gnmt()
+            .args(["tune", "--threads", "1", "--model"])
+            .arg(&dir)
+            .arg("--src")
+            .arg(d.join("valid.en"))
+            .arg("--ref")
+            .arg(d.join("valid.de"))
+            .args(extra))
+    };
+    let o = tune(&[
+        "--beams",
+        "2",
+        "--alphas",
+        "0.6",
+        "--betas",
+        "0,0.3",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("| 2 | 0.6 | 0.3 |"), "{}", stdout(&o));
+    assert!(
+        !dir.join("search.json").exists(),
+        "--dry-run wrote search.json"
+    );
+    let o = tune(&["--beams", "1,2", "--alphas", "0.2,1.0", "--betas", "0.3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("search.json")).unwrap()).unwrap();
+    let (beam, alpha) = (
+        rec["beam"].as_u64().unwrap(),
+        rec["alpha"].as_f64().unwrap(),
+    );
+    assert!(
+        [1, 2].contains(&beam) && [0.2, 1.0].contains(&alpha),
+        "{rec}"
+    );
+    assert_eq!(rec["beta"].as_f64(), Some(0.3), "{rec}");
+    let translate = |m: &Path, extra: &[&str], out: &Path| {
+        run(gnmt()
+            .args(["translate", "--model"])
+            .arg(m)
+            .args(extra)
+            .arg("-i")
+            .arg(d.join("valid.en"))
+            .arg("-o")
+            .arg(out))
+    };
+    let tuned_out = t.join("tuned.de");
+    let o = translate(&dir, &[], &tuned_out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tuned by `gnmt tune`"),
+        "{}",
+        stderr(&o)
+    );
+    let flags_out = t.join("flags.de");
+    let (b, a) = (beam.to_string(), alpha.to_string());
+    let o = translate(
+        model,
+        &["--beam", &b, "--alpha", &a, "--beta", "0.3"],
+        &flags_out,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&tuned_out).unwrap(),
+        std::fs::read(&flags_out).unwrap()
+    );
+    let o = tune(&["--beams", "0"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--beams: 0"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -7,15 +7,17 @@ use gnmt_translate::SearchConfig;
 /// [`SearchConfig::default`]'s.
 #[derive(Args, Debug, Clone)]
 pub struct SearchArgs {
-    /// Beam width.
-    #[arg(long, default_value_t = SearchConfig::default().beam)]
-    pub beam: usize,
-    /// Length normalization exponent: scores are divided by ((5 + |Y|) / 6)^alpha.
-    #[arg(long, default_value_t = SearchConfig::default().alpha)]
-    pub alpha: f64,
-    /// Coverage penalty weight: beta * sum over source words of log(min(attention sum, 1)).
-    #[arg(long, default_value_t = SearchConfig::default().beta)]
-    pub beta: f64,
+    /// Beam width [default: the model's search.json from `gnmt tune`, else 5].
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// Length normalization exponent: scores are divided by ((5 + |Y|) / 6)^alpha [default: the
+    /// model's search.json, else 0.6].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Coverage penalty weight: beta * sum over source words of log(min(attention sum, 1))
+    /// [default: the model's search.json, else 0.1].
+    #[arg(long)]
+    pub beta: Option<f64>,
     /// Output length limit: max_len_a * source length + max_len_b.
     #[arg(long, default_value_t = SearchConfig::default().max_len_a)]
     pub max_len_a: f64,
@@ -28,13 +30,47 @@ pub struct SearchArgs {
 
 impl From<&SearchArgs> for SearchConfig {
     fn from(a: &SearchArgs) -> Self {
-        SearchConfig {
-            beam: if a.greedy { 1 } else { a.beam.max(1) },
-            alpha: a.alpha,
-            beta: a.beta,
-            max_len_a: a.max_len_a,
-            max_len_b: a.max_len_b,
+        a.config(None)
+    }
+}
+
+impl SearchArgs {
+    /// The settings: each flag given, else the tuned settings (if any), else the defaults.
+    pub fn config(&self, tuned: Option<&gnmt_translate::TunedSearch>) -> SearchConfig {
+        let base = SearchConfig {
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
             ..SearchConfig::default()
+        };
+        let base = tuned.map_or(base.clone(), |t| t.apply(base));
+        let beam = if self.greedy {
+            1
+        } else {
+            self.beam.unwrap_or(base.beam).max(1)
+        };
+        SearchConfig {
+            beam,
+            alpha: self.alpha.unwrap_or(base.alpha),
+            beta: self.beta.unwrap_or(base.beta),
+            ..base
         }
+    }
+
+    /// [`SearchArgs::config`] with the tuned settings beside `model_dir`, saying so in the log.
+    pub fn config_for(&self, model_dir: &std::path::Path) -> anyhow::Result<SearchConfig> {
+        let tuned = gnmt_translate::TunedSearch::read(model_dir)?;
+        if let Some(t) = &tuned {
+            tracing::info!(
+                "search settings tuned by `gnmt tune` ({}): beam {}, alpha {}, beta {} \
+                 (validation BLEU {:.2}, defaults {:.2}); flags override them",
+                model_dir.join(gnmt_translate::TUNED_FILE).display(),
+                t.beam,
+                t.alpha,
+                t.beta,
+                t.bleu,
+                t.default_bleu
+            );
+        }
+        Ok(self.config(tuned.as_ref()))
     }
 }

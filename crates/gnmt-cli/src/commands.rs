@@ -508,7 +508,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let search = SearchConfig {
         nbest: a.nbest.max(1),
         kernels: loaded.kernels,
-        ..SearchConfig::from(&a.search)
+        ..a.search.config_for(a.models.first())?
     };
     if a.nbest > search.beam {
         bail!(

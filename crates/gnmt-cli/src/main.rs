@@ -10,6 +10,7 @@ mod models;
 mod plot;
 mod precision;
 mod serve;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,10 @@ enum Command {
     /// record the BLEU of each beside the model: `gnmt translate` then picks the fastest that
     /// stays within 0.2 BLEU of fp32.
     CheckPrecision(precision::CheckPrecisionArgs),
+    /// Try beam widths, length normalization (alpha) and coverage penalties (beta) on validation
+    /// data, print the BLEU of each, and write the best beside the model (search.json), where
+    /// translate and serve start from it.
+    Tune(tune::TuneArgs),
     /// Average the weights of several checkpoints into one model directory.
     Average(commands::AverageArgs),
     /// Draw loss, BLEU, learning rate and gradient norms of a training run.
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Average(a) => commands::average(a),
         Command::CheckPrecision(a) => precision::check_precision(a),
+        Command::Tune(a) => tune::run(a),
         Command::Prepare(a) => commands::prepare(a),
         Command::Plot(a) => plot::run(a),
         Command::Bench(a) => bench::run(a),

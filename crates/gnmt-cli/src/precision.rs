@@ -103,56 +103,17 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     let ModelDir {
         model, tokenizer, ..
     } = ModelDir::open(&a.model, device)?;
-    let mut sources = gnmt_data::text::read_lines(&a.src)?;
-    let mut refs = gnmt_data::text::read_lines(&a.reference)?;
-    if sources.len() != refs.len() {
-        bail!(
-            "{} has {} lines, {} has {}",
-            a.src.display(),
-            sources.len(),
-            a.reference.display(),
-            refs.len()
-        );
-    }
-    sources.truncate(a.sentences);
-    refs.truncate(a.sentences);
-    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
+    let (sources, refs) = read_validation(&a.src, &a.reference, a.sentences)?;
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
     for &precision in [Precision::Fp32].iter().chain(&faster) {
         let (kernels, _) = gnmt_translate::precision_plan(precision, device);
-        // What `gnmt translate` runs at this precision, its plain best translations kept.
-        let tr = Translator {
-            engine: Engine {
-                model: &model,
-                ensemble: Default::default(),
-                device,
-                search: SearchConfig {
-                    kernels,
-                    ..SearchConfig::from(&a.search)
-                },
-                batch_size: 64,
-                max_tokens: None,
-                workers,
-                threads_per_worker,
-            },
-            tokenizer: &tokenizer,
-            chunk_lines: sources.len().max(1),
-            shard: None,
-        };
-        let keep_best = OutputOptions {
-            keep_best: true,
-            ..OutputOptions::default()
+        let search = SearchConfig {
+            kernels,
+            ..SearchConfig::from(&a.search)
         };
         let t = Instant::now();
-        let lines = sources
-            .iter()
-            .cloned()
-            .map(Ok::<_, std::convert::Infallible>);
-        let summary = tr.translate_stream(lines, 0, &mut std::io::sink(), &keep_best, |_| {})?;
-        let score = crate::commands::corpus_bleu(summary.best, refs.clone())
-            .with_context(|| format!("scoring against {}", a.reference.display()))?
-            .score;
+        let score = validation_bleu(&model, &tokenizer, search, &sources, &refs, &a.reference)?;
         println!(
             "{:<5} BLEU {score:6.2}  ({:.1}s)",
             precision.name(),
@@ -211,4 +172,67 @@ pub fn cast_for(
         gnmt_model::Isa::detected()
     );
     kernels
+}
+
+/// The first `n` lines of a validation source and of its reference, checked to pair up.
+pub fn read_validation(
+    src: &Path,
+    reference: &Path,
+    n: usize,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut sources = gnmt_data::text::read_lines(src)?;
+    let mut refs = gnmt_data::text::read_lines(reference)?;
+    if sources.len() != refs.len() {
+        bail!(
+            "{} has {} lines, {} has {}",
+            src.display(),
+            sources.len(),
+            reference.display(),
+            refs.len()
+        );
+    }
+    sources.truncate(n);
+    refs.truncate(n);
+    Ok((sources, refs))
+}
+
+/// BLEU (13a, cased) of the best translations of `sources` as `gnmt translate` makes them with
+/// `search` on the CPU, against `refs` (read from `ref_path`).
+pub fn validation_bleu(
+    model: &gnmt_model::Seq2Seq,
+    tokenizer: &gnmt_tokenizer::SubwordTokenizer,
+    search: SearchConfig,
+    sources: &[String],
+    refs: &[String],
+    ref_path: &Path,
+) -> Result<f64> {
+    let device = tch::Device::Cpu;
+    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
+    let tr = Translator {
+        engine: Engine {
+            model,
+            ensemble: Default::default(),
+            device,
+            search,
+            batch_size: 64,
+            max_tokens: None,
+            workers,
+            threads_per_worker,
+        },
+        tokenizer,
+        chunk_lines: sources.len().max(1),
+        shard: None,
+    };
+    let keep_best = OutputOptions {
+        keep_best: true,
+        ..OutputOptions::default()
+    };
+    let lines = sources
+        .iter()
+        .cloned()
+        .map(Ok::<_, std::convert::Infallible>);
+    let summary = tr.translate_stream(lines, 0, &mut std::io::sink(), &keep_best, |_| {})?;
+    Ok(crate::commands::corpus_bleu(summary.best, refs.to_vec())
+        .with_context(|| format!("scoring against {}", ref_path.display()))?
+        .score)
 }

@@ -98,7 +98,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     let device = a.device.0;
-    let defaults = SearchConfig::from(&a.search);
+    let defaults = a.search.config_for(a.models.first())?;
     if defaults.beam > a.max_beam {
         bail!(
             "--beam {} is above --max-beam {}",

@@ -10,6 +10,7 @@ mod model_dir;
 mod precision;
 mod search;
 pub mod stream;
+mod tuned;
 
 pub use model_dir::{ModelDir, ModelDirError, MODEL_FILES};
 pub use precision::{
@@ -18,6 +19,7 @@ pub use precision::{
 use search::search;
 #[cfg(test)]
 use search::{expand, fused_expand, length_penalty};
+pub use tuned::{TunedSearch, TUNED_FILE};
 
 use gnmt_model::{CpuDecoder, Kernels, Seq2Seq};
 use tch::{Device, TchError};

@@ -84,27 +84,39 @@ pub struct PrecisionCheck {
 
 /// A record that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {msg} (delete it, or run `gnmt check-precision` again)")]
+#[error("{path}: {msg} (delete it, or run `gnmt {command}` again)")]
 pub struct CheckError {
     pub path: String,
     pub msg: String,
+    /// The command that writes the record.
+    pub command: &'static str,
+}
+
+/// The JSON record `file` beside a model, written by `gnmt command`, if there is one.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
+    model_dir: &Path,
+    file: &str,
+    command: &'static str,
+) -> Result<Option<T>, CheckError> {
+    let path = model_dir.join(file);
+    let err = |msg: String| CheckError {
+        path: path.display().to_string(),
+        msg,
+        command,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(e.to_string())),
+    }
 }
 
 impl PrecisionCheck {
     /// The record in `model_dir`, if there is one.
     pub fn read(model_dir: &Path) -> Result<Option<Self>, CheckError> {
-        let path = model_dir.join(CHECK_FILE);
-        let err = |msg: String| CheckError {
-            path: path.display().to_string(),
-            msg,
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| err(e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(err(e.to_string())),
-        }
+        read_record(model_dir, CHECK_FILE, "check-precision")
     }
 
     /// The precision to run when none is asked for, and why (for the log): the first of the
