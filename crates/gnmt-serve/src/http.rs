@@ -158,6 +158,12 @@ async fn answer(
         }
     };
     let n = sources.len();
+    if hyps.len() != n {
+        return Err(Rejection {
+            status: 500,
+            message: format!("the search answered {} of {n} sentences", hyps.len()),
+        });
+    }
     let resp = respond(app, vocab, &req, &sources, &hyps, warnings)?;
     Ok((resp, n))
 }
