@@ -199,20 +199,40 @@ fn drop_abandoned(st: &mut State) {
     }
 }
 
-/// Takes the head job and, in queue order, each later job with its settings that still fits.
+/// Takes the head job and, closest in sentence length first, each later job with its settings
+/// that still fits; the rest keep their order.
 fn take_batch(st: &mut State, limits: &BatchLimits) -> Vec<Job> {
     let Some(head) = st.jobs.pop_front() else {
         return Vec::new();
     };
     let settings = head.settings;
+    let width = |j: &Job| j.tokens() as f64 / j.sources.len().max(1) as f64;
+    let head_width = width(&head);
     let (mut n, mut t) = (head.sources.len(), head.tokens());
-    let mut batch = vec![head];
-    let mut rest = VecDeque::with_capacity(st.jobs.len());
-    while let Some(j) = st.jobs.pop_front() {
-        let fits = n + j.sources.len() <= limits.sentences && t + j.tokens() <= limits.tokens;
-        if j.settings == settings && fits {
+    // The compatible jobs closest in sentence length to the head first: a batch of similar
+    // lengths pads less and its short sentences do not wait for a long one (measured against
+    // queue order, 3 alternating rounds: 64 clients 182-255 against 171-233 sentences/s, 16
+    // clients even within the noise).
+    let mut order: Vec<usize> = (0..st.jobs.len())
+        .filter(|&i| st.jobs[i].settings == settings)
+        .collect();
+    order.sort_by(|&a, &b| {
+        let d = |i: usize| (width(&st.jobs[i]) - head_width).abs();
+        d(a).total_cmp(&d(b))
+    });
+    let mut take = vec![false; st.jobs.len()];
+    for i in order {
+        let j = &st.jobs[i];
+        if n + j.sources.len() <= limits.sentences && t + j.tokens() <= limits.tokens {
             n += j.sources.len();
             t += j.tokens();
+            take[i] = true;
+        }
+    }
+    let mut batch = vec![head];
+    let mut rest = VecDeque::with_capacity(st.jobs.len());
+    for (j, taken) in std::mem::take(&mut st.jobs).into_iter().zip(take) {
+        if taken {
             batch.push(j);
         } else {
             rest.push_back(j);
@@ -310,6 +330,30 @@ mod tests {
         // Nothing else came for 4 ms: it starts then (not at once, nor after the window).
         assert!(t.elapsed() >= Duration::from_millis(3), "{:?}", t.elapsed());
         assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn a_batch_gathers_sentences_of_the_head_s_length_first() {
+        let q = Queue::new(100);
+        let mut keep = Vec::new();
+        for len in [4usize, 20, 5, 19, 3] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            keep.push(rx);
+            let j = Job {
+                sources: vec![vec![7; len]],
+                settings: S,
+                reply: tx,
+                enqueued: Instant::now(),
+            };
+            q.push(j).unwrap();
+        }
+        let limits = BatchLimits {
+            sentences: 3,
+            ..LIMITS
+        };
+        let lens = |b: Vec<Job>| b.iter().map(|j| j.sources[0].len()).collect::<Vec<_>>();
+        assert_eq!(lens(q.next_batch(&limits).unwrap()), [4, 5, 3]);
+        assert_eq!(lens(q.next_batch(&limits).unwrap()), [20, 19]);
     }
 
     #[test]
