@@ -1247,8 +1247,9 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
     );
     assert_eq!(rec["beta"].as_f64(), Some(0.3), "{rec}");
     let translate = |m: &Path, extra: &[&str], out: &Path| {
+        // One precision for both (a model's precision.json may pick another by default).
         run(gnmt()
-            .args(["translate", "--model"])
+            .args(["translate", "--precision", "fp32", "--model"])
             .arg(m)
             .args(extra)
             .arg("-i")
