@@ -688,15 +688,27 @@ fn rank_cmd(
     port: u16,
 ) -> std::process::Command {
     let mut c = train_cmd(run_dir, steps);
+    as_rank(&mut c, rank, world, port, 30)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// `c` as rank `rank` of `world` on this machine, with the variables torchrun sets and a
+/// c10d timeout of `timeout_secs`.
+fn as_rank(
+    c: &mut std::process::Command,
+    rank: usize,
+    world: usize,
+    port: u16,
+    timeout_secs: u64,
+) -> &mut std::process::Command {
     c.env("WORLD_SIZE", world.to_string())
         .env("RANK", rank.to_string())
         .env("LOCAL_RANK", rank.to_string())
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
-        .env("GNMT_DIST_TIMEOUT", "30")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    c
+        .env("GNMT_DIST_TIMEOUT", timeout_secs.to_string())
 }
 
 #[test]
@@ -934,17 +946,16 @@ fn sharded_translation_equals_one_process(model: &Path, t: &Path) {
     let port = free_port();
     let ranks: Vec<_> = (0..2)
         .map(|rank| {
-            gnmt()
-                .args(args(&sharded, &["--nbest", "2"]))
-                .env("WORLD_SIZE", "2")
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("GNMT_DIST_TIMEOUT", "60")
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            as_rank(
+                gnmt().args(args(&sharded, &["--nbest", "2"])),
+                rank,
+                2,
+                port,
+                60,
+            )
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     for r in ranks {
@@ -959,21 +970,31 @@ fn sharded_translation_equals_one_process(model: &Path, t: &Path) {
     );
 }
 
+/// `gnmt translate --greedy` of `src` into `out` in chunks of 25 lines: the interrupted jobs.
+fn chunked_translate(model: &Path, src: &Path, out: &Path) -> std::process::Command {
+    let mut c = gnmt();
+    c.args(["translate", "--greedy", "--chunk-lines", "25", "--model"])
+        .arg(model)
+        .arg("-i")
+        .arg(src)
+        .arg("-o")
+        .arg(out);
+    c
+}
+
+/// Waits until `path` exists, or `deadline`.
+fn wait_for_file(path: &Path, deadline: std::time::Instant) {
+    while !path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A translation killed mid-way (kill -9) and continued with --resume writes exactly what an
 /// uninterrupted run writes: nothing lost, nothing twice.
 fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
     let src = t.join("resume.en");
     std::fs::write(&src, mixed_input(3000, 50)).unwrap();
-    let translate = |out: &Path| {
-        let mut c = gnmt();
-        c.args(["translate", "--greedy", "--chunk-lines", "25", "--model"])
-            .arg(model)
-            .arg("-i")
-            .arg(&src)
-            .arg("-o")
-            .arg(out);
-        c
-    };
+    let translate = |out: &Path| chunked_translate(model, &src, out);
     let whole = t.join("whole.de");
     let o = run(&mut translate(&whole));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -984,9 +1005,7 @@ fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !record.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_file(&record, deadline);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
@@ -1010,9 +1029,7 @@ fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    while !record.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_file(&record, deadline);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(record.exists(), "the second run was not interrupted");
@@ -1058,16 +1075,7 @@ fn mixed_input(n: usize, period: usize) -> String {
 /// it wrote, and one process with --resume completes the output byte for byte.
 fn sharded_translation_survives_a_killed_rank(model: &Path, t: &Path) {
     let src = t.join("resume.en");
-    let translate = |out: &Path| {
-        let mut c = gnmt();
-        c.args(["translate", "--greedy", "--chunk-lines", "25", "--model"])
-            .arg(model)
-            .arg("-i")
-            .arg(&src)
-            .arg("-o")
-            .arg(out);
-        c
-    };
+    let translate = |out: &Path| chunked_translate(model, &src, out);
     let whole = t.join("whole-sharded.de");
     let o = run(&mut translate(&whole));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1076,13 +1084,7 @@ fn sharded_translation_survives_a_killed_rank(model: &Path, t: &Path) {
     let port = free_port();
     let mut ranks: Vec<_> = (0..2)
         .map(|rank| {
-            translate(&out)
-                .env("WORLD_SIZE", "2")
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("GNMT_DIST_TIMEOUT", "20")
+            as_rank(&mut translate(&out), rank, 2, port, 20)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -1090,9 +1092,7 @@ fn sharded_translation_survives_a_killed_rank(model: &Path, t: &Path) {
         })
         .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !record.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_file(&record, deadline);
     let mut r1 = ranks.pop().unwrap();
     r1.kill().unwrap(); // SIGKILL
     r1.wait().unwrap();

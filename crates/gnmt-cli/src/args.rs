@@ -74,3 +74,32 @@ impl SearchArgs {
         Ok(self.config(tuned.as_ref()))
     }
 }
+
+/// Where a translation runs: `gnmt translate` and `gnmt serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// cpu, cuda or cuda:N (on CUDA one search stream, batching as on a CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: gnmt_model::DeviceSpec,
+    /// CPU threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Batches searched at once on a CPU, each on its own thread with threads/workers libtorch
+    /// threads (default: one per libtorch thread, at most 8; always 1 on CUDA).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl ComputeArgs {
+    /// The search workers, and libtorch threads per worker, for `device`.
+    pub fn workers_on(&self, device: tch::Device) -> (usize, i32) {
+        gnmt_translate::stream::workers_for(device, self.workers)
+    }
+
+    /// Applies --threads to libtorch.
+    pub fn set_threads(&self) {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+    }
+}

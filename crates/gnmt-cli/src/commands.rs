@@ -474,16 +474,8 @@ pub struct TranslateArgs {
     alignments: bool,
     #[command(flatten)]
     precision: crate::precision::PrecisionArgs,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
-    /// CPU threads for libtorch (default: libtorch's choice, one per core).
-    #[arg(long)]
-    threads: Option<i32>,
-    /// Batches searched at once on a CPU, each on its own thread with threads/workers libtorch
-    /// threads (default: one per libtorch thread, at most 8; always 1 on CUDA).
-    #[arg(long)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    compute: crate::args::ComputeArgs,
     /// Score the best translations against this reference with gnmt-bleu (BLEU, 13a),
     /// whatever the output holds (--nbest, --alignments).
     #[arg(long = "ref", conflicts_with = "resume")]
@@ -499,10 +491,8 @@ pub struct TranslateArgs {
 }
 
 pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
-    let device = rank_device(a.device.0)?;
+    a.compute.set_threads();
+    let device = rank_device(a.compute.device.0)?;
     let loaded = a.models.load(&a.precision, device)?;
     let (model, tok) = (&loaded.dirs[0].model, &loaded.dirs[0].tokenizer);
     let search = SearchConfig {
@@ -517,7 +507,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
             search.beam
         );
     }
-    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
+    let (workers, threads_per_worker) = a.compute.workers_on(device);
     if workers > 1 {
         tracing::info!(
             "{workers} search workers, {threads_per_worker} libtorch thread(s) each (--workers)"

@@ -72,20 +72,46 @@ pub fn default_precision(model: &Path, device: tch::Device) -> Result<Precision>
     Ok(p)
 }
 
+/// The model and the validation data that `gnmt check-precision` and `gnmt tune` measure it
+/// on.
 #[derive(Args, Debug)]
-pub struct CheckPrecisionArgs {
-    /// Model directory; the result goes to its precision.json.
+pub struct ValidationArgs {
+    /// Model directory; the result is recorded beside it (precision.json, search.json).
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Validation source text (never a test set: what is chosen on it is kept).
     #[arg(long)]
-    model: PathBuf,
-    /// Validation source text.
-    #[arg(long)]
-    src: PathBuf,
+    pub src: PathBuf,
     /// Its reference translations.
     #[arg(long = "ref")]
-    reference: PathBuf,
-    /// Translate only the first N lines.
+    pub reference: PathBuf,
+    /// Use only the first N lines.
     #[arg(long, default_value_t = 1000)]
-    sentences: usize,
+    pub sentences: usize,
+}
+
+impl ValidationArgs {
+    /// The source and reference lines, checked to pair up.
+    pub fn read(&self) -> Result<(Vec<String>, Vec<String>)> {
+        read_validation(&self.src, &self.reference, self.sentences)
+    }
+
+    /// [`validation_bleu`] against this reference.
+    pub fn bleu(
+        &self,
+        model: &gnmt_model::Seq2Seq,
+        tokenizer: &gnmt_tokenizer::SubwordTokenizer,
+        search: SearchConfig,
+        (sources, refs): (&[String], &[String]),
+    ) -> Result<f64> {
+        validation_bleu(model, tokenizer, search, sources, refs, &self.reference)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CheckPrecisionArgs {
+    #[command(flatten)]
+    data: ValidationArgs,
     #[command(flatten)]
     search: crate::args::SearchArgs,
     /// CPU threads for libtorch.
@@ -102,8 +128,8 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     let device = tch::Device::Cpu;
     let ModelDir {
         model, tokenizer, ..
-    } = ModelDir::open(&a.model, device)?;
-    let (sources, refs) = read_validation(&a.src, &a.reference, a.sentences)?;
+    } = ModelDir::open(&a.data.model, device)?;
+    let (sources, refs) = a.data.read()?;
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
     for &precision in [Precision::Fp32].iter().chain(&faster) {
@@ -113,7 +139,7 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
             ..SearchConfig::from(&a.search)
         };
         let t = Instant::now();
-        let score = validation_bleu(&model, &tokenizer, search, &sources, &refs, &a.reference)?;
+        let score = a.data.bleu(&model, &tokenizer, search, (&sources, &refs))?;
         println!(
             "{:<5} BLEU {score:6.2}  ({:.1}s)",
             precision.name(),
@@ -122,12 +148,12 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         bleu.insert(precision.name().to_string(), score);
     }
     let check = gnmt_translate::PrecisionCheck {
-        source: a.src.display().to_string(),
+        source: a.data.src.display().to_string(),
         sentences: sources.len(),
         bleu,
     };
     let (pick, why) = gnmt_translate::PrecisionCheck::pick(Some(&check), &faster);
-    let path = a.model.join(gnmt_translate::CHECK_FILE);
+    let path = a.data.model.join(gnmt_translate::CHECK_FILE);
     gnmt_io::write_file(&path, serde_json::to_string_pretty(&check)? + "\n")
         .with_context(|| path.display().to_string())?;
     println!(
@@ -175,11 +201,7 @@ pub fn cast_for(
 }
 
 /// The first `n` lines of a validation source and of its reference, checked to pair up.
-pub fn read_validation(
-    src: &Path,
-    reference: &Path,
-    n: usize,
-) -> Result<(Vec<String>, Vec<String>)> {
+fn read_validation(src: &Path, reference: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
     let mut sources = gnmt_data::text::read_lines(src)?;
     let mut refs = gnmt_data::text::read_lines(reference)?;
     if sources.len() != refs.len() {
@@ -198,7 +220,7 @@ pub fn read_validation(
 
 /// BLEU (13a, cased) of the best translations of `sources` as `gnmt translate` makes them with
 /// `search` on the CPU, against `refs` (read from `ref_path`).
-pub fn validation_bleu(
+fn validation_bleu(
     model: &gnmt_model::Seq2Seq,
     tokenizer: &gnmt_tokenizer::SubwordTokenizer,
     search: SearchConfig,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gnmt_model::DeviceSpec;
 use gnmt_serve::{BatchLimits, Model, RequestLimits, ServeConfig, Server, Settings};
 use gnmt_translate::stream::SharedSearch;
 use gnmt_translate::SearchConfig;
@@ -27,16 +26,8 @@ pub struct ServeArgs {
     search: crate::args::SearchArgs,
     #[command(flatten)]
     precision: crate::precision::PrecisionArgs,
-    /// cpu, cuda or cuda:N (one search stream on the GPU, batching across requests).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
-    /// CPU threads for libtorch (default: one per core).
-    #[arg(long)]
-    threads: Option<i32>,
-    /// Batches searched at once on a CPU, each on its own thread (default: one per libtorch
-    /// thread, at most 8; always 1 on CUDA).
-    #[arg(long)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    compute: crate::args::ComputeArgs,
     /// Sentences per search batch, from however many requests.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -94,10 +85,8 @@ impl ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
-    let device = a.device.0;
+    a.compute.set_threads();
+    let device = a.compute.device.0;
     let defaults = a.search.config_for(a.models.first())?;
     if defaults.beam > a.max_beam {
         bail!(
@@ -124,7 +113,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .iter()
         .map(|d| gnmt_translate::cpu_decoder(&d.model, device, loaded.kernels))
         .collect();
-    let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, a.workers);
+    let (workers, threads_per_worker) = a.compute.workers_on(device);
     let summary = server.run(Model {
         search: SharedSearch::ensemble(loaded.members(&cpus), device),
         tokenizer: loaded.dirs[0].tokenizer.clone(),

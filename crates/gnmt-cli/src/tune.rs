@@ -2,7 +2,6 @@
 //! scored by BLEU on validation data; the best settings are written beside the model
 //! (`search.json`), where `gnmt translate` and `gnmt serve` start from them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -11,18 +10,9 @@ use gnmt_translate::{ModelDir, SearchConfig, TunedSearch, TUNED_FILE};
 
 #[derive(Args, Debug)]
 pub struct TuneArgs {
-    /// Model directory; the chosen settings are written to its search.json.
-    #[arg(short, long)]
-    model: PathBuf,
-    /// Validation source text (never a test set: the settings are chosen on it).
-    #[arg(long)]
-    src: PathBuf,
-    /// Its reference translations.
-    #[arg(long = "ref")]
-    reference: PathBuf,
-    /// Tune on the first N lines.
-    #[arg(long, default_value_t = 1000)]
-    sentences: usize,
+    /// The model (its search.json receives the chosen settings) and the validation data.
+    #[command(flatten)]
+    data: crate::precision::ValidationArgs,
     /// Beam widths to try.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5,8")]
     beams: Vec<usize>,
@@ -56,11 +46,9 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     check_grid(&a)?;
     let ModelDir {
         model, tokenizer, ..
-    } = ModelDir::open(&a.model, tch::Device::Cpu)?;
-    let (sources, refs) = crate::precision::read_validation(&a.src, &a.reference, a.sentences)?;
-    let score = |cfg: SearchConfig| {
-        crate::precision::validation_bleu(&model, &tokenizer, cfg, &sources, &refs, &a.reference)
-    };
+    } = ModelDir::open(&a.data.model, tch::Device::Cpu)?;
+    let (sources, refs) = a.data.read()?;
+    let score = |cfg: SearchConfig| a.data.bleu(&model, &tokenizer, cfg, (&sources, &refs));
     let defaults = SearchConfig::default();
     let default_bleu = score(defaults.clone())?;
     println!(
@@ -69,7 +57,7 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         defaults.alpha,
         defaults.beta,
         sources.len(),
-        a.src.display()
+        a.data.src.display()
     );
     let mut grid = Vec::new();
     for &beam in &a.beams {
@@ -100,10 +88,10 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         beta: best.beta,
         bleu: best.bleu,
         default_bleu,
-        source: a.src.display().to_string(),
+        source: a.data.src.display().to_string(),
         sentences: sources.len(),
     };
-    let path = a.model.join(TUNED_FILE);
+    let path = a.data.model.join(TUNED_FILE);
     if a.dry_run {
         println!("--dry-run: {} left as it was", path.display());
     } else {

@@ -15,6 +15,19 @@ pub struct Response {
 }
 
 impl Response {
+    /// The `translations` of a `200` answer of `POST /v1/translate`; None for any other answer.
+    pub fn translations(&self) -> Option<Vec<String>> {
+        if self.status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        v.get("translations")?
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find_map(|h| {
@@ -130,9 +143,15 @@ mod tests {
         .unwrap();
         assert_eq!((r.status, r.body.as_str()), (503, "{}"));
         assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.translations(), None);
         let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
             .unwrap();
         assert_eq!(r.body, "abcde");
+        let ok = parse(b"HTTP/1.1 200 OK\r\n\r\n{\"translations\": [\"a\", \"\"]}").unwrap();
+        assert_eq!(
+            ok.translations(),
+            Some(vec!["a".to_string(), String::new()])
+        );
         assert!(parse(b"garbage").is_err());
     }
 }

@@ -133,7 +133,8 @@ async fn answer(
         reply: tx,
         enqueued: Instant::now(),
     };
-    let sources = job.sources.clone();
+    // The answer needs only the source lengths: the ids themselves go to the queue.
+    let source_lens: Vec<usize> = job.sources.iter().map(Vec::len).collect();
     app.queue.push(job).map_err(|(why, _)| match why {
         Refused::Full => unavailable("the queue is full; retry shortly"),
         Refused::Closed => unavailable("the server is shutting down"),
@@ -157,14 +158,14 @@ async fn answer(
             })
         }
     };
-    let n = sources.len();
+    let n = source_lens.len();
     if hyps.len() != n {
         return Err(Rejection {
             status: 500,
             message: format!("the search answered {} of {n} sentences", hyps.len()),
         });
     }
-    let resp = respond(app, vocab, &req, &sources, &hyps, warnings)?;
+    let resp = respond(app, vocab, &req, &source_lens, &hyps, warnings)?;
     Ok((resp, n))
 }
 
@@ -196,7 +197,7 @@ fn respond(
     app: &AppState,
     vocab: &Vocab,
     req: &Checked,
-    sources: &[Vec<u32>],
+    source_lens: &[usize],
     hyps: &[Vec<Hypothesis>],
     warnings: Vec<String>,
 ) -> Result<TranslateResponse, Rejection> {
@@ -233,16 +234,16 @@ fn respond(
     };
     let alignments = req.alignments.then(|| {
         best.iter()
-            .zip(sources)
-            .map(|(h, src)| {
-                let last = src.len().saturating_sub(1);
+            .zip(source_lens)
+            .map(|(h, len)| {
+                let last = len.saturating_sub(1);
                 h.alignment.iter().map(|&j| j.min(last)).collect()
             })
             .collect()
     });
     app.metrics.served(Served {
-        sentences: sources.len(),
-        source_tokens: sources.iter().map(Vec::len).sum(),
+        sentences: source_lens.len(),
+        source_tokens: source_lens.iter().sum(),
         output_tokens: best.iter().map(|h| h.tokens.len() + 1).sum(),
         truncated: warnings.len(),
     });

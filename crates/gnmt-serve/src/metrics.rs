@@ -145,12 +145,6 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue's depth of the moment.
     pub fn render(&self, queue_sentences: usize, ready: bool) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
         let _ = writeln!(
             out,
             "# HELP gnmt_requests_total Translation requests answered, by HTTP status.\n# TYPE gnmt_requests_total counter"
@@ -163,37 +157,40 @@ impl Metrics {
         {
             let _ = writeln!(out, "gnmt_requests_total{{code=\"{code}\"}} {n}");
         }
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            &mut out,
-            "gnmt_sentences_total",
-            "Sentences translated.",
-            load(&self.sentences),
-        );
-        counter(
-            &mut out,
-            "gnmt_source_tokens_total",
-            "Source pieces translated.",
-            load(&self.source_tokens),
-        );
-        counter(
-            &mut out,
-            "gnmt_output_tokens_total",
-            "Output pieces of the best translations, end of sentence counted.",
-            load(&self.output_tokens),
-        );
-        counter(
-            &mut out,
-            "gnmt_truncated_sentences_total",
-            "Sentences cut to the model's length limit.",
-            load(&self.truncated),
-        );
-        counter(
-            &mut out,
-            "gnmt_search_errors_total",
-            "Search batches that failed.",
-            load(&self.search_errors),
-        );
+        let counters = [
+            (
+                "gnmt_sentences_total",
+                "Sentences translated.",
+                &self.sentences,
+            ),
+            (
+                "gnmt_source_tokens_total",
+                "Source pieces translated.",
+                &self.source_tokens,
+            ),
+            (
+                "gnmt_output_tokens_total",
+                "Output pieces of the best translations, end of sentence counted.",
+                &self.output_tokens,
+            ),
+            (
+                "gnmt_truncated_sentences_total",
+                "Sentences cut to the model's length limit.",
+                &self.truncated,
+            ),
+            (
+                "gnmt_search_errors_total",
+                "Search batches that failed.",
+                &self.search_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let v = value.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP gnmt_queue_sentences Sentences waiting for a search worker.\n# TYPE gnmt_queue_sentences gauge\ngnmt_queue_sentences {queue_sentences}"
