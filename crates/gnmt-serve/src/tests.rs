@@ -130,6 +130,15 @@ fn alone(sentences: &[String], beam: usize) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `/health` says the model is loaded.
+fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + T;
+    while client::get(addr, "/health", T).unwrap().status != 200 {
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The translations of a `200` answer (the test fails on any other).
 fn translations(r: &client::Response) -> Vec<String> {
     r.translations()
@@ -141,6 +150,7 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_sentences() {
     let all: Vec<String> = (0..60).map(sentence).collect();
     let expected = alone(&all, 3);
     let (got, summary) = with_server(1000, 2, |addr, _| {
+        wait_ready(addr);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
                 .map(|c| {
@@ -177,10 +187,7 @@ fn options_health_metrics_and_bad_requests() {
         let r = client::get(addr, "/health", T).unwrap();
         // Ready once run() has the model; the client may be early.
         assert!(r.status == 200 || r.status == 503, "{r:?}");
-        let deadline = Instant::now() + T;
-        while client::get(addr, "/health", T).unwrap().status != 200 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_ready(addr);
         let r = client::post(
             addr,
             "/v1/translate",
@@ -263,10 +270,7 @@ fn options_health_metrics_and_bad_requests() {
 #[test]
 fn a_small_queue_refuses_with_503_and_retry_after_and_loses_nothing() {
     let ((ok, busy), summary) = with_server(4, 1, |addr, _| {
-        let deadline = Instant::now() + T;
-        while client::get(addr, "/health", T).unwrap().status != 200 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_ready(addr);
         let results: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..16)
                 .map(|c| {
@@ -308,10 +312,7 @@ fn a_small_queue_refuses_with_503_and_retry_after_and_loses_nothing() {
 #[test]
 fn a_stop_answers_every_accepted_request_first() {
     let (statuses, _) = with_server(1000, 1, |addr, stopper| {
-        let deadline = Instant::now() + T;
-        while client::get(addr, "/health", T).unwrap().status != 200 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_ready(addr);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..6)
                 .map(|c| {
