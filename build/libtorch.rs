@@ -21,8 +21,20 @@ pub fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        for arg in ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"] {
+            link_arg(arg);
+        }
+    }
+}
+
+/// A linker argument for every target that links libtorch. In gnmt-cli that is not all of them:
+/// its `gnmt` launcher must stay free of libtorch (forcing `libtorch_cuda` into it would load all
+/// of libtorch at its start), so there the argument goes to `gnmt-torch` and the tests only.
+fn link_arg(arg: &str) {
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("gnmt-cli") {
+        println!("cargo:rustc-link-arg-bin=gnmt-torch={arg}");
+        println!("cargo:rustc-link-arg-tests={arg}");
+    } else {
+        println!("cargo:rustc-link-arg={arg}");
     }
 }

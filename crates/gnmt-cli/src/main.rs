@@ -1,10 +1,12 @@
-//! `gnmt`: train GNMT translation models, translate text files with beam search, and score
-//! translations exactly as sacreBLEU does. Each subcommand lives in its own module; this file
-//! holds the command line, logging set-up and error reporting.
+//! `gnmt-torch`: the half of `gnmt` that links libtorch -- train GNMT translation models,
+//! translate text files with beam search, serve, benchmark. Users type `gnmt`: the launcher
+//! (launcher.rs) runs `gnmt eval` itself and hands every other subcommand to this binary. Each
+//! subcommand lives in its own module; this file holds the command line.
 
 mod args;
 mod bench;
 mod commands;
+mod common;
 mod doctor;
 mod models;
 mod plot;
@@ -15,7 +17,6 @@ mod tune;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// GNMT-style neural machine translation: train, translate, evaluate.
 #[derive(Parser, Debug)]
@@ -73,26 +74,6 @@ enum Command {
     Doctor(doctor::DoctorArgs),
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = if quiet {
-        "error"
-    } else {
-        match verbose {
-            0 => "info",
-            1 => "debug",
-            _ => "trace",
-        }
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
-}
-
 /// libgomp reads OMP_WAIT_POLICY when it is loaded, before `main`; its default (spinning) makes
 /// libtorch up to 8x slower on a machine where another process keeps a core busy. Re-execute
 /// ourselves once with PASSIVE unless the user chose a policy.
@@ -140,7 +121,7 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let args = gnmt_eval::translate_sacrebleu_flags(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
-    init_logging(cli.verbose, cli.quiet);
+    common::init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Eval(args) => gnmt_eval::run(args),
         Command::Doctor(a) => doctor::run(a),
@@ -158,63 +139,5 @@ fn main() -> ExitCode {
         Command::Plot(a) => plot::run(a),
         Command::Bench(a) => bench::run(a),
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {}", report(&err));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The error and its causes, each said once: library errors often repeat their source in their
-/// own message (`path: No such file or directory`), and `{:#}` would print it a second time.
-fn report(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let mut text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        // `reading X` then `X: reason`: say X once.
-        if let Some((head, rest)) = text.split_once(": ") {
-            if !head.is_empty() && out.ends_with(head) {
-                text = rest.to_string();
-            }
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_error_report_names_each_cause_once() {
-        let io = std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "No such file or directory (os error 2)",
-        );
-        #[derive(Debug, thiserror::Error)]
-        #[error("in.txt: {source}")]
-        struct Wrapped {
-            source: std::io::Error,
-        }
-        let err = anyhow::Error::new(Wrapped { source: io }).context("translating");
-        let r = report(&err);
-        assert_eq!(
-            r,
-            "translating: in.txt: No such file or directory (os error 2)"
-        );
-        assert_eq!(r.matches("os error 2").count(), 1, "{r}");
-        // A context naming the path, then the error naming it again: the path once.
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let err = anyhow::Error::new(Wrapped { source: io }).context("reading in.txt");
-        assert_eq!(report(&err), "reading in.txt: gone");
-    }
+    common::exit_code(result)
 }

@@ -1,0 +1,88 @@
+//! What both binaries of this package share: logging set-up and the error report. Both `gnmt`
+//! (the launcher, without libtorch) and `gnmt-torch` include this module.
+
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr at the level of `-v`/`-q`; `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+/// The error and its causes, each said once: library errors often repeat their source in their
+/// own message (`path: No such file or directory`), and `{:#}` would print it a second time.
+pub fn report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let mut text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        // `reading X` then `X: reason`: say X once.
+        if let Some((head, rest)) = text.split_once(": ") {
+            if !head.is_empty() && out.ends_with(head) {
+                text = rest.to_string();
+            }
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Prints the error report and turns the result into the process's exit code.
+pub fn exit_code(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", report(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_names_each_cause_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("in.txt: {source}")]
+        struct Wrapped {
+            source: std::io::Error,
+        }
+        let err = anyhow::Error::new(Wrapped { source: io }).context("translating");
+        let r = report(&err);
+        assert_eq!(
+            r,
+            "translating: in.txt: No such file or directory (os error 2)"
+        );
+        assert_eq!(r.matches("os error 2").count(), 1, "{r}");
+        // A context naming the path, then the error naming it again: the path once.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(Wrapped { source: io }).context("reading in.txt");
+        assert_eq!(report(&err), "reading in.txt: gone");
+    }
+}

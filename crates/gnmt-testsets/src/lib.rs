@@ -1,0 +1,365 @@
+//! # gnmt-testsets
+//!
+//! sacreBLEU's test sets by name (`gnmt eval -t wmt14 -l en-de -i hyp.de`): its catalogue of test
+//! sets (facts from sacreBLEU 2.6.0's definitions), its cache (`$SACREBLEU`, default
+//! `~/.sacrebleu`, laid out as sacreBLEU lays it out, so a machine with sacreBLEU's downloads
+//! works offline and what gnmt downloads sacreBLEU uses), downloads checked against their MD5
+//! sums, and the raw files turned into the same plain-text fields sacreBLEU writes. Pure Rust:
+//! the libtorch-free `gnmt eval` uses it.
+
+mod cache;
+mod catalogue;
+mod process;
+
+use std::path::{Path, PathBuf};
+
+use gnmt_bleu::text::py_rstrip;
+
+pub use cache::Cache;
+pub use catalogue::{Catalogue, Dataset, Kind, PairFiles};
+
+/// What can go wrong finding, fetching or reading a test set.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown test set {0:?} (`gnmt eval --list` lists them)")]
+    UnknownTestSet(String),
+    #[error("no language pair {pair:?} in {set} (it has {available})")]
+    UnknownPair {
+        set: String,
+        pair: String,
+        available: String,
+    },
+    #[error("no field {field:?} in {set}/{pair} (it has {available})")]
+    UnknownField {
+        set: String,
+        pair: String,
+        field: String,
+        available: String,
+    },
+    #[error("downloading {url}: {reason}")]
+    Download { url: String, reason: String },
+    #[error("downloading {url}: MD5 sum {got}, expected {expected}: the download was discarded; if this persists, the file on the server has changed")]
+    Checksum {
+        url: String,
+        got: String,
+        expected: String,
+    },
+    #[error("unpacking {}: {reason}", path.display())]
+    Archive { path: PathBuf, reason: String },
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Text(gnmt_io::text::TextError),
+    #[error("test set catalogue: {0}")]
+    Catalogue(String),
+    #[error("{0}")]
+    Filter(String),
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn catalogue(set: &Dataset, what: &str) -> Error {
+        Error::Catalogue(format!("{}: {what}", set.name))
+    }
+}
+
+/// The catalogue and the cache: what `-t NAME -l PAIR` needs.
+#[derive(Debug)]
+pub struct TestSets {
+    pub catalogue: Catalogue,
+    pub cache: Cache,
+}
+
+/// One language pair of one test set, its fields in the cache.
+#[derive(Debug)]
+pub struct PairData<'a> {
+    pub set: &'a Dataset,
+    pub pair: String,
+    /// Field names and their text files, in sacreBLEU's order.
+    pub fields: Vec<(String, PathBuf)>,
+}
+
+impl TestSets {
+    /// sacreBLEU's catalogue over `$SACREBLEU` (default `~/.sacrebleu`).
+    pub fn from_env() -> Result<TestSets, Error> {
+        Ok(TestSets {
+            catalogue: Catalogue::builtin()?,
+            cache: Cache::from_env(),
+        })
+    }
+
+    /// The fields of `set`/`pair`, downloaded and converted to text first where the cache lacks
+    /// any of them.
+    pub fn pair<'a>(&'a self, set: &str, pair: &str) -> Result<PairData<'a>, Error> {
+        let set = self.catalogue.get(set)?;
+        let files = set.pair_files(pair)?;
+        let names = match (set.kind, files) {
+            (Kind::WmtXml, _) | (_, PairFiles::Xml { .. }) => None,
+            (_, PairFiles::Files(f)) => Some(process::static_fieldnames(set, f)),
+        };
+        let paths = |names: &[String]| -> Vec<(String, PathBuf)> {
+            names
+                .iter()
+                .map(|n| (n.clone(), self.cache.text_path(set, pair, n)))
+                .collect()
+        };
+        if let Some(names) = &names {
+            let fields = paths(names);
+            if fields.iter().all(|(_, p)| p.exists()) {
+                return Ok(PairData { set, pair: pair.into(), fields });
+            }
+        }
+        // WMT XML names its fields inside the file: read it whenever it is asked for.
+        self.cache.ensure_downloaded(set)?;
+        let data = process::fields(set, files, &self.cache.raw_dir(set))?;
+        for (name, lines) in &data {
+            let path = self.cache.text_path(set, pair, name);
+            let keep = set.kind == Kind::WmtXml && path.metadata().is_ok_and(|m| m.len() > 0);
+            if !keep {
+                write_lines(&path, lines)?;
+            }
+        }
+        let names: Vec<String> = data.into_iter().map(|(n, _)| n).collect();
+        Ok(PairData {
+            set,
+            pair: pair.into(),
+            fields: paths(&names),
+        })
+    }
+
+    /// Downloads and converts every pair of a test set, or one.
+    pub fn download(&self, set: &str, pair: Option<&str>) -> Result<(), Error> {
+        let dataset = self.catalogue.get(set)?;
+        let pairs: Vec<&str> = match pair {
+            Some(p) => vec![p],
+            None => dataset.pair_names(),
+        };
+        for p in pairs {
+            self.pair(set, p)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--origlang` and `--subset`: which segments of a test set to keep.
+#[derive(Debug, Default, Clone)]
+pub struct Subset {
+    /// Keep documents first written in this language (`non-XX`: in any other).
+    pub origlang: Option<String>,
+    /// Keep documents whose domain (WMT XML) or annotation (sacreBLEU's subsets of WMT18/19
+    /// SGML; `country:XX` for the country) matches this regular expression.
+    pub subset: Option<String>,
+}
+
+impl Subset {
+    pub fn is_empty(&self) -> bool {
+        self.origlang.is_none() && self.subset.is_none()
+    }
+
+    fn origlang_keeps(&self, doc: &str) -> bool {
+        match self.origlang.as_deref() {
+            None => true,
+            Some(o) => match o.strip_prefix("non-") {
+                Some(not) => doc != not,
+                None => doc == o,
+            },
+        }
+    }
+}
+
+impl TestSets {
+    /// One flag per segment of `set`/`pair`: whether `subset` keeps it (sacreBLEU's
+    /// `filter_subset`, read from the raw WMT XML or SGML source file).
+    pub fn subset_mask(&self, set: &str, pair: &str, subset: &Subset) -> Result<Vec<bool>, Error> {
+        let dataset = self.catalogue.get(set)?;
+        let files = dataset.pair_files(pair)?;
+        self.cache.ensure_downloaded(dataset)?;
+        let raw = self.cache.raw_dir(dataset);
+        let pattern = match subset.subset.as_deref() {
+            Some(s) => {
+                let s = s.strip_prefix("country:").unwrap_or(s);
+                Some(regex::Regex::new(s).map_err(|e| Error::Filter(format!("--subset {s:?}: {e}")))?)
+            }
+            None => None,
+        };
+        let matches = |tag: Option<&str>| match (&pattern, tag) {
+            (None, _) => true,
+            (Some(re), Some(t)) => re.is_match(t),
+            (Some(_), None) => false,
+        };
+        if dataset.kind == Kind::WmtXml {
+            let fields = process::fields(dataset, files, &raw)?;
+            let column = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, c)| c);
+            let origlangs = column("origlang").cloned().unwrap_or_default();
+            let domains = column("domain");
+            return Ok(origlangs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    subset.origlang_keeps(o) && matches(domains.and_then(|d| d.get(i)).map(String::as_str))
+                })
+                .collect());
+        }
+        let first = files.first().unwrap_or("");
+        if !first.ends_with(".sgm") {
+            return Err(Error::Filter(format!(
+                "--origlang and --subset need WMT's XML or SGML files, and {set} has {first:?}"
+            )));
+        }
+        let tags = match &pattern {
+            Some(_) => Some(self.catalogue.subsets.get(set).ok_or_else(|| {
+                Error::Filter(format!("no subset annotation for test set {set}"))
+            })?),
+            None => None,
+        };
+        let mut keep = Vec::new();
+        let mut include = false;
+        for line in read_text(&raw.join(first))? {
+            if line.starts_with("<doc ") {
+                include = match last_attribute(&line, "origlang") {
+                    Some(o) => subset.origlang_keeps(o),
+                    // sacreBLEU compares the whole line then: never equal.
+                    None => subset.origlang_keeps(&line),
+                };
+                if let Some(tags) = tags {
+                    let id = last_attribute(&line, "docid").unwrap_or(&line);
+                    include &= matches(Some(tags.get(id).map_or("", String::as_str)));
+                }
+            } else if line.starts_with("<seg ") {
+                keep.push(include);
+            }
+        }
+        Ok(keep)
+    }
+}
+
+/// `re.sub(r'.* NAME="([^"]+)".*\n', r'\1', line)` when it matches: the last ` NAME="..."`
+/// with a non-empty value.
+fn last_attribute<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    line.rmatch_indices(key.as_str()).find_map(|(at, _)| {
+        let start = at + key.len();
+        let len = line[start..].find('"')?;
+        (len > 0).then(|| &line[start..start + len])
+    })
+}
+
+impl PairData<'_> {
+    pub fn field_names(&self) -> Vec<&str> {
+        self.fields.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The source text file.
+    pub fn source(&self) -> Result<&Path, Error> {
+        self.field("src")
+    }
+
+    /// The reference files scored: for WMT XML the translators the catalogue names (per pair,
+    /// else per test set), otherwise every `ref` field.
+    pub fn references(&self) -> Vec<&Path> {
+        let allowed: Option<Vec<String>> = if self.set.kind == Kind::WmtXml {
+            let per_pair = match self.set.pair(&self.pair) {
+                Some(PairFiles::Xml { refs: Some(r), .. }) => Some(r),
+                _ => None,
+            };
+            let refs = per_pair.or(self.set.refs.as_ref());
+            Some(
+                refs.map(|r| r.iter().map(|t| process::ref_field(Some(t))).collect())
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        };
+        self.fields
+            .iter()
+            .filter(|(n, _)| match &allowed {
+                Some(a) => a.contains(n),
+                None => n.starts_with("ref"),
+            })
+            .map(|(_, p)| p.as_path())
+            .collect()
+    }
+
+    /// The file of a field. `ref` where the set has only named references (`ref:A`, ...) means
+    /// the first of them, as in sacreBLEU.
+    pub fn field(&self, name: &str) -> Result<&Path, Error> {
+        let name = if name == "ref" && !self.fields.iter().any(|(n, _)| n == "ref") {
+            self.fields
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| n.starts_with("ref"))
+                .min()
+                .unwrap_or(name)
+        } else {
+            name
+        };
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_path())
+            .ok_or_else(|| Error::UnknownField {
+                set: self.set.name.clone(),
+                pair: self.pair.clone(),
+                field: name.to_string(),
+                available: self.field_names().join(", "),
+            })
+    }
+
+    /// `--echo FIELD...`: the fields side by side, tab-separated, each line right-stripped.
+    /// `all` is every field.
+    pub fn echo(&self, fields: &[String]) -> Result<Vec<String>, Error> {
+        let names: Vec<String> = if fields.iter().any(|f| f == "all") {
+            if fields.len() != 1 {
+                return Err(Error::Filter("--echo all goes alone".into()));
+            }
+            self.field_names().iter().map(|s| s.to_string()).collect()
+        } else {
+            fields.to_vec()
+        };
+        let columns = names
+            .iter()
+            .map(|n| read_text(self.field(n)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = columns.iter().map(Vec::len).min().unwrap_or(0);
+        Ok((0..rows)
+            .map(|i| {
+                columns
+                    .iter()
+                    .map(|c| py_rstrip(&c[i]))
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect())
+    }
+}
+
+/// The lines of a cached text file, as sacreBLEU reads them (right-stripped by the caller).
+pub fn read_text(path: &Path) -> Result<Vec<String>, Error> {
+    gnmt_io::text::read_lines(path).map_err(Error::Text)
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    gnmt_io::write_file(path, text).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests;
