@@ -26,9 +26,9 @@ measure() {  # label command...: prints "seconds max_rss_mb"
 }
 echo "$N segments (Tatoeba De), $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo
-echo "| metric | sacreBLEU 2.6.0 s (MB) | gnmt eval s (MB) | gnmt-eval s (MB) | speed-up (gnmt-eval) | same output |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for m in "bleu" "chrf" "ter"; do
+echo "| metric | sacreBLEU 2.6.0 s (MB) | gnmt eval s (MB) | gnmt-eval s (MB) | speed-up (gnmt eval) | memory (gnmt eval) | same output |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for m in "bleu" "chrf" "ter" "bleu chrf"; do
     args=("$TMP/ref" -i "$TMP/a" -m ${m%% -*} -f text)
     case "$m" in *-pbs*) args=("$TMP/ref" -i "$TMP/a" "$TMP/b" -m bleu chrf ter -pbs -f text) ;; esac
     read -r st sm < <(measure "$SB_VENV/bin/sacrebleu" "${args[@]}"); cp "$TMP/out" "$TMP/sb.out"
@@ -36,5 +36,5 @@ for m in "bleu" "chrf" "ter"; do
     read -r et em < <(measure "$GE" "${args[@]}"); cmp -s "$TMP/out" "$TMP/g.out" || { echo "gnmt-eval and gnmt eval differ" >&2; exit 1; }
     same=$(diff -q <(sed 's/version:[^|]*$//; s/v:[^|]*$//; s/version:[0-9.]*//; s/version:gnmt-bleu-[0-9.]*//' "$TMP/sb.out") \
                    <(sed 's/version:[^|]*$//; s/v:[^|]*$//; s/version:[0-9.]*//; s/version:gnmt-bleu-[0-9.]*//' "$TMP/g.out") >/dev/null && echo yes || echo NO)
-    echo "| $m | $st ($sm) | $gt ($gm) | $et ($em) | $(awk -v a="$st" -v b="$et" 'BEGIN { printf "%.1fx", a / b }') | $same |"
+    echo "| $m | $st ($sm) | $gt ($gm) | $et ($em) | $(awk -v a="$st" -v b="$gt" 'BEGIN { printf "%.1fx", a / b }') | $(awk -v a="$sm" -v b="$gm" 'BEGIN { printf "1/%.0f", a / b }') | $same |"
 done

@@ -4,6 +4,8 @@
 //! significance tests, and output byte-identical to sacreBLEU 2.6.0. Pure Rust: the `gnmt` binary
 //! uses it as a subcommand, and the `gnmt-eval` binary runs it without loading libtorch.
 
+mod testsets;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use gnmt_bleu::text::{fmt_fixed, py_float_repr, py_json_str, py_rstrip};
 use gnmt_bleu::{
     Bleu, BleuConfig, Chrf, ChrfConfig, Metric, Segments, Smooth, Ter, TercomOptions, Tokenizer,
 };
+use gnmt_testsets::Subset;
 
 /// sacreBLEU's single-dash long options and what they are called here.
 const SACREBLEU_FLAGS: &[(&str, &str)] = &[
@@ -33,6 +36,7 @@ const SACREBLEU_FLAGS: &[(&str, &str)] = &[
     ("-sh", "--short"),
     ("-sl", "--sentence-level"),
     ("-nc", "--no-color"),
+    ("-ol", "--origlang"),
 ];
 
 /// Rewrites sacreBLEU's single-dash long flags (`-tok 13a`) into the double-dash form clap
@@ -104,17 +108,52 @@ enum TokenizeName {
     T13a,
     Intl,
     Char,
+    #[value(name = "ja-mecab")]
+    JaMecab,
+    #[value(name = "ko-mecab")]
+    KoMecab,
+    Spm,
+    Flores101,
+    Flores200,
 }
 
-impl From<TokenizeName> for Tokenizer {
-    fn from(t: TokenizeName) -> Self {
-        match t {
+impl TokenizeName {
+    /// `-tok`, else what sacreBLEU picks for the target language of `-l` (zh, ja-mecab,
+    /// ko-mecab; 13a for the rest).
+    fn resolve(given: Option<TokenizeName>, langpair: Option<&str>) -> TokenizeName {
+        let target = langpair.and_then(|p| p.split('-').nth(1)).unwrap_or("");
+        let best = match target {
+            "zh" => TokenizeName::Zh,
+            "ja" => TokenizeName::JaMecab,
+            "ko" => TokenizeName::KoMecab,
+            _ => TokenizeName::T13a,
+        };
+        match given {
+            None => best,
+            Some(t) => {
+                if best != TokenizeName::T13a && t != best {
+                    tracing::warn!(
+                        "consider the {best:?} tokenizer (-tok) for target language {target:?}"
+                    );
+                }
+                t
+            }
+        }
+    }
+
+    fn tokenizer(self) -> Result<Tokenizer> {
+        Ok(match self {
             TokenizeName::None => Tokenizer::None,
             TokenizeName::Zh => Tokenizer::Zh,
             TokenizeName::T13a => Tokenizer::T13a,
             TokenizeName::Intl => Tokenizer::Intl,
             TokenizeName::Char => Tokenizer::Char,
-        }
+            other => bail!(
+                "the {} tokenizer is not in gnmt yet (sacreBLEU's needs MeCab or SentencePiece models); \
+                 score with -tok 13a, intl, char or zh, or with sacreBLEU",
+                clap::ValueEnum::to_possible_value(&other).map_or_else(String::new, |v| v.get_name().to_string())
+            ),
+        })
     }
 }
 
@@ -131,6 +170,32 @@ enum Format {
 pub struct EvalArgs {
     /// Reference files (before -i). With -nr N, one file with N tab-separated references a line.
     refs: Vec<PathBuf>,
+    /// A test set by name as the references (`--list` lists them; `a,b` concatenates sets),
+    /// from sacreBLEU's cache ($SACREBLEU, default ~/.sacrebleu), downloaded there once.
+    #[arg(short = 't', long = "test-set")]
+    test_set: Option<String>,
+    /// The language pair of the test set, SRC-TGT (its target language picks BLEU's tokenizer
+    /// where -tok is not given: zh, ja-mecab, ko-mecab, else 13a).
+    #[arg(short = 'l', long = "language-pair")]
+    langpair: Option<String>,
+    /// Print fields of the test set (src, ref, docid, ..., or all), tab-separated, and stop.
+    #[arg(long, num_args = 1..)]
+    echo: Option<Vec<String>>,
+    /// List the test sets (for -l), or with -t the fields of each language pair, and stop.
+    #[arg(long)]
+    list: bool,
+    /// Download a test set into the cache (one pair with -l) and stop.
+    #[arg(long, value_name = "TEST_SET")]
+    download: Option<String>,
+    /// Print the test set's BibTeX citation and stop.
+    #[arg(long, alias = "cite")]
+    citation: bool,
+    /// Score only documents originally in this language (non-XX: in any other) [-ol].
+    #[arg(long)]
+    origlang: Option<String>,
+    /// Score only documents whose domain (or WMT18/19 annotation; country:XX) matches this regex.
+    #[arg(long)]
+    subset: Option<String>,
     /// Hypothesis files, one per system; without it, hypotheses come from stdin (tab-separated columns = systems).
     #[arg(short = 'i', long = "input", num_args = 1..)]
     input: Option<Vec<PathBuf>>,
@@ -146,9 +211,9 @@ pub struct EvalArgs {
     /// BLEU smoothing value (floor: 0.1, add-k: 1) [-sv].
     #[arg(long = "smooth-value")]
     smooth_value: Option<f64>,
-    /// BLEU tokenizer [-tok].
-    #[arg(long = "tokenize", value_enum, default_value_t = TokenizeName::T13a)]
-    tokenize: TokenizeName,
+    /// BLEU tokenizer [-tok] (default: by the target language of -l, else 13a).
+    #[arg(long = "tokenize", value_enum)]
+    tokenize: Option<TokenizeName>,
     /// Lowercase for BLEU [-lc].
     #[arg(long = "lowercase")]
     lowercase: bool,
@@ -223,7 +288,7 @@ pub struct EvalArgs {
     no_color: bool,
 }
 
-fn read_text_lines(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_text_lines(path: &Path) -> Result<Vec<String>> {
     let lines = gnmt_io::text::read_lines(path)?;
     Ok(lines
         .into_iter()
@@ -237,7 +302,7 @@ fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
         let metric = match m {
             MetricName::Bleu => Metric::Bleu(Bleu::new(BleuConfig {
                 lowercase: a.lowercase,
-                tokenizer: a.tokenize.into(),
+                tokenizer: TokenizeName::resolve(a.tokenize, a.langpair.as_deref()).tokenizer()?,
                 smooth: a.smooth_method.with_value(a.smooth_value),
                 max_ngram_order: 4,
                 effective_order: sentence_level,
@@ -271,14 +336,58 @@ type System = (String, Vec<String>);
 /// `gnmt eval`: reads the references and the systems, checks they align, then prints one of
 /// three reports: per sentence (`-sl`), one system (with `-ci`), or several (paired tests).
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    if let Some(name) = &a.download {
+        testsets::download(name, a.langpair.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.list {
+        testsets::list(&a)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.citation {
+        testsets::citation(&a)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let paired = a.paired_ar || a.paired_bs;
     let seed = Seed::from_env_value(std::env::var("SACREBLEU_SEED").ok().as_deref())
         .map_err(anyhow::Error::msg)?;
     check_args(&a)?;
+    let test = testsets::chosen(&a)?;
+    let subset = Subset {
+        origlang: a.origlang.clone(),
+        subset: a.subset.clone(),
+    };
+    if let Some(fields) = &a.echo {
+        if let Some(test) = &test {
+            test.echo(fields, &subset)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if test.is_some() && a.tokenize == Some(TokenizeName::None) {
+        tracing::warn!(
+            "BLEU's tokenizer is off (-tok none): scores will not compare with published ones"
+        );
+    }
     let format = output_format(&a);
-    let refs = read_references(&a)?;
+    let (ref_names, mut refs) = match &test {
+        Some(test) => test.references()?,
+        None => (reference_names(&a), read_references(&a)?),
+    };
     let mut systems = read_systems(&a, paired)?;
-    check_lengths(&a, &systems, &refs)?;
+    if !subset.is_empty() {
+        let Some(test) = &test else {
+            bail!("--origlang and --subset need a test set (-t) and a language pair (-l)");
+        };
+        let keep = test.mask(&subset)?;
+        refs = refs
+            .into_iter()
+            .map(|r| testsets::filter(r, &keep))
+            .collect();
+        for (_, hyps) in &mut systems {
+            *hyps = testsets::filter(std::mem::take(hyps), &keep);
+        }
+    }
+    check_lengths(&ref_names, &systems, &refs)?;
     if paired {
         name_for_paired_tests(&a, &mut systems);
     }
@@ -305,11 +414,17 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
 
 /// The combinations of options sacreBLEU refuses before reading anything.
 fn check_args(a: &EvalArgs) -> Result<()> {
+    if a.echo.is_some() && a.test_set.is_none() {
+        bail!("--echo needs a test set (-t) and a language pair (-l)");
+    }
     if a.sentence_level && a.metrics.len() > 1 {
         bail!("only one metric can be used in sentence-level mode (-sl)");
     }
-    if a.refs.is_empty() {
-        bail!("no reference files given: references come before -i/--input");
+    if a.refs.is_empty() && a.test_set.is_none() {
+        bail!("no reference files given: references come before -i/--input (or name a test set with -t)");
+    }
+    if a.num_refs != 1 && a.test_set.is_some() {
+        bail!("--num-refs/-nr takes a file of tab-separated references, not a test set (-t)");
     }
     if a.num_refs != 1 && a.refs.len() > 1 {
         bail!("--num-refs/-nr takes one reference file with tab-separated references, not several files");
@@ -410,19 +525,28 @@ fn read_stdin_systems() -> Result<Vec<System>> {
         .collect())
 }
 
+/// The name of each reference stream, for messages: its file, or the one file of `-nr N`.
+fn reference_names(a: &EvalArgs) -> Vec<String> {
+    (0..a.num_refs.max(a.refs.len()))
+        .map(|k| {
+            let file = if a.num_refs == 1 {
+                a.refs.get(k)
+            } else {
+                a.refs.first()
+            };
+            file.map_or_else(String::new, |f| f.display().to_string())
+        })
+        .collect()
+}
+
 /// Every system has sentences, as many as every reference stream.
-fn check_lengths(a: &EvalArgs, systems: &[System], refs: &[Vec<String>]) -> Result<()> {
+fn check_lengths(ref_names: &[String], systems: &[System], refs: &[Vec<String>]) -> Result<()> {
     for (name, hyps) in systems {
         if hyps.is_empty() {
             bail!("{name}: no sentences to score");
         }
-        for (k, r) in refs.iter().enumerate() {
+        for (r, rname) in refs.iter().zip(ref_names) {
             if r.len() != hyps.len() {
-                let rname = if a.num_refs == 1 {
-                    a.refs[k].display().to_string()
-                } else {
-                    a.refs[0].display().to_string()
-                };
                 bail!(
                     "{name} has {} lines but {rname} has {}: system and reference streams must have the same length",
                     hyps.len(),

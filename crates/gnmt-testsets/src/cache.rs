@@ -85,7 +85,13 @@ impl Cache {
     }
 
     /// One download, under its lock; an empty file counts as missing, as in sacreBLEU.
-    fn ensure_file(&self, url: &str, dest: &Path, md5: Option<&str>, raw: &Path) -> Result<(), Error> {
+    fn ensure_file(
+        &self,
+        url: &str,
+        dest: &Path,
+        md5: Option<&str>,
+        raw: &Path,
+    ) -> Result<(), Error> {
         if is_nonempty(dest) {
             return Ok(());
         }

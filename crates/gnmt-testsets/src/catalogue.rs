@@ -164,7 +164,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let wmt22 = c.get("wmt22").unwrap();
-        assert!(matches!(wmt22.pair("cs-en"), Some(PairFiles::Xml { refs: Some(r), .. }) if r == &["B"]));
+        assert!(
+            matches!(wmt22.pair("cs-en"), Some(PairFiles::Xml { refs: Some(r), .. }) if r == &["B"])
+        );
         assert_eq!(wmt22.refs.as_deref(), Some(&["A".to_string()][..]));
         assert_eq!(c.names()[0], "wmt24");
         assert!(c.subsets["wmt19"].contains_key("bbc.381790"));

@@ -99,6 +99,23 @@ impl TestSets {
         })
     }
 
+    /// The field names of `set`/`pair`; WMT XML names them inside its file, which is
+    /// downloaded for it.
+    pub fn field_names(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
+        let dataset = self.catalogue.get(set)?;
+        match dataset.pair_files(pair)? {
+            PairFiles::Files(f) if dataset.kind != Kind::WmtXml => {
+                Ok(process::static_fieldnames(dataset, f))
+            }
+            _ => Ok(self
+                .pair(set, pair)?
+                .field_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()),
+        }
+    }
+
     /// The fields of `set`/`pair`, downloaded and converted to text first where the cache lacks
     /// any of them.
     pub fn pair<'a>(&'a self, set: &str, pair: &str) -> Result<PairData<'a>, Error> {
@@ -117,7 +134,11 @@ impl TestSets {
         if let Some(names) = &names {
             let fields = paths(names);
             if fields.iter().all(|(_, p)| p.exists()) {
-                return Ok(PairData { set, pair: pair.into(), fields });
+                return Ok(PairData {
+                    set,
+                    pair: pair.into(),
+                    fields,
+                });
             }
         }
         // WMT XML names its fields inside the file: read it whenever it is asked for.
@@ -189,7 +210,10 @@ impl TestSets {
         let pattern = match subset.subset.as_deref() {
             Some(s) => {
                 let s = s.strip_prefix("country:").unwrap_or(s);
-                Some(regex::Regex::new(s).map_err(|e| Error::Filter(format!("--subset {s:?}: {e}")))?)
+                Some(
+                    regex::Regex::new(s)
+                        .map_err(|e| Error::Filter(format!("--subset {s:?}: {e}")))?,
+                )
             }
             None => None,
         };
@@ -207,7 +231,8 @@ impl TestSets {
                 .iter()
                 .enumerate()
                 .map(|(i, o)| {
-                    subset.origlang_keeps(o) && matches(domains.and_then(|d| d.get(i)).map(String::as_str))
+                    subset.origlang_keeps(o)
+                        && matches(domains.and_then(|d| d.get(i)).map(String::as_str))
                 })
                 .collect());
         }

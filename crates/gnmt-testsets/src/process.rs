@@ -90,7 +90,13 @@ fn plain(path: &Path) -> Result<Vec<String>, Error> {
 
 /// A column of a tab-separated file: `N:FILE` names column N, a bare file name column 0 for
 /// the source and 1 for the reference.
-fn tsv(set: &Dataset, raw: &Path, files: &[String], i: usize, field: &str) -> Result<Vec<String>, Error> {
+fn tsv(
+    set: &Dataset,
+    raw: &Path,
+    files: &[String],
+    i: usize,
+    field: &str,
+) -> Result<Vec<String>, Error> {
     let meta = files
         .get(i)
         .ok_or_else(|| Error::catalogue(set, "fewer files than fields"))?;
@@ -199,7 +205,8 @@ fn wmt_xml(path: &Path) -> Result<Fields, Error> {
         allow_dtd: true,
         ..Default::default()
     };
-    let tree = roxmltree::Document::parse_with_options(&text, options).map_err(|e| bad(e.to_string()))?;
+    let tree =
+        roxmltree::Document::parse_with_options(&text, options).map_err(|e| bad(e.to_string()))?;
     let root = tree.root_element();
     check_languages(root).map_err(bad)?;
     let translators: BTreeSet<Option<&str>> = descendants(root, "ref")
@@ -216,19 +223,30 @@ fn wmt_xml(path: &Path) -> Result<Fields, Error> {
     let mut seen_domain = false;
     for doc in &docs {
         for (id, text) in &doc.src {
-            let has_ref = doc.refs.values().any(|r| r.get(id).is_some_and(|t| !t.is_empty()));
+            let has_ref = doc
+                .refs
+                .values()
+                .any(|r| r.get(id).is_some_and(|t| !t.is_empty()));
             if !has_ref {
                 continue;
             }
             for (column, t) in refs.iter_mut().zip(&translators) {
-                let text = doc.refs.get(t).and_then(|r| r.get(id)).cloned().unwrap_or_default();
+                let text = doc
+                    .refs
+                    .get(t)
+                    .and_then(|r| r.get(id))
+                    .cloned()
+                    .unwrap_or_default();
                 column.push(text);
             }
             src.push(text.clone());
             for (system, sents) in &doc.hyps {
-                let hyp = sents
-                    .get(id)
-                    .ok_or_else(|| bad(format!("document {}: system {system} has no segment {id}", doc.id)))?;
+                let hyp = sents.get(id).ok_or_else(|| {
+                    bad(format!(
+                        "document {}: system {system} has no segment {id}",
+                        doc.id
+                    ))
+                })?;
                 match systems.iter_mut().find(|(s, _)| s == system) {
                     Some((_, col)) => col.push(hyp.clone()),
                     None => systems.push((system.to_string(), vec![hyp.clone()])),
@@ -268,9 +286,14 @@ fn descendants<'a, 'i>(
 /// One source and one reference language in the whole file, as sacreBLEU asserts.
 fn check_languages(root: roxmltree::Node) -> Result<(), String> {
     for kind in ["src", "ref"] {
-        let langs: BTreeSet<Option<&str>> = descendants(root, kind).map(|n| n.attribute("lang")).collect();
+        let langs: BTreeSet<Option<&str>> = descendants(root, kind)
+            .map(|n| n.attribute("lang"))
+            .collect();
         if langs.len() != 1 {
-            return Err(format!("{} {kind} languages in the file, expected one", langs.len()));
+            return Err(format!(
+                "{} {kind} languages in the file, expected one",
+                langs.len()
+            ));
         }
     }
     Ok(())
@@ -333,7 +356,10 @@ mod tests {
 
     #[test]
     fn seg_lines_unwrap_as_sacrebleus_regex_does() {
-        assert_eq!(unwrap_seg("<seg id=\"1\">Hello  world</seg>"), "Hello  world");
+        assert_eq!(
+            unwrap_seg("<seg id=\"1\">Hello  world</seg>"),
+            "Hello  world"
+        );
         assert_eq!(unwrap_seg("<seg id=\"1\">a</seg> tail"), "a tail");
         assert_eq!(unwrap_seg("<seg id=1>a</seg>b</seg>c"), "a</seg>bc");
         assert_eq!(unwrap_seg("<seg id=1>no close"), "<seg id=1>no close");

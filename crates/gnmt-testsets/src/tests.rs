@@ -48,11 +48,17 @@ fn serve(files: HashMap<String, Served>) -> Server {
                 Some(f) => {
                     let len = f.body.len();
                     let sent = if f.cut { len / 2 } else { len };
-                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    );
                     let _ = stream.write_all(&f.body[..sent]);
                 }
                 None => {
-                    let _ = write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
                 }
             }
         }
@@ -75,7 +81,10 @@ fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
 
 fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 const SRC_SGM: &str = "<srcset setid=\"t\" srclang=\"any\">\n<doc sysid=\"ref\" docid=\"a.1\" genre=\"news\" origlang=\"en\">\n<seg id=\"1\">Hello ,  world </seg>\n<seg id=\"2\">Second\tline</seg>\n</doc>\n<doc sysid=\"ref\" docid=\"b.2\" genre=\"news\" origlang=\"de\">\n<seg id=\"1\"> Dritte </seg>\n</doc>\n</srcset>\n";
@@ -100,26 +109,48 @@ fn lines(path: &Path) -> Vec<String> {
 fn a_test_set_is_downloaded_once_checked_unpacked_and_converted_as_sacrebleu_does() {
     let archive = tgz(&[("test/src.en.sgm", SRC_SGM), ("test/ref.de.sgm", REF_SGM)]);
     let md5 = md5_hex(&archive);
-    let server = serve(HashMap::from([("/toy/test.tgz".to_string(), Served { body: archive, cut: false })]));
+    let server = serve(HashMap::from([(
+        "/toy/test.tgz".to_string(),
+        Served {
+            body: archive,
+            cut: false,
+        },
+    )]));
     let dir = tempfile::tempdir().unwrap();
     let sets = TestSets {
         catalogue: catalogue(&server.base, &md5),
         cache: Cache::new(dir.path()),
     };
     let data = sets.pair("toy/sgml", "en-de").unwrap();
-    assert_eq!(data.field_names(), ["src", "ref", "docid", "genre", "origlang"]);
+    assert_eq!(
+        data.field_names(),
+        ["src", "ref", "docid", "genre", "origlang"]
+    );
     // sacreBLEU's layout: NAME/raw/NAME_.BASENAME, NAME/NAME_.PAIR.FIELD.
     let set_dir = dir.path().join("toy/sgml");
     assert!(set_dir.join("raw/toy_sgml.test.tgz").is_file());
     assert!(set_dir.join("raw/test/src.en.sgm").is_file());
     assert_eq!(data.source().unwrap(), set_dir.join("toy_sgml.en-de.src"));
-    assert_eq!(lines(data.source().unwrap()), ["Hello , world", "Second line", "Dritte"]);
+    assert_eq!(
+        lines(data.source().unwrap()),
+        ["Hello , world", "Second line", "Dritte"]
+    );
     assert_eq!(data.references(), [set_dir.join("toy_sgml.en-de.ref")]);
-    assert_eq!(lines(&set_dir.join("toy_sgml.en-de.docid")), ["a.1", "a.1", "b.2"]);
-    assert_eq!(lines(&set_dir.join("toy_sgml.en-de.origlang")), ["en", "en", "de"]);
+    assert_eq!(
+        lines(&set_dir.join("toy_sgml.en-de.docid")),
+        ["a.1", "a.1", "b.2"]
+    );
+    assert_eq!(
+        lines(&set_dir.join("toy_sgml.en-de.origlang")),
+        ["en", "en", "de"]
+    );
     assert_eq!(
         data.echo(&["src".into(), "ref".into()]).unwrap(),
-        ["Hello , world\tHallo, Welt", "Second line\tZweite Zeile", "Dritte\tThird"]
+        [
+            "Hello , world\tHallo, Welt",
+            "Second line\tZweite Zeile",
+            "Dritte\tThird"
+        ]
     );
     assert!(data.echo(&["all".into(), "src".into()]).is_err());
     let err = data.field("hyp").unwrap_err().to_string();
@@ -130,19 +161,48 @@ fn a_test_set_is_downloaded_once_checked_unpacked_and_converted_as_sacrebleu_doe
     sets.pair("toy/sgml", "en-de").unwrap();
     assert_eq!(server.hits.load(Ordering::SeqCst), hits);
     // origlang and non-origlang.
-    let only = |o: &str| Subset { origlang: Some(o.into()), subset: None };
-    assert_eq!(sets.subset_mask("toy/sgml", "en-de", &only("de")).unwrap(), [false, false, true]);
-    assert_eq!(sets.subset_mask("toy/sgml", "en-de", &only("non-de")).unwrap(), [true, true, false]);
-    let subset = Subset { origlang: None, subset: Some("x".into()) };
-    assert!(sets.subset_mask("toy/sgml", "en-de", &subset).unwrap_err().to_string().contains("no subset annotation"));
+    let only = |o: &str| Subset {
+        origlang: Some(o.into()),
+        subset: None,
+    };
+    assert_eq!(
+        sets.subset_mask("toy/sgml", "en-de", &only("de")).unwrap(),
+        [false, false, true]
+    );
+    assert_eq!(
+        sets.subset_mask("toy/sgml", "en-de", &only("non-de"))
+            .unwrap(),
+        [true, true, false]
+    );
+    let subset = Subset {
+        origlang: None,
+        subset: Some("x".into()),
+    };
+    assert!(sets
+        .subset_mask("toy/sgml", "en-de", &subset)
+        .unwrap_err()
+        .to_string()
+        .contains("no subset annotation"));
 }
 
 #[test]
 fn a_bad_checksum_a_broken_connection_or_a_404_leave_nothing_in_the_cache() {
     let archive = tgz(&[("test/src.en.sgm", SRC_SGM), ("test/ref.de.sgm", REF_SGM)]);
     let server = serve(HashMap::from([
-        ("/toy/test.tgz".to_string(), Served { body: archive.clone(), cut: false }),
-        ("/cut/toy/test.tgz".to_string(), Served { body: archive.clone(), cut: true }),
+        (
+            "/toy/test.tgz".to_string(),
+            Served {
+                body: archive.clone(),
+                cut: false,
+            },
+        ),
+        (
+            "/cut/toy/test.tgz".to_string(),
+            Served {
+                body: archive.clone(),
+                cut: true,
+            },
+        ),
     ]));
     let dir = tempfile::tempdir().unwrap();
     let check = |base: String, md5: &str, expect: &str| {
@@ -161,9 +221,21 @@ fn a_bad_checksum_a_broken_connection_or_a_404_leave_nothing_in_the_cache() {
         assert!(left.is_empty(), "{left:?}");
         assert!(!dir.path().join("toy/sgml/toy_sgml.en-de.src").exists());
     };
-    check(server.base.clone(), "0123456789abcdef0123456789abcdef", "MD5 sum");
-    check(format!("{}/cut", server.base), &md5_hex(&archive), "Peer disconnected");
-    check(format!("{}/missing", server.base), &md5_hex(&archive), "404");
+    check(
+        server.base.clone(),
+        "0123456789abcdef0123456789abcdef",
+        "MD5 sum",
+    );
+    check(
+        format!("{}/cut", server.base),
+        &md5_hex(&archive),
+        "Peer disconnected",
+    );
+    check(
+        format!("{}/missing", server.base),
+        &md5_hex(&archive),
+        "404",
+    );
 }
 
 #[test]
@@ -189,7 +261,13 @@ fn wmt_xml_gives_sources_references_systems_and_documents_as_sacrebleu_does() {
 </dataset>
 "#;
     let archive = tgz(&[("xml/t.en-de.xml", xml)]);
-    let server = serve(HashMap::from([("/x.tgz".to_string(), Served { body: archive, cut: false })]));
+    let server = serve(HashMap::from([(
+        "/x.tgz".to_string(),
+        Served {
+            body: archive,
+            cut: false,
+        },
+    )]));
     let json = format!(
         r#"{{"sacrebleu_version": "2.6.0", "datasets": [
         {{"name": "toyxml", "kind": "wmt_xml", "data": ["{}/x.tgz"], "md5": null,
@@ -204,7 +282,10 @@ fn wmt_xml_gives_sources_references_systems_and_documents_as_sacrebleu_does() {
         cache: Cache::new(dir.path()),
     };
     let data = sets.pair("toyxml", "en-de").unwrap();
-    assert_eq!(data.field_names(), ["src", "ref:A", "ref:B", "docid", "origlang", "sys1", "domain"]);
+    assert_eq!(
+        data.field_names(),
+        ["src", "ref:A", "ref:B", "docid", "origlang", "sys1", "domain"]
+    );
     assert_eq!(
         data.echo(&["all".into()]).unwrap(),
         [
@@ -213,13 +294,25 @@ fn wmt_xml_gives_sources_references_systems_and_documents_as_sacrebleu_does() {
             "Third\tDritte\t\td2\tde\th4\tsocial",
         ]
     );
-    assert_eq!(data.references(), [dir.path().join("toyxml/toyxml.en-de.ref-A")]);
+    assert_eq!(
+        data.references(),
+        [dir.path().join("toyxml/toyxml.en-de.ref-A")]
+    );
     // `ref` means the first named reference.
-    assert_eq!(data.field("ref").unwrap(), dir.path().join("toyxml/toyxml.en-de.ref-A"));
+    assert_eq!(
+        data.field("ref").unwrap(),
+        dir.path().join("toyxml/toyxml.en-de.ref-A")
+    );
     // A pair's own choice of translators.
     assert_eq!(sets.pair("toyxml", "de-en").unwrap().references().len(), 2);
-    let domain = Subset { origlang: None, subset: Some("^soc".into()) };
-    assert_eq!(sets.subset_mask("toyxml", "en-de", &domain).unwrap(), [false, false, true]);
+    let domain = Subset {
+        origlang: None,
+        subset: Some("^soc".into()),
+    };
+    assert_eq!(
+        sets.subset_mask("toyxml", "en-de", &domain).unwrap(),
+        [false, false, true]
+    );
 }
 
 #[test]
@@ -229,10 +322,25 @@ fn plain_text_and_tsv_sets_and_files_that_are_not_archives() {
         e.write_all("Eins  \nZwei\u{a0}\n".as_bytes()).unwrap();
         e.finish().unwrap()
     };
-    let archive = tgz(&[("p/src.en", "One \t\nTwo\n"), ("m/a.tsv", "1\tsrc one\tref one\n2\tsrc two\t\n")]);
+    let archive = tgz(&[
+        ("p/src.en", "One \t\nTwo\n"),
+        ("m/a.tsv", "1\tsrc one\tref one\n2\tsrc two\t\n"),
+    ]);
     let server = serve(HashMap::from([
-        ("/p.tgz".to_string(), Served { body: archive, cut: false }),
-        ("/ref.de.gz".to_string(), Served { body: gz, cut: false }),
+        (
+            "/p.tgz".to_string(),
+            Served {
+                body: archive,
+                cut: false,
+            },
+        ),
+        (
+            "/ref.de.gz".to_string(),
+            Served {
+                body: gz,
+                cut: false,
+            },
+        ),
     ]));
     let b = &server.base;
     let json = format!(
@@ -254,7 +362,10 @@ fn plain_text_and_tsv_sets_and_files_that_are_not_archives() {
     assert_eq!(lines(plain.source().unwrap()), ["One", "Two"]);
     assert_eq!(lines(plain.references()[0]), ["Eins", "Zwei"]);
     let tab = sets.pair("tab", "en-fr").unwrap();
-    assert_eq!(tab.echo(&["src".into(), "ref".into()]).unwrap(), ["src one\tref one", "src two\t"]);
+    assert_eq!(
+        tab.echo(&["src".into(), "ref".into()]).unwrap(),
+        ["src one\tref one", "src two\t"]
+    );
     let tab = sets.pair("tab", "x-y").unwrap();
     assert_eq!(lines(tab.source().unwrap()), ["1", "2"]);
     assert_eq!(lines(tab.references()[0]), ["src one", "src two"]);
@@ -273,11 +384,21 @@ fn a_prepared_cache_is_used_without_any_network() {
     let set_dir = dir.path().join("toy/sgml");
     std::fs::create_dir_all(&set_dir).unwrap();
     for field in ["src", "ref", "docid", "genre", "origlang"] {
-        std::fs::write(set_dir.join(format!("toy_sgml.en-de.{field}")), format!("{field}\n")).unwrap();
+        std::fs::write(
+            set_dir.join(format!("toy_sgml.en-de.{field}")),
+            format!("{field}\n"),
+        )
+        .unwrap();
     }
     let data = sets.pair("toy/sgml", "en-de").unwrap();
-    assert_eq!(data.echo(&["ref".into(), "src".into()]).unwrap(), ["ref\tsrc"]);
+    assert_eq!(
+        data.echo(&["ref".into(), "src".into()]).unwrap(),
+        ["ref\tsrc"]
+    );
     let mut buf = String::new();
-    std::fs::File::open(data.source().unwrap()).unwrap().read_to_string(&mut buf).unwrap();
+    std::fs::File::open(data.source().unwrap())
+        .unwrap()
+        .read_to_string(&mut buf)
+        .unwrap();
     assert_eq!(buf, "src\n");
 }

@@ -1,0 +1,159 @@
+//! sacreBLEU's test-set options: `-t NAME[,NAME] -l SRC-TGT` as the references, `--echo`,
+//! `--list`, `--download`, `--citation`, `--origlang`/`--subset`.
+
+use anyhow::{bail, Context, Result};
+use gnmt_testsets::{Subset, TestSets};
+
+use crate::EvalArgs;
+
+/// The test sets named by `-t` with their pair, checked as sacreBLEU checks them.
+pub struct Chosen {
+    pub sets: TestSets,
+    pub names: Vec<String>,
+    pub pair: String,
+}
+
+/// `-t` and `-l`, or nothing when `-t` is absent.
+pub fn chosen(a: &EvalArgs) -> Result<Option<Chosen>> {
+    let Some(list) = &a.test_set else {
+        return Ok(None);
+    };
+    let sets = TestSets::from_env()?;
+    let names: Vec<String> = list.split(',').map(str::to_string).collect();
+    for n in &names {
+        sets.catalogue.get(n)?;
+    }
+    if !a.refs.is_empty() {
+        bail!("give either a test set (-t) or reference files, not both");
+    }
+    let Some(pair) = a.langpair.clone() else {
+        bail!("-t needs a language pair (-l); `gnmt eval --list -t {list}` lists them");
+    };
+    for n in &names {
+        sets.catalogue.get(n)?.pair_files(&pair)?;
+    }
+    Ok(Some(Chosen { sets, names, pair }))
+}
+
+impl Chosen {
+    /// One stream per reference, the test sets' references concatenated in order.
+    pub fn references(&self) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let mut names = Vec::new();
+        let mut refs: Vec<Vec<String>> = Vec::new();
+        for set in &self.names {
+            let data = self.sets.pair(set, &self.pair)?;
+            let files = data.references();
+            if files.is_empty() {
+                tracing::warn!("no references found for test set {set}/{}", self.pair);
+            }
+            for (k, path) in files.into_iter().enumerate() {
+                let lines = crate::read_text_lines(path)?;
+                if refs.len() <= k {
+                    refs.push(Vec::new());
+                    names.push(path.display().to_string());
+                }
+                refs[k].extend(lines);
+            }
+        }
+        if refs.is_empty() {
+            refs.push(Vec::new());
+            names.push(format!("{}/{}", self.names.join(","), self.pair));
+        }
+        Ok((names, refs))
+    }
+
+    /// `--origlang`/`--subset`: which segments of the concatenated test sets to keep.
+    pub fn mask(&self, subset: &Subset) -> Result<Vec<bool>> {
+        let mut keep = Vec::new();
+        for set in &self.names {
+            keep.extend(self.sets.subset_mask(set, &self.pair, subset)?);
+        }
+        Ok(keep)
+    }
+
+    /// `--echo FIELD...`: the fields of each test set, tab-separated.
+    pub fn echo(&self, fields: &[String], subset: &Subset) -> Result<()> {
+        let mut out = String::new();
+        for set in &self.names {
+            let data = self.sets.pair(set, &self.pair)?;
+            let mut lines = data.echo(fields)?;
+            if !subset.is_empty() {
+                let keep = self.sets.subset_mask(set, &self.pair, subset)?;
+                lines = filter(lines, &keep);
+            }
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        print!("{out}");
+        Ok(())
+    }
+}
+
+/// The items whose flag is set (as far as both go, as Python's `zip`).
+pub fn filter<T>(items: Vec<T>, keep: &[bool]) -> Vec<T> {
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, &k)| k.then_some(item))
+        .collect()
+}
+
+/// `--list`: the test sets (for a pair, with `-l`), or with `-t` the fields of its pairs.
+pub fn list(a: &EvalArgs) -> Result<()> {
+    let sets = TestSets::from_env()?;
+    if let Some(name) = &a.test_set {
+        let set = sets.catalogue.get(name)?;
+        let pairs: Vec<String> = match &a.langpair {
+            Some(p) => vec![p.clone()],
+            None => set.pair_names().iter().map(|s| s.to_string()).collect(),
+        };
+        for p in pairs {
+            println!("{p}: {}", sets.field_names(name, &p)?.join(", "));
+        }
+        return Ok(());
+    }
+    let mut chosen: Vec<&gnmt_testsets::Dataset> = match &a.langpair {
+        Some(p) => {
+            println!("The available test sets for {p} are:");
+            sets.catalogue.for_pair(p)
+        }
+        None => {
+            println!("The available test sets are:");
+            sets.catalogue.datasets.iter().collect()
+        }
+    };
+    chosen.sort_by(|x, y| x.name.cmp(&y.name));
+    for d in chosen {
+        println!(
+            "{:<30}: {}",
+            d.name,
+            gnmt_bleu::text::py_strip(&d.description)
+        );
+    }
+    Ok(())
+}
+
+/// `--download NAME`: fetches and converts a test set (one pair with `-l`) into the cache.
+pub fn download(name: &str, pair: Option<&str>) -> Result<()> {
+    let sets = TestSets::from_env()?;
+    sets.download(name, pair)
+        .with_context(|| format!("downloading test set {name}"))?;
+    Ok(())
+}
+
+/// `--citation`: the BibTeX of each test set named by `-t`.
+pub fn citation(a: &EvalArgs) -> Result<()> {
+    let Some(list) = &a.test_set else {
+        bail!("--citation needs a test set (-t)");
+    };
+    let sets = TestSets::from_env()?;
+    for name in list.split(',') {
+        match &sets.catalogue.get(name)?.citation {
+            Some(c) => println!("{c}"),
+            None => tracing::error!("no citation found for {name}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Regenerates tests/fixtures/testsets: a prepared sacreBLEU cache (raw WMT SGML and XML files for
+wmt14, wmt19 and wmt21 made from Multi30k sentences, with non-empty stand-ins for the archives, so
+nothing is downloaded), system outputs, and sacreBLEU 2.6.0's stdout and exit code for `-t/-l`,
+`--echo`, `--list`, `--origlang` and `--subset` command lines run on a copy of that cache, plus the
+text files sacreBLEU wrote into it. Run through scripts/testset-fixtures.sh."""
+import json, os, random, shutil, subprocess, sys, tempfile
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+out = os.path.join(root, "tests", "fixtures", "testsets")
+shared = os.path.join(root, "..", "shared", "data", "multi30k")
+sacrebleu = sys.argv[1]
+rng = random.Random(4321)
+shutil.rmtree(out, ignore_errors=True)
+os.makedirs(out)
+cache = os.path.join(out, "cache")
+
+def lines(path, n):
+    return open(path, encoding="utf-8").read().split("\n")[:n]
+
+en = lines(os.path.join(shared, "test2016.en"), 90)
+de = lines(os.path.join(shared, "test2016.de"), 90)
+# Lines sacreBLEU's conversion treats specially: runs of spaces and tabs, a no-break space,
+# entities it keeps, a second </seg>.
+en[3] = "  Two   spaces\tand a tab  "
+de[3] = "Zwei\u00a0Leerzeichen  und ein Tab "
+en[5] = "Fish &amp; chips &lt;b&gt;"
+de[5] = "Fisch &amp; Pommes</seg> dahinter"
+zh = ["我爱北京天安门。", "今天天气很好。", "他们在公园里散步。", "这是一本书。", "我们明天见！",
+      "请给我一杯水。", "火车站在哪里？", "她正在学习中文。", "这个问题很难回答。", "谢谢你的帮助。"]
+
+def perturb(line):
+    w = line.split()
+    r = [x for x in w if rng.random() > 0.15]
+    if len(r) > 3 and rng.random() < 0.3:
+        i = rng.randrange(len(r) - 1); r[i], r[i + 1] = r[i + 1], r[i]
+    return " ".join(r)
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+def sgml(kind, docs, lang):
+    """docs: [(docid, origlang, [segments])]"""
+    s = f'<{kind}set setid="newstest" srclang="any">\n'
+    for docid, origlang, segs in docs:
+        s += f'<doc sysid="ref" docid="{docid}" genre="news" origlang="{origlang}">\n'
+        for i, seg in enumerate(segs, 1):
+            s += f'<seg id="{i}">{seg}</seg>\n'
+        s += "</doc>\n"
+    return s + f"</{kind}set>\n"
+
+def docs_of(ids, origlangs, sents, per):
+    return [(d, o, sents[i * per:(i + 1) * per]) for i, (d, o) in enumerate(zip(ids, origlangs))]
+
+def stand_in(name, url):
+    write(os.path.join(cache, name, "raw", name.replace("/", "_") + "." + url.rsplit("/", 1)[1]),
+          "stand-in: a non-empty download is taken as done by sacreBLEU and gnmt\n")
+
+# wmt14 en-de: 60 segments in 6 documents, origlang alternating.
+ids14 = [f"doc{i}.news" for i in range(6)]
+orig14 = ["en", "de"] * 3
+write(os.path.join(cache, "wmt14/raw/test/newstest2014-deen-src.en.sgm"), sgml("src", docs_of(ids14, orig14, en[:60], 10), "en"))
+write(os.path.join(cache, "wmt14/raw/test/newstest2014-deen-ref.de.sgm"), sgml("ref", docs_of(ids14, orig14, de[:60], 10), "de"))
+stand_in("wmt14", "https://statmt.org/wmt14/test-filtered.tgz")
+write(os.path.join(out, "hyp14.de"), "".join(perturb(l) + "\n" for l in de[:60]))
+write(os.path.join(out, "hyp14b.de"), "".join(perturb(l) + "\n" for l in de[:60]))
+
+# wmt19 en-de: documents annotated in sacreBLEU's subsets (GB-politics, US-world, ...).
+ids19 = ["bbc.381790", "nytimes.184853", "upi.176266", "cnbc.com.6790", "guardian.221754"]
+orig19 = ["en", "en", "de", "en", "de"]
+write(os.path.join(cache, "wmt19/raw/sgm/newstest2019-ende-src.en.sgm"), sgml("src", docs_of(ids19, orig19, en[60:90], 6), "en"))
+write(os.path.join(cache, "wmt19/raw/sgm/newstest2019-ende-ref.de.sgm"), sgml("ref", docs_of(ids19, orig19, de[60:90], 6), "de"))
+# wmt19 en-zh: the target language picks the zh tokenizer.
+write(os.path.join(cache, "wmt19/raw/sgm/newstest2019-enzh-src.en.sgm"), sgml("src", [("d.zh", "en", en[:10])], "en"))
+write(os.path.join(cache, "wmt19/raw/sgm/newstest2019-enzh-ref.zh.sgm"), sgml("ref", [("d.zh", "en", zh)], "zh"))
+stand_in("wmt19", "https://data.statmt.org/wmt19/translation-task/test.tgz")
+write(os.path.join(out, "hyp19.de"), "".join(perturb(l) + "\n" for l in de[60:90]))
+write(os.path.join(out, "hyp19.zh"), "".join(z[:-2] + "。\n" for z in zh))
+write(os.path.join(out, "hyp14-19.de"), "".join(perturb(l) + "\n" for l in de[:90]))
+
+# wmt21 en-de: WMT's XML with a system, domains, a test suite and a segment without reference.
+x = ['<?xml version="1.0" encoding="utf-8"?>', '<dataset id="newstest2021">', ' <collection id="general">']
+for d in range(3):
+    x.append(f'  <doc id="x{d}" origlang="{"en" if d != 1 else "de"}" domain="{["news", "social", "news"][d]}">')
+    segs = range(d * 10, d * 10 + 10)
+    x.append('   <src lang="en"><p>' + "".join(f'<seg id="{i - d * 10 + 1}">{en[i].replace("&amp;", "&amp;amp;")}</seg>' for i in segs) + "</p></src>")
+    x.append('   <ref lang="de" translator="A"><p>' + "".join(
+        f'<seg id="{i - d * 10 + 1}">{"" if i == 12 else de[i].replace("&amp;", "&amp;amp;").replace("</seg>", "&lt;/seg&gt;")}</seg>' for i in segs) + "</p></ref>")
+    x.append('   <hyp system="sysX" language="de"><p>' + "".join(f'<seg id="{i - d * 10 + 1}">{perturb(de[i]).replace("&", "&amp;").replace("<", "&lt;")}</seg>' for i in segs) + "</p></hyp>")
+    x.append("  </doc>")
+x.append('  <doc id="suite" origlang="en" testsuite="yes"><src lang="en"><p><seg id="1">Suite</seg></p></src></doc>')
+x += [" </collection>", "</dataset>", ""]
+write(os.path.join(cache, "wmt21/raw/test/newstest2021.en-de.xml"), "\n".join(x))
+stand_in("wmt21", "https://data.statmt.org/wmt21/translation-task/test.tgz")
+write(os.path.join(out, "hyp21.de"), "".join(perturb(de[i]) + "\n" for i in range(30) if i != 12))
+
+cases = [
+    ["-t", "wmt14", "-l", "en-de", "--echo", "src"],
+    ["-t", "wmt14", "-l", "en-de", "--echo", "ref", "src", "docid", "origlang", "genre"],
+    ["-t", "wmt14", "-l", "en-de", "--echo", "src", "-ol", "de"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "-m", "bleu", "chrf", "ter", "-f", "text"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "-sh", "-f", "text"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "-ol", "de", "-f", "text"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "-ol", "non-de", "-b"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "hyp14b.de", "-m", "bleu", "chrf"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "hyp14b.de", "-pbs", "-f", "text"],
+    ["-t", "wmt19", "-l", "en-de", "-i", "hyp19.de", "--subset", "politics", "-f", "text"],
+    ["-t", "wmt19", "-l", "en-de", "-i", "hyp19.de", "--subset", "country:US", "-b"],
+    ["-t", "wmt19", "-l", "en-zh", "-i", "hyp19.zh", "-f", "text"],
+    ["-t", "wmt14,wmt19", "-l", "en-de", "-i", "hyp14-19.de", "-f", "text"],
+    ["-t", "wmt21", "-l", "en-de", "--echo", "all"],
+    ["-t", "wmt21", "-l", "en-de", "-i", "hyp21.de", "-m", "bleu", "chrf", "-f", "text"],
+    ["-t", "wmt21", "-l", "en-de", "-i", "hyp21.de", "--subset", "news", "-b"],
+    ["-t", "wmt21", "-l", "en-de", "-i", "hyp21.de", "-ol", "de", "-b"],
+    ["--list"],
+    ["--list", "-l", "en-de"],
+    ["--list", "-t", "wmt14"],
+    ["--list", "-t", "wmt21", "-l", "en-de"],
+    ["-t", "wmt99", "-l", "en-de", "-i", "hyp14.de"],
+    ["-t", "wmt14", "-l", "xx-yy", "-i", "hyp14.de"],
+    ["-t", "wmt14", "-i", "hyp14.de"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp19.de"],
+]
+
+work = tempfile.mkdtemp()
+run_cache = os.path.join(work, "cache")
+shutil.copytree(cache, run_cache)
+env = dict(os.environ, SACREBLEU=run_cache, NO_COLOR="1", PYTHONHASHSEED="0")
+results = []
+for args in cases:
+    p = subprocess.run([sacrebleu] + args, cwd=out, env=env, capture_output=True, text=True)
+    results.append({"args": args, "code": p.returncode, "stdout": p.stdout})
+with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, ensure_ascii=False, indent=1)
+    f.write("\n")
+# The text files sacreBLEU wrote into the cache: gnmt must write the same.
+for dirpath, dirs, files in os.walk(run_cache):
+    dirs[:] = [d for d in dirs if d != "raw"]
+    for name in files:
+        src = os.path.join(dirpath, name)
+        dst = os.path.join(out, "expected-text", os.path.relpath(src, run_cache))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(src, dst)
+shutil.rmtree(work)
+print(f"{len(results)} cases, {sum(1 for r in results if r['code'] != 0)} failing as expected")
