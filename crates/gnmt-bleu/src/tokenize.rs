@@ -1,14 +1,24 @@
 //! sacreBLEU's BLEU tokenizers (`13a`, `intl`, `zh`, `char`, `none`) and TER's `tercom`.
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 
 use crate::text::{collapse_ws, is_py_space, py_strip};
 use crate::Error;
 
+/// A tokenizer this crate does not implement itself (MeCab for `ja-mecab` and `ko-mecab`),
+/// handed in by its caller.
+pub trait ExternalTokenizer: std::fmt::Debug + Send + Sync {
+    /// Tokenizes one (already right-stripped) line into space-separated tokens.
+    fn tokenize(&self, line: &str) -> String;
+    /// The `tok:` value of the signature (`ja-mecab-0.996-IPA`).
+    fn signature(&self) -> String;
+}
+
 /// The tokenizer BLEU applies to hypotheses and references before counting n-grams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Tokenizer {
     /// No tokenization: split on whitespace only.
     None,
@@ -21,18 +31,30 @@ pub enum Tokenizer {
     Zh,
     /// Every character a token.
     Char,
+    /// One given by the caller.
+    External(Arc<dyn ExternalTokenizer>),
+}
+
+impl PartialEq for Tokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Tokenizer::External(a), Tokenizer::External(b)) => Arc::ptr_eq(a, b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 impl Tokenizer {
-    /// The name sacreBLEU's `-tok` option and signature use.
-    pub fn name(self) -> &'static str {
-        match self {
+    /// The name sacreBLEU's signature uses (for the built-in ones, also `-tok`'s value).
+    pub fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Tokenizer::None => "none",
             Tokenizer::T13a => "13a",
             Tokenizer::Intl => "intl",
             Tokenizer::Zh => "zh",
             Tokenizer::Char => "char",
-        }
+            Tokenizer::External(t) => return Cow::Owned(t.signature()),
+        })
     }
 
     /// Parses a `-tok` value.
@@ -53,8 +75,9 @@ impl Tokenizer {
     }
 
     /// Tokenizes one (already right-stripped) line.
-    pub fn tokenize(self, line: &str) -> String {
+    pub fn tokenize(&self, line: &str) -> String {
         match self {
+            Tokenizer::External(t) => t.tokenize(line),
             Tokenizer::None => line.to_string(),
             Tokenizer::T13a => tok_13a(line),
             Tokenizer::Intl => tok_intl(line),

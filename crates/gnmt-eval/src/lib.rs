@@ -142,16 +142,23 @@ impl TokenizeName {
     }
 
     fn tokenizer(self) -> Result<Tokenizer> {
+        let mecab = |language| -> Result<Tokenizer> {
+            let t = gnmt_mecab::MecabTokenizer::new(language, &gnmt_mecab::default_dir())?;
+            Ok(Tokenizer::External(std::sync::Arc::new(t)))
+        };
         Ok(match self {
             TokenizeName::None => Tokenizer::None,
             TokenizeName::Zh => Tokenizer::Zh,
             TokenizeName::T13a => Tokenizer::T13a,
             TokenizeName::Intl => Tokenizer::Intl,
             TokenizeName::Char => Tokenizer::Char,
+            TokenizeName::JaMecab => mecab(gnmt_mecab::Language::Japanese)?,
+            TokenizeName::KoMecab => mecab(gnmt_mecab::Language::Korean)?,
             other => bail!(
-                "the {} tokenizer is not in gnmt yet (sacreBLEU's needs MeCab or SentencePiece models); \
-                 score with -tok 13a, intl, char or zh, or with sacreBLEU",
-                clap::ValueEnum::to_possible_value(&other).map_or_else(String::new, |v| v.get_name().to_string())
+                "the {} tokenizer is not in gnmt yet (sacreBLEU's needs SentencePiece models); \
+                 score with another -tok, or with sacreBLEU",
+                clap::ValueEnum::to_possible_value(&other)
+                    .map_or_else(String::new, |v| v.get_name().to_string())
             ),
         })
     }
