@@ -203,6 +203,9 @@ pub struct EvalArgs {
     /// Score only documents whose domain (or WMT18/19 annotation; country:XX) matches this regex.
     #[arg(long)]
     subset: Option<String>,
+    /// After the scores, the scores of each original language and domain of the test set.
+    #[arg(short = 'd', long)]
+    detail: bool,
     /// Hypothesis files, one per system; without it, hypotheses come from stdin (tab-separated columns = systems).
     #[arg(short = 'i', long = "input", num_args = 1..)]
     input: Option<Vec<PathBuf>>,
@@ -337,6 +340,24 @@ fn build_metrics(a: &EvalArgs, sentence_level: bool) -> Result<Vec<Metric>> {
     Ok(ms)
 }
 
+/// The metrics in the order `-m` named them (sacreBLEU's `--detail` keeps that order).
+fn metrics_in_given_order(a: &EvalArgs, metrics: &[Metric]) -> Vec<Metric> {
+    let mut out: Vec<Metric> = Vec::new();
+    for name in &a.metrics {
+        let key = match name {
+            MetricName::Bleu => "BLEU",
+            MetricName::Chrf => "CHRF",
+            MetricName::Ter => "TER",
+        };
+        if let Some(m) = metrics.iter().find(|m| m.key() == key) {
+            if !out.iter().any(|o| o.key() == key) {
+                out.push(m.clone());
+            }
+        }
+    }
+    out
+}
+
 /// A system's name and its lines.
 type System = (String, Vec<String>);
 
@@ -375,12 +396,21 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             "BLEU's tokenizer is off (-tok none): scores will not compare with published ones"
         );
     }
-    let format = output_format(&a);
+    // The per-language lines of --detail would spoil JSON: sacreBLEU switches to text.
+    let format = match output_format(&a) {
+        Format::Json if a.detail => Format::Text,
+        f => f,
+    };
     let (ref_names, mut refs) = match &test {
         Some(test) => test.references()?,
         None => (reference_names(&a), read_references(&a)?),
     };
     let mut systems = read_systems(&a, paired)?;
+    // --detail scores subsets of the whole test set, whatever --origlang keeps.
+    let full = match systems.first() {
+        Some((_, hyps)) if a.detail => Some((hyps.clone(), refs.clone())),
+        _ => None,
+    };
     if !subset.is_empty() {
         let Some(test) = &test else {
             bail!("--origlang and --subset need a test set (-t) and a language pair (-l)");
@@ -411,6 +441,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if systems.len() == 1 {
         let (_, hyps) = systems.remove(0);
         print_one_system(&a, &metrics, hyps, refs, format, &seed)?;
+        if let Some((hyps, refs)) = full {
+            let in_order = metrics_in_given_order(&a, &metrics);
+            testsets::print_detail(test.as_ref(), &a, &in_order, &hyps, &refs)?;
+        }
     } else if paired {
         print_paired(&a, &metrics, systems, refs, format, &seed)?;
     } else {

@@ -157,3 +157,105 @@ pub fn citation(a: &EvalArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--detail`: the scores of each original language, over all domains and per domain (or
+/// country), as sacreBLEU's `print_subset_results` prints them (`-ol XY` there means the
+/// languages `X` and `Y`: sacreBLEU walks the string's characters, and so does this).
+pub fn print_detail(
+    test: Option<&Chosen>,
+    a: &EvalArgs,
+    metrics: &[gnmt_bleu::Metric],
+    hyps: &[String],
+    refs: &[Vec<String>],
+) -> Result<()> {
+    let origlangs: Vec<String> = match (&a.origlang, test) {
+        (Some(o), _) => o.chars().map(String::from).collect(),
+        (None, Some(t)) => t.union(|sets, set, pair| sets.available_origlangs(set, pair))?,
+        (None, None) => Vec::new(),
+    };
+    let Some(test) = test.filter(|_| !origlangs.is_empty()) else {
+        println!("No subset information found. Consider using --origlang argument.");
+        return Ok(());
+    };
+    let mut subsets: Vec<Option<String>> = vec![None];
+    match &a.subset {
+        Some(s) => subsets.push(Some(s.clone())),
+        None => subsets.extend(
+            test.union(|sets, set, pair| sets.available_subsets(set, pair))?
+                .into_iter()
+                .map(Some),
+        ),
+    }
+    let mut results: Vec<(String, Vec<(usize, gnmt_bleu::Score)>)> = Vec::new();
+    for origlang in &origlangs {
+        for subset in &subsets {
+            let keep = test.mask(&Subset {
+                origlang: Some(origlang.clone()),
+                subset: subset.clone(),
+            })?;
+            let seg = gnmt_bleu::Segments {
+                hyps: filter(hyps.to_vec(), &keep),
+                refs: refs.iter().map(|r| filter(r.clone(), &keep)).collect(),
+            };
+            if seg.hyps.is_empty() {
+                continue;
+            }
+            let key = match subset.as_deref() {
+                None => format!("origlang={origlang} domain=ALL"),
+                Some(s) => match s.strip_prefix("country:") {
+                    Some(c) => format!("origlang={origlang} country={c}"),
+                    None => format!("origlang={origlang} domain={s}"),
+                },
+            };
+            let scores = metrics
+                .iter()
+                .map(|m| Ok((seg.hyps.len(), m.corpus_score(&seg, false)?)))
+                .collect::<Result<Vec<_>>>()?;
+            match results.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.extend(scores),
+                None => results.push((key, scores)),
+            }
+        }
+    }
+    let Some(first) = results.first() else {
+        return Ok(());
+    };
+    let left = results
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let name_width = first
+        .1
+        .iter()
+        .map(|(_, s)| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (key, scores) in &results {
+        for (n, score) in scores {
+            out.push_str(&format!(
+                "{key:<left$}: sentences={n:<6} {:<name_width$} = {}\n",
+                score.name,
+                gnmt_bleu::text::fmt_fixed(score.score, a.width)
+            ));
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+impl Chosen {
+    /// The sorted union of what `per_set` finds in each test set.
+    fn union(
+        &self,
+        per_set: impl Fn(&TestSets, &str, &str) -> Result<Vec<String>, gnmt_testsets::Error>,
+    ) -> Result<Vec<String>> {
+        let mut all = std::collections::BTreeSet::new();
+        for set in &self.names {
+            all.extend(per_set(&self.sets, set, &self.pair)?);
+        }
+        Ok(all.into_iter().collect())
+    }
+}

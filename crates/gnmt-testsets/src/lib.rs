@@ -11,6 +11,7 @@ mod cache;
 mod catalogue;
 mod process;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use gnmt_bleu::text::py_rstrip;
@@ -266,6 +267,74 @@ impl TestSets {
             }
         }
         Ok(keep)
+    }
+}
+
+impl TestSets {
+    /// The original languages of `set`/`pair`'s documents, sorted (for `--detail`).
+    pub fn available_origlangs(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
+        let (dataset, raw) = self.raw_source(set, pair)?;
+        let mut found = BTreeSet::new();
+        if dataset.kind == Kind::WmtXml {
+            found.extend(
+                self.xml_column(dataset, pair, "origlang")?
+                    .unwrap_or_default(),
+            );
+        } else if raw.to_string_lossy().ends_with(".sgm") {
+            for line in read_text(&raw)? {
+                if line.starts_with("<doc ") {
+                    // Without the attribute sacreBLEU keeps the whole line (newline and all).
+                    found.insert(match last_attribute(&line, "origlang") {
+                        Some(o) => o.to_string(),
+                        None => format!("{line}\n"),
+                    });
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The domains of `set`/`pair` (WMT XML), or the countries (`country:XX`) and domains of
+    /// sacreBLEU's WMT18/19 annotations, sorted (for `--detail`).
+    pub fn available_subsets(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
+        let dataset = self.catalogue.get(set)?;
+        let mut found = BTreeSet::new();
+        if dataset.kind == Kind::WmtXml {
+            found.extend(
+                self.xml_column(dataset, pair, "domain")?
+                    .unwrap_or_default(),
+            );
+        } else if let Some(tags) = self.catalogue.subsets.get(set) {
+            for tag in tags.values() {
+                let mut parts = tag.split('-');
+                found.insert(format!("country:{}", parts.next().unwrap_or("")));
+                found.insert(parts.next().unwrap_or("").to_string());
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The downloaded source (or XML) file of a pair.
+    fn raw_source(&self, set: &str, pair: &str) -> Result<(&Dataset, PathBuf), Error> {
+        let dataset = self.catalogue.get(set)?;
+        let first = dataset.pair_files(pair)?.first().unwrap_or("").to_string();
+        self.cache.ensure_downloaded(dataset)?;
+        Ok((dataset, self.cache.raw_dir(dataset).join(first)))
+    }
+
+    fn xml_column(
+        &self,
+        dataset: &Dataset,
+        pair: &str,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, Error> {
+        self.cache.ensure_downloaded(dataset)?;
+        let fields = process::fields(
+            dataset,
+            dataset.pair_files(pair)?,
+            &self.cache.raw_dir(dataset),
+        )?;
+        Ok(fields.into_iter().find(|(n, _)| n == name).map(|(_, c)| c))
     }
 }
 
