@@ -114,7 +114,20 @@ write(os.path.join(out, "hyp.ja"), "".join(drop_chars(l) + "\n" for l in ja))
 write(os.path.join(out, "ref.ko"), "".join(l + "\n" for l in ko))
 write(os.path.join(out, "hyp.ko"), "".join(drop_chars(l) + "\n" for l in ko))
 
+# sacreBLEU's SentencePiece tokenizers read their models from $SACREBLEU/models: the small
+# models of tests/fixtures/spm stand in for the FLORES ones (nothing is downloaded).
+spm_dir = os.path.join(root, "tests", "fixtures", "spm")
+for model, name in [("unigram", "sacrebleu_tokenizer_spm.model"), ("bpe", "flores200sacrebleuspm"),
+                    ("plain", "spbleu-1k_tokenizer_spm.model")]:
+    os.makedirs(os.path.join(cache, "models"), exist_ok=True)
+    shutil.copyfile(os.path.join(spm_dir, model + ".model"), os.path.join(cache, "models", name))
+
 cases = [
+    ["ref.ja", "-i", "hyp.ja", "-tok", "flores101", "-f", "text"],
+    ["ref.ko", "-i", "hyp.ko", "-tok", "spm", "-f", "text"],
+    ["hyp14.de", "-i", "hyp14b.de", "-tok", "flores200"],
+    ["ref.ja", "-i", "hyp.ja", "-tok", "spBLEU-1K", "-sl"],
+    ["-t", "wmt14", "-l", "en-de", "-i", "hyp14.de", "-tok", "flores200", "-f", "text"],
     ["ref.ja", "-i", "hyp.ja", "-tok", "ja-mecab", "-f", "text"],
     ["ref.ja", "-i", "hyp.ja", "-l", "en-ja", "-m", "bleu", "chrf"],
     ["ref.ja", "-i", "hyp.ja", "-tok", "ja-mecab", "-sl"],

@@ -144,13 +144,21 @@ fn test_set_errors_name_the_problem() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
-    // The spm tokenizer is not built in: a clear error, not a wrong score.
-    let out = run(gnmt()
-        .current_dir(&dir)
-        .args(["eval", "hyp14.de", "-i", "hyp14.de", "-tok", "spm"]));
+    // A model file that is not one: an error naming it, not a wrong score.
+    let cache = tmp.path().join("broken");
+    std::fs::create_dir_all(cache.join("models")).unwrap();
+    std::fs::write(cache.join("models/flores200sacrebleuspm"), "not a model").unwrap();
+    let out = run(gnmt().current_dir(&dir).env("SACREBLEU", &cache).args([
+        "eval",
+        "hyp14.de",
+        "-i",
+        "hyp14.de",
+        "-tok",
+        "flores200",
+    ]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("spm tokenizer is not in gnmt yet"),
+        stderr(&out).contains("SentencePiece model"),
         "{}",
         stderr(&out)
     );

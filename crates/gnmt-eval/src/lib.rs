@@ -115,6 +115,8 @@ enum TokenizeName {
     Spm,
     Flores101,
     Flores200,
+    #[value(name = "spBLEU-1K")]
+    SpBleu1k,
 }
 
 impl TokenizeName {
@@ -142,6 +144,11 @@ impl TokenizeName {
     }
 
     fn tokenizer(self) -> Result<Tokenizer> {
+        if self == TokenizeName::Spm {
+            tracing::warn!(
+                "tokenizer 'spm' has been changed to 'flores101', and may be removed in the future"
+            );
+        }
         let mecab = |language| -> Result<Tokenizer> {
             let t = gnmt_mecab::MecabTokenizer::new(language, &gnmt_mecab::default_dir())?;
             Ok(Tokenizer::External(std::sync::Arc::new(t)))
@@ -154,13 +161,43 @@ impl TokenizeName {
             TokenizeName::Char => Tokenizer::Char,
             TokenizeName::JaMecab => mecab(gnmt_mecab::Language::Japanese)?,
             TokenizeName::KoMecab => mecab(gnmt_mecab::Language::Korean)?,
-            other => bail!(
-                "the {} tokenizer is not in gnmt yet (sacreBLEU's needs SentencePiece models); \
-                 score with another -tok, or with sacreBLEU",
-                clap::ValueEnum::to_possible_value(&other)
-                    .map_or_else(String::new, |v| v.get_name().to_string())
-            ),
+            TokenizeName::Spm | TokenizeName::Flores101 => spm(
+                "flores101",
+                "https://dl.fbaipublicfiles.com/fairseq/models/flores/sacrebleu_tokenizer_spm.model",
+            )?,
+            TokenizeName::Flores200 => spm("flores200", "https://tinyurl.com/flores200sacrebleuspm")?,
+            TokenizeName::SpBleu1k => spm(
+                "spBLEU-1K",
+                "https://www.dlnlp.ai/spBLEU-1K/spbleu-1k_tokenizer_spm.model",
+            )?,
         })
+    }
+}
+
+/// sacreBLEU's spm/flores tokenizers: a SentencePiece model from sacreBLEU's cache
+/// (`$SACREBLEU/models`, downloaded there once), its pieces joined by spaces.
+fn spm(signature: &'static str, url: &str) -> Result<Tokenizer> {
+    let path = gnmt_testsets::Cache::from_env().model(url)?;
+    let model = gnmt_sentencepiece::SentencePiece::open(&path)?;
+    Ok(Tokenizer::External(std::sync::Arc::new(SpmTokenizer {
+        model,
+        signature,
+    })))
+}
+
+#[derive(Debug)]
+struct SpmTokenizer {
+    model: gnmt_sentencepiece::SentencePiece,
+    signature: &'static str,
+}
+
+impl gnmt_bleu::ExternalTokenizer for SpmTokenizer {
+    fn tokenize(&self, line: &str) -> String {
+        self.model.encode_as_pieces(line).join(" ")
+    }
+
+    fn signature(&self) -> String {
+        self.signature.to_string()
     }
 }
 

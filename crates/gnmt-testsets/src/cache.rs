@@ -73,6 +73,17 @@ impl Cache {
         ))
     }
 
+    /// A tokenizer model sacreBLEU keeps at `$SACREBLEU/models/BASENAME` (its spm/flores
+    /// SentencePiece models), downloaded there first if missing.
+    pub fn model(&self, url: &str) -> Result<PathBuf, Error> {
+        let dir = self.root.join("models");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let base = url.rsplit('/').next().unwrap_or(url);
+        let path = dir.join(base);
+        self.ensure_file(url, &path, None, &dir)?;
+        Ok(path)
+    }
+
     /// Makes sure every download of `set` is in the cache: fetched, checked and unpacked.
     pub fn ensure_downloaded(&self, set: &Dataset) -> Result<(), Error> {
         let raw = self.raw_dir(set);

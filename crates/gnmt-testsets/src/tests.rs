@@ -402,3 +402,31 @@ fn a_prepared_cache_is_used_without_any_network() {
         .unwrap();
     assert_eq!(buf, "src\n");
 }
+
+#[test]
+fn tokenizer_models_are_downloaded_once_into_the_models_directory() {
+    let server = serve(HashMap::from([(
+        "/flores/sacrebleu_tokenizer_spm.model".to_string(),
+        Served {
+            body: b"model bytes".to_vec(),
+            cut: false,
+        },
+    )]));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path());
+    let url = format!("{}/flores/sacrebleu_tokenizer_spm.model", server.base);
+    let path = cache.model(&url).unwrap();
+    assert_eq!(
+        path,
+        dir.path().join("models/sacrebleu_tokenizer_spm.model")
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"model bytes");
+    cache.model(&url).unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    let err = cache
+        .model(&format!("{}/missing.model", server.base))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("404"), "{err}");
+    assert!(!dir.path().join("models/missing.model").exists());
+}
