@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on a GPU machine (torch 2.11.0+cu130 installed, no network) with the `gnmt` binary built on
-# the CPU machine: `gnmt doctor --smoke` against the machine's own libtorch (CUDA available, the
+# the CPU machine (and `gnmt-torch` beside it: `gnmt` hands every subcommand but eval to it): `gnmt doctor --smoke` against the machine's own libtorch (CUDA available, the
 # GPU computes what the CPU computes), then training and translation throughput of `gnmt4` in
 # float32, bf16 and fp16.
 # Everything goes under $OUT.

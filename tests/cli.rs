@@ -57,16 +57,26 @@ fn doctor_reports_libtorch_and_devices() {
     );
 }
 
-#[test]
-fn binary_links_libtorch_cuda_and_has_runpath() {
+fn readelf(binary: &str) -> String {
     let out = std::process::Command::new("readelf")
         .arg("-d")
-        .arg(env!("CARGO_BIN_EXE_gnmt"))
+        .arg(binary)
         .output();
     // readelf comes with binutils, which the build's linker needs: it is always there.
     let out = out.unwrap_or_else(|e| panic!("readelf (binutils) is needed for this test: {e}"));
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = stdout(&out);
+    stdout(&out)
+}
+
+#[test]
+fn the_launcher_links_no_libtorch_and_gnmt_torch_links_it_with_cuda_and_runpath() {
+    let launcher = readelf(env!("CARGO_BIN_EXE_gnmt"));
+    assert!(launcher.contains("[libc.so.6]"), "{launcher}");
+    assert!(
+        !launcher.contains("libtorch") && !launcher.contains("libc10"),
+        "{launcher}"
+    );
+    let s = readelf(env!("CARGO_BIN_EXE_gnmt-torch"));
     assert!(s.contains("RUNPATH") || s.contains("RPATH"), "{s}");
     assert!(s.contains("libtorch_cpu.so"), "{s}");
     // The torch wheel from PyPI carries CUDA; the binary must keep libtorch_cuda as NEEDED.
@@ -233,7 +243,7 @@ fn bad_devices_and_metrics_are_refused_by_the_parser() {
             "cuda:x",
         ][..],
         &["eval", "r.txt", "-m", "meteor"][..],
-        &["eval", "r.txt", "--tokenize", "ja-mecab"][..],
+        &["eval", "r.txt", "--tokenize", "mecab"][..],
         &["eval", "r.txt", "-f", "xml"][..],
     ] {
         let out = run(gnmt().args(args));
