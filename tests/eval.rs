@@ -11,29 +11,14 @@ mod cases;
 #[test]
 fn eval_matches_sacrebleu_fixtures() {
     let (dir, cases) = cases::load(&repo());
-    let mut failures = Vec::new();
-    for case in &cases {
-        let mut cmd = gnmt();
-        cmd.current_dir(&dir)
+    let failures = cases::differences(&cases, |case| {
+        let out = run(gnmt()
+            .current_dir(&dir)
             .arg("eval")
             .args(&case.args)
-            .envs(case.env.iter().cloned());
-        let out = run(&mut cmd);
-        let args = case.args.join(" ");
-        assert_eq!(
-            out.status.code(),
-            Some(case.code),
-            "{args}: {}",
-            stderr(&out)
-        );
-        if stdout(&out) != case.expected {
-            failures.push(format!(
-                "gnmt eval {args}\n--- expected\n{}--- got\n{}",
-                case.expected,
-                stdout(&out)
-            ));
-        }
-    }
+            .envs(case.env.iter().cloned()));
+        (out.status.code(), stdout(&out), stderr(&out))
+    });
     assert!(
         failures.is_empty(),
         "{} of {} cases differ:\n{}",

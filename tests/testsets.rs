@@ -48,34 +48,14 @@ fn test_sets_by_name_match_sacrebleu_on_a_prepared_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     copy_dir(&dir.join("cache"), &cache);
-    let mut failures = Vec::new();
-    for case in &cases {
+    let failures = cases::differences(&cases, |case| {
         let out = run(gnmt()
             .current_dir(&dir)
             .env("SACREBLEU", &cache)
             .arg("eval")
             .args(&case.args));
-        let args = case.args.join(" ");
-        assert_eq!(
-            out.status.code(),
-            Some(case.code),
-            "{args}: {}",
-            stderr(&out)
-        );
-        if stdout(&out) != case.expected {
-            failures.push(format!(
-                "gnmt eval {args}\n--- expected\n{}--- got\n{}",
-                case.expected,
-                stdout(&out)
-            ));
-        }
-        if case.code != 0 {
-            assert!(
-                !stderr(&out).trim().is_empty(),
-                "{args}: fails without a message"
-            );
-        }
-    }
+        (out.status.code(), stdout(&out), stderr(&out))
+    });
     assert!(
         failures.is_empty(),
         "{} of {} cases differ:\n{}",

@@ -3,12 +3,23 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The flags every subcommand takes.
+#[derive(clap::Args, Debug)]
+pub struct Globals {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
 /// Logs to stderr at the level of `-v`/`-q`; `RUST_LOG` overrides.
-pub fn init_logging(verbose: u8, quiet: bool) {
-    let default = if quiet {
+pub fn init_logging(globals: &Globals) {
+    let default = if globals.quiet {
         "error"
     } else {
-        match verbose {
+        match globals.verbose {
             0 => "info",
             1 => "debug",
             _ => "trace",

@@ -19,12 +19,8 @@ const TORCH_BIN: &str = "gnmt-torch";
 #[derive(Parser, Debug)]
 #[command(name = "gnmt", version)]
 struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    /// Only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
+    #[command(flatten)]
+    globals: common::Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +35,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     if subcommand(&args) == Some(OsStr::new("eval")) {
         let cli = Cli::parse_from(gnmt_eval::translate_sacrebleu_flags(args));
-        common::init_logging(cli.verbose, cli.quiet);
+        common::init_logging(&cli.globals);
         let Command::Eval(eval) = cli.command;
         return common::exit_code(gnmt_eval::run(eval));
     }

@@ -22,12 +22,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "gnmt", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    /// Only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
+    #[command(flatten)]
+    globals: common::Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,7 +117,7 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let args = gnmt_eval::translate_sacrebleu_flags(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
-    common::init_logging(cli.verbose, cli.quiet);
+    common::init_logging(&cli.globals);
     let result = match cli.command {
         Command::Eval(args) => gnmt_eval::run(args),
         Command::Doctor(a) => doctor::run(a),

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The default recipe on any parallel corpus. DIR holds train, valid and test as SPLIT.LANG (plain or
+# .gz). A shared 8k unigram vocabulary, the `small` model, Adam with the GNMT schedule, validation
+# BLEU each sixth of the run (the best kept); the number of steps fits the corpus (EPOCHS passes
+# at most) and the time budget (MINUTES of training, the speed measured on this machine by a short
+# run first); then the best or the averaged last checkpoints (whichever scores higher on
+# validation), `gnmt tune` on validation, and the test BLEU as the last line.
+#
+#   scripts/train-recipe.sh DIR [--src L --tgt L] [--minutes 90] [--epochs 10] [--threads N]
+#                           [--device cpu|cuda] [--preset small] [--out DIR]
+# The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DIR="" SRC="" TGT="" MINUTES=90 EPOCHS=10 THREADS="" DEVICE=cpu PRESET=small OUT="" BATCH=64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --src) SRC="$2"; shift 2 ;;
+        --tgt) TGT="$2"; shift 2 ;;
+        --minutes) MINUTES="$2"; shift 2 ;;
+        --epochs) EPOCHS="$2"; shift 2 ;;
+        --threads) THREADS="$2"; shift 2 ;;
+        --device) DEVICE="$2"; shift 2 ;;
+        --preset) PRESET="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
+        *) DIR="$1"; shift ;;
+    esac
+done
+die() { echo "train-recipe.sh: $*" >&2; exit 1; }
+[ -n "$DIR" ] && [ -d "$DIR" ] || die "give the corpus directory (train/valid/test.{SRC,TGT}); --help says more"
+name=$(basename "$(cd "$DIR" && pwd)")
+if [ -z "$SRC" ] || [ -z "$TGT" ]; then
+    IFS=- read -r -a parts <<< "$name"
+    [ "${#parts[@]}" -ge 3 ] || die "cannot tell the languages from '$name': give --src and --tgt"
+    SRC="${SRC:-${parts[-2]}}" TGT="${TGT:-${parts[-1]}}"
+fi
+file() {  # split lang: the file, plain or gzipped
+    for f in "$DIR/$1.$2" "$DIR/$1.$2.gz"; do [ -f "$f" ] && { echo "$f"; return; }; done
+    die "$DIR/$1.$2 (or .gz) is missing"
+}
+lines() { case "$1" in *.gz) zcat "$1" | wc -l ;; *) wc -l < "$1" ;; esac; }
+TRAIN_S=$(file train "$SRC") TRAIN_T=$(file train "$TGT") VALID_S=$(file valid "$SRC") VALID_T=$(file valid "$TGT")
+TEST_S=$(file test "$SRC") TEST_T=$(file test "$TGT")
+OUT="${OUT:-runs/recipe-$name}"
+G=$(scripts/release-bin.sh)  # or $GNMT_BIN
+T=(); [ -n "$THREADS" ] && T=(--threads "$THREADS")
+mkdir -p "$OUT"
+pairs=$(lines "$TRAIN_S"); valid_n=$(lines "$VALID_S")
+echo "train-recipe.sh: $name, $SRC->$TGT, $pairs training pairs, $valid_n validation lines; $MINUTES min budget" >&2
+[ -f "$OUT/tokenizer.json" ] || $G vocab --src "$TRAIN_S" --tgt "$TRAIN_T" --size 8000 -o "$OUT/tokenizer.json"
+
+# The speed of this machine: a run of 80 steps against one of 20 (the difference leaves out the
+# start-up), so that the budget is kept.
+train_args=(--train-src "$TRAIN_S" --train-tgt "$TRAIN_T" --vocab "$OUT/tokenizer.json" --preset "$PRESET"
+            --device "$DEVICE" --batch-size "$BATCH" "${T[@]}")
+timed() {  # steps: the seconds a fresh run of that many steps takes
+    local a b
+    a=$(date +%s.%N)
+    $G -q train "${train_args[@]}" --max-steps "$1" --out "$OUT/calibrate" --force
+    b=$(date +%s.%N)
+    awk -v a="$a" -v b="$b" 'BEGIN { print b - a }'
+}
+t20=$(timed 20); t80=$(timed 80)
+rm -rf "$OUT/calibrate"
+per_min=$(awk -v a="$t20" -v b="$t80" 'BEGIN { d = b - a; if (d < 1) d = 1; printf "%.1f", 60 * 60 / d }')
+# Validation and checkpoints take about a tenth of a run.
+budget=$(awk -v m="$MINUTES" -v r="$per_min" 'BEGIN { printf "%d", m * r * 0.9 }')
+by_epochs=$(( EPOCHS * pairs / BATCH ))
+STEPS=$(( budget < by_epochs ? budget : by_epochs ))
+STEPS=$(( STEPS / 60 * 60 ))
+[ "$STEPS" -ge 600 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
+EVERY=$(( STEPS / 6 ))
+echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs), validation every $EVERY" >&2
+
+start=$(date +%s)
+$G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$STEPS" \
+    --save-every "$EVERY" --valid-every "$EVERY" --set keep_last=4 \
+    --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" \
+    --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" --out "$OUT/run" --force
+train_min=$(( ($(date +%s) - start) / 60 ))
+
+# best/ (by validation BLEU) or the average of the last four checkpoints: whichever is better on
+# validation (beam 5, the first 1000 lines).
+zcat -f "$VALID_S" | head -n 1000 > "$OUT/valid.src"; zcat -f "$VALID_T" | head -n 1000 > "$OUT/valid.ref"
+$G average --last 4 --run "$OUT/run" --out "$OUT/averaged"
+declare -A score
+for m in best averaged; do
+    case $m in best) dir="$OUT/run/best" ;; *) dir="$OUT/averaged" ;; esac
+    $G -q translate --model "$dir" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.$m.hyp"
+    score[$m]=$($G eval "$OUT/valid.ref" -i "$OUT/valid.$m.hyp" -b)
+done
+MODEL="$OUT/run/best"; CHOSEN=best
+awk -v a="${score[averaged]}" -v b="${score[best]}" 'BEGIN { exit !(a > b) }' && { MODEL="$OUT/averaged"; CHOSEN=averaged; }
+$G tune --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 3,5 --alphas 0.4,0.6,0.8,1.0 \
+    --betas 0,0.1,0.2 "${T[@]}" | tee "$OUT/tune.txt"
+$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
+zcat -f "$TEST_T" > "$OUT/test.ref"
+{
+    echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh)"
+    echo
+    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
+    echo "$STEPS steps of $BATCH sentences ($per_min a minute), training $train_min min; validation BLEU (beam 5):"
+    echo "best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept; search settings from gnmt tune (search.json)."
+    echo
+    echo '```'
+    $G eval "$OUT/test.ref" -i "$OUT/test.hyp" -m bleu chrf -f text
+    echo '```'
+} > "$OUT/results.md"
+cat "$OUT/results.md"
+echo "TEST BLEU $($G eval "$OUT/test.ref" -i "$OUT/test.hyp" -b) ($name $SRC->$TGT, $CHOSEN model, $train_min min of training)"
