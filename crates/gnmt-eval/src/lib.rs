@@ -1,8 +1,9 @@
 //! # gnmt-eval
 //!
 //! `gnmt eval`: sacreBLEU's command line over gnmt-bleu — flags, references and systems, the
-//! significance tests, and output byte-identical to sacreBLEU 2.6.0. Pure Rust: the `gnmt` binary
-//! uses it as a subcommand, and the `gnmt-eval` binary runs it without loading libtorch.
+//! significance tests, test sets by name (gnmt-testsets) and every tokenizer (MeCab through
+//! gnmt-mecab, SentencePiece through gnmt-sentencepiece), with output byte-identical to sacreBLEU
+//! 2.6.0. No libtorch: the `gnmt` launcher runs it in-process, and so does the `gnmt-eval` binary.
 
 mod testsets;
 
