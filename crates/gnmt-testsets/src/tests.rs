@@ -430,3 +430,55 @@ fn tokenizer_models_are_downloaded_once_into_the_models_directory() {
     assert!(err.contains("404"), "{err}");
     assert!(!dir.path().join("models/missing.model").exists());
 }
+
+#[test]
+fn wmt_addition_reads_plain_references_and_wmt08_has_no_document_fields() {
+    let archive = tgz(&[
+        ("t/src.en.sgm", SRC_SGM),
+        ("t/ref.de", "Hallo, Welt  \nZweite Zeile\nThird\n"),
+    ]);
+    let server = serve(HashMap::from([(
+        "/a.tgz".to_string(),
+        Served {
+            body: archive,
+            cut: false,
+        },
+    )]));
+    let b = &server.base;
+    let json = format!(
+        r#"{{"sacrebleu_version": "2.6.0", "datasets": [
+        {{"name": "wmt19/google/x", "kind": "wmt_addition", "data": ["{b}/a.tgz"], "md5": null,
+          "description": "toy", "citation": null, "refs": null,
+          "langpairs": [["en-de", ["t/src.en.sgm", "t/ref.de"]]]}},
+        {{"name": "wmt08x", "kind": "iwslt_xml", "data": ["{b}/a.tgz"], "md5": null,
+          "description": "toy", "citation": null, "refs": null,
+          "langpairs": [["en-de", ["t/src.en.sgm", "t/src.en.sgm", "t/src.en.sgm"]]]}}
+        ]}}"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sets = TestSets {
+        catalogue: Catalogue::from_json(&json).unwrap(),
+        cache: Cache::new(dir.path()),
+    };
+    let add = sets.pair("wmt19/google/x", "en-de").unwrap();
+    assert_eq!(
+        add.field_names(),
+        ["src", "ref", "docid", "genre", "origlang"]
+    );
+    assert_eq!(
+        lines(add.references()[0]),
+        ["Hallo, Welt", "Zweite Zeile", "Third"]
+    );
+    assert_eq!(
+        add.source().unwrap(),
+        dir.path().join("wmt19/google/x/wmt19_google_x.en-de.src")
+    );
+    // Names starting with wmt08 have no document fields; two references are ref:0 and ref:1.
+    let w08 = sets.pair("wmt08x", "en-de").unwrap();
+    assert_eq!(w08.field_names(), ["src", "ref:0", "ref:1"]);
+    assert_eq!(w08.references().len(), 2);
+    assert_eq!(
+        w08.field("ref").unwrap(),
+        dir.path().join("wmt08x/wmt08x.en-de.ref-0")
+    );
+}
