@@ -1284,3 +1284,76 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
+    // A corpus directory as a user has one: SPLIT.LANG files, the languages in its name, one
+    // side gzipped.
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("toy-en-de");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for (split, from) in [("train", "train"), ("valid", "valid"), ("test", "valid")] {
+        for lang in ["en", "de"] {
+            let text = std::fs::read(data().join(format!("{from}.{lang}"))).unwrap();
+            if split == "train" && lang == "de" {
+                use std::io::Write;
+                let f = std::fs::File::create(corpus.join("train.de.gz")).unwrap();
+                let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+                gz.write_all(&text).unwrap();
+                gz.finish().unwrap();
+            } else {
+                std::fs::write(corpus.join(format!("{split}.{lang}")), text).unwrap();
+            }
+        }
+    }
+    let out = tmp.path().join("out");
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/train-recipe.sh"))
+        .arg(&corpus)
+        .args([
+            "--steps",
+            "12",
+            "--preset",
+            "tiny",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+    assert!(last.contains("toy-en-de en->de"), "{last}");
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        results.contains("BLEU|nrefs:1") && results.contains("12 steps"),
+        "{results}"
+    );
+    // The search settings gnmt tune chose sit beside the model the test was translated with.
+    let chosen = if last.contains("averaged model") {
+        out.join("averaged")
+    } else {
+        out.join("run/best")
+    };
+    assert!(chosen.join("search.json").exists(), "{last}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("test.hyp"))
+            .unwrap()
+            .lines()
+            .count(),
+        60
+    );
+    // A directory whose name does not tell the languages is refused with what to do.
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/train-recipe.sh"))
+        .arg(tmp.path())
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt")));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("give --src and --tgt"),
+        "{}",
+        stderr(&o)
+    );
+}
