@@ -11,7 +11,7 @@ mod cases;
 #[test]
 fn eval_matches_sacrebleu_fixtures() {
     let (dir, cases) = cases::load(&repo());
-    let failures = cases::differences(&cases, |case| {
+    cases::check_all(&cases, |case| {
         let out = run(gnmt()
             .current_dir(&dir)
             .arg("eval")
@@ -19,13 +19,6 @@ fn eval_matches_sacrebleu_fixtures() {
             .envs(case.env.iter().cloned()));
         (out.status.code(), stdout(&out), stderr(&out))
     });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
 }
 
 #[test]

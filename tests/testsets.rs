@@ -48,7 +48,7 @@ fn test_sets_by_name_match_sacrebleu_on_a_prepared_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     copy_dir(&dir.join("cache"), &cache);
-    let failures = cases::differences(&cases, |case| {
+    cases::check_all(&cases, |case| {
         let out = run(gnmt()
             .current_dir(&dir)
             .env("SACREBLEU", &cache)
@@ -56,13 +56,6 @@ fn test_sets_by_name_match_sacrebleu_on_a_prepared_cache() {
             .args(&case.args));
         (out.status.code(), stdout(&out), stderr(&out))
     });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
 
     // The text files: the same names and bytes as sacreBLEU's.
     let expected_dir = dir.join("expected-text");

@@ -14,7 +14,7 @@ fn gnmt_eval_binary_matches_sacrebleu_fixtures() {
     let (dir, cases) = cases::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     let sample: Vec<cases::Case> = cases.into_iter().step_by(4).collect();
     assert!(sample.len() >= 25, "{}", sample.len());
-    let failures = cases::differences(&sample, |case| {
+    cases::check_all(&sample, |case| {
         let out = Command::new(env!("CARGO_BIN_EXE_gnmt-eval"))
             .current_dir(&dir)
             .args(&case.args)
@@ -26,5 +26,4 @@ fn gnmt_eval_binary_matches_sacrebleu_fixtures() {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     });
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
