@@ -226,7 +226,12 @@ impl TestSets {
         if dataset.kind == Kind::WmtXml {
             let fields = process::fields(dataset, files, &raw)?;
             let column = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, c)| c);
-            let origlangs = column("origlang").cloned().unwrap_or_default();
+            // Every WMT XML conversion has an origlang column; a domain column only where the
+            // documents have domains.
+            let origlangs = column("origlang").ok_or_else(|| Error::Format {
+                path: raw.clone(),
+                message: "no origlang field".into(),
+            })?;
             let domains = column("domain");
             return Ok(origlangs
                 .iter()
