@@ -2,7 +2,7 @@
 //! `--list`, `--download`, `--citation`, `--origlang`/`--subset`.
 
 use anyhow::{bail, Context, Result};
-use gnmt_testsets::{Subset, TestSets};
+use gnmt_testsets::{Documents, Subset, TestSets};
 
 use crate::EvalArgs;
 
@@ -62,13 +62,18 @@ impl Chosen {
         Ok((names, refs))
     }
 
+    /// The documents of each test set, read once for any number of filters.
+    pub fn documents(&self) -> Result<Vec<Documents>> {
+        let docs = self
+            .names
+            .iter()
+            .map(|set| self.sets.documents(set, &self.pair));
+        Ok(docs.collect::<Result<_, _>>()?)
+    }
+
     /// `--origlang`/`--subset`: which segments of the concatenated test sets to keep.
     pub fn mask(&self, subset: &Subset) -> Result<Vec<bool>> {
-        let mut keep = Vec::new();
-        for set in &self.names {
-            keep.extend(self.sets.subset_mask(set, &self.pair, subset)?);
-        }
-        Ok(keep)
+        mask(&self.documents()?, subset)
     }
 
     /// `--echo FIELD...`: the fields of each test set, tab-separated.
@@ -89,6 +94,21 @@ impl Chosen {
         print!("{out}");
         Ok(())
     }
+}
+
+/// Which segments of the concatenated test sets `subset` keeps.
+fn mask(docs: &[Documents], subset: &Subset) -> Result<Vec<bool>> {
+    let mut keep = Vec::new();
+    for d in docs {
+        keep.extend(d.mask(subset)?);
+    }
+    Ok(keep)
+}
+
+/// The sorted union of what `each` finds in each test set's documents.
+fn union(docs: &[Documents], each: impl Fn(&Documents) -> Vec<String>) -> Vec<String> {
+    let all: std::collections::BTreeSet<String> = docs.iter().flat_map(each).collect();
+    all.into_iter().collect()
 }
 
 /// The items whose flag is set (as far as both go, as Python's `zip`).
@@ -168,31 +188,33 @@ pub fn print_detail(
     hyps: &[String],
     refs: &[Vec<String>],
 ) -> Result<()> {
-    let origlangs: Vec<String> = match (&a.origlang, test) {
-        (Some(o), _) => o.chars().map(String::from).collect(),
-        (None, Some(t)) => t.union(|sets, set, pair| sets.available_origlangs(set, pair))?,
-        (None, None) => Vec::new(),
+    let docs = match test {
+        Some(t) => t.documents()?,
+        None => Vec::new(),
     };
-    let Some(test) = test.filter(|_| !origlangs.is_empty()) else {
+    let origlangs: Vec<String> = match &a.origlang {
+        Some(o) => o.chars().map(String::from).collect(),
+        None => union(&docs, Documents::origlangs),
+    };
+    if test.is_none() || origlangs.is_empty() {
         println!("No subset information found. Consider using --origlang argument.");
         return Ok(());
-    };
+    }
     let mut subsets: Vec<Option<String>> = vec![None];
     match &a.subset {
         Some(s) => subsets.push(Some(s.clone())),
-        None => subsets.extend(
-            test.union(|sets, set, pair| sets.available_subsets(set, pair))?
-                .into_iter()
-                .map(Some),
-        ),
+        None => subsets.extend(union(&docs, Documents::subsets).into_iter().map(Some)),
     }
     let mut results: Vec<(String, Vec<(usize, gnmt_bleu::Score)>)> = Vec::new();
     for origlang in &origlangs {
         for subset in &subsets {
-            let keep = test.mask(&Subset {
-                origlang: Some(origlang.clone()),
-                subset: subset.clone(),
-            })?;
+            let keep = mask(
+                &docs,
+                &Subset {
+                    origlang: Some(origlang.clone()),
+                    subset: subset.clone(),
+                },
+            )?;
             let seg = gnmt_bleu::Segments {
                 hyps: filter(hyps.to_vec(), &keep),
                 refs: refs.iter().map(|r| filter(r.clone(), &keep)).collect(),
@@ -244,18 +266,4 @@ pub fn print_detail(
     }
     print!("{out}");
     Ok(())
-}
-
-impl Chosen {
-    /// The sorted union of what `per_set` finds in each test set.
-    fn union(
-        &self,
-        per_set: impl Fn(&TestSets, &str, &str) -> Result<Vec<String>, gnmt_testsets::Error>,
-    ) -> Result<Vec<String>> {
-        let mut all = std::collections::BTreeSet::new();
-        for set in &self.names {
-            all.extend(per_set(&self.sets, set, &self.pair)?);
-        }
-        Ok(all.into_iter().collect())
-    }
 }

@@ -11,7 +11,7 @@ mod cache;
 mod catalogue;
 mod process;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use gnmt_bleu::text::py_rstrip;
@@ -200,14 +200,107 @@ impl Subset {
     }
 }
 
+/// Per segment of one pair, what sacreBLEU's `--origlang` and `--subset` read in the raw
+/// files: its document's original language, and its domain (WMT XML) or document id (WMT SGML,
+/// looked up in sacreBLEU's annotations of the set). Read once, filtered as often as needed.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    set: String,
+    origlang: Vec<String>,
+    tags: Tags,
+}
+
+#[derive(Debug, Clone)]
+enum Tags {
+    /// WMT XML: each segment's domain, where the file has domains.
+    Domains(Option<Vec<String>>),
+    /// WMT SGML: each segment's document id, and the set's annotations (id -> country-domain).
+    DocIds {
+        ids: Vec<String>,
+        annotations: Option<BTreeMap<String, String>>,
+    },
+    /// Neither: no documents to filter on (the source file named).
+    Unknown(String),
+}
+
 impl TestSets {
-    /// One flag per segment of `set`/`pair`: whether `subset` keeps it (sacreBLEU's
-    /// `filter_subset`, read from the raw WMT XML or SGML source file).
-    pub fn subset_mask(&self, set: &str, pair: &str, subset: &Subset) -> Result<Vec<bool>, Error> {
+    /// The documents of `set`/`pair` (none where its raw files are neither WMT XML nor SGML).
+    pub fn documents(&self, set: &str, pair: &str) -> Result<Documents, Error> {
         let dataset = self.catalogue.get(set)?;
         let files = dataset.pair_files(pair)?;
         self.cache.ensure_downloaded(dataset)?;
         let raw = self.cache.raw_dir(dataset);
+        if dataset.kind == Kind::WmtXml {
+            let mut fields = process::fields(dataset, files, &raw)?;
+            let mut take = |name: &str| {
+                fields
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .map(|i| fields.swap_remove(i).1)
+            };
+            // Every WMT XML conversion has an origlang column; a domain column only where the
+            // documents have domains.
+            let origlang = take("origlang").ok_or_else(|| Error::Format {
+                path: raw.clone(),
+                message: "no origlang field".into(),
+            })?;
+            let tags = Tags::Domains(take("domain"));
+            return Ok(Documents {
+                set: set.to_string(),
+                origlang,
+                tags,
+            });
+        }
+        let first = files.first().unwrap_or("");
+        if !first.ends_with(".sgm") {
+            return Ok(Documents {
+                set: set.to_string(),
+                origlang: Vec::new(),
+                tags: Tags::Unknown(first.to_string()),
+            });
+        }
+        let (mut origlang, mut ids) = (Vec::new(), Vec::new());
+        let (mut doc_origlang, mut doc_id) = (String::new(), String::new());
+        for line in read_text(&raw.join(first))? {
+            if line.starts_with("<doc ") {
+                // Without the attribute, sacreBLEU's re.sub leaves the whole line (newline and
+                // all): it never equals a language.
+                doc_origlang = match last_attribute(&line, "origlang") {
+                    Some(o) => o.to_string(),
+                    None => format!("{line}\n"),
+                };
+                doc_id = last_attribute(&line, "docid").unwrap_or(&line).to_string();
+            } else if line.starts_with("<seg ") {
+                origlang.push(doc_origlang.clone());
+                ids.push(doc_id.clone());
+            }
+        }
+        Ok(Documents {
+            set: set.to_string(),
+            origlang,
+            tags: Tags::DocIds {
+                ids,
+                annotations: self.catalogue.subsets.get(set).cloned(),
+            },
+        })
+    }
+
+    /// One flag per segment of `set`/`pair`: whether `subset` keeps it (sacreBLEU's
+    /// `filter_subset`).
+    pub fn subset_mask(&self, set: &str, pair: &str, subset: &Subset) -> Result<Vec<bool>, Error> {
+        self.documents(set, pair)?.mask(subset)
+    }
+}
+
+impl Documents {
+    /// Whether `subset` keeps each segment.
+    pub fn mask(&self, subset: &Subset) -> Result<Vec<bool>, Error> {
+        if let Tags::Unknown(file) = &self.tags {
+            return Err(Error::Filter(format!(
+                "--origlang and --subset need WMT's XML or SGML files, and {} has {file:?}",
+                self.set
+            )));
+        }
         let pattern = match subset.subset.as_deref() {
             Some(s) => {
                 let s = s.strip_prefix("country:").unwrap_or(s);
@@ -218,128 +311,62 @@ impl TestSets {
             }
             None => None,
         };
-        let matches = |tag: Option<&str>| match (&pattern, tag) {
-            (None, _) => true,
-            (Some(re), Some(t)) => re.is_match(t),
-            (Some(_), None) => false,
-        };
-        if dataset.kind == Kind::WmtXml {
-            let fields = process::fields(dataset, files, &raw)?;
-            let column = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, c)| c);
-            // Every WMT XML conversion has an origlang column; a domain column only where the
-            // documents have domains.
-            let origlangs = column("origlang").ok_or_else(|| Error::Format {
-                path: raw.clone(),
-                message: "no origlang field".into(),
-            })?;
-            let domains = column("domain");
-            return Ok(origlangs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    subset.origlang_keeps(o)
-                        && matches(domains.and_then(|d| d.get(i)).map(String::as_str))
-                })
-                .collect());
-        }
-        let first = files.first().unwrap_or("");
-        if !first.ends_with(".sgm") {
+        if let (
+            Some(_),
+            Tags::DocIds {
+                annotations: None, ..
+            },
+        ) = (&pattern, &self.tags)
+        {
             return Err(Error::Filter(format!(
-                "--origlang and --subset need WMT's XML or SGML files, and {set} has {first:?}"
+                "no subset annotation for test set {}",
+                self.set
             )));
         }
-        let tags = match &pattern {
-            Some(_) => Some(self.catalogue.subsets.get(set).ok_or_else(|| {
-                Error::Filter(format!("no subset annotation for test set {set}"))
-            })?),
-            None => None,
+        let tag = |i: usize| match &self.tags {
+            Tags::Domains(domains) => domains.as_ref().and_then(|d| d.get(i)).map(String::as_str),
+            Tags::Unknown(_) => None,
+            Tags::DocIds { ids, annotations } => Some(
+                ids.get(i)
+                    .and_then(|id| annotations.as_ref()?.get(id))
+                    .map_or("", String::as_str),
+            ),
         };
-        let mut keep = Vec::new();
-        let mut include = false;
-        for line in read_text(&raw.join(first))? {
-            if line.starts_with("<doc ") {
-                include = match last_attribute(&line, "origlang") {
-                    Some(o) => subset.origlang_keeps(o),
-                    // sacreBLEU compares the whole line then: never equal.
-                    None => subset.origlang_keeps(&line),
-                };
-                if let Some(tags) = tags {
-                    let id = last_attribute(&line, "docid").unwrap_or(&line);
-                    include &= matches(Some(tags.get(id).map_or("", String::as_str)));
-                }
-            } else if line.starts_with("<seg ") {
-                keep.push(include);
-            }
-        }
-        Ok(keep)
+        Ok(self
+            .origlang
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                subset.origlang_keeps(o)
+                    && pattern
+                        .as_ref()
+                        .is_none_or(|re| tag(i).is_some_and(|t| re.is_match(t)))
+            })
+            .collect())
     }
-}
 
-impl TestSets {
-    /// The original languages of `set`/`pair`'s documents, sorted (for `--detail`).
-    pub fn available_origlangs(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
-        let (dataset, raw) = self.raw_source(set, pair)?;
+    /// The original languages of the documents, sorted (for `--detail`).
+    pub fn origlangs(&self) -> Vec<String> {
+        let found: BTreeSet<&String> = self.origlang.iter().collect();
+        found.into_iter().cloned().collect()
+    }
+
+    /// The domains of the documents (WMT XML), or the countries (`country:XX`) and domains of
+    /// sacreBLEU's annotations of the set (WMT18/19 SGML), sorted (for `--detail`).
+    pub fn subsets(&self) -> Vec<String> {
         let mut found = BTreeSet::new();
-        if dataset.kind == Kind::WmtXml {
-            found.extend(
-                self.xml_column(dataset, pair, "origlang")?
-                    .unwrap_or_default(),
-            );
-        } else if raw.to_string_lossy().ends_with(".sgm") {
-            for line in read_text(&raw)? {
-                if line.starts_with("<doc ") {
-                    // Without the attribute sacreBLEU keeps the whole line (newline and all).
-                    found.insert(match last_attribute(&line, "origlang") {
-                        Some(o) => o.to_string(),
-                        None => format!("{line}\n"),
-                    });
+        match &self.tags {
+            Tags::Domains(domains) => found.extend(domains.iter().flatten().cloned()),
+            Tags::DocIds { annotations, .. } => {
+                for tag in annotations.iter().flat_map(BTreeMap::values) {
+                    let mut parts = tag.split('-');
+                    found.insert(format!("country:{}", parts.next().unwrap_or("")));
+                    found.insert(parts.next().unwrap_or("").to_string());
                 }
             }
+            Tags::Unknown(_) => {}
         }
-        Ok(found.into_iter().collect())
-    }
-
-    /// The domains of `set`/`pair` (WMT XML), or the countries (`country:XX`) and domains of
-    /// sacreBLEU's WMT18/19 annotations, sorted (for `--detail`).
-    pub fn available_subsets(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
-        let dataset = self.catalogue.get(set)?;
-        let mut found = BTreeSet::new();
-        if dataset.kind == Kind::WmtXml {
-            found.extend(
-                self.xml_column(dataset, pair, "domain")?
-                    .unwrap_or_default(),
-            );
-        } else if let Some(tags) = self.catalogue.subsets.get(set) {
-            for tag in tags.values() {
-                let mut parts = tag.split('-');
-                found.insert(format!("country:{}", parts.next().unwrap_or("")));
-                found.insert(parts.next().unwrap_or("").to_string());
-            }
-        }
-        Ok(found.into_iter().collect())
-    }
-
-    /// The downloaded source (or XML) file of a pair.
-    fn raw_source(&self, set: &str, pair: &str) -> Result<(&Dataset, PathBuf), Error> {
-        let dataset = self.catalogue.get(set)?;
-        let first = dataset.pair_files(pair)?.first().unwrap_or("").to_string();
-        self.cache.ensure_downloaded(dataset)?;
-        Ok((dataset, self.cache.raw_dir(dataset).join(first)))
-    }
-
-    fn xml_column(
-        &self,
-        dataset: &Dataset,
-        pair: &str,
-        name: &str,
-    ) -> Result<Option<Vec<String>>, Error> {
-        self.cache.ensure_downloaded(dataset)?;
-        let fields = process::fields(
-            dataset,
-            dataset.pair_files(pair)?,
-            &self.cache.raw_dir(dataset),
-        )?;
-        Ok(fields.into_iter().find(|(n, _)| n == name).map(|(_, c)| c))
+        found.into_iter().collect()
     }
 }
 
