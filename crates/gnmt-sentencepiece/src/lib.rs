@@ -244,34 +244,49 @@ impl SentencePiece {
     /// the best-scoring pair first (the leftmost among equals); pieces marked unused are split
     /// back into what made them.
     fn encode_bpe<'a>(&self, text: &'a str) -> Vec<(&'a str, usize)> {
-        struct Symbol {
-            prev: Option<usize>,
-            next: Option<usize>,
-            freeze: bool,
-            start: usize,
-            len: usize,
+        let mut symbols = self.bpe_symbols(text);
+        let mut agenda = BinaryHeap::new();
+        let mut rev_merge: FxHashMap<&'a str, (&'a str, &'a str)> = FxHashMap::default();
+        for i in 1..symbols.len() {
+            self.add_pair(text, &symbols, (i - 1, i), &mut agenda, &mut rev_merge);
         }
-        /// A candidate merge; the heap pops the highest score, then the smallest left.
-        #[derive(PartialEq)]
-        struct Pair {
-            score: f32,
-            left: usize,
-            right: usize,
-            len: usize,
-        }
-        impl Eq for Pair {}
-        impl PartialOrd for Pair {
-            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
+        while let Some(top) = agenda.pop() {
+            let (l, r) = (&symbols[top.left], &symbols[top.right]);
+            // A pair whose sides changed since it was queued is stale.
+            if l.len == 0 || r.len == 0 || l.len + r.len != top.len {
+                continue;
+            }
+            merge(&mut symbols, top.left, top.right);
+            if let Some(prev) = symbols[top.left].prev {
+                self.add_pair(
+                    text,
+                    &symbols,
+                    (prev, top.left),
+                    &mut agenda,
+                    &mut rev_merge,
+                );
+            }
+            if let Some(next) = symbols[top.left].next {
+                self.add_pair(
+                    text,
+                    &symbols,
+                    (top.left, next),
+                    &mut agenda,
+                    &mut rev_merge,
+                );
             }
         }
-        impl Ord for Pair {
-            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.score
-                    .total_cmp(&other.score)
-                    .then(other.left.cmp(&self.left))
-            }
+        let mut out = Vec::new();
+        let mut index = (!symbols.is_empty()).then_some(0);
+        while let Some(i) = index {
+            self.resegment(symbols[i].piece(text), &rev_merge, &mut out);
+            index = symbols[i].next;
         }
+        out
+    }
+
+    /// The text split into characters, user-defined symbols kept whole (and never merged).
+    fn bpe_symbols(&self, text: &str) -> Vec<Symbol> {
         let bytes = text.as_bytes();
         let mut symbols: Vec<Symbol> = Vec::new();
         let mut pos = 0;
@@ -290,62 +305,36 @@ impl SentencePiece {
             });
             pos += len;
         }
-        let mut agenda = BinaryHeap::new();
-        let mut rev_merge: FxHashMap<&str, (&str, &str)> = FxHashMap::default();
-        let piece_of = |s: &Symbol| &text[s.start..s.start + s.len];
-        let add_pair = |symbols: &[Symbol],
-                        agenda: &mut BinaryHeap<Pair>,
-                        rev: &mut FxHashMap<&'a str, (&'a str, &'a str)>,
-                        left: Option<usize>,
-                        right: Option<usize>| {
-            let (Some(l), Some(r)) = (left, right) else {
-                return;
-            };
-            let (sl, sr) = (&symbols[l], &symbols[r]);
-            if sl.freeze || sr.freeze {
-                return;
-            }
-            let merged = &text[sl.start..sl.start + sl.len + sr.len];
-            let Some(&id) = self.pieces.get(merged) else {
-                return;
-            };
-            agenda.push(Pair {
-                score: self.proto.pieces[id].score,
-                left: l,
-                right: r,
-                len: merged.len(),
-            });
-            if self.kind(id) == PieceType::Unused {
-                rev.insert(merged, (piece_of(sl), piece_of(sr)));
-            }
+        symbols
+    }
+
+    /// Queues the merge of two neighbours if their concatenation is a piece; remembers what an
+    /// unused piece was made of.
+    fn add_pair<'a>(
+        &self,
+        text: &'a str,
+        symbols: &[Symbol],
+        (left, right): (usize, usize),
+        agenda: &mut BinaryHeap<Pair>,
+        rev_merge: &mut FxHashMap<&'a str, (&'a str, &'a str)>,
+    ) {
+        let (sl, sr) = (&symbols[left], &symbols[right]);
+        if sl.freeze || sr.freeze {
+            return;
+        }
+        let merged = &text[sl.start..sl.start + sl.len + sr.len];
+        let Some(&id) = self.pieces.get(merged) else {
+            return;
         };
-        for i in 1..symbols.len() {
-            add_pair(&symbols, &mut agenda, &mut rev_merge, Some(i - 1), Some(i));
+        agenda.push(Pair {
+            score: self.proto.pieces[id].score,
+            left,
+            right,
+            len: merged.len(),
+        });
+        if self.kind(id) == PieceType::Unused {
+            rev_merge.insert(merged, (sl.piece(text), sr.piece(text)));
         }
-        while let Some(top) = agenda.pop() {
-            let (l, r) = (&symbols[top.left], &symbols[top.right]);
-            if l.len == 0 || r.len == 0 || l.len + r.len != top.len {
-                continue;
-            }
-            let right_next = r.next;
-            symbols[top.left].len += symbols[top.right].len;
-            symbols[top.left].next = right_next;
-            if let Some(n) = right_next {
-                symbols[n].prev = Some(top.left);
-            }
-            symbols[top.right].len = 0;
-            let prev = symbols[top.left].prev;
-            add_pair(&symbols, &mut agenda, &mut rev_merge, prev, Some(top.left));
-            let next = symbols[top.left].next;
-            add_pair(&symbols, &mut agenda, &mut rev_merge, Some(top.left), next);
-        }
-        let mut out = Vec::new();
-        let mut index = if symbols.is_empty() { None } else { Some(0) };
-        while let Some(i) = index {
-            self.resegment(piece_of(&symbols[i]), &rev_merge, &mut out);
-            index = symbols[i].next;
-        }
-        out
     }
 
     /// A piece marked unused is replaced by the two pieces it was merged from, recursively.
@@ -367,6 +356,58 @@ impl SentencePiece {
             }
             None => out.push((piece, id)),
         }
+    }
+}
+
+/// A stretch of the text during BPE merging, linked to its neighbours (emptied when merged
+/// into its left neighbour).
+struct Symbol {
+    prev: Option<usize>,
+    next: Option<usize>,
+    freeze: bool,
+    start: usize,
+    len: usize,
+}
+
+impl Symbol {
+    fn piece<'a>(&self, text: &'a str) -> &'a str {
+        &text[self.start..self.start + self.len]
+    }
+}
+
+/// Merges `right` into `left`, its left neighbour.
+fn merge(symbols: &mut [Symbol], left: usize, right: usize) {
+    let right_next = symbols[right].next;
+    symbols[left].len += symbols[right].len;
+    symbols[left].next = right_next;
+    if let Some(n) = right_next {
+        symbols[n].prev = Some(left);
+    }
+    symbols[right].len = 0;
+}
+
+/// A candidate merge; the heap pops the highest score, then the smallest left.
+#[derive(PartialEq)]
+struct Pair {
+    score: f32,
+    left: usize,
+    right: usize,
+    len: usize,
+}
+
+impl Eq for Pair {}
+
+impl PartialOrd for Pair {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pair {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(other.left.cmp(&self.left))
     }
 }
 
