@@ -104,11 +104,9 @@ impl TestSets {
     /// downloaded for it.
     pub fn field_names(&self, set: &str, pair: &str) -> Result<Vec<String>, Error> {
         let dataset = self.catalogue.get(set)?;
-        match dataset.pair_files(pair)? {
-            PairFiles::Files(f) if dataset.kind != Kind::WmtXml => {
-                Ok(process::static_fieldnames(dataset, f))
-            }
-            _ => Ok(self
+        match known_field_names(dataset, dataset.pair_files(pair)?) {
+            Some(names) => Ok(names),
+            None => Ok(self
                 .pair(set, pair)?
                 .field_names()
                 .iter()
@@ -122,10 +120,7 @@ impl TestSets {
     pub fn pair<'a>(&'a self, set: &str, pair: &str) -> Result<PairData<'a>, Error> {
         let set = self.catalogue.get(set)?;
         let files = set.pair_files(pair)?;
-        let names = match (set.kind, files) {
-            (Kind::WmtXml, _) | (_, PairFiles::Xml { .. }) => None,
-            (_, PairFiles::Files(f)) => Some(process::static_fieldnames(set, f)),
-        };
+        let names = known_field_names(set, files);
         let paths = |names: &[String]| -> Vec<(String, PathBuf)> {
             names
                 .iter()
@@ -367,6 +362,15 @@ impl Documents {
             Tags::Unknown(_) => {}
         }
         found.into_iter().collect()
+    }
+}
+
+/// The field names of a pair, where they are known without reading its raw files (every
+/// format but WMT XML, which names them inside the file).
+fn known_field_names(set: &Dataset, files: &PairFiles) -> Option<Vec<String>> {
+    match (set.kind, files) {
+        (Kind::WmtXml, _) | (_, PairFiles::Xml { .. }) => None,
+        (_, PairFiles::Files(f)) => Some(process::static_fieldnames(set, f)),
     }
 }
 
