@@ -65,6 +65,20 @@ pub struct CpuState {
 }
 
 impl CpuState {
+    /// With `n` rows of zeros (a fresh hypothesis' state) after the others.
+    pub fn with_zero_rows(&self, n: usize) -> CpuState {
+        let grow = |v: &Vec<f32>| {
+            let mut v = v.clone();
+            v.resize(v.len() + n * self.hidden, 0.0);
+            v
+        };
+        CpuState {
+            h: self.h.iter().map(grow).collect(),
+            c: self.c.iter().map(grow).collect(),
+            hidden: self.hidden,
+        }
+    }
+
     /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch.
     pub fn select(&self, rows: &[usize]) -> CpuState {
         let pick = |v: &Vec<f32>| {

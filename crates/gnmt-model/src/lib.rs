@@ -120,6 +120,54 @@ impl Encoded {
             pad_mask: self.pad_mask.index_select(0, index),
         }
     }
+
+    /// The rows of `self` then those of `other`, both padded to the wider source: sentences
+    /// joining a search under way. Padding is what [`Seq2Seq::encode`] leaves there (masked
+    /// out of the attention), so a sentence attends the same however wide its batch is.
+    pub fn concat(&self, other: &Encoded) -> Encoded {
+        let width = self.width().max(other.width());
+        let (a, b) = (self.padded_to(width), other.padded_to(width));
+        Encoded {
+            outputs: Tensor::cat(&[a.outputs, b.outputs], 0),
+            keys: Tensor::cat(&[a.keys, b.keys], 0),
+            pad_mask: Tensor::cat(&[a.pad_mask, b.pad_mask], 0),
+        }
+    }
+
+    /// Source positions `S`.
+    pub fn width(&self) -> i64 {
+        self.pad_mask.size().get(1).copied().unwrap_or(0)
+    }
+
+    /// Padded with masked positions up to `width`.
+    fn padded_to(&self, width: i64) -> Encoded {
+        let extra = width - self.width();
+        if extra <= 0 {
+            return Encoded {
+                outputs: self.outputs.shallow_clone(),
+                keys: self.keys.shallow_clone(),
+                pad_mask: self.pad_mask.shallow_clone(),
+            };
+        }
+        let zeros = |t: &Tensor| {
+            let mut size = t.size();
+            size[1] = extra;
+            Tensor::cat(
+                &[
+                    t.shallow_clone(),
+                    Tensor::zeros(size.as_slice(), (t.kind(), t.device())),
+                ],
+                1,
+            )
+        };
+        let rows = self.pad_mask.size().first().copied().unwrap_or(0);
+        let masked = Tensor::ones([rows, extra], (Kind::Bool, self.pad_mask.device()));
+        Encoded {
+            outputs: zeros(&self.outputs),
+            keys: zeros(&self.keys),
+            pad_mask: Tensor::cat(&[self.pad_mask.shallow_clone(), masked], 1),
+        }
+    }
 }
 
 /// Per-layer `(h, c)` of the decoder, each `[1, B, H]`.
@@ -129,6 +177,28 @@ pub struct DecoderState {
 }
 
 impl DecoderState {
+    /// With `n` rows of zeros (a fresh hypothesis' state) after the others.
+    pub fn with_zero_rows(&self, n: i64) -> DecoderState {
+        let grow = |t: &Tensor| {
+            let mut size = t.size();
+            size[1] = n;
+            Tensor::cat(
+                &[
+                    t.shallow_clone(),
+                    Tensor::zeros(size.as_slice(), (t.kind(), t.device())),
+                ],
+                1,
+            )
+        };
+        DecoderState {
+            layers: self
+                .layers
+                .iter()
+                .map(|s| nn::LSTMState((grow(&s.h()), grow(&s.c()))))
+                .collect(),
+        }
+    }
+
     pub fn select(&self, index: &Tensor) -> DecoderState {
         DecoderState {
             layers: self

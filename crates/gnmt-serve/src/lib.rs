@@ -1,10 +1,11 @@
 //! # gnmt-serve
 //!
 //! `gnmt serve`: an HTTP translation service over one loaded model. Concurrent requests are
-//! batched dynamically: the search workers (plain threads, never the async runtime's) take the
+//! batched continuously: the search workers (plain threads, never the async runtime's) take the
 //! oldest queued request together with every queued request that shares its search settings,
-//! up to a sentence and token budget or a few milliseconds of waiting, search them as one
-//! batch and give each request its own sentences back, in order.
+//! up to a sentence and token budget or a few milliseconds of waiting, and search them as one
+//! batch that requests with those settings keep joining between decoder steps; each request
+//! gets its own sentences back, in order, at the step its last sentence ends.
 //!
 //! Everything is bounded: the queue (then `503` with `Retry-After`), the body (`413`), the
 //! sentences per request (`413`), the time a request may wait (`504`); bad JSON or fields get

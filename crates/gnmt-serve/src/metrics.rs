@@ -203,7 +203,7 @@ impl Metrics {
         self.batch.render(
             &mut out,
             "gnmt_batch_sentences",
-            "Sentences per search batch.",
+            "Sentences in a search batch, each time requests start or join it.",
         );
         self.latency.render(
             &mut out,

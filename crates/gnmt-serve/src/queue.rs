@@ -63,6 +63,10 @@ struct State {
     /// Batches being searched: with none, an idle server starts a batch at the first quiet
     /// moment (latency); while others search, it waits the window (fuller batches).
     busy: usize,
+    /// Sentences in those searches, and the workers: a search under way takes more only up
+    /// to its fair share of all the sentences in the server.
+    searching: usize,
+    workers: usize,
     closed: bool,
 }
 
@@ -109,10 +113,71 @@ impl Queue {
         Ok(())
     }
 
+    /// A worker will take batches (the fair shares count them).
+    pub fn add_worker(&self) {
+        self.lock().workers += 1;
+    }
+
     /// A batch from [`Queue::next_batch`] is searched and answered.
     pub fn batch_done(&self) {
         let mut st = self.lock();
         st.busy = st.busy.saturating_sub(1);
+    }
+
+    /// `n` sentences of a search under way are answered.
+    pub fn sentences_done(&self, n: usize) {
+        let mut st = self.lock();
+        st.searching = st.searching.saturating_sub(n);
+    }
+
+    /// Without waiting, queued jobs with `settings` that join a search under way of `active`
+    /// sentences and `pieces` source pieces: in queue order, as many as fit the budget and
+    /// this search's fair share of every sentence in the server (idle workers get theirs).
+    /// None while a job with other settings has waited the window: the search drains, and its
+    /// worker turns to that job.
+    pub fn join_batch(
+        &self,
+        settings: &Settings,
+        active: usize,
+        pieces: usize,
+        limits: &BatchLimits,
+    ) -> Vec<Job> {
+        let mut st = self.lock();
+        drop_abandoned(&mut st);
+        let Some(head) = st.jobs.front() else {
+            return Vec::new();
+        };
+        if head.settings != *settings && head.enqueued.elapsed() >= limits.wait {
+            return Vec::new();
+        }
+        let waiting: usize = st
+            .jobs
+            .iter()
+            .filter(|j| j.settings == *settings)
+            .map(|j| j.sources.len())
+            .sum();
+        let fair = (waiting + st.searching).div_ceil(st.workers.max(1));
+        let room = limits.sentences.min(fair).saturating_sub(active);
+        let cap = BatchLimits {
+            sentences: room,
+            tokens: limits.tokens.saturating_sub(pieces),
+            ..*limits
+        };
+        let (mut n, mut t) = (0, 0);
+        let mut take = vec![false; st.jobs.len()];
+        for (i, j) in st.jobs.iter().enumerate() {
+            if j.settings == *settings
+                && n + j.sources.len() <= cap.sentences
+                && t + j.tokens() <= cap.tokens
+            {
+                n += j.sources.len();
+                t += j.tokens();
+                take[i] = true;
+            }
+        }
+        let batch = split_off(&mut st, take);
+        st.searching += n;
+        batch
     }
 
     /// Sentences waiting.
@@ -177,6 +242,7 @@ impl Queue {
                 st.idle -= 1;
                 st.busy += 1;
                 let batch = take_batch(&mut st, &cap);
+                st.searching += batch.iter().map(|j| j.sources.len()).sum::<usize>();
                 if !st.jobs.is_empty() {
                     self.changed.notify_one();
                 }
@@ -230,6 +296,13 @@ fn take_batch(st: &mut State, limits: &BatchLimits) -> Vec<Job> {
         }
     }
     let mut batch = vec![head];
+    batch.extend(split_off(st, take));
+    batch
+}
+
+/// The jobs marked in `take` (one flag per queued job), out of the queue in queue order.
+fn split_off(st: &mut State, take: Vec<bool>) -> Vec<Job> {
+    let mut batch = Vec::new();
     let mut rest = VecDeque::with_capacity(st.jobs.len());
     for (j, taken) in std::mem::take(&mut st.jobs).into_iter().zip(take) {
         if taken {
@@ -377,6 +450,61 @@ mod tests {
         q.close();
         let sizes: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         assert_eq!(sizes, [Some(4), Some(4)]);
+    }
+
+    #[test]
+    fn a_search_under_way_takes_its_fair_share_of_what_waits_with_its_settings() {
+        let q = Queue::new(100);
+        q.add_worker();
+        q.add_worker();
+        let other = Settings { beam: 2, ..S };
+        let mut keep = Vec::new();
+        for (n, s) in [(2, S), (1, other), (3, S), (2, S), (1, S)] {
+            let (j, rx) = job(n, s);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        // A first worker's batch: 8 sentences at most, the head's settings.
+        let first = q.next_batch(&LIMITS).unwrap();
+        assert_eq!(first.iter().map(|j| j.sources.len()).sum::<usize>(), 8);
+        // Six of them done: two active. Five more come: half of the seven in the server is
+        // four, so the search takes the first job (two), and the other settings' job waits.
+        q.sentences_done(6);
+        for (n, s) in [(2, S), (3, S)] {
+            let (j, rx) = job(n, s);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        let joined = q.join_batch(&S, 2, 6, &LIMITS);
+        assert_eq!(
+            joined.iter().map(|j| j.sources.len()).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(q.depth(), 4);
+        // Full at its share: nothing more.
+        assert!(q.join_batch(&S, 4, 12, &LIMITS).is_empty());
+        // Once that job has waited the window, the search takes nothing more and drains.
+        let (j, rx) = job(1, S);
+        keep.push(rx);
+        q.push(j).unwrap();
+        std::thread::sleep(LIMITS.wait);
+        assert!(q.join_batch(&S, 0, 0, &LIMITS).is_empty());
+        assert_eq!(q.next_batch(&LIMITS).unwrap()[0].settings, other);
+    }
+
+    #[test]
+    fn a_search_under_way_keeps_to_the_token_budget() {
+        let q = Queue::new(100);
+        q.add_worker();
+        let mut keep = Vec::new();
+        for _ in 0..3 {
+            let (j, rx) = job(1, S);
+            keep.push(rx);
+            q.push(j).unwrap();
+        }
+        // Three pieces a sentence: a search holding 995 of 1000 takes one more sentence.
+        assert_eq!(q.join_batch(&S, 1, 995, &LIMITS).len(), 1);
+        assert_eq!(q.depth(), 2);
     }
 
     #[test]

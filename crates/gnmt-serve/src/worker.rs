@@ -1,11 +1,15 @@
 //! The search workers: plain threads (never the async runtime's) that take batches from the
-//! queue, search them on the shared model and hand every request its own sentences back.
+//! queue and search them as [`LiveSearch`]es: between two steps, queued requests with the same
+//! settings join the search under way, and every request is answered at the step its last
+//! sentence ends (continuous batching).
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use gnmt_translate::stream::SharedSearch;
-use gnmt_translate::SearchConfig;
+use gnmt_translate::{Hypothesis, LiveSearch, SearchConfig, Ticket};
 
+use crate::api::Settings;
 use crate::metrics::Metrics;
 use crate::queue::{BatchLimits, Job, Queue};
 
@@ -21,57 +25,159 @@ pub(crate) struct Workers<'a> {
     pub threads_per_worker: i32,
 }
 
+/// A request being searched: its sentences' hypotheses as they end.
+#[derive(Debug)]
+struct Open {
+    job: Job,
+    found: Vec<Option<Vec<Hypothesis>>>,
+    left: usize,
+}
+
+/// The requests of one live search, and which request and sentence each ticket is.
+#[derive(Debug, Default)]
+struct Requests {
+    open: HashMap<usize, Open>,
+    tickets: HashMap<Ticket, (usize, usize)>,
+    next: usize,
+}
+
+impl Requests {
+    fn add(&mut self, job: Job, tickets: Vec<Ticket>) {
+        let key = self.next;
+        self.next += 1;
+        for (i, t) in tickets.into_iter().enumerate() {
+            self.tickets.insert(t, (key, i));
+        }
+        let n = job.sources.len();
+        self.open.insert(
+            key,
+            Open {
+                job,
+                found: vec![None; n],
+                left: n,
+            },
+        );
+    }
+
+    /// Files a sentence's hypotheses; answers its request once all of its sentences are in.
+    fn deliver(&mut self, ticket: Ticket, hyps: Vec<Hypothesis>) {
+        let Some((key, i)) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        let Some(open) = self.open.get_mut(&key) else {
+            return;
+        };
+        open.found[i] = Some(hyps);
+        open.left -= 1;
+        if open.left == 0 {
+            if let Some(open) = self.open.remove(&key) {
+                let found = open.found.into_iter().map(Option::unwrap_or_default);
+                // The client may have gone meanwhile: nobody to tell.
+                let _ = open.job.reply.send(Ok(found.collect()));
+            }
+        }
+    }
+
+    /// Answers every open request with `error`; how many of their sentences were open.
+    fn fail(&mut self, error: &str) -> usize {
+        let open = self.tickets.len();
+        self.tickets.clear();
+        for (_, o) in self.open.drain() {
+            let _ = o.job.reply.send(Err(error.to_string()));
+        }
+        open
+    }
+}
+
 impl Workers<'_> {
     /// One worker's loop, until the queue is closed and drained.
     pub fn work(&self) {
         tch::set_num_threads(self.threads_per_worker.max(1));
+        self.queue.add_worker();
         while let Some(jobs) = self.queue.next_batch(&self.limits) {
-            self.search_batch(jobs);
+            self.search_live(jobs);
             self.queue.batch_done();
         }
     }
 
-    /// Searches the sentences of `jobs` as one batch and answers each job with its share.
-    fn search_batch(&self, jobs: Vec<Job>) {
-        let Some(first) = jobs.first() else {
+    /// Searches `jobs` and, step by step, the queued jobs with their settings that join; each
+    /// answered when its sentences are done. A failure fails the requests of this search only.
+    fn search_live(&self, jobs: Vec<Job>) {
+        let Some(settings) = jobs.first().map(|j| j.settings) else {
             return;
         };
-        let s = first.settings;
+        let mut requests = Requests::default();
+        let found =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.run(settings, jobs, &mut requests)));
+        let error = match found {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the search panicked".to_string(),
+        };
+        let open = requests.fail(&error);
+        tracing::error!("a search of {open} sentences failed: {error}");
+        self.metrics.search_error();
+        self.queue.sentences_done(open);
+    }
+
+    fn run(
+        &self,
+        settings: Settings,
+        jobs: Vec<Job>,
+        requests: &mut Requests,
+    ) -> Result<(), tch::TchError> {
         let cfg = SearchConfig {
-            beam: s.beam,
-            alpha: s.alpha,
-            beta: s.beta,
-            nbest: s.nbest,
+            beam: settings.beam,
+            alpha: settings.alpha,
+            beta: settings.beta,
+            nbest: settings.nbest,
             ..self.base.clone()
         };
+        let mut live = self.search.live(cfg)?;
+        self.join(&mut live, jobs, requests)?;
+        while !live.is_empty() {
+            let done = live.step()?;
+            self.queue.sentences_done(done.len());
+            for (ticket, hyps) in done {
+                requests.deliver(ticket, hyps);
+            }
+            let more = self
+                .queue
+                .join_batch(&settings, live.len(), live.pieces(), &self.limits);
+            self.join(&mut live, more, requests)?;
+        }
+        Ok(())
+    }
+
+    fn join(
+        &self,
+        live: &mut LiveSearch,
+        jobs: Vec<Job>,
+        requests: &mut Requests,
+    ) -> Result<(), tch::TchError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // One encoder batch for all of them.
         let sources: Vec<Vec<u32>> = jobs
             .iter()
             .flat_map(|j| j.sources.iter().cloned())
             .collect();
-        self.metrics.batch(sources.len());
-        // A failure of one batch fails its requests, not the worker or anyone else's request.
-        let found =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.search.translate(&sources, &cfg)));
-        let error = match found {
-            Ok(Ok(hyps)) => {
-                let mut hyps = hyps.into_iter();
-                for j in jobs {
-                    let mine: Vec<_> = hyps.by_ref().take(j.sources.len()).collect();
-                    // The client may have gone meanwhile: nobody to tell.
-                    let _ = j.reply.send(Ok(mine));
+        let mut tickets = match live.join(&sources) {
+            Ok(t) => t.into_iter(),
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.to_string()));
                 }
-                return;
+                self.queue.sentences_done(sources.len());
+                return Err(e);
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "the search panicked".to_string(),
         };
-        tracing::error!(
-            "search of a batch of {} sentences failed: {error}",
-            sources.len()
-        );
-        self.metrics.search_error();
-        for j in jobs {
-            let _ = j.reply.send(Err(error.clone()));
+        for job in jobs {
+            let mine = tickets.by_ref().take(job.sources.len()).collect();
+            requests.add(job, mine);
         }
+        self.metrics.batch(live.len());
+        Ok(())
     }
 }

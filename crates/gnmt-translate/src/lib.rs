@@ -6,12 +6,14 @@
 //! Scores follow GNMT: `log P(Y|X) / lp(Y) + cp(X; Y)` with `lp = ((5+|Y|)/6)^alpha` and
 //! `cp = beta * sum_j log(min(sum_i a_ij, 1))`.
 
+mod live;
 mod model_dir;
 mod precision;
 mod search;
 pub mod stream;
 mod tuned;
 
+pub use live::{LiveSearch, Ticket};
 pub use model_dir::{ModelDir, ModelDirError, MODEL_FILES};
 pub use precision::{
     precision_plan, CheckError, Precision, PrecisionCheck, CHECK_FILE, MAX_BLEU_LOSS,
@@ -124,15 +126,7 @@ pub fn translate_members(
     cfg: &SearchConfig,
     device: Device,
 ) -> Result<Vec<Vec<Hypothesis>>, TchError> {
-    if let Some(first) = members.first() {
-        let v = first.model.config.vocab_size;
-        if let Some(m) = members.iter().find(|m| m.model.config.vocab_size != v) {
-            return Err(TchError::Shape(format!(
-                "ensemble members with vocabularies of {v} and {} pieces",
-                m.model.config.vocab_size
-            )));
-        }
-    }
+    check_vocabularies(members)?;
     let searched: Vec<usize> = (0..sources.len())
         .filter(|&i| !sources[i].is_empty())
         .collect();
@@ -146,6 +140,20 @@ pub fn translate_members(
         out[i] = h;
     }
     Ok(out)
+}
+
+/// An ensemble's members must share one vocabulary.
+fn check_vocabularies(members: &[Member]) -> Result<(), TchError> {
+    if let Some(first) = members.first() {
+        let v = first.model.config.vocab_size;
+        if let Some(m) = members.iter().find(|m| m.model.config.vocab_size != v) {
+            return Err(TchError::Shape(format!(
+                "ensemble members with vocabularies of {v} and {} pieces",
+                m.model.config.vocab_size
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Hypothesis {

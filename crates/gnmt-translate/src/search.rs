@@ -43,6 +43,14 @@ impl State {
     }
 
     /// The hypotheses' rows for the next step.
+    /// With `n` fresh (zero) rows after the others.
+    fn with_zero_rows(&self, n: usize) -> State {
+        match self {
+            State::Torch(s) => State::Torch(s.with_zero_rows(n as i64)),
+            State::Cpu(s) => State::Cpu(s.with_zero_rows(n)),
+        }
+    }
+
     fn select(self, rows: &[i64], device: Device) -> State {
         match self {
             State::Torch(s) => State::Torch(s.select(&Tensor::from_slice(rows).to_device(device))),
@@ -77,16 +85,29 @@ impl Coverage {
         &self.values[r * self.width..(r + 1) * self.width]
     }
 
-    /// GNMT's coverage penalty of row `r` over the real source positions `mask`.
-    fn penalty(&self, r: usize, mask: &[bool], beta: f64) -> f64 {
-        let sum: f64 = self
-            .row(r)
+    /// GNMT's coverage penalty of row `r` over its sentence's `len` real source positions.
+    fn penalty(&self, r: usize, len: usize, beta: f64) -> f64 {
+        let sum: f64 = self.row(r)[..len.min(self.width)]
             .iter()
-            .zip(mask)
-            .filter(|(_, &m)| m)
-            .map(|(&v, _)| (v as f64).clamp(1e-10, 1.0).ln())
+            .map(|&v| (v as f64).clamp(1e-10, 1.0).ln())
             .sum();
         beta * sum
+    }
+
+    /// The same rows, `width` wide (padding attended by nobody).
+    fn widened(&self, width: usize) -> Coverage {
+        if width <= self.width {
+            return Coverage {
+                width: self.width,
+                values: self.values.clone(),
+            };
+        }
+        let mut values = Vec::with_capacity(self.values.len() / self.width.max(1) * width);
+        for row in self.values.chunks(self.width.max(1)) {
+            values.extend_from_slice(row);
+            values.resize(values.len() + width - row.len(), 0.0);
+        }
+        Coverage { width, values }
     }
 
     fn select(&self, rows: &[i64]) -> Coverage {
@@ -154,6 +175,15 @@ fn members_vocab(members: &[Member]) -> usize {
         .map_or(0, |m| m.model.config.vocab_size as usize)
 }
 
+/// Each member's encoding of `sources` (none empty).
+fn encode(members: &[Member], sources: &[Vec<u32>], device: Device) -> Vec<Encoded> {
+    let (src, lens) = source_batch(sources, device);
+    members
+        .iter()
+        .map(|m| m.model.encode(&src, &lens, false))
+        .collect()
+}
+
 impl Expansion {
     /// The source position row `r` attends to most.
     fn argmax(&self, r: usize, width: usize) -> usize {
@@ -175,35 +205,65 @@ struct Kept {
     from: Vec<i64>,
     rows: Vec<Row>,
     tokens: Vec<i64>,
-    /// The sentences still searched, and their positions among the active ones.
-    active: Vec<usize>,
+    /// The positions of the sentences still searched among the active ones.
     positions: Vec<i64>,
 }
 
+/// A sentence being searched.
+pub(crate) struct Sentence {
+    /// Its index among the sources of a batch, or its ticket in a [`LiveSearch`].
+    id: usize,
+    /// Real source positions (the coverage penalty's), and the output length limit.
+    pub(crate) src_len: usize,
+    max_len: usize,
+    /// Steps searched so far.
+    steps: usize,
+    finished: Vec<Hypothesis>,
+}
+
+impl Sentence {
+    fn new(id: usize, src_len: usize, cfg: &SearchConfig) -> Self {
+        Sentence {
+            id,
+            src_len,
+            max_len: (cfg.max_len_a * src_len as f64).floor() as usize + cfg.max_len_b,
+            steps: 0,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Its finished hypotheses best first (an empty one if none finished).
+    fn results(mut self) -> (usize, Vec<Hypothesis>) {
+        self.finished.sort_by(|a, b| b.score.total_cmp(&a.score));
+        if self.finished.is_empty() {
+            self.finished.push(Hypothesis::empty());
+        }
+        (self.id, self.finished)
+    }
+}
+
 /// The search over one batch of sources.
-struct Search<'a> {
+pub(crate) struct Search<'a> {
     /// The model, or the models of an ensemble (weights summing to 1).
     members: Vec<Member<'a>>,
-    cfg: &'a SearchConfig,
+    cfg: SearchConfig,
     device: Device,
     beam: usize,
     nbest: usize,
     vocab: usize,
-    /// Per sentence: its real source positions, and its output length limit.
-    src_mask: Vec<Vec<bool>>,
-    max_len: Vec<usize>,
-    /// The sentences still searched; `group` hypotheses each (1 at the first step, where all
-    /// beams would be the same, then `beam`), sentence-major.
-    active: Vec<usize>,
+    /// The sentences still searched, one encoder row each; `group` hypotheses each (1 at the
+    /// first step of a batch, where all beams would be the same, then `beam`), sentence-major.
+    pub(crate) sentences: Vec<Sentence>,
     group: usize,
     /// Per member, the encoder outputs, one row per active sentence, shared by its hypotheses.
     enc: Vec<Encoded>,
     rows: Vec<Row>,
     coverage: Coverage,
     tokens: Tensor,
-    /// Per member, the decoder state.
+    /// Per member, the decoder state (None: zeros, before the first step).
     state: Option<Vec<State>>,
-    finished: Vec<Vec<Hypothesis>>,
+    /// Sentences searched to the end: their ids and hypotheses best first.
+    pub(crate) done: Vec<(usize, Vec<Hypothesis>)>,
 }
 
 /// Searches `sources` (none empty) together with `members` (one model, or an ensemble sharing
@@ -217,48 +277,44 @@ pub(crate) fn search(
     if sources.is_empty() || members.is_empty() {
         return Ok(Vec::new());
     }
-    let mut s = Search::start(members, sources, cfg, device);
-    let steps = s.max_len.iter().copied().max().unwrap_or(1);
-    for t in 0..steps {
-        if s.active.is_empty() {
-            break;
-        }
-        let expansion = s.expand()?;
-        let kept = s.finish_or_keep(t, &expansion);
-        if kept.active.is_empty() {
-            break;
-        }
-        s.reorder(kept, expansion.state);
+    let ids: Vec<usize> = (0..sources.len()).collect();
+    let mut s = Search::start(members, &ids, sources, cfg, device);
+    while !s.sentences.is_empty() {
+        s.step()?;
     }
-    Ok(s.results())
+    s.done.sort_by_key(|d| d.0);
+    Ok(s.done.into_iter().map(|d| d.1).collect())
+}
+
+/// The decoder input of a batch: `[B, S]` ids (0-padded) on `device`, and the lengths `[B]`.
+fn source_batch(sources: &[Vec<u32>], device: Device) -> (Tensor, Tensor) {
+    let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut flat = vec![0i64; sources.len() * width];
+    for (i, src) in sources.iter().enumerate() {
+        for (j, &t) in src.iter().enumerate() {
+            flat[i * width + j] = t as i64;
+        }
+    }
+    let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
+    let src = Tensor::from_slice(&flat)
+        .view([sources.len() as i64, width as i64])
+        .to_device(device);
+    (src, Tensor::from_slice(&lens))
 }
 
 impl<'a> Search<'a> {
-    /// Encodes the batch and sets up one hypothesis (BOS) per sentence.
-    fn start(
+    /// Encodes the batch and sets up one hypothesis (BOS) per sentence; `ids` name them.
+    pub(crate) fn start(
         members: &[Member<'a>],
+        ids: &[usize],
         sources: &[Vec<u32>],
-        cfg: &'a SearchConfig,
+        cfg: &SearchConfig,
         device: Device,
     ) -> Self {
         let b = sources.len();
         let beam = cfg.beam.max(1);
-        let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut flat = vec![0i64; b * width];
-        for (i, src) in sources.iter().enumerate() {
-            for (j, &t) in src.iter().enumerate() {
-                flat[i * width + j] = t as i64;
-            }
-        }
-        let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
-        let src = Tensor::from_slice(&flat)
-            .view([b as i64, width as i64])
-            .to_device(device);
-        let lens = Tensor::from_slice(&lens);
-        let enc = members
-            .iter()
-            .map(|m| m.model.encode(&src, &lens, false))
-            .collect();
+        let enc = encode(members, sources, device);
+        let width = enc.first().map_or(1, |e| e.width().max(1) as usize);
         let total: f64 = members.iter().map(|m| m.weight).sum();
         let members: Vec<Member> = members
             .iter()
@@ -274,20 +330,16 @@ impl<'a> Search<'a> {
         let vocab = members_vocab(&members);
         Search {
             members,
-            cfg,
+            cfg: cfg.clone(),
             device,
             beam,
             nbest: cfg.nbest.clamp(1, beam),
             vocab,
-            src_mask: sources
+            sentences: ids
                 .iter()
-                .map(|x| (0..width).map(|j| j < x.len()).collect())
+                .zip(sources)
+                .map(|(&id, x)| Sentence::new(id, x.len(), cfg))
                 .collect(),
-            max_len: sources
-                .iter()
-                .map(|x| (cfg.max_len_a * x.len() as f64).floor() as usize + cfg.max_len_b)
-                .collect(),
-            active: (0..b).collect(),
             group: 1,
             enc,
             rows: vec![Row::default(); b],
@@ -297,8 +349,88 @@ impl<'a> Search<'a> {
             },
             tokens: Tensor::full([b as i64], BOS as i64, (Kind::Int64, device)),
             state: None,
-            finished: vec![Vec::new(); b],
+            done: Vec::new(),
         }
+    }
+
+    /// One step of every sentence: expand, end or keep hypotheses, move the state along.
+    pub(crate) fn step(&mut self) -> Result<(), TchError> {
+        let expansion = self.expand()?;
+        let kept = self.finish_or_keep(&expansion);
+        self.reorder(kept, expansion.state);
+        Ok(())
+    }
+
+    /// Sentences join the search under way: encoded, padded to the batch's source width (or
+    /// the batch to theirs), `beam` fresh rows each, of which only the first can be extended
+    /// (as a batch's first step extends one row per sentence).
+    pub(crate) fn join(&mut self, ids: &[usize], sources: &[Vec<u32>]) {
+        self.to_beam_rows();
+        let fresh = sources.len() * self.beam;
+        let enc = encode(&self.members, sources, self.device);
+        self.enc = self
+            .enc
+            .iter()
+            .zip(&enc)
+            .map(|(a, b)| a.concat(b))
+            .collect();
+        let width = self.enc.first().map_or(1, |e| e.width().max(1) as usize);
+        self.coverage = self.coverage.widened(width);
+        self.coverage
+            .values
+            .resize(self.coverage.values.len() + fresh * width, 0.0);
+        for _ in sources {
+            self.rows.push(Row::default());
+            for _ in 1..self.beam {
+                self.rows.push(Row {
+                    log_prob: f64::NEG_INFINITY,
+                    ..Row::default()
+                });
+            }
+        }
+        let bos = Tensor::full([fresh as i64], BOS as i64, (Kind::Int64, self.device));
+        self.tokens = Tensor::cat(&[&self.tokens, &bos], 0);
+        if let Some(state) = &self.state {
+            self.state = Some(state.iter().map(|s| s.with_zero_rows(fresh)).collect());
+        }
+        let cfg = &self.cfg;
+        self.sentences.extend(
+            ids.iter()
+                .zip(sources)
+                .map(|(&id, x)| Sentence::new(id, x.len(), cfg)),
+        );
+    }
+
+    /// Before the first step a sentence has one row; joining needs `beam` each: the copies
+    /// cannot be extended (log-probability -inf).
+    fn to_beam_rows(&mut self) {
+        if self.group == self.beam {
+            return;
+        }
+        let from: Vec<i64> = (0..self.rows.len() as i64)
+            .flat_map(|r| std::iter::repeat_n(r, self.beam))
+            .collect();
+        let mut rows = Vec::with_capacity(from.len());
+        for (i, &r) in from.iter().enumerate() {
+            let mut row = self.rows[r as usize].clone();
+            if i % self.beam != 0 {
+                row.log_prob = f64::NEG_INFINITY;
+            }
+            rows.push(row);
+        }
+        self.rows = rows;
+        self.coverage = self.coverage.select(&from);
+        let index = Tensor::from_slice(&from).to_device(self.device);
+        self.tokens = self.tokens.index_select(0, &index);
+        if let Some(state) = self.state.take() {
+            self.state = Some(
+                state
+                    .into_iter()
+                    .map(|s| s.select(&from, self.device))
+                    .collect(),
+            );
+        }
+        self.group = self.beam;
     }
 
     /// One decoder step for every live hypothesis, the best `2 * beam` candidates of each
@@ -389,10 +521,11 @@ impl<'a> Search<'a> {
     /// Ends the hypotheses that emitted EOS or reached the length limit (only those among a
     /// sentence's top `beam` candidates), keeps `beam` live ones per sentence, and says which
     /// sentences go on.
-    fn finish_or_keep(&mut self, t: usize, x: &Expansion) -> Kept {
+    fn finish_or_keep(&mut self, x: &Expansion) -> Kept {
         let (k, width) = (self.beam, self.coverage.width);
         let mut kept = Kept::default();
-        for (ai, &sent) in self.active.iter().enumerate() {
+        for ai in 0..self.sentences.len() {
+            let (t, max_len) = (self.sentences[ai].steps, self.sentences[ai].max_len);
             let mut live: Vec<(usize, i64, f64)> = Vec::with_capacity(k);
             for c in 0..x.want {
                 let v = x.top_v[ai * x.want + c] as f64;
@@ -402,19 +535,18 @@ impl<'a> Search<'a> {
                 let idx = x.top_i[ai * x.want + c];
                 let row = ai * self.group + (idx / self.vocab as i64) as usize;
                 let tok = idx % self.vocab as i64;
-                if tok == EOS as i64 || t + 1 >= self.max_len[sent] {
-                    if c < k && self.finished[sent].len() < k {
-                        let h = self.finish(row, sent, tok, v, x);
-                        self.finished[sent].push(h);
+                if tok == EOS as i64 || t + 1 >= max_len {
+                    if c < k && self.sentences[ai].finished.len() < k {
+                        let h = self.finish(row, ai, tok, v, x);
+                        self.sentences[ai].finished.push(h);
                     }
                 } else if live.len() < k {
                     live.push((row, tok, v));
                 }
             }
-            if self.sentence_done(sent, t, &live) {
+            if self.sentence_done(&self.sentences[ai], &live) {
                 continue;
             }
-            kept.active.push(sent);
             kept.positions.push(ai as i64);
             // Fewer than `beam` live: repeat the best with no chance, to keep `beam` rows.
             while live.len() < k {
@@ -441,7 +573,7 @@ impl<'a> Search<'a> {
 
     /// The finished hypothesis of row `row` ending with `tok` (EOS, or the last token at the
     /// length limit) at log-probability `v`: normalized by length, with the coverage penalty.
-    fn finish(&self, row: usize, sent: usize, tok: i64, v: f64, x: &Expansion) -> Hypothesis {
+    fn finish(&self, row: usize, ai: usize, tok: i64, v: f64, x: &Expansion) -> Hypothesis {
         let r = &self.rows[row];
         let mut tokens = r.tokens.clone();
         let mut alignment = r.alignment.clone();
@@ -451,7 +583,7 @@ impl<'a> Search<'a> {
         }
         let cp = self
             .coverage
-            .penalty(row, &self.src_mask[sent], self.cfg.beta);
+            .penalty(row, self.sentences[ai].src_len, self.cfg.beta);
         Hypothesis {
             score: v / length_penalty(tokens.len() + 1, self.cfg.alpha) + cp,
             tokens,
@@ -460,27 +592,49 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// Whether sentence `sent` stops after step `t`: `beam` finished, nothing live, the length
+    /// Whether sentence `s` stops after this step: `beam` finished, nothing live, the length
     /// limit, or `nbest` finished that no live hypothesis can still enter (a live score only
     /// falls and cp <= 0, so its best case is its score over the largest length penalty).
-    fn sentence_done(&self, sent: usize, t: usize, live: &[(usize, i64, f64)]) -> bool {
-        let finished = &self.finished[sent];
+    fn sentence_done(&self, s: &Sentence, live: &[(usize, i64, f64)]) -> bool {
         let bound = live
             .iter()
-            .map(|&(_, _, v)| v / length_penalty(self.max_len[sent] + 1, self.cfg.alpha))
+            .map(|&(_, _, v)| v / length_penalty(s.max_len + 1, self.cfg.alpha))
             .fold(f64::NEG_INFINITY, f64::max);
-        finished.len() >= self.beam
+        s.finished.len() >= self.beam
             || live.is_empty()
-            || t + 1 >= self.max_len[sent]
-            || nth_best(finished, self.nbest).is_some_and(|s| s >= bound)
+            || s.steps + 1 >= s.max_len
+            || nth_best(&s.finished, self.nbest).is_some_and(|b| b >= bound)
     }
 
-    /// Moves everything per row to the kept hypotheses, and the encoder rows to the sentences
-    /// still searched.
+    /// Moves everything per row to the kept hypotheses, the encoder rows to the sentences
+    /// still searched, and the others to `done`.
     fn reorder(&mut self, kept: Kept, state: Vec<State>) {
-        if kept.positions.len() < self.active.len() {
+        if kept.positions.len() < self.sentences.len() {
+            let mut keep = vec![false; self.sentences.len()];
+            for &p in &kept.positions {
+                keep[p as usize] = true;
+            }
+            let mut going = Vec::with_capacity(kept.positions.len());
+            for (s, k) in std::mem::take(&mut self.sentences).into_iter().zip(keep) {
+                match k {
+                    true => going.push(s),
+                    false => self.done.push(s.results()),
+                }
+            }
+            self.sentences = going;
+            if self.sentences.is_empty() {
+                // Nothing left to select from (zero-row tensors are best not made).
+                self.state = None;
+                self.rows.clear();
+                self.coverage.values.clear();
+                self.group = 1;
+                return;
+            }
             let positions = Tensor::from_slice(&kept.positions).to_device(self.device);
             self.enc = self.enc.iter().map(|e| e.select(&positions)).collect();
+        }
+        for s in &mut self.sentences {
+            s.steps += 1;
         }
         self.group = self.beam;
         self.state = Some(
@@ -492,18 +646,6 @@ impl<'a> Search<'a> {
         self.coverage = self.coverage.select(&kept.from);
         self.tokens = Tensor::from_slice(&kept.tokens).to_device(self.device);
         self.rows = kept.rows;
-        self.active = kept.active;
-    }
-
-    /// Per sentence, its finished hypotheses best first (an empty one if none finished).
-    fn results(mut self) -> Vec<Vec<Hypothesis>> {
-        for f in self.finished.iter_mut() {
-            f.sort_by(|a, b| b.score.total_cmp(&a.score));
-            if f.is_empty() {
-                f.push(Hypothesis::empty());
-            }
-        }
-        self.finished
     }
 }
 

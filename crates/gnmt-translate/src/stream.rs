@@ -109,7 +109,8 @@ pub struct SharedSearch<'a> {
 }
 
 // SAFETY: `Tensor` is not `Sync` because tch cannot know how a tensor will be used. Through
-// `SharedSearch` threads call only `translate_members`, which uses the models by
+// `SharedSearch` threads call only `translate_members` and `LiveSearch` (each thread its own),
+// which use the models by
 // `Seq2Seq::encode` (train = false), `Seq2Seq::step_logits` and `Seq2Seq::step_cpu` (with a
 // `CpuDecoder` packed before the threads start), all under `no_grad`: forward passes that read
 // the parameters, no dropout, no in-place operation on a weight, no gradient. libtorch supports
@@ -145,6 +146,11 @@ impl<'a> SharedSearch<'a> {
         cfg: &SearchConfig,
     ) -> Result<Vec<Vec<Hypothesis>>, tch::TchError> {
         translate_members(&self.members, sources, cfg, self.device)
+    }
+
+    /// A [`LiveSearch`](crate::LiveSearch) on the shared model(s), with `cfg`.
+    pub fn live(&self, cfg: SearchConfig) -> Result<crate::LiveSearch<'a>, tch::TchError> {
+        crate::LiveSearch::new(self.members.clone(), cfg, self.device)
     }
 
     /// The (first) model: its configuration is the search's.

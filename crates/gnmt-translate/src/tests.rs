@@ -464,3 +464,83 @@ fn the_search_gives_the_same_translations_with_and_without_the_fused_kernels() {
         }
     }
 }
+
+/// Steps a live search until it is empty, letting `later` join at the steps they name; the
+/// hypotheses per ticket.
+fn run_live(
+    live: &mut LiveSearch,
+    first: &[Vec<u32>],
+    later: &[(usize, Vec<Vec<u32>>)],
+) -> std::collections::BTreeMap<Ticket, Vec<Hypothesis>> {
+    let mut got = std::collections::BTreeMap::new();
+    live.join(first).unwrap();
+    let mut step = 0;
+    while !live.is_empty() || later.iter().any(|(at, _)| *at >= step) {
+        for (at, srcs) in later {
+            if *at == step {
+                live.join(srcs).unwrap();
+            }
+        }
+        for (ticket, hyps) in live.step().unwrap() {
+            assert!(got.insert(ticket, hyps).is_none(), "ticket {ticket} twice");
+        }
+        step += 1;
+    }
+    got
+}
+
+#[test]
+fn sentences_joining_a_live_search_get_what_a_batch_search_gives_them() {
+    let (_vs, m) = seeded_model(300, 5);
+    let src =
+        |i: u32, n: u32| -> Vec<u32> { (0..n).map(|j| 4 + (i * 37 + j * 11) % 290).collect() };
+    let first = vec![src(1, 3), src(2, 6)];
+    // Joining before the first step, mid-search (wider and narrower sources than the batch's),
+    // an empty one, and into a search that has emptied.
+    let later = vec![
+        (0, vec![src(3, 2)]),
+        (2, vec![src(4, 9), vec![], src(5, 1)]),
+        (4, vec![src(6, 4)]),
+        (40, vec![src(7, 5), src(8, 2)]),
+    ];
+    let all: Vec<Vec<u32>> = first
+        .iter()
+        .chain(later.iter().flat_map(|(_, s)| s))
+        .cloned()
+        .collect();
+    for kernels in [Kernels::Fused, Kernels::Libtorch] {
+        let cfg = SearchConfig {
+            nbest: 3,
+            kernels,
+            ..SearchConfig::default()
+        };
+        let cpu = cpu_decoder(&m, Device::Cpu, kernels);
+        let member = Member {
+            model: &m,
+            cpu: cpu.as_ref(),
+            weight: 1.0,
+        };
+        let mut live = LiveSearch::new(vec![member], cfg.clone(), Device::Cpu).unwrap();
+        let got = run_live(&mut live, &first, &later);
+        assert_eq!(got.len(), all.len(), "{kernels:?}: every sentence once");
+        assert_eq!(live.pieces(), 0);
+        for (i, s) in all.iter().enumerate() {
+            let alone =
+                translate_batch_with(&m, cpu.as_ref(), std::slice::from_ref(s), &cfg, Device::Cpu)
+                    .unwrap()
+                    .remove(0);
+            let mine = &got[&i];
+            assert_eq!(mine.len(), alone.len(), "{kernels:?} sentence {i}");
+            for (x, y) in mine.iter().zip(&alone) {
+                assert_eq!(x.tokens, y.tokens, "{kernels:?} sentence {i}");
+                assert_eq!(x.alignment, y.alignment, "{kernels:?} sentence {i}");
+                assert!(
+                    (x.score - y.score).abs() < 1e-5,
+                    "{kernels:?} sentence {i}: {} vs {}",
+                    x.score,
+                    y.score
+                );
+            }
+        }
+    }
+}
