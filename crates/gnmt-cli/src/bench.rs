@@ -104,6 +104,9 @@ struct TranslateBench {
 /// The model cast to bf16/fp16 (--bf16, --fp16): training's working copy.
 fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     let (mut vs, m, d) = build_fp32(c)?;
+    if m.is_int8() {
+        bail!("an int8 model (gnmt quantize) only translates: give the float32 model");
+    }
     if c.bf16 {
         vs.bfloat16();
     } else if c.fp16 {
@@ -116,7 +119,10 @@ fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
 /// the search's kernels.
 fn build_for_search(c: &Common, int8: bool) -> Result<(nn::VarStore, Seq2Seq, Device, Kernels)> {
     let (mut vs, m, d) = build_fp32(c)?;
-    let precision = if int8 {
+    if m.is_int8() && (c.bf16 || c.fp16) {
+        bail!("an int8 model (gnmt quantize) translates in int8 only");
+    }
+    let precision = if int8 || m.is_int8() {
         gnmt_translate::Precision::Int8
     } else if c.bf16 {
         gnmt_translate::Precision::Bf16

@@ -61,7 +61,10 @@ impl ModelArgs {
             }
             dirs.push(dir);
         }
-        let precision = precision.resolve(self.first(), device)?;
+        let precision = match dirs.iter().find(|d| d.model.is_int8()) {
+            Some(d) => precision.for_int8_model(&d.path)?,
+            None => precision.resolve(self.first(), device)?,
+        };
         let mut kernels = Kernels::Fused;
         for d in &mut dirs {
             kernels = crate::precision::cast_for(&mut d.vs, precision, device);

@@ -52,6 +52,26 @@ pub struct PrecisionArgs {
 
 impl PrecisionArgs {
     /// The precision asked for, or the default for `model` on `device`.
+    /// An int8 model (`gnmt quantize`) runs in int8: asking for another precision is an error.
+    pub fn for_int8_model(&self, model: &Path) -> Result<Precision> {
+        let asked = match (self.precision, self.bf16, self.fp16) {
+            (Some(p), _, _) => Some(p.into()),
+            (None, true, _) => Some(Precision::Bf16),
+            (None, _, true) => Some(Precision::Fp16),
+            _ => None,
+        };
+        match asked {
+            Some(p) if p != Precision::Int8 => bail!(
+                "{}: an int8 model (gnmt quantize) translates in int8 only, not {}: give the \
+                 float32 model for {}",
+                model.display(),
+                p.name(),
+                p.name()
+            ),
+            _ => Ok(Precision::Int8),
+        }
+    }
+
     pub fn resolve(&self, model: &Path, device: tch::Device) -> Result<Precision> {
         Ok(match (self.precision, self.bf16, self.fp16) {
             (Some(p), _, _) => p.into(),
@@ -129,6 +149,12 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     let ModelDir {
         model, tokenizer, ..
     } = ModelDir::open(&a.data.model, device)?;
+    if model.is_int8() {
+        bail!(
+            "{}: an int8 model (gnmt quantize) has one precision: check the float32 model",
+            a.data.model.display()
+        );
+    }
     let (sources, refs) = a.data.read()?;
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
@@ -183,12 +209,12 @@ pub fn cast_for(
         }
         (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, decoder weights in bf16 (AVX512-BF16)",
         (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
-            "gnmt-kernels, decoder in int8 (AVX512-VNNI)"
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
         }
         (gnmt_model::Kernels::Int8, _) if gnmt_model::Isa::detected() >= gnmt_model::Isa::Avx2 => {
-            "gnmt-kernels, decoder in int8 (AVX2 without VNNI: slower than float32)"
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 without VNNI: slower than float32)"
         }
-        (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, decoder in int8 (portable: slow)",
+        (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
         (_, Some(_)) => "libtorch, model cast",
         _ if device == tch::Device::Cpu => "gnmt-kernels, float32",
         _ => "libtorch",

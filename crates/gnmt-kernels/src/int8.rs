@@ -41,6 +41,61 @@ pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
     (scale, q)
 }
 
+/// A matrix `[n, k]` quantized per row ([`quantize`]): what a quantized model file holds, and
+/// what [`PackedLinearI8`] packs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedMatrix {
+    pub n: usize,
+    pub k: usize,
+    /// Row-major `[n, k]`.
+    pub values: Vec<i8>,
+    /// Per row.
+    pub scales: Vec<f32>,
+}
+
+impl QuantizedMatrix {
+    /// `w` `[n, k]` quantized row by row.
+    ///
+    /// # Panics
+    /// If `w` is not `n * k` long.
+    pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight");
+        let mut values = Vec::with_capacity(n * k);
+        let mut scales = Vec::with_capacity(n);
+        for row in w.chunks_exact(k.max(1)).take(n) {
+            let (scale, q) = quantize(row);
+            values.extend(q);
+            scales.push(scale);
+        }
+        values.resize(n * k, 0);
+        scales.resize(n, 1.0);
+        QuantizedMatrix {
+            n,
+            k,
+            values,
+            scales,
+        }
+    }
+
+    /// Whether the lengths agree with `n` and `k` (a file's tensors may not).
+    pub fn is_consistent(&self) -> bool {
+        self.values.len() == self.n * self.k && self.scales.len() == self.n
+    }
+
+    /// Row `r` in float32 (an embedding lookup).
+    pub fn row_f32(&self, r: usize, out: &mut Vec<f32>) {
+        let scale = self.scales.get(r).copied().unwrap_or(0.0);
+        let row = self.values.get(r * self.k..(r + 1) * self.k).unwrap_or(&[]);
+        out.extend(row.iter().map(|&q| q as f32 * scale));
+        out.resize(out.len() + self.k - row.len(), 0.0);
+    }
+
+    /// Bytes of the values and scales.
+    pub fn bytes(&self) -> usize {
+        self.values.len() + 4 * self.scales.len()
+    }
+}
+
 /// A weight matrix `W` `[n, k]` quantized per row and packed as `ceil(n / 16)` panels of
 /// `ceil(k / 4)` rows, each row 16 columns of four consecutive `k` (one `vpdpbusd` lane; zero
 /// beyond `n` and `k`).
@@ -64,13 +119,22 @@ impl PackedLinearI8 {
     /// # Panics
     /// If the lengths do not match `n` and `k`.
     pub fn new(w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
-        assert_eq!(w.len(), n * k, "weight");
+        Self::from_quantized(&QuantizedMatrix::quantize(w, n, k), bias)
+    }
+
+    /// Packs weights quantized already, with the optional float32 bias `[n]`.
+    ///
+    /// # Panics
+    /// If `w` is not [consistent](QuantizedMatrix::is_consistent).
+    pub fn from_quantized(w: &QuantizedMatrix, bias: Option<&[f32]>) -> Self {
+        assert!(w.is_consistent(), "quantized weight");
+        let (n, k) = (w.n, w.k);
         let k4 = k.div_ceil(4);
-        let rows: Vec<(f32, Vec<i8>)> = w.chunks_exact(k.max(1)).take(n).map(quantize).collect();
+        let rows: Vec<&[i8]> = w.values.chunks_exact(k.max(1)).take(n).collect();
         let mut scales = vec![1f32; n.div_ceil(NR) * NR];
         let mut offsets = vec![0i32; n.div_ceil(NR) * NR];
-        for (j, (scale, q)) in rows.iter().enumerate() {
-            scales[j] = *scale;
+        for (j, q) in rows.iter().enumerate() {
+            scales[j] = w.scales[j];
             offsets[j] = 128 * q.iter().map(|&x| x as i32).sum::<i32>();
         }
         let quads = |bytes: &[i8]| pack_quad(bytes.iter().map(|&b| b as u8));
@@ -78,7 +142,7 @@ impl PackedLinearI8 {
             n,
             k,
             k4,
-            panels: pack_panels(rows.iter().map(|(_, q)| q), n, k4, 4, quads),
+            panels: pack_panels(rows.iter(), n, k4, 4, quads),
             scales,
             offsets,
             bias: bias_or_zeros(bias, n),

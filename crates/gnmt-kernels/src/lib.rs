@@ -32,7 +32,7 @@ pub mod tensor;
 
 pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
 pub use gemm::PackedLinear;
-pub use int8::{int8_dot_supported, quantize, PackedLinearI8};
+pub use int8::{int8_dot_supported, quantize, PackedLinearI8, QuantizedMatrix};
 pub use math::{exp, tanh};
 
 /// Whether a search uses these kernels where they apply, or libtorch's operators alone. A

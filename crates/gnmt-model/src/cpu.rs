@@ -7,24 +7,51 @@
 //! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
 //! their own layout on every call: at the row counts of search, a large part of the step).
 
+use std::sync::Arc;
+
 use gnmt_kernels::{lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
+use crate::int8::Int8Parts;
 use crate::{Encoded, Seq2Seq};
 
-/// The decoder's weights packed for [`Seq2Seq::step_cpu`]: a copy, valid while the model's
-/// weights do not change (pack anew after training on).
+/// The decoder's weights packed for [`Seq2Seq::step_cpu`] (for int8, the embeddings and the
+/// encoder's too): a copy, valid while the model's weights do not change (pack anew after
+/// training on). Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct CpuDecoder(Arc<Packs>);
+
 #[derive(Debug)]
-pub struct CpuDecoder {
+pub(crate) struct Packs {
     /// Per layer: `[W_ih W_hh]` `[4H, in + H]` and `b_ih + b_hh`.
-    layers: Vec<Packed>,
-    classifier: Packed,
+    pub(crate) layers: Vec<Packed>,
+    pub(crate) classifier: Packed,
+    pub(crate) int8: Option<Int8Parts>,
+}
+
+impl CpuDecoder {
+    pub(crate) fn new(packs: Packs) -> Self {
+        CpuDecoder(Arc::new(packs))
+    }
+
+    /// The int8 encoder and embeddings, where everything is quantized.
+    pub(crate) fn int8(&self) -> Option<&Int8Parts> {
+        self.0.int8.as_ref()
+    }
+
+    /// Bytes of the packed weights (float32, bf16 or int8, with their scales).
+    pub fn weight_bytes(&self) -> usize {
+        let p = &self.0;
+        p.layers.iter().map(Packed::bytes).sum::<usize>()
+            + p.classifier.bytes()
+            + p.int8.as_ref().map_or(0, Int8Parts::bytes)
+    }
 }
 
 /// One packed weight matrix: float32, bf16 with float32 sums, or 8-bit integers.
 #[derive(Debug)]
-enum Packed {
+pub(crate) enum Packed {
     F32(PackedLinear),
     Bf16(PackedLinearBf16),
     I8(PackedLinearI8),
@@ -44,6 +71,14 @@ impl Packed {
             Packed::F32(p) => p.forward(x, m, out),
             Packed::Bf16(p) => p.forward(x, m, out),
             Packed::I8(p) => p.forward(x, m, out),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Packed::F32(p) => 4 * p.out_features() * p.in_features(),
+            Packed::Bf16(p) => 2 * p.out_features() * p.in_features(),
+            Packed::I8(p) => p.weight_bytes(),
         }
     }
 
@@ -97,7 +132,7 @@ impl CpuState {
 
 /// A tensor's elements as float32, copied (a step's small inputs and outputs; weights once per
 /// packing).
-fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
+pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))
 }
 
@@ -106,8 +141,15 @@ impl Seq2Seq {
     /// weights in bf16 for [`Kernels::Bf16`], 8-bit for [`Kernels::Int8`]), else None (and for
     /// [`Kernels::Libtorch`]).
     pub fn cpu_decoder(&self, kernels: Kernels) -> Option<CpuDecoder> {
+        // An int8 model has nothing else to run on.
+        if let Some(packed) = &self.int8 {
+            return Some(packed.clone());
+        }
         if kernels == Kernels::Libtorch {
             return None;
+        }
+        if kernels == Kernels::Int8 {
+            return self.int8_units().ok()?.pack(&self.config);
         }
         let pack = |w: &Tensor, b: Option<Tensor>| {
             if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
@@ -134,7 +176,11 @@ impl Seq2Seq {
             .collect::<Option<Vec<_>>>()?;
         let (w, b) = self.classifier_params();
         let classifier = pack(w, b.map(Tensor::shallow_clone))?;
-        Some(CpuDecoder { layers, classifier })
+        Some(CpuDecoder::new(Packs {
+            layers,
+            classifier,
+            int8: None,
+        }))
     }
 
     /// One decoder step for `group` hypotheses per sentence on the CPU kernels: logits
@@ -154,6 +200,7 @@ impl Seq2Seq {
             Some(s) => (&s.h[i], &s.c[i]),
             None => (&zeros, &zeros),
         };
+        let dec = &dec.0;
         let layers = dec.layers.len();
         let mut new = CpuState {
             h: Vec::with_capacity(layers),
@@ -181,7 +228,10 @@ impl Seq2Seq {
             h
         };
         let emb = self.config.embedding_size as usize;
-        let x = host(&self.tgt_emb().forward(tokens))?;
+        let x = match &dec.int8 {
+            Some(int8) => crate::int8::lookup(&int8.tgt_embedding, &Vec::<i64>::try_from(tokens)?),
+            None => host(&self.tgt_emb().forward(tokens))?,
+        };
         let h0 = run(0, &[(&x, emb)]);
         let group = group.max(1);
         let q = Tensor::from_slice(&h0).view([rows as i64 / group, group, hid as i64]);

@@ -14,6 +14,7 @@
 
 pub mod config;
 mod cpu;
+mod int8;
 
 use std::path::Path;
 
@@ -24,6 +25,7 @@ use tch::{Device, Kind, Tensor};
 pub use config::{DecoderDropout, ModelConfig, PRESETS};
 pub use cpu::{CpuDecoder, CpuState};
 pub use gnmt_kernels::{bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE};
+pub use int8::INT8_FILE;
 
 /// A device named on a command line or in a config: `cpu`, `cuda` (or `gpu`), `cuda:N`.
 /// CUDA is refused with a pointer to `gnmt doctor` where libtorch sees no GPU.
@@ -139,6 +141,15 @@ impl Encoded {
         self.pad_mask.size().get(1).copied().unwrap_or(0)
     }
 
+    /// The first `width` source positions (the others padding of every row).
+    pub fn narrowed(&self, width: i64) -> Encoded {
+        Encoded {
+            outputs: self.outputs.narrow(1, 0, width).contiguous(),
+            keys: self.keys.narrow(1, 0, width).contiguous(),
+            pad_mask: self.pad_mask.narrow(1, 0, width).contiguous(),
+        }
+    }
+
     /// Padded with masked positions up to `width`.
     fn padded_to(&self, width: i64) -> Encoded {
         let extra = width - self.width();
@@ -149,25 +160,22 @@ impl Encoded {
                 pad_mask: self.pad_mask.shallow_clone(),
             };
         }
-        let zeros = |t: &Tensor| {
-            let mut size = t.size();
-            size[1] = extra;
-            Tensor::cat(
-                &[
-                    t.shallow_clone(),
-                    Tensor::zeros(size.as_slice(), (t.kind(), t.device())),
-                ],
-                1,
-            )
-        };
         let rows = self.pad_mask.size().first().copied().unwrap_or(0);
         let masked = Tensor::ones([rows, extra], (Kind::Bool, self.pad_mask.device()));
         Encoded {
-            outputs: zeros(&self.outputs),
-            keys: zeros(&self.keys),
+            outputs: with_zeros(&self.outputs, extra),
+            keys: with_zeros(&self.keys, extra),
             pad_mask: Tensor::cat(&[self.pad_mask.shallow_clone(), masked], 1),
         }
     }
+}
+
+/// `t` with `n` more entries of zeros along dimension 1.
+fn with_zeros(t: &Tensor, n: i64) -> Tensor {
+    let mut size = t.size();
+    size[1] = n;
+    let zeros = Tensor::zeros(size.as_slice(), (t.kind(), t.device()));
+    Tensor::cat(&[t.shallow_clone(), zeros], 1)
 }
 
 /// Per-layer `(h, c)` of the decoder, each `[1, B, H]`.
@@ -179,22 +187,11 @@ pub struct DecoderState {
 impl DecoderState {
     /// With `n` rows of zeros (a fresh hypothesis' state) after the others.
     pub fn with_zero_rows(&self, n: i64) -> DecoderState {
-        let grow = |t: &Tensor| {
-            let mut size = t.size();
-            size[1] = n;
-            Tensor::cat(
-                &[
-                    t.shallow_clone(),
-                    Tensor::zeros(size.as_slice(), (t.kind(), t.device())),
-                ],
-                1,
-            )
-        };
         DecoderState {
             layers: self
                 .layers
                 .iter()
-                .map(|s| nn::LSTMState((grow(&s.h()), grow(&s.c()))))
+                .map(|s| nn::LSTMState((with_zeros(&s.h(), n), with_zeros(&s.c(), n))))
                 .collect(),
         }
     }
@@ -224,8 +221,27 @@ pub struct Seq2Seq {
     dec_layers: Vec<nn::LSTM>,
     /// The decoder layers' `[w_ih, w_hh, b_ih, b_hh]` (shared with `dec_layers`).
     dec_params: Vec<[Tensor; 4]>,
+    /// The encoder's, bottom forward, bottom backward, then layers 1 and up.
+    enc_params: Vec<[Tensor; 4]>,
     attention: Attention,
     classifier: nn::Linear,
+    /// An int8 model's packed weights (its float32 matrices are released: only the CPU
+    /// kernels can run it).
+    int8: Option<CpuDecoder>,
+}
+
+/// An LSTM layer's `[w_ih, w_hh, b_ih, b_hh]` under `p`.
+fn lstm_params(p: &nn::Path) -> Result<[Tensor; 4], ModelError> {
+    let get = |name: &str| {
+        p.get(name)
+            .ok_or_else(|| ModelError::Config(format!("no parameter {}", p.path(name))))
+    };
+    Ok([
+        get("weight_ih_l0")?,
+        get("weight_hh_l0")?,
+        get("bias_ih_l0")?,
+        get("bias_hh_l0")?,
+    ])
 }
 
 impl Seq2Seq {
@@ -261,18 +277,14 @@ impl Seq2Seq {
         }
         let mut dec_params = Vec::with_capacity(dec_layers.len());
         for i in 0..dec_layers.len() {
-            let p = &dec / "layers" / i;
-            let get = |name: &str| {
-                p.get(name).ok_or_else(|| {
-                    ModelError::Config(format!("decoder layer {i}: no parameter {name}"))
-                })
-            };
-            dec_params.push([
-                get("weight_ih_l0")?,
-                get("weight_hh_l0")?,
-                get("bias_ih_l0")?,
-                get("bias_hh_l0")?,
-            ]);
+            dec_params.push(lstm_params(&(&dec / "layers" / i))?);
+        }
+        let mut enc_params = vec![
+            lstm_params(&(&enc / "bottom_fwd"))?,
+            lstm_params(&(&enc / "bottom_bwd"))?,
+        ];
+        for i in 1..c.encoder_layers {
+            enc_params.push(lstm_params(&(&enc / "layers" / i))?);
         }
         let attention = Attention::new(
             &(&dec / "attention"),
@@ -297,8 +309,10 @@ impl Seq2Seq {
             enc_layers,
             dec_layers,
             dec_params,
+            enc_params,
             attention,
             classifier,
+            int8: None,
         };
         Ok(model)
     }
@@ -313,6 +327,31 @@ impl Seq2Seq {
         } else {
             x
         }
+    }
+
+    /// Encodes `sources` (none empty) as one batch on `device`: on the int8 kernels where
+    /// `cpu` holds an int8 encoder, else with libtorch ([`Seq2Seq::encode`]).
+    pub fn encode_sources(
+        &self,
+        cpu: Option<&CpuDecoder>,
+        sources: &[Vec<u32>],
+        device: Device,
+    ) -> Result<Encoded, tch::TchError> {
+        if let Some(parts) = cpu.and_then(CpuDecoder::int8) {
+            return self.encode_int8(parts, sources);
+        }
+        let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut flat = vec![0i64; sources.len() * width];
+        for (i, src) in sources.iter().enumerate() {
+            for (j, &t) in src.iter().enumerate() {
+                flat[i * width + j] = t as i64;
+            }
+        }
+        let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
+        let src = Tensor::from_slice(&flat)
+            .view([sources.len() as i64, width as i64])
+            .to_device(device);
+        Ok(self.encode(&src, &Tensor::from_slice(&lens), false))
     }
 
     /// Encodes `src` `[B, S]` (ids, 0 = padding) with lengths `[B]` (int64, CPU).
@@ -619,8 +658,19 @@ pub fn load_model_dir(dir: &Path, device: Device) -> Result<(nn::VarStore, Seq2S
         msg: e.to_string(),
     })?;
     let mut vs = nn::VarStore::new(device);
-    let model = Seq2Seq::new(&vs.root(), &config)?;
-    load_weights(&mut vs, &dir.join("model.safetensors"))?;
+    let mut model = Seq2Seq::new(&vs.root(), &config)?;
+    let (float, int8) = (dir.join("model.safetensors"), dir.join(INT8_FILE));
+    if !float.exists() && int8.exists() {
+        if device != Device::Cpu {
+            return Err(ModelError::File {
+                path: int8.display().to_string(),
+                msg: format!("an int8 model runs on the CPU only, not on {device:?}"),
+            });
+        }
+        int8::load_int8(&mut vs, &mut model, &int8)?;
+    } else {
+        load_weights(&mut vs, &float)?;
+    }
     Ok((vs, model))
 }
 

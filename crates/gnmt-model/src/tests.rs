@@ -297,3 +297,106 @@ fn device_specs_parse_or_say_why_not() {
         assert!(e.contains("gnmt doctor"), "{e}");
     }
 }
+
+/// A float32 model whose encoder has a residual layer, for the int8 tests.
+fn int8_test_model(preset: &str, vocab: i64, shared: bool) -> (nn::VarStore, Seq2Seq) {
+    tch::manual_seed(13);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = ModelConfig::preset(preset, vocab).unwrap();
+    cfg.encoder_layers = 4;
+    cfg.shared_embeddings = shared;
+    cfg.init_range = 0.5;
+    let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    (vs, m)
+}
+
+#[test]
+fn the_int8_encoder_follows_the_float32_encoder() {
+    for shared in [true, false] {
+        let (_vs, m) = int8_test_model("tiny", 40, shared);
+        assert!(m.config.residual_at(3, true), "a residual encoder layer");
+        let dec = m.cpu_decoder(Kernels::Int8).expect("a float32 CPU model");
+        let sources = vec![
+            vec![5u32, 6, 7, 8],
+            vec![9, 10],
+            vec![11, 12, 13, 14, 15, 16],
+        ];
+        tch::no_grad(|| {
+            let want = m.encode_sources(None, &sources, Device::Cpu).unwrap();
+            let got = m.encode_sources(Some(&dec), &sources, Device::Cpu).unwrap();
+            assert_eq!(got.outputs.size(), want.outputs.size());
+            assert!(got.pad_mask.equal(&want.pad_mask), "padding");
+            // Real positions only: padding is masked out of the attention.
+            for (i, s) in sources.iter().enumerate() {
+                let n = s.len() as i64;
+                let (g, w) = (
+                    got.outputs.get(i as i64).narrow(0, 0, n),
+                    want.outputs.get(i as i64).narrow(0, 0, n),
+                );
+                let d = (&g - &w).abs().max().double_value(&[]);
+                let scale = w.abs().max().double_value(&[]);
+                assert!(
+                    d < 0.05 * scale.max(1.0),
+                    "shared {shared}, sentence {i}: {d} (values up to {scale})"
+                );
+                let (g, w) = (
+                    got.keys.get(i as i64).narrow(0, 0, n),
+                    want.keys.get(i as i64).narrow(0, 0, n),
+                );
+                let d = (&g - &w).abs().max().double_value(&[]);
+                assert!(
+                    d < 0.05 * w.abs().max().double_value(&[]).max(1.0),
+                    "keys: {d}"
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn an_int8_model_file_loads_at_a_quarter_of_the_memory_and_runs_as_int8() {
+    let (vs, m) = int8_test_model("small", 2000, true);
+    let dir = std::env::temp_dir().join(format!("gnmt-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&m.config).unwrap(),
+    )
+    .unwrap();
+    m.save_int8(&vs, &dir.join(INT8_FILE)).unwrap();
+    let (vs8, m8) = load_model_dir(&dir, Device::Cpu).unwrap();
+    assert!(m8.is_int8() && !m.is_int8());
+    // Every float32 copy of a quantized matrix is released; what stays is the attention.
+    let float_bytes =
+        |vs: &nn::VarStore| -> usize { vs.variables().values().map(|t| t.numel() * 4).sum() };
+    let dec8 = m8
+        .cpu_decoder(Kernels::Fused)
+        .expect("an int8 model packs itself");
+    let resident = float_bytes(&vs8) + dec8.weight_bytes();
+    let full = float_bytes(&vs);
+    assert!(
+        resident * 10 <= full * 3,
+        "int8 model {resident} bytes, float32 {full}"
+    );
+    // The same steps as the float32 model at int8, bit for bit.
+    let dec = m.cpu_decoder(Kernels::Int8).unwrap();
+    let sources = vec![vec![5u32, 6, 7, 8], vec![9, 10, 1999]];
+    tch::no_grad(|| {
+        let e = m.encode_sources(Some(&dec), &sources, Device::Cpu).unwrap();
+        let e8 = m8
+            .encode_sources(Some(&dec8), &sources, Device::Cpu)
+            .unwrap();
+        assert!(e.outputs.equal(&e8.outputs), "encoder outputs");
+        let tokens = Tensor::from_slice(&[1i64, 1]);
+        let (a, _, _) = m.step_cpu(&dec, &e, None, &tokens, 1).unwrap();
+        let (b, _, _) = m8.step_cpu(&dec8, &e8, None, &tokens, 1).unwrap();
+        assert_eq!(a, b, "logits");
+    });
+    // A damaged file is refused, naming it.
+    let path = dir.join(INT8_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_model_dir(&dir, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains(INT8_FILE) && err.contains("damaged"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -156,6 +156,14 @@ impl Queue {
             .filter(|j| j.settings == *settings)
             .map(|j| j.sources.len())
             .sum();
+        // Each join encodes its sentences as one small batch: a join per arriving request
+        // would encode one sentence at a time. Joins wait until a quarter of the search's
+        // size has come, or the oldest has waited the window.
+        let oldest = st.jobs.iter().find(|j| j.settings == *settings);
+        let overdue = oldest.is_some_and(|j| j.enqueued.elapsed() >= limits.wait);
+        if waiting == 0 || (4 * waiting < active && !overdue) {
+            return Vec::new();
+        }
         let fair = (waiting + st.searching).div_ceil(st.workers.max(1));
         let room = limits.sentences.min(fair).saturating_sub(active);
         let cap = BatchLimits {

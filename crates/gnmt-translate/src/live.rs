@@ -97,10 +97,10 @@ impl<'a> LiveSearch<'a> {
         let (members, cfg, device) = (&self.members, &self.cfg, self.device);
         match &mut self.search {
             Some(s) if !s.sentences.is_empty() => {
-                tch::no_grad(|| s.join(&ids, &searched));
+                tch::no_grad(|| s.join(&ids, &searched))?;
             }
             _ => {
-                let s = tch::no_grad(|| Search::start(members, &ids, &searched, cfg, device));
+                let s = tch::no_grad(|| Search::start(members, &ids, &searched, cfg, device))?;
                 self.search = Some(s);
             }
         }

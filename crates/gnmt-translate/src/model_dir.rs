@@ -42,7 +42,9 @@ impl ModelDir {
     /// tokenizer's size the config's vocabulary size.
     pub fn open(dir: &Path, device: Device) -> Result<Self, ModelDirError> {
         for file in MODEL_FILES {
-            if !dir.join(file).exists() {
+            // An int8 model (gnmt quantize) has its own weights file.
+            let int8 = file == "model.safetensors" && dir.join(gnmt_model::INT8_FILE).exists();
+            if !int8 && !dir.join(file).exists() {
                 return Err(ModelDirError::Missing {
                     dir: dir.to_path_buf(),
                     file,

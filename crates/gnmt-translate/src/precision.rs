@@ -24,7 +24,8 @@ pub enum Precision {
     Bf16,
     /// fp16 weights and activations (for GPUs), float32 scores.
     Fp16,
-    /// The decoder's weights and inputs quantized to 8 bits (CPU), float32 elsewhere.
+    /// Every large matrix (embeddings, encoder, decoder, classifier) and its inputs quantized to
+    /// 8 bits (CPU); the attention in float32.
     Int8,
 }
 
@@ -57,7 +58,7 @@ impl Precision {
 /// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
 /// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
 /// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
-/// model for libtorch's operators. int8 quantizes the decoder on gnmt-kernels ([`Kernels::Int8`];
+/// model for libtorch's operators. int8 quantizes the model on gnmt-kernels ([`Kernels::Int8`];
 /// on a GPU it runs as float32).
 pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
     match precision {

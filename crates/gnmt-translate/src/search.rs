@@ -94,18 +94,14 @@ impl Coverage {
         beta * sum
     }
 
-    /// The same rows, `width` wide (padding attended by nobody).
-    fn widened(&self, width: usize) -> Coverage {
-        if width <= self.width {
-            return Coverage {
-                width: self.width,
-                values: self.values.clone(),
-            };
-        }
-        let mut values = Vec::with_capacity(self.values.len() / self.width.max(1) * width);
-        for row in self.values.chunks(self.width.max(1)) {
-            values.extend_from_slice(row);
-            values.resize(values.len() + width - row.len(), 0.0);
+    /// The same rows, `width` wide: padding added, or cut (positions no sentence has).
+    fn resized(&self, width: usize) -> Coverage {
+        let old = self.width.max(1);
+        let mut values = Vec::with_capacity(self.values.len() / old * width);
+        for row in self.values.chunks(old) {
+            let keep = row.len().min(width);
+            values.extend_from_slice(&row[..keep]);
+            values.resize(values.len() + width - keep, 0.0);
         }
         Coverage { width, values }
     }
@@ -176,11 +172,14 @@ fn members_vocab(members: &[Member]) -> usize {
 }
 
 /// Each member's encoding of `sources` (none empty).
-fn encode(members: &[Member], sources: &[Vec<u32>], device: Device) -> Vec<Encoded> {
-    let (src, lens) = source_batch(sources, device);
+fn encode(
+    members: &[Member],
+    sources: &[Vec<u32>],
+    device: Device,
+) -> Result<Vec<Encoded>, TchError> {
     members
         .iter()
-        .map(|m| m.model.encode(&src, &lens, false))
+        .map(|m| m.model.encode_sources(m.cpu, sources, device))
         .collect()
 }
 
@@ -278,28 +277,12 @@ pub(crate) fn search(
         return Ok(Vec::new());
     }
     let ids: Vec<usize> = (0..sources.len()).collect();
-    let mut s = Search::start(members, &ids, sources, cfg, device);
+    let mut s = Search::start(members, &ids, sources, cfg, device)?;
     while !s.sentences.is_empty() {
         s.step()?;
     }
     s.done.sort_by_key(|d| d.0);
     Ok(s.done.into_iter().map(|d| d.1).collect())
-}
-
-/// The decoder input of a batch: `[B, S]` ids (0-padded) on `device`, and the lengths `[B]`.
-fn source_batch(sources: &[Vec<u32>], device: Device) -> (Tensor, Tensor) {
-    let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let mut flat = vec![0i64; sources.len() * width];
-    for (i, src) in sources.iter().enumerate() {
-        for (j, &t) in src.iter().enumerate() {
-            flat[i * width + j] = t as i64;
-        }
-    }
-    let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
-    let src = Tensor::from_slice(&flat)
-        .view([sources.len() as i64, width as i64])
-        .to_device(device);
-    (src, Tensor::from_slice(&lens))
 }
 
 impl<'a> Search<'a> {
@@ -310,10 +293,10 @@ impl<'a> Search<'a> {
         sources: &[Vec<u32>],
         cfg: &SearchConfig,
         device: Device,
-    ) -> Self {
+    ) -> Result<Self, TchError> {
         let b = sources.len();
         let beam = cfg.beam.max(1);
-        let enc = encode(members, sources, device);
+        let enc = encode(members, sources, device)?;
         let width = enc.first().map_or(1, |e| e.width().max(1) as usize);
         let total: f64 = members.iter().map(|m| m.weight).sum();
         let members: Vec<Member> = members
@@ -328,7 +311,7 @@ impl<'a> Search<'a> {
             })
             .collect();
         let vocab = members_vocab(&members);
-        Search {
+        Ok(Search {
             members,
             cfg: cfg.clone(),
             device,
@@ -350,7 +333,7 @@ impl<'a> Search<'a> {
             tokens: Tensor::full([b as i64], BOS as i64, (Kind::Int64, device)),
             state: None,
             done: Vec::new(),
-        }
+        })
     }
 
     /// One step of every sentence: expand, end or keep hypotheses, move the state along.
@@ -364,10 +347,10 @@ impl<'a> Search<'a> {
     /// Sentences join the search under way: encoded, padded to the batch's source width (or
     /// the batch to theirs), `beam` fresh rows each, of which only the first can be extended
     /// (as a batch's first step extends one row per sentence).
-    pub(crate) fn join(&mut self, ids: &[usize], sources: &[Vec<u32>]) {
-        self.to_beam_rows();
+    pub(crate) fn join(&mut self, ids: &[usize], sources: &[Vec<u32>]) -> Result<(), TchError> {
+        self.widen_to_beam_rows();
         let fresh = sources.len() * self.beam;
-        let enc = encode(&self.members, sources, self.device);
+        let enc = encode(&self.members, sources, self.device)?;
         self.enc = self
             .enc
             .iter()
@@ -375,7 +358,7 @@ impl<'a> Search<'a> {
             .map(|(a, b)| a.concat(b))
             .collect();
         let width = self.enc.first().map_or(1, |e| e.width().max(1) as usize);
-        self.coverage = self.coverage.widened(width);
+        self.coverage = self.coverage.resized(width);
         self.coverage
             .values
             .resize(self.coverage.values.len() + fresh * width, 0.0);
@@ -399,11 +382,30 @@ impl<'a> Search<'a> {
                 .zip(sources)
                 .map(|(&id, x)| Sentence::new(id, x.len(), cfg)),
         );
+        Ok(())
+    }
+
+    /// Cuts the source positions that only sentences gone had: the attention's work is
+    /// proportional to them (a long sentence that joined a live search and left would
+    /// otherwise widen every later step).
+    fn narrow_to_sources(&mut self) {
+        let width = self
+            .sentences
+            .iter()
+            .map(|s| s.src_len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        if width >= self.coverage.width {
+            return;
+        }
+        self.enc = self.enc.iter().map(|e| e.narrowed(width as i64)).collect();
+        self.coverage = self.coverage.resized(width);
     }
 
     /// Before the first step a sentence has one row; joining needs `beam` each: the copies
     /// cannot be extended (log-probability -inf).
-    fn to_beam_rows(&mut self) {
+    fn widen_to_beam_rows(&mut self) {
         if self.group == self.beam {
             return;
         }
@@ -632,6 +634,7 @@ impl<'a> Search<'a> {
             }
             let positions = Tensor::from_slice(&kept.positions).to_device(self.device);
             self.enc = self.enc.iter().map(|e| e.select(&positions)).collect();
+            self.narrow_to_sources();
         }
         for s in &mut self.sentences {
             s.steps += 1;
