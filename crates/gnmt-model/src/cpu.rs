@@ -1,19 +1,22 @@
-//! The decoder step of search on gnmt-kernels (CPU, float32, inference): every decoder layer
-//! and the classifier as [`PackedLinear`] multiplications on weights packed once per
-//! translation job, the LSTM cells' pointwise part fused, the state kept on the host. libtorch
-//! still embeds the tokens and runs the attention (itself on the fused scores kernel).
+//! Search on gnmt-kernels (CPU, inference): the decoder step (every decoder layer and the
+//! classifier as [`PackedLinear`] multiplications on weights packed once per translation job,
+//! the LSTM cells' pointwise part fused, the state kept on the host) and the encoder (every
+//! time step's input product at once, then the recurrence). libtorch still runs the attention
+//! (itself on the fused scores kernel) and, but for int8, embeds the tokens.
 //!
-//! It computes what [`Seq2Seq::step_logits`] computes, up to float rounding, without libtorch's
-//! per-call weight repacking (oneDNN's LSTM and MKL's GEMM both copy every weight matrix into
-//! their own layout on every call: at the row counts of search, a large part of the step).
+//! It computes what [`Seq2Seq::step_logits`] and [`Seq2Seq::encode`] compute, up to float
+//! rounding, without libtorch's per-call weight repacking (oneDNN's LSTM and MKL's GEMM both
+//! copy every weight matrix into their own layout on every call: at the row counts of search,
+//! a large part of the step, and most of encoding the few sentences a server's batch takes in).
 
 use std::sync::Arc;
 
-use gnmt_kernels::{lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8};
+use gnmt_kernels::{
+    lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8, QuantizedMatrix,
+};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
 
-use crate::int8::Int8Parts;
 use crate::{Encoded, Seq2Seq};
 
 /// The decoder's weights packed for [`Seq2Seq::step_cpu`] (for int8, the embeddings and the
@@ -27,7 +30,36 @@ pub(crate) struct Packs {
     /// Per layer: `[W_ih W_hh]` `[4H, in + H]` and `b_ih + b_hh`.
     pub(crate) layers: Vec<Packed>,
     pub(crate) classifier: Packed,
-    pub(crate) int8: Option<Int8Parts>,
+    pub(crate) encoder: CpuEncoder,
+    /// int8: the target embedding quantized (else libtorch's float32 table).
+    pub(crate) tgt_embedding: Option<Arc<QuantizedMatrix>>,
+}
+
+/// The encoder on gnmt-kernels: its LSTM layers packed (bottom forward, bottom backward, then
+/// layers 1 and up), and for int8 the source embedding quantized.
+#[derive(Debug)]
+pub(crate) struct CpuEncoder {
+    pub(crate) embedding: Option<Arc<QuantizedMatrix>>,
+    pub(crate) layers: Vec<EncoderLayer>,
+}
+
+/// An encoder LSTM layer: `W_ih` with `b_ih + b_hh` (every time step's input at once), and
+/// `W_hh` (the recurrence).
+#[derive(Debug)]
+pub(crate) struct EncoderLayer {
+    pub(crate) ih: Packed,
+    pub(crate) hh: Packed,
+}
+
+impl CpuEncoder {
+    fn bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.ih.bytes() + l.hh.bytes())
+            .sum();
+        layers + self.embedding.as_ref().map_or(0, |e| e.bytes())
+    }
 }
 
 impl CpuDecoder {
@@ -35,17 +67,26 @@ impl CpuDecoder {
         CpuDecoder(Arc::new(packs))
     }
 
-    /// The int8 encoder and embeddings, where everything is quantized.
-    pub(crate) fn int8(&self) -> Option<&Int8Parts> {
-        self.0.int8.as_ref()
+    pub(crate) fn encoder(&self) -> &CpuEncoder {
+        &self.0.encoder
     }
 
-    /// Bytes of the packed weights (float32, bf16 or int8, with their scales).
+    /// Bytes of the packed weights (float32, bf16 or int8, with their scales), the quantized
+    /// embeddings included.
     pub fn weight_bytes(&self) -> usize {
         let p = &self.0;
+        let shared = match (&p.tgt_embedding, &p.encoder.embedding) {
+            (Some(t), Some(s)) => Arc::ptr_eq(t, s),
+            _ => false,
+        };
+        let tgt = match (&p.tgt_embedding, shared) {
+            (Some(t), false) => t.bytes(),
+            _ => 0,
+        };
         p.layers.iter().map(Packed::bytes).sum::<usize>()
             + p.classifier.bytes()
-            + p.int8.as_ref().map_or(0, Int8Parts::bytes)
+            + p.encoder.bytes()
+            + tgt
     }
 }
 
@@ -58,7 +99,7 @@ pub(crate) enum Packed {
 }
 
 impl Packed {
-    fn new(w: &[f32], b: Option<&[f32]>, n: usize, k: usize, kernels: Kernels) -> Self {
+    pub(crate) fn new(w: &[f32], b: Option<&[f32]>, n: usize, k: usize, kernels: Kernels) -> Self {
         match kernels {
             Kernels::Bf16 => Packed::Bf16(PackedLinearBf16::new(w, b, n, k)),
             Kernels::Int8 => Packed::I8(PackedLinearI8::new(w, b, n, k)),
@@ -66,7 +107,7 @@ impl Packed {
         }
     }
 
-    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    pub(crate) fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
         match self {
             Packed::F32(p) => p.forward(x, m, out),
             Packed::Bf16(p) => p.forward(x, m, out),
@@ -79,6 +120,14 @@ impl Packed {
             Packed::F32(p) => 4 * p.out_features() * p.in_features(),
             Packed::Bf16(p) => 2 * p.out_features() * p.in_features(),
             Packed::I8(p) => p.weight_bytes(),
+        }
+    }
+
+    pub(crate) fn in_features(&self) -> usize {
+        match self {
+            Packed::F32(p) => p.in_features(),
+            Packed::Bf16(p) => p.in_features(),
+            Packed::I8(p) => p.in_features(),
         }
     }
 
@@ -151,7 +200,7 @@ impl Seq2Seq {
         if kernels == Kernels::Int8 {
             return self.int8_units().ok()?.pack(&self.config);
         }
-        let pack = |w: &Tensor, b: Option<Tensor>| {
+        let pack = |w: &Tensor, b: Option<Tensor>, kernels: Kernels| {
             if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
                 return None;
             }
@@ -172,15 +221,92 @@ impl Seq2Seq {
         let layers = self
             .dec_params
             .iter()
-            .map(|[w_ih, w_hh, b_ih, b_hh]| pack(&Tensor::cat(&[w_ih, w_hh], 1), Some(b_ih + b_hh)))
+            .map(|[w_ih, w_hh, b_ih, b_hh]| {
+                pack(&Tensor::cat(&[w_ih, w_hh], 1), Some(b_ih + b_hh), kernels)
+            })
             .collect::<Option<Vec<_>>>()?;
         let (w, b) = self.classifier_params();
-        let classifier = pack(w, b.map(Tensor::shallow_clone))?;
+        let classifier = pack(w, b.map(Tensor::shallow_clone), kernels)?;
+        // The encoder runs once per batch: float32 whatever the decoder's kernels.
+        let encoder = self
+            .enc_params
+            .iter()
+            .map(|[w_ih, w_hh, b_ih, b_hh]| {
+                Some(EncoderLayer {
+                    ih: pack(w_ih, Some(b_ih + b_hh), Kernels::Fused)?,
+                    hh: pack(w_hh, None, Kernels::Fused)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
         Some(CpuDecoder::new(Packs {
             layers,
             classifier,
-            int8: None,
+            encoder: CpuEncoder {
+                embedding: None,
+                layers: encoder,
+            },
+            tgt_embedding: None,
         }))
+    }
+
+    /// Encodes `sources` (none empty) on gnmt-kernels: what [`Seq2Seq::encode`] computes, with
+    /// the products on the packed weights (float32, or quantized for int8).
+    pub(crate) fn encode_cpu(
+        &self,
+        encoder: &CpuEncoder,
+        sources: &[Vec<u32>],
+    ) -> Result<Encoded, tch::TchError> {
+        let b = sources.len();
+        let s = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let lens: Vec<usize> = sources.iter().map(|x| x.len().max(1)).collect();
+        let ids: Vec<i64> = sources
+            .iter()
+            .flat_map(|x| (0..s).map(move |j| x.get(j).map_or(0, |&t| t as i64)))
+            .collect();
+        let x = match &encoder.embedding {
+            Some(table) => crate::int8::lookup(table, &ids),
+            None => host(&self.src_embedding.forward(&Tensor::from_slice(&ids)))?,
+        };
+        let e = self.config.embedding_size as usize;
+        let layers = &encoder.layers;
+        let (Some(fwd), Some(bwd)) = (layers.first(), layers.get(1)) else {
+            return Err(tch::TchError::Shape(
+                "an encoder without its bottom layer".into(),
+            ));
+        };
+        // The backward direction reads each sentence from its last real token: reversed within
+        // its length, run forward, reversed back (padding stays behind, as in `encode`).
+        let f = run_lstm(fwd, &x, b, s, e);
+        let back = run_lstm(bwd, &reverse_within(&x, &lens, s, e), b, s, e);
+        let back = reverse_within(&back, &lens, s, bwd.hh.in_features());
+        let h = fwd.hh.in_features();
+        let mut out = Vec::with_capacity(b * s * 2 * h);
+        for (a, z) in f.chunks(h).zip(back.chunks(h)) {
+            out.extend_from_slice(a);
+            out.extend_from_slice(z);
+        }
+        let mut width = 2 * h;
+        for (k, layer) in layers.iter().skip(2).enumerate() {
+            let mut y = run_lstm(layer, &out, b, s, width);
+            if self.config.residual_at(k as i64 + 1, true) {
+                for (y, o) in y.iter_mut().zip(&out) {
+                    *y += o;
+                }
+            }
+            width = layer.hh.in_features();
+            out = y;
+        }
+        let outputs = Tensor::from_slice(&out).view([b as i64, s as i64, width as i64]);
+        let keys = self.attention.keys(&outputs);
+        let mask: Vec<bool> = sources
+            .iter()
+            .flat_map(|x| (0..s).map(move |j| j >= x.len()))
+            .collect();
+        Ok(Encoded {
+            outputs,
+            keys,
+            pad_mask: Tensor::from_slice(&mask).view([b as i64, s as i64]),
+        })
     }
 
     /// One decoder step for `group` hypotheses per sentence on the CPU kernels: logits
@@ -228,8 +354,8 @@ impl Seq2Seq {
             h
         };
         let emb = self.config.embedding_size as usize;
-        let x = match &dec.int8 {
-            Some(int8) => crate::int8::lookup(&int8.tgt_embedding, &Vec::<i64>::try_from(tokens)?),
+        let x = match &dec.tgt_embedding {
+            Some(table) => crate::int8::lookup(table, &Vec::<i64>::try_from(tokens)?),
             None => host(&self.tgt_emb().forward(tokens))?,
         };
         let h0 = run(0, &[(&x, emb)]);
@@ -256,4 +382,45 @@ impl Seq2Seq {
         dec.classifier.forward(&out, rows, &mut logits);
         Ok((logits, attn, new))
     }
+}
+
+/// One LSTM layer over `x` `[b, s, width]` from zero state: every step's input product at
+/// once, then the recurrence step by step. Outputs `[b, s, H]`.
+fn run_lstm(layer: &EncoderLayer, x: &[f32], b: usize, s: usize, width: usize) -> Vec<f32> {
+    let h = layer.hh.in_features();
+    let g = 4 * h;
+    let mut inputs = vec![0f32; b * s * g];
+    layer.ih.forward(x, b * s, &mut inputs);
+    debug_assert_eq!(x.len(), b * s * width);
+    let mut hidden = vec![0f32; b * h];
+    let mut cell = vec![0f32; b * h];
+    let mut gates = vec![0f32; b * g];
+    let mut out = vec![0f32; b * s * h];
+    for t in 0..s {
+        layer.hh.forward(&hidden, b, &mut gates);
+        for r in 0..b {
+            let from = &inputs[(r * s + t) * g..(r * s + t + 1) * g];
+            for (a, v) in gates[r * g..(r + 1) * g].iter_mut().zip(from) {
+                *a += v;
+            }
+        }
+        lstm_cell(&gates, &mut cell, &mut hidden, h);
+        for r in 0..b {
+            out[(r * s + t) * h..(r * s + t + 1) * h].copy_from_slice(&hidden[r * h..(r + 1) * h]);
+        }
+    }
+    out
+}
+
+/// `x` `[b, s, w]` with each row's first `lens[r]` positions reversed (the rest in place).
+fn reverse_within(x: &[f32], lens: &[usize], s: usize, w: usize) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for (r, &len) in lens.iter().enumerate() {
+        let len = len.min(s);
+        for t in 0..len {
+            let (to, from) = ((r * s + t) * w, (r * s + len - 1 - t) * w);
+            out[to..to + w].copy_from_slice(&x[from..from + w]);
+        }
+    }
+    out
 }

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use gnmt_kernels::{lstm_cell, PackedLinearI8, QuantizedMatrix};
+use gnmt_kernels::{PackedLinearI8, QuantizedMatrix};
 use tch::{nn, Kind, Tensor};
 
-use crate::cpu::{host, Packed, Packs};
-use crate::{safetensors_error, CpuDecoder, Encoded, ModelConfig, ModelError, Seq2Seq};
+use crate::cpu::{host, CpuEncoder, EncoderLayer, Packed, Packs};
+use crate::{safetensors_error, CpuDecoder, ModelConfig, ModelError, Seq2Seq};
 
 /// The weights file of an int8 model directory.
 pub const INT8_FILE: &str = "model-int8.safetensors";
@@ -38,39 +38,6 @@ pub(crate) struct Unit {
 /// `decoder.classifier`).
 #[derive(Debug, Default)]
 pub(crate) struct Units(BTreeMap<String, Unit>);
-
-/// The int8 model's parts beyond the decoder's packed layers: the embeddings and the encoder.
-#[derive(Debug)]
-pub(crate) struct Int8Parts {
-    pub src_embedding: Arc<QuantizedMatrix>,
-    pub tgt_embedding: Arc<QuantizedMatrix>,
-    /// Bottom forward, bottom backward, then layers 1 and up.
-    encoder: Vec<EncoderLayer>,
-}
-
-#[derive(Debug)]
-struct EncoderLayer {
-    /// `W_ih` with `b_ih + b_hh`, and `W_hh`.
-    ih: PackedLinearI8,
-    hh: PackedLinearI8,
-}
-
-impl Int8Parts {
-    pub(crate) fn bytes(&self) -> usize {
-        let shared = Arc::ptr_eq(&self.src_embedding, &self.tgt_embedding);
-        self.src_embedding.bytes()
-            + if shared {
-                0
-            } else {
-                self.tgt_embedding.bytes()
-            }
-            + self
-                .encoder
-                .iter()
-                .map(|l| l.ih.weight_bytes() + l.hh.weight_bytes())
-                .sum::<usize>()
-    }
-}
 
 /// The rows `ids` of an embedding table, in float32, `[ids, E]` (an id beyond the table gives
 /// zeros: the search never asks for one).
@@ -164,19 +131,19 @@ impl Units {
             .iter()
             .map(|name| {
                 Some(EncoderLayer {
-                    ih: self.packed(&format!("{name}.ih"))?,
-                    hh: self.packed(&format!("{name}.hh"))?,
+                    ih: Packed::I8(self.packed(&format!("{name}.ih"))?),
+                    hh: Packed::I8(self.packed(&format!("{name}.hh"))?),
                 })
             })
             .collect::<Option<Vec<_>>>()?;
         Some(CpuDecoder::new(Packs {
             layers,
             classifier,
-            int8: Some(Int8Parts {
-                src_embedding,
-                tgt_embedding,
-                encoder,
-            }),
+            encoder: CpuEncoder {
+                embedding: Some(src_embedding),
+                layers: encoder,
+            },
+            tgt_embedding: Some(tgt_embedding),
         }))
     }
 }
@@ -275,105 +242,6 @@ impl Seq2Seq {
         floats.sort_by(|a, b| a.0.cmp(&b.0));
         write(&units, floats, path).map_err(err)
     }
-
-    /// Encodes `sources` (none empty) on the int8 kernels: the same as [`Seq2Seq::encode`]
-    /// with every product quantized.
-    pub(crate) fn encode_int8(
-        &self,
-        parts: &Int8Parts,
-        sources: &[Vec<u32>],
-    ) -> Result<Encoded, tch::TchError> {
-        let b = sources.len();
-        let s = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let lens: Vec<usize> = sources.iter().map(|x| x.len().max(1)).collect();
-        let ids: Vec<i64> = sources
-            .iter()
-            .flat_map(|x| (0..s).map(move |j| x.get(j).map_or(0, |&t| t as i64)))
-            .collect();
-        let x = lookup(&parts.src_embedding, &ids);
-        let e = parts.src_embedding.k;
-        let layers = &parts.encoder;
-        let (Some(fwd), Some(bwd)) = (layers.first(), layers.get(1)) else {
-            return Err(tch::TchError::Shape(
-                "an int8 encoder without its bottom layer".into(),
-            ));
-        };
-        // The backward direction reads each sentence from its last real token: reversed within
-        // its length, run forward, reversed back (padding stays behind, as in `encode`).
-        let f = run_lstm(fwd, &x, b, s, e);
-        let back = run_lstm(bwd, &reverse_within(&x, &lens, s, e), b, s, e);
-        let back = reverse_within(&back, &lens, s, bwd.hh.in_features());
-        let h = fwd.hh.in_features();
-        let mut out = Vec::with_capacity(b * s * 2 * h);
-        for (a, z) in f.chunks(h).zip(back.chunks(h)) {
-            out.extend_from_slice(a);
-            out.extend_from_slice(z);
-        }
-        let mut width = 2 * h;
-        for (k, layer) in layers.iter().skip(2).enumerate() {
-            let mut y = run_lstm(layer, &out, b, s, width);
-            if self.config.residual_at(k as i64 + 1, true) {
-                for (y, o) in y.iter_mut().zip(&out) {
-                    *y += o;
-                }
-            }
-            width = layer.hh.in_features();
-            out = y;
-        }
-        let outputs = Tensor::from_slice(&out).view([b as i64, s as i64, width as i64]);
-        let keys = self.attention.keys(&outputs);
-        let mask: Vec<bool> = lens
-            .iter()
-            .zip(sources)
-            .flat_map(|(_, x)| (0..s).map(move |j| j >= x.len()))
-            .collect();
-        Ok(Encoded {
-            outputs,
-            keys,
-            pad_mask: Tensor::from_slice(&mask).view([b as i64, s as i64]),
-        })
-    }
-}
-
-/// One LSTM layer over `x` `[b, s, width]` from zero state: every step's input product at
-/// once, then the recurrence step by step. Outputs `[b, s, H]`.
-fn run_lstm(layer: &EncoderLayer, x: &[f32], b: usize, s: usize, width: usize) -> Vec<f32> {
-    let h = layer.hh.in_features();
-    let g = 4 * h;
-    let mut inputs = vec![0f32; b * s * g];
-    layer.ih.forward(x, b * s, &mut inputs);
-    debug_assert_eq!(x.len(), b * s * width);
-    let mut hidden = vec![0f32; b * h];
-    let mut cell = vec![0f32; b * h];
-    let mut gates = vec![0f32; b * g];
-    let mut out = vec![0f32; b * s * h];
-    for t in 0..s {
-        layer.hh.forward(&hidden, b, &mut gates);
-        for r in 0..b {
-            let from = &inputs[(r * s + t) * g..(r * s + t + 1) * g];
-            for (a, v) in gates[r * g..(r + 1) * g].iter_mut().zip(from) {
-                *a += v;
-            }
-        }
-        lstm_cell(&gates, &mut cell, &mut hidden, h);
-        for r in 0..b {
-            out[(r * s + t) * h..(r * s + t + 1) * h].copy_from_slice(&hidden[r * h..(r + 1) * h]);
-        }
-    }
-    out
-}
-
-/// `x` `[b, s, w]` with each row's first `lens[r]` positions reversed (the rest in place).
-fn reverse_within(x: &[f32], lens: &[usize], s: usize, w: usize) -> Vec<f32> {
-    let mut out = x.to_vec();
-    for (r, &len) in lens.iter().enumerate() {
-        let len = len.min(s);
-        for t in 0..len {
-            let (to, from) = ((r * s + t) * w, (r * s + len - 1 - t) * w);
-            out[to..to + w].copy_from_slice(&x[from..from + w]);
-        }
-    }
-    out
 }
 
 /// Loads an int8 model's [`INT8_FILE`] into `model` (built from its config): the float32

@@ -329,16 +329,16 @@ impl Seq2Seq {
         }
     }
 
-    /// Encodes `sources` (none empty) as one batch on `device`: on the int8 kernels where
-    /// `cpu` holds an int8 encoder, else with libtorch ([`Seq2Seq::encode`]).
+    /// Encodes `sources` (none empty) as one batch on `device`: on gnmt-kernels with `cpu`'s
+    /// packed encoder (float32, or int8), else with libtorch ([`Seq2Seq::encode`]).
     pub fn encode_sources(
         &self,
         cpu: Option<&CpuDecoder>,
         sources: &[Vec<u32>],
         device: Device,
     ) -> Result<Encoded, tch::TchError> {
-        if let Some(parts) = cpu.and_then(CpuDecoder::int8) {
-            return self.encode_int8(parts, sources);
+        if let Some(dec) = cpu {
+            return self.encode_cpu(dec.encoder(), sources);
         }
         let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut flat = vec![0i64; sources.len() * width];

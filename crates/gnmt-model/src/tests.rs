@@ -311,11 +311,20 @@ fn int8_test_model(preset: &str, vocab: i64, shared: bool) -> (nn::VarStore, Seq
 }
 
 #[test]
-fn the_int8_encoder_follows_the_float32_encoder() {
-    for shared in [true, false] {
+fn the_encoder_on_gnmt_kernels_follows_libtorch_s() {
+    // float32 within float rounding; int8 within its quantization.
+    for (kernels, tol) in [(Kernels::Fused, 1e-4), (Kernels::Int8, 0.05)] {
+        for shared in [true, false] {
+            encoder_on_kernels_follows_libtorch(kernels, tol, shared);
+        }
+    }
+}
+
+fn encoder_on_kernels_follows_libtorch(kernels: Kernels, tol: f64, shared: bool) {
+    {
         let (_vs, m) = int8_test_model("tiny", 40, shared);
         assert!(m.config.residual_at(3, true), "a residual encoder layer");
-        let dec = m.cpu_decoder(Kernels::Int8).expect("a float32 CPU model");
+        let dec = m.cpu_decoder(kernels).expect("a float32 CPU model");
         let sources = vec![
             vec![5u32, 6, 7, 8],
             vec![9, 10],
