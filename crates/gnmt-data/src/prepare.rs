@@ -102,6 +102,14 @@ pub fn prepare(
     out: &Path,
     mut progress: impl FnMut(usize),
 ) -> Result<PreparedMeta, DataError> {
+    // The output replaces what is there: only ever a prepared corpus, never a directory of
+    // the user's.
+    if out.exists() && !out.join("meta.json").exists() {
+        return Err(DataError::Prepared {
+            path: out.to_path_buf(),
+            msg: "the output exists and is not a prepared corpus (give a new directory)".into(),
+        });
+    }
     let tmp = gnmt_io::temp_path(out);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = prepare_into(src, tgt, tok, filter, limit, &tmp, &mut progress).and_then(|meta| {
@@ -348,6 +356,19 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&t, "ein mann\nnicht leer\ndas pferd\nkurz\nder fluss!\n").unwrap();
         assert!(!is_current(&out, &s, &t, &tok, &f, None));
+        // Preparing again replaces it; a directory of the user's is never replaced.
+        prepare(&s, &t, &tok, &f, None, &out, |_| {}).unwrap();
+        let mine = dir.path().join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+        let e = prepare(&s, &t, &tok, &f, None, &mine, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a prepared corpus"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+            "keep"
+        );
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
     let Some(first) = dirs.first() else {
         return Err(TrainError::Config("average: no checkpoints given".into()));
     };
+    // The output replaces what is there: only ever a model directory (an earlier average),
+    // never a directory of the user's.
+    if out.exists() && !out.join("model.safetensors").exists() {
+        return Err(ckpt_err(
+            out,
+            "exists and is not a model directory (give a new directory)",
+        ));
+    }
     let read = |dir: &Path, file: &str| {
         std::fs::read(dir.join(file)).map_err(|e| ckpt_err(dir, format!("{file}: {e}")))
     };
@@ -177,6 +185,19 @@ mod tests {
             err.contains("config.json differs") && err.contains("/c"),
             "{err}"
         );
+        // An existing directory that is not a model is not replaced; an earlier average is.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+        let err = average(&[tmp.path().join("a"), tmp.path().join("b")], &mine)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a model directory"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+            "keep"
+        );
+        average(&[tmp.path().join("a"), tmp.path().join("b")], &out).unwrap();
         // A missing file names the checkpoint.
         let err = average(&[tmp.path().join("a"), tmp.path().join("nope")], &out)
             .unwrap_err()
