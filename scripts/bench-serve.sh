@@ -33,7 +33,10 @@ echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(
 
 # The file path: the same sentences through `gnmt translate` (model load excluded: bench translate).
 file_rate=$("$G" bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | jq '.sentences_per_s')
-alone_rate=$("$G" bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 1 --workers 1 --threads "$THREADS" 2>/dev/null | jq '.sentences_per_s')
+"$G" bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 1 --workers 1 --threads "$THREADS" \
+    --per-sentence 2>/dev/null > "$TMP/alone.json"
+alone_rate=$(jq '.sentences_per_s' "$TMP/alone.json")
+alone_p99=$(jq '.latency_ms.p99' "$TMP/alone.json")
 
 "$G" serve --model "$MODEL" --port 0 --threads "$THREADS" 2> "$TMP/serve.log" &
 SERVER=$!
@@ -53,4 +56,5 @@ echo "| --- | --- | --- | --- | --- | --- |"
 jq -r --argjson one "$one" --argjson file "$file_rate" '.rounds[] |
     "| \(.clients) | \(.sentences_per_s * 10 | round / 10) | \(.sentences_per_s / $one * 100 | round / 100)x | \(.sentences_per_s / $file * 100 | round)% | \(.p50_ms * 10 | round / 10) | \(.p99_ms * 10 | round / 10) |"' "$TMP/serve.json"
 echo
-awk -v f="$file_rate" -v a="$alone_rate" 'BEGIN { printf "gnmt translate (file, batch 64): %.1f sentences/s; each sentence alone (batch 1): %.1f sentences/s = %.1f ms mean\n", f, a, 1000 / a }'
+awk -v f="$file_rate" -v a="$alone_rate" -v q="$alone_p99" -v s="$(jq '.rounds[0].p99_ms' "$TMP/serve.json")" \
+    'BEGIN { printf "gnmt translate (file, batch 64): %.1f sentences/s; each sentence alone (batch 1): %.1f sentences/s = %.1f ms mean, p99 %.1f ms (1 client p99 %.2fx that)\n", f, a, 1000 / a, q, s / q }'

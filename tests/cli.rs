@@ -175,6 +175,15 @@ fn bench_prints_json_with_throughput() {
         (i["kernels"].as_str(), i["sentences"].as_u64()),
         (Some("Int8"), Some(6))
     );
+    // One by one, timed: latency percentiles, and the same translations as the batches'.
+    let p = translate(&["--per-sentence"]);
+    let (p50, p99) = (
+        p["latency_ms"]["p50"].as_f64().unwrap(),
+        p["latency_ms"]["p99"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{p}");
+    assert_eq!(p["generated_tokens"], v["generated_tokens"]);
+    assert!(v["latency_ms"].is_null());
     // Capped at AVX2 (one process per build): the same translations as the best build.
     let c = translate_capped(Some("avx2"), &[]);
     assert_ne!(c["isa"], "avx512");

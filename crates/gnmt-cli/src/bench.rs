@@ -99,6 +99,10 @@ struct TranslateBench {
     /// The decoder in 8-bit integers (as `gnmt translate --precision int8`).
     #[arg(long, conflicts_with_all = ["bf16", "fp16", "no_fused_kernels"])]
     int8: bool,
+    /// Each sentence searched alone, one after another, timed one by one: adds the latency
+    /// percentiles (what a server's single request is measured against).
+    #[arg(long)]
+    per_sentence: bool,
 }
 
 /// The model cast to bf16/fp16 (--bf16, --fp16): training's working copy.
@@ -320,8 +324,11 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     .translate_ids(&first)?;
     sync(device);
     let t = Instant::now();
-    let generated: usize = engine
-        .translate_ids(&srcs)?
+    let (found, latency) = match a.per_sentence {
+        true => one_by_one(&model, &srcs, &engine.search, device)?,
+        false => (engine.translate_ids(&srcs)?, serde_json::Value::Null),
+    };
+    let generated: usize = found
         .iter()
         .map(|h| h.first().map_or(0, |h| h.tokens.len() + 1))
         .sum();
@@ -329,6 +336,7 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
     let secs = t.elapsed().as_secs_f64();
     let source: usize = srcs.iter().map(Vec::len).sum();
     Ok(serde_json::json!({
+        "per_sentence": a.per_sentence, "latency_ms": latency,
         "bench": "translate", "preset": c.preset, "model": c.model, "input": a.input, "bf16": c.bf16, "fp16": c.fp16,
         "device": c.device, "threads": tch::get_num_threads(), "workers": workers, "beam": engine.search.beam,
         "fused_kernels": !a.no_fused_kernels, "kernels": format!("{:?}", engine.search.kernels),
@@ -338,6 +346,31 @@ fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {
         "tokens_per_s": (source + generated) as f64 / secs,
         "sentences_per_s": srcs.len() as f64 / secs, "peak_rss_mb": peak_rss_mb(),
     }))
+}
+
+/// Each of `srcs` searched alone in turn on this thread (the decoder packed once): the
+/// hypotheses, and the p50, p99 and mean of the times.
+fn one_by_one(
+    model: &Seq2Seq,
+    srcs: &[Vec<u32>],
+    search: &SearchConfig,
+    device: Device,
+) -> Result<(Vec<Vec<gnmt_translate::Hypothesis>>, serde_json::Value)> {
+    let cpu = gnmt_translate::cpu_decoder(model, device, search.kernels);
+    let shared = gnmt_translate::stream::SharedSearch::new(model, cpu.as_ref(), device);
+    let mut found = Vec::with_capacity(srcs.len());
+    let mut ms = Vec::with_capacity(srcs.len());
+    for src in srcs {
+        let t = Instant::now();
+        found.extend(shared.translate(std::slice::from_ref(src), search)?);
+        sync(device);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+    let latency = serde_json::json!({ "p50": at(0.5), "p99": at(0.99), "mean": mean });
+    Ok((found, latency))
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {

@@ -133,7 +133,10 @@ impl Workers<'_> {
             nbest: settings.nbest,
             ..self.base.clone()
         };
-        let mut live = self.search.live(cfg)?;
+        let mut live = match self.search.live(cfg) {
+            Ok(live) => live,
+            Err(e) => return Err(self.refuse(jobs, e)),
+        };
         self.join(&mut live, jobs, requests)?;
         while !live.is_empty() {
             let done = live.step()?;
@@ -147,6 +150,16 @@ impl Workers<'_> {
             self.join(&mut live, more, requests)?;
         }
         Ok(())
+    }
+
+    /// Answers `jobs`, which never joined a search, with `error` (and gives it back).
+    fn refuse(&self, jobs: Vec<Job>, error: tch::TchError) -> tch::TchError {
+        let sentences: usize = jobs.iter().map(|j| j.sources.len()).sum();
+        for job in jobs {
+            let _ = job.reply.send(Err(error.to_string()));
+        }
+        self.queue.sentences_done(sentences);
+        error
     }
 
     fn join(
@@ -165,13 +178,7 @@ impl Workers<'_> {
             .collect();
         let mut tickets = match live.join(&sources) {
             Ok(t) => t.into_iter(),
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
-                }
-                self.queue.sentences_done(sources.len());
-                return Err(e);
-            }
+            Err(e) => return Err(self.refuse(jobs, e)),
         };
         for job in jobs {
             let mine = tickets.by_ref().take(job.sources.len()).collect();
