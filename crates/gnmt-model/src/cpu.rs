@@ -256,38 +256,15 @@ impl Seq2Seq {
         encoder: &CpuEncoder,
         sources: &[Vec<u32>],
     ) -> Result<Encoded, tch::TchError> {
-        let b = sources.len();
-        let s = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let lens: Vec<usize> = sources.iter().map(|x| x.len().max(1)).collect();
-        let ids: Vec<i64> = sources
-            .iter()
-            .flat_map(|x| (0..s).map(move |j| x.get(j).map_or(0, |&t| t as i64)))
-            .collect();
+        let batch = SourceBatch::new(sources);
         let x = match &encoder.embedding {
-            Some(table) => crate::int8::lookup(table, &ids),
-            None => host(&self.src_embedding.forward(&Tensor::from_slice(&ids)))?,
+            Some(table) => crate::int8::lookup(table, &batch.ids),
+            None => host(&self.src_embedding.forward(&Tensor::from_slice(&batch.ids)))?,
         };
         let e = self.config.embedding_size as usize;
-        let layers = &encoder.layers;
-        let (Some(fwd), Some(bwd)) = (layers.first(), layers.get(1)) else {
-            return Err(tch::TchError::Shape(
-                "an encoder without its bottom layer".into(),
-            ));
-        };
-        // The backward direction reads each sentence from its last real token: reversed within
-        // its length, run forward, reversed back (padding stays behind, as in `encode`).
-        let f = run_lstm(fwd, &x, b, s, e);
-        let back = run_lstm(bwd, &reverse_within(&x, &lens, s, e), b, s, e);
-        let back = reverse_within(&back, &lens, s, bwd.hh.in_features());
-        let h = fwd.hh.in_features();
-        let mut out = Vec::with_capacity(b * s * 2 * h);
-        for (a, z) in f.chunks(h).zip(back.chunks(h)) {
-            out.extend_from_slice(a);
-            out.extend_from_slice(z);
-        }
-        let mut width = 2 * h;
-        for (k, layer) in layers.iter().skip(2).enumerate() {
-            let mut y = run_lstm(layer, &out, b, s, width);
+        let (mut out, mut width) = encoder.bottom(&x, &batch, e)?;
+        for (k, layer) in encoder.layers.iter().skip(2).enumerate() {
+            let mut y = run_lstm(layer, &out, batch.rows, batch.width, width);
             if self.config.residual_at(k as i64 + 1, true) {
                 for (y, o) in y.iter_mut().zip(&out) {
                     *y += o;
@@ -296,16 +273,13 @@ impl Seq2Seq {
             width = layer.hh.in_features();
             out = y;
         }
-        let outputs = Tensor::from_slice(&out).view([b as i64, s as i64, width as i64]);
+        let (b, s) = (batch.rows as i64, batch.width as i64);
+        let outputs = Tensor::from_slice(&out).view([b, s, width as i64]);
         let keys = self.attention.keys(&outputs);
-        let mask: Vec<bool> = sources
-            .iter()
-            .flat_map(|x| (0..s).map(move |j| j >= x.len()))
-            .collect();
         Ok(Encoded {
             outputs,
             keys,
-            pad_mask: Tensor::from_slice(&mask).view([b as i64, s as i64]),
+            pad_mask: Tensor::from_slice(&batch.padding).view([b, s]),
         })
     }
 
@@ -381,6 +355,68 @@ impl Seq2Seq {
         let mut logits = vec![0f32; rows * vocab];
         dec.classifier.forward(&out, rows, &mut logits);
         Ok((logits, attn, new))
+    }
+}
+
+/// Sources as one batch: `rows` sentences padded to `width`.
+struct SourceBatch {
+    rows: usize,
+    width: usize,
+    /// Per sentence, its length (at least 1).
+    lens: Vec<usize>,
+    /// `[rows, width]`, 0 at padding.
+    ids: Vec<i64>,
+    /// `[rows, width]`, true at padding.
+    padding: Vec<bool>,
+}
+
+impl SourceBatch {
+    fn new(sources: &[Vec<u32>]) -> Self {
+        let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let at = |x: &Vec<u32>, j: usize| x.get(j).map(|&t| t as i64);
+        SourceBatch {
+            rows: sources.len(),
+            width,
+            lens: sources.iter().map(|x| x.len().max(1)).collect(),
+            ids: sources
+                .iter()
+                .flat_map(|x| (0..width).map(move |j| at(x, j).unwrap_or(0)))
+                .collect(),
+            padding: sources
+                .iter()
+                .flat_map(|x| (0..width).map(move |j| j >= x.len()))
+                .collect(),
+        }
+    }
+}
+
+impl CpuEncoder {
+    /// The bidirectional bottom layer over the embedded batch `x` (`e` wide): its outputs
+    /// `[rows, width, 2H]` and `2H`. The backward direction reads each sentence from its last
+    /// real token: reversed within its length, run forward, reversed back (padding stays
+    /// behind, as in [`Seq2Seq::encode`]).
+    fn bottom(
+        &self,
+        x: &[f32],
+        batch: &SourceBatch,
+        e: usize,
+    ) -> Result<(Vec<f32>, usize), tch::TchError> {
+        let (Some(fwd), Some(bwd)) = (self.layers.first(), self.layers.get(1)) else {
+            return Err(tch::TchError::Shape(
+                "an encoder without its bottom layer".into(),
+            ));
+        };
+        let (b, s) = (batch.rows, batch.width);
+        let f = run_lstm(fwd, x, b, s, e);
+        let back = run_lstm(bwd, &reverse_within(x, &batch.lens, s, e), b, s, e);
+        let back = reverse_within(&back, &batch.lens, s, bwd.hh.in_features());
+        let h = fwd.hh.in_features();
+        let mut out = Vec::with_capacity(b * s * 2 * h);
+        for (a, z) in f.chunks(h).zip(back.chunks(h)) {
+            out.extend_from_slice(a);
+            out.extend_from_slice(z);
+        }
+        Ok((out, 2 * h))
     }
 }
 
