@@ -85,7 +85,10 @@ impl QuantizedMatrix {
     /// Row `r` in float32 (an embedding lookup).
     pub fn row_f32(&self, r: usize, out: &mut Vec<f32>) {
         let scale = self.scales.get(r).copied().unwrap_or(0.0);
-        let row = self.values.get(r * self.k..(r + 1) * self.k).unwrap_or(&[]);
+        let row = r
+            .checked_mul(self.k)
+            .and_then(|a| self.values.get(a..a.checked_add(self.k)?))
+            .unwrap_or(&[]);
         out.extend(row.iter().map(|&q| q as f32 * scale));
         out.resize(out.len() + self.k - row.len(), 0.0);
     }

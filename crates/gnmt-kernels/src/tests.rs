@@ -582,3 +582,37 @@ fn every_build_sums_int8_products_to_the_same_integers() {
         }
     }
 }
+
+#[test]
+fn quantized_matrices_pack_as_the_float_ones_and_rows_read_back() {
+    let (n, k) = (5, 7);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+        .collect();
+    let q = QuantizedMatrix::quantize(&w, n, k);
+    assert!(q.is_consistent());
+    // Each row within half a step of its scale.
+    for r in 0..n {
+        let mut row = Vec::new();
+        q.row_f32(r, &mut row);
+        for (a, b) in row.iter().zip(&w[r * k..(r + 1) * k]) {
+            assert!(
+                (a - b).abs() <= q.scales[r] / 2.0 + 1e-6,
+                "row {r}: {a} vs {b}"
+            );
+        }
+    }
+    // A row beyond the table (or an absurd index) reads as zeros.
+    for r in [n, usize::MAX] {
+        let mut row = Vec::new();
+        q.row_f32(r, &mut row);
+        assert_eq!(row, vec![0.0; k]);
+    }
+    // Packing quantized weights gives what quantizing and packing the float ones gives.
+    let bias: Vec<f32> = (0..n).map(|i| i as f32 / 10.0).collect();
+    let x: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let (mut a, mut b) = (vec![0f32; 3 * n], vec![0f32; 3 * n]);
+    PackedLinearI8::new(&w, Some(&bias), n, k).forward(&x, 3, &mut a);
+    PackedLinearI8::from_quantized(&q, Some(&bias)).forward(&x, 3, &mut b);
+    assert_eq!(a, b);
+}
