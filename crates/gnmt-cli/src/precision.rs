@@ -54,13 +54,7 @@ impl PrecisionArgs {
     /// The precision asked for, or the default for `model` on `device`.
     /// An int8 model (`gnmt quantize`) runs in int8: asking for another precision is an error.
     pub fn for_int8_model(&self, model: &Path) -> Result<Precision> {
-        let asked = match (self.precision, self.bf16, self.fp16) {
-            (Some(p), _, _) => Some(p.into()),
-            (None, true, _) => Some(Precision::Bf16),
-            (None, _, true) => Some(Precision::Fp16),
-            _ => None,
-        };
-        match asked {
+        match self.asked() {
             Some(p) if p != Precision::Int8 => bail!(
                 "{}: an int8 model (gnmt quantize) translates in int8 only, not {}: give the \
                  float32 model for {}",
@@ -73,12 +67,20 @@ impl PrecisionArgs {
     }
 
     pub fn resolve(&self, model: &Path, device: tch::Device) -> Result<Precision> {
-        Ok(match (self.precision, self.bf16, self.fp16) {
-            (Some(p), _, _) => p.into(),
-            (None, true, _) => Precision::Bf16,
-            (None, _, true) => Precision::Fp16,
-            _ => default_precision(model, device)?,
-        })
+        match self.asked() {
+            Some(p) => Ok(p),
+            None => default_precision(model, device),
+        }
+    }
+
+    /// The precision the flags ask for, if any.
+    fn asked(&self) -> Option<Precision> {
+        match (self.precision, self.bf16, self.fp16) {
+            (Some(p), _, _) => Some(p.into()),
+            (None, true, _) => Some(Precision::Bf16),
+            (None, _, true) => Some(Precision::Fp16),
+            _ => None,
+        }
     }
 }
 

@@ -75,18 +75,16 @@ impl CpuDecoder {
     /// embeddings included.
     pub fn weight_bytes(&self) -> usize {
         let p = &self.0;
-        let shared = match (&p.tgt_embedding, &p.encoder.embedding) {
-            (Some(t), Some(s)) => Arc::ptr_eq(t, s),
-            _ => false,
-        };
-        let tgt = match (&p.tgt_embedding, shared) {
-            (Some(t), false) => t.bytes(),
-            _ => 0,
-        };
+        // A shared embedding table is counted once (with the encoder).
+        let src = p.encoder.embedding.as_ref();
+        let tgt = p
+            .tgt_embedding
+            .as_ref()
+            .filter(|t| !src.is_some_and(|s| Arc::ptr_eq(t, s)));
         p.layers.iter().map(Packed::bytes).sum::<usize>()
             + p.classifier.bytes()
             + p.encoder.bytes()
-            + tgt
+            + tgt.map_or(0, |t| t.bytes())
     }
 }
 
@@ -359,19 +357,19 @@ impl Seq2Seq {
 }
 
 /// Sources as one batch: `rows` sentences padded to `width`.
-struct SourceBatch {
-    rows: usize,
-    width: usize,
+pub(crate) struct SourceBatch {
+    pub(crate) rows: usize,
+    pub(crate) width: usize,
     /// Per sentence, its length (at least 1).
-    lens: Vec<usize>,
+    pub(crate) lens: Vec<usize>,
     /// `[rows, width]`, 0 at padding.
-    ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
     /// `[rows, width]`, true at padding.
     padding: Vec<bool>,
 }
 
 impl SourceBatch {
-    fn new(sources: &[Vec<u32>]) -> Self {
+    pub(crate) fn new(sources: &[Vec<u32>]) -> Self {
         let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let at = |x: &Vec<u32>, j: usize| x.get(j).map(|&t| t as i64);
         SourceBatch {

@@ -340,17 +340,11 @@ impl Seq2Seq {
         if let Some(dec) = cpu {
             return self.encode_cpu(dec.encoder(), sources);
         }
-        let width = sources.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut flat = vec![0i64; sources.len() * width];
-        for (i, src) in sources.iter().enumerate() {
-            for (j, &t) in src.iter().enumerate() {
-                flat[i * width + j] = t as i64;
-            }
-        }
-        let lens: Vec<i64> = sources.iter().map(|x| x.len().max(1) as i64).collect();
-        let src = Tensor::from_slice(&flat)
-            .view([sources.len() as i64, width as i64])
+        let batch = cpu::SourceBatch::new(sources);
+        let src = Tensor::from_slice(&batch.ids)
+            .view([batch.rows as i64, batch.width as i64])
             .to_device(device);
+        let lens: Vec<i64> = batch.lens.iter().map(|&l| l as i64).collect();
         Ok(self.encode(&src, &Tensor::from_slice(&lens), false))
     }
 

@@ -26,15 +26,13 @@ pub struct LiveSearch<'a> {
     /// Empty sentences: done before any step (an empty translation).
     ready: Vec<(Ticket, Vec<Hypothesis>)>,
     next: Ticket,
-    /// Source pieces of the sentences being searched.
-    pieces: usize,
 }
 
 impl std::fmt::Debug for LiveSearch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveSearch")
             .field("sentences", &self.len())
-            .field("pieces", &self.pieces)
+            .field("pieces", &self.pieces())
             .finish()
     }
 }
@@ -54,7 +52,6 @@ impl<'a> LiveSearch<'a> {
             search: None,
             ready: Vec::new(),
             next: 0,
-            pieces: 0,
         })
     }
 
@@ -73,7 +70,9 @@ impl<'a> LiveSearch<'a> {
 
     /// Source pieces of the sentences being searched (a batch's token budget).
     pub fn pieces(&self) -> usize {
-        self.pieces
+        self.search
+            .as_ref()
+            .map_or(0, |s| s.sentences.iter().map(|x| x.src_len).sum())
     }
 
     /// `sources` join the search (encoded now, searched from the next step); their tickets,
@@ -93,7 +92,6 @@ impl<'a> LiveSearch<'a> {
         if searched.is_empty() {
             return Ok(tickets);
         }
-        self.pieces += searched.iter().map(Vec::len).sum::<usize>();
         let (members, cfg, device) = (&self.members, &self.cfg, self.device);
         match &mut self.search {
             Some(s) if !s.sentences.is_empty() => {
@@ -115,10 +113,7 @@ impl<'a> LiveSearch<'a> {
             if !s.sentences.is_empty() {
                 tch::no_grad(|| s.step())?;
             }
-            for (ticket, hyps) in s.done.drain(..) {
-                done.push((ticket, hyps));
-            }
-            self.pieces = s.sentences.iter().map(|x| x.src_len).sum();
+            done.append(&mut s.done);
         }
         Ok(done)
     }

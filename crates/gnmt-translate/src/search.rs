@@ -42,7 +42,6 @@ impl State {
         }
     }
 
-    /// The hypotheses' rows for the next step.
     /// With `n` fresh (zero) rows after the others.
     fn with_zero_rows(&self, n: usize) -> State {
         match self {
@@ -51,6 +50,7 @@ impl State {
         }
     }
 
+    /// The hypotheses' rows for the next step.
     fn select(self, rows: &[i64], device: Device) -> State {
         match self {
             State::Torch(s) => State::Torch(s.select(&Tensor::from_slice(rows).to_device(device))),
@@ -115,6 +115,18 @@ impl Coverage {
                 .copied()
                 .collect(),
         }
+    }
+}
+
+impl Row {
+    /// This row and `beam - 1` copies that cannot be extended (log-probability -inf): a
+    /// sentence's rows before its first step, where all beams would be the same.
+    fn with_dead_copies(self, beam: usize) -> impl Iterator<Item = Row> {
+        let dead = Row {
+            log_prob: f64::NEG_INFINITY,
+            ..self.clone()
+        };
+        std::iter::once(self).chain(std::iter::repeat_n(dead, beam.saturating_sub(1)))
     }
 }
 
@@ -363,13 +375,7 @@ impl<'a> Search<'a> {
             .values
             .resize(self.coverage.values.len() + fresh * width, 0.0);
         for _ in sources {
-            self.rows.push(Row::default());
-            for _ in 1..self.beam {
-                self.rows.push(Row {
-                    log_prob: f64::NEG_INFINITY,
-                    ..Row::default()
-                });
-            }
+            self.rows.extend(Row::default().with_dead_copies(self.beam));
         }
         let bos = Tensor::full([fresh as i64], BOS as i64, (Kind::Int64, self.device));
         self.tokens = Tensor::cat(&[&self.tokens, &bos], 0);
@@ -412,15 +418,11 @@ impl<'a> Search<'a> {
         let from: Vec<i64> = (0..self.rows.len() as i64)
             .flat_map(|r| std::iter::repeat_n(r, self.beam))
             .collect();
-        let mut rows = Vec::with_capacity(from.len());
-        for (i, &r) in from.iter().enumerate() {
-            let mut row = self.rows[r as usize].clone();
-            if i % self.beam != 0 {
-                row.log_prob = f64::NEG_INFINITY;
-            }
-            rows.push(row);
-        }
-        self.rows = rows;
+        let beam = self.beam;
+        self.rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .flat_map(|r| r.with_dead_copies(beam))
+            .collect();
         self.coverage = self.coverage.select(&from);
         let index = Tensor::from_slice(&from).to_device(self.device);
         self.tokens = self.tokens.index_select(0, &index);
