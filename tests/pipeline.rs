@@ -1199,9 +1199,6 @@ fn ensembles_translate_as_one_model(model: &Path, other: &Path, t: &Path) {
     assert!(e.contains("alien"), "{e}");
 }
 
-/// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
-/// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
-/// grid value that is no setting is refused.
 /// `gnmt quantize` writes an int8 model directory, a fraction of the float32 weights' size,
 /// that translates byte for byte as the float32 model at `--precision int8`, and runs in int8
 /// only; the output never replaces a directory of the user's.
@@ -1267,6 +1264,9 @@ fn a_quantized_model_translates_as_int8_does(model: &Path, t: &Path) {
     );
 }
 
+/// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
+/// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
+/// grid value that is no setting is refused.
 fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
     let dir = t.join("tuned");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1299,7 +1299,18 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         !dir.join("search.json").exists(),
         "--dry-run wrote search.json"
     );
-    let o = tune(&["--beams", "1,2", "--alphas", "0.2,1.0", "--betas", "0.3"]);
+    let o = tune(&[
+        "--beams",
+        "1,2",
+        "--alphas",
+        "0.2,1.0",
+        "--betas",
+        "0.3",
+        "--max-len-as",
+        "0.5,1.5",
+        "--max-len-bs",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("search.json")).unwrap()).unwrap();
@@ -1312,6 +1323,9 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         "{rec}"
     );
     assert_eq!(rec["beta"].as_f64(), Some(0.3), "{rec}");
+    let max_len_a = rec["max_len_a"].as_f64().unwrap();
+    assert!([0.5, 1.5].contains(&max_len_a), "{rec}");
+    assert_eq!(rec["max_len_b"].as_u64(), Some(2), "{rec}");
     let translate = |m: &Path, extra: &[&str], out: &Path| {
         // One precision for both (a model's precision.json may pick another by default).
         run(gnmt()
@@ -1332,10 +1346,21 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         stderr(&o)
     );
     let flags_out = t.join("flags.de");
-    let (b, a) = (beam.to_string(), alpha.to_string());
+    let (b, a, la) = (beam.to_string(), alpha.to_string(), max_len_a.to_string());
     let o = translate(
         model,
-        &["--beam", &b, "--alpha", &a, "--beta", "0.3"],
+        &[
+            "--beam",
+            &b,
+            "--alpha",
+            &a,
+            "--beta",
+            "0.3",
+            "--max-len-a",
+            &la,
+            "--max-len-b",
+            "2",
+        ],
         &flags_out,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1346,6 +1371,12 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
     let o = tune(&["--beams", "0"]);
     assert!(
         !o.status.success() && stderr(&o).contains("--beams: 0"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tune(&["--max-len-as=-1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--max-len-as: -1"),
         "{}",
         stderr(&o)
     );

@@ -18,11 +18,13 @@ pub struct SearchArgs {
     /// [default: the model's search.json, else 0.1].
     #[arg(long)]
     pub beta: Option<f64>,
-    /// Output length limit: max_len_a * source length + max_len_b.
-    #[arg(long, default_value_t = SearchConfig::default().max_len_a)]
-    pub max_len_a: f64,
-    #[arg(long, default_value_t = SearchConfig::default().max_len_b)]
-    pub max_len_b: usize,
+    /// Output length limit: max_len_a * source length + max_len_b [default: the model's
+    /// search.json, else 1.5].
+    #[arg(long)]
+    pub max_len_a: Option<f64>,
+    /// See --max-len-a [default: the model's search.json, else 10].
+    #[arg(long)]
+    pub max_len_b: Option<usize>,
     /// Greedy search (beam 1).
     #[arg(long)]
     pub greedy: bool,
@@ -37,11 +39,7 @@ impl From<&SearchArgs> for SearchConfig {
 impl SearchArgs {
     /// The settings: each flag given, else the tuned settings (if any), else the defaults.
     pub fn config(&self, tuned: Option<&gnmt_translate::TunedSearch>) -> SearchConfig {
-        let base = SearchConfig {
-            max_len_a: self.max_len_a,
-            max_len_b: self.max_len_b,
-            ..SearchConfig::default()
-        };
+        let base = SearchConfig::default();
         let base = tuned.map_or(base.clone(), |t| t.apply(base));
         let beam = if self.greedy {
             1
@@ -52,6 +50,8 @@ impl SearchArgs {
             beam,
             alpha: self.alpha.unwrap_or(base.alpha),
             beta: self.beta.unwrap_or(base.beta),
+            max_len_a: self.max_len_a.unwrap_or(base.max_len_a),
+            max_len_b: self.max_len_b.unwrap_or(base.max_len_b),
             ..base
         }
     }
@@ -61,12 +61,15 @@ impl SearchArgs {
         let tuned = gnmt_translate::TunedSearch::read(model_dir)?;
         if let Some(t) = &tuned {
             tracing::info!(
-                "search settings tuned by `gnmt tune` ({}): beam {}, alpha {}, beta {} \
-                 (validation BLEU {:.2}, defaults {:.2}); flags override them",
+                "search settings tuned by `gnmt tune` ({}): beam {}, alpha {}, beta {}, \
+                 length limit {} * source + {} (validation BLEU {:.2}, defaults {:.2}); flags \
+                 override them",
                 model_dir.join(gnmt_translate::TUNED_FILE).display(),
                 t.beam,
                 t.alpha,
                 t.beta,
+                t.max_len_a,
+                t.max_len_b,
                 t.bleu,
                 t.default_bleu
             );

@@ -1,5 +1,6 @@
-//! `gnmt tune`: a grid over beam width, length normalization (alpha) and coverage penalty (beta)
-//! scored by BLEU on validation data; the best settings are written beside the model
+//! `gnmt tune`: a grid over beam width, length normalization (alpha), coverage penalty (beta)
+//! and the output length limit (max_len_a * source length + max_len_b) scored by BLEU on
+//! validation data; the best settings are written beside the model
 //! (`search.json`), where `gnmt translate` and `gnmt serve` start from them.
 
 use std::process::ExitCode;
@@ -22,6 +23,13 @@ pub struct TuneArgs {
     /// Coverage penalty weights to try.
     #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.4")]
     betas: Vec<f64>,
+    /// Output length limits to try: values of max_len_a (the limit is max_len_a * source
+    /// length + max_len_b).
+    #[arg(long, value_delimiter = ',', default_value = "1.5")]
+    max_len_as: Vec<f64>,
+    /// Values of max_len_b to try.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    max_len_bs: Vec<usize>,
     /// Print the table only; leave search.json as it is.
     #[arg(long)]
     dry_run: bool,
@@ -36,7 +44,38 @@ struct Point {
     beam: usize,
     alpha: f64,
     beta: f64,
+    max_len_a: f64,
+    max_len_b: usize,
     bleu: f64,
+}
+
+impl Point {
+    fn search(&self, base: &SearchConfig) -> SearchConfig {
+        SearchConfig {
+            beam: self.beam,
+            alpha: self.alpha,
+            beta: self.beta,
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
+            ..base.clone()
+        }
+    }
+
+    fn same_settings(&self, other: &Point) -> bool {
+        (
+            self.beam,
+            self.alpha,
+            self.beta,
+            self.max_len_a,
+            self.max_len_b,
+        ) == (
+            other.beam,
+            other.alpha,
+            other.beta,
+            other.max_len_a,
+            other.max_len_b,
+        )
+    }
 }
 
 pub fn run(a: TuneArgs) -> Result<ExitCode> {
@@ -59,26 +98,18 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         sources.len(),
         a.data.src.display()
     );
-    let mut grid = Vec::new();
-    for &beam in &a.beams {
-        for &alpha in &a.alphas {
-            for &beta in &a.betas {
-                let cfg = SearchConfig {
-                    beam,
-                    alpha,
-                    beta,
-                    ..defaults.clone()
-                };
-                let bleu = score(cfg)?;
-                tracing::info!("beam {beam} alpha {alpha} beta {beta}: BLEU {bleu:.2}");
-                grid.push(Point {
-                    beam,
-                    alpha,
-                    beta,
-                    bleu,
-                });
-            }
-        }
+    let mut grid = points(&a);
+    for p in &mut grid {
+        p.bleu = score(p.search(&defaults))?;
+        tracing::info!(
+            "beam {} alpha {} beta {} length {} * source + {}: BLEU {:.2}",
+            p.beam,
+            p.alpha,
+            p.beta,
+            p.max_len_a,
+            p.max_len_b,
+            p.bleu
+        );
     }
     let best = best_point(&grid).ok_or_else(|| anyhow::anyhow!("an empty grid"))?;
     print_table(&grid, best);
@@ -86,6 +117,8 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         beam: best.beam,
         alpha: best.alpha,
         beta: best.beta,
+        max_len_a: best.max_len_a,
+        max_len_b: best.max_len_b,
         bleu: best.bleu,
         default_bleu,
         source: a.data.src.display().to_string(),
@@ -97,11 +130,13 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     } else {
         gnmt_io::write_file(&path, serde_json::to_string_pretty(&tuned)? + "\n")?;
         println!(
-            "best: beam {}, alpha {}, beta {}: BLEU {:.2} ({:+.2} over the defaults); written to {}: \
-             gnmt translate and gnmt serve start from it",
+            "best: beam {}, alpha {}, beta {}, length limit {} * source + {}: BLEU {:.2} ({:+.2} \
+             over the defaults); written to {}: gnmt translate and gnmt serve start from it",
             best.beam,
             best.alpha,
             best.beta,
+            best.max_len_a,
+            best.max_len_b,
             best.bleu,
             best.bleu - default_bleu,
             path.display()
@@ -110,10 +145,39 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The grid, every combination once, BLEU still to be measured.
+fn points(a: &TuneArgs) -> Vec<Point> {
+    let mut grid = Vec::new();
+    for &beam in &a.beams {
+        for &alpha in &a.alphas {
+            for &beta in &a.betas {
+                for &max_len_a in &a.max_len_as {
+                    for &max_len_b in &a.max_len_bs {
+                        grid.push(Point {
+                            beam,
+                            alpha,
+                            beta,
+                            max_len_a,
+                            max_len_b,
+                            bleu: f64::NAN,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    grid
+}
+
 /// Every value of the grid must be a setting.
 fn check_grid(a: &TuneArgs) -> Result<()> {
-    if a.beams.is_empty() || a.alphas.is_empty() || a.betas.is_empty() {
-        bail!("--beams, --alphas and --betas each need at least one value");
+    if a.beams.is_empty()
+        || a.alphas.is_empty()
+        || a.betas.is_empty()
+        || a.max_len_as.is_empty()
+        || a.max_len_bs.is_empty()
+    {
+        bail!("--beams, --alphas, --betas, --max-len-as and --max-len-bs each need at least one value");
     }
     if let Some(b) = a.beams.iter().find(|&&b| b == 0 || b > 64) {
         bail!("--beams: {b} is not a beam width from 1 to 64");
@@ -125,6 +189,16 @@ fn check_grid(a: &TuneArgs) -> Result<()> {
         {
             bail!("{flag}: {v} is not a weight from 0 to 10");
         }
+    }
+    if let Some(v) = a
+        .max_len_as
+        .iter()
+        .find(|v| !(v.is_finite() && (0.0..=10.0).contains(*v)))
+    {
+        bail!("--max-len-as: {v} is not a length ratio from 0 to 10");
+    }
+    if a.max_len_as.contains(&0.0) && a.max_len_bs.contains(&0) {
+        bail!("--max-len-as 0 with --max-len-bs 0 allows no output at all");
     }
     Ok(())
 }
@@ -143,17 +217,17 @@ fn best_point(grid: &[Point]) -> Option<Point> {
 }
 
 fn print_table(grid: &[Point], best: Point) {
-    println!("| beam | alpha | beta | BLEU |");
-    println!("| --- | --- | --- | --- |");
+    println!("| beam | alpha | beta | max_len_a | max_len_b | BLEU |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for p in grid {
-        let mark = if (p.beam, p.alpha, p.beta) == (best.beam, best.alpha, best.beta) {
+        let mark = if p.same_settings(&best) {
             " (best)"
         } else {
             ""
         };
         println!(
-            "| {} | {} | {} | {:.2}{mark} |",
-            p.beam, p.alpha, p.beta, p.bleu
+            "| {} | {} | {} | {} | {} | {:.2}{mark} |",
+            p.beam, p.alpha, p.beta, p.max_len_a, p.max_len_b, p.bleu
         );
     }
 }
@@ -168,6 +242,8 @@ mod tests {
             beam,
             alpha,
             beta: 0.0,
+            max_len_a: 1.5,
+            max_len_b: 10,
             bleu,
         };
         let grid = [

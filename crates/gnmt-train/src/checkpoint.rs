@@ -1,7 +1,9 @@
 //! Checkpoints and model directories, read and written here only.
 //!
 //! A checkpoint is a model directory (`config.json`, `tokenizer.json`, `model.safetensors`)
-//! plus `optimizer.safetensors` and `trainer.json`. Every directory is written under a unique
+//! plus `optimizer.safetensors` and `trainer.json`; with an average of the weights
+//! (`ema_decay`), `model.safetensors` holds the average and `weights.safetensors` the raw
+//! weights training goes on from. Every directory is written under a unique
 //! temporary name, fsynced, then moved over the old one ([`gnmt_io::write_dir`]): a killed run
 //! never leaves a half-written checkpoint, and never loses `best/` or `final/`.
 
@@ -91,14 +93,29 @@ impl ModelFiles<'_> {
     }
 }
 
+/// The raw weights of a run that keeps an average of them.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// What a checkpoint holds besides its model directory: the state training resumes from.
+pub struct Training<'a> {
+    /// The raw weights, when the model directory holds their average.
+    pub weights: Option<&'a nn::VarStore>,
+    pub adam: &'a Adam,
+    pub state: &'a TrainerState,
+}
+
 /// Writes `checkpoints/step-N` of `run`, then deletes the oldest beyond `keep`.
 pub fn save(
     run: &Path,
     model: &ModelFiles,
-    adam: &Adam,
-    state: &TrainerState,
+    training: Training,
     keep: usize,
 ) -> Result<(), TrainError> {
+    let Training {
+        weights,
+        adam,
+        state,
+    } = training;
     let dest = run
         .join("checkpoints")
         .join(format!("step-{:08}", state.step));
@@ -106,6 +123,9 @@ pub fn save(
         &dest,
         |tmp| {
             model.fill(tmp)?;
+            if let Some(w) = weights {
+                w.save(tmp.join(WEIGHTS_FILE))?;
+            }
             adam.save(&tmp.join("optimizer.safetensors"))?;
             let st = serde_json::to_string_pretty(state)
                 .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -132,15 +152,26 @@ pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
     serde_json::from_str(&text).map_err(|e| ckpt_err(dir, format!("trainer.json: {e}")))
 }
 
-/// Loads a checkpoint's weights into `vs` and its optimizer state into `adam`.
+/// Loads a checkpoint's raw weights into `vs`, its optimizer state into `adam`, and its model
+/// into `average` (the average of the weights, or the weights where it kept none).
 pub fn load_tensors(
     dir: &Path,
     state: &TrainerState,
     vs: &mut nn::VarStore,
     adam: &mut Adam,
+    average: Option<&mut nn::VarStore>,
 ) -> Result<(), TrainError> {
-    gnmt_model::load_weights(vs, &dir.join("model.safetensors"))
-        .map_err(|e| ckpt_err(dir, e.to_string()))?;
+    let load = |vs: &mut nn::VarStore, file: &str| {
+        gnmt_model::load_weights(vs, &dir.join(file)).map_err(|e| ckpt_err(dir, e.to_string()))
+    };
+    let raw = match dir.join(WEIGHTS_FILE).exists() {
+        true => WEIGHTS_FILE,
+        false => "model.safetensors",
+    };
+    load(vs, raw)?;
+    if let Some(avg) = average {
+        load(avg, "model.safetensors")?;
+    }
     adam.load(
         &dir.join("optimizer.safetensors"),
         state.adam_step.unwrap_or(state.step),

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, ModelFiles, TrainerState};
+use crate::ema::Ema;
 use crate::optim::{Adam, LossScaler, Schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +124,10 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub label_smoothing: f64,
     pub clip_norm: f64,
+    /// Validate, keep and save an exponential moving average of the weights instead of the raw
+    /// ones: after each update `avg = d * avg + (1 - d) * weights`, with `d` this decay (or
+    /// less over the first steps). Training goes on from the raw weights (checkpoints keep both).
+    pub ema_decay: Option<f64>,
     /// Which training pairs are kept (`max_len`, `max_ratio`, `strict` at the top level);
     /// skipped pairs are counted.
     #[serde(flatten)]
@@ -171,6 +176,7 @@ impl Default for TrainConfig {
             },
             label_smoothing: 0.1,
             clip_norm: 5.0,
+            ema_decay: None,
             filter: FilterConfig::default(),
             save_every: 500,
             valid_every: 500,
@@ -264,6 +270,7 @@ impl TrainConfig {
             ("schedule", serde_json::json!(self.schedule)),
             ("label_smoothing", serde_json::json!(self.label_smoothing)),
             ("clip_norm", serde_json::json!(self.clip_norm)),
+            ("ema_decay", serde_json::json!(self.ema_decay)),
             ("batch_size", serde_json::json!(self.batch_size)),
             ("max_tokens", serde_json::json!(self.max_tokens)),
             ("accum_steps", serde_json::json!(self.accum_steps.max(1))),
@@ -642,6 +649,8 @@ struct Weights {
     model: Seq2Seq,
     work: Option<(nn::VarStore, Seq2Seq)>,
     adam: Adam,
+    /// `ema_decay`: the average of the weights (rank 0 only: it alone validates and saves).
+    ema: Option<Ema>,
 }
 
 impl Weights {
@@ -669,7 +678,16 @@ impl Weights {
             model,
             work,
             adam,
+            ema: None,
         })
+    }
+
+    /// The model validated and saved: the average of the weights, or the weights.
+    fn kept(&self) -> (&nn::VarStore, &Seq2Seq) {
+        match &self.ema {
+            Some(e) => (&e.vs, &e.model),
+            None => (&self.vs, &self.model),
+        }
     }
 }
 
@@ -749,6 +767,9 @@ impl<'a> Trainer<'a> {
         group: Option<gnmt_dist::ProcessGroup>,
     ) -> Result<Self, TrainError> {
         let device = parse_device(&cfg.device)?;
+        if let Some(decay) = cfg.ema_decay {
+            crate::ema::check_decay(decay)?;
+        }
         let run = cfg.out.clone();
         let lead = leads(group.as_ref());
         let (tok_path, tokenizer, corpus, meta) = match &group {
@@ -768,6 +789,9 @@ impl<'a> Trainer<'a> {
         let mut w = crate::seeded(cfg.seed as i64, || {
             Weights::new(&model_cfg, cfg.precision, device)
         })?;
+        if let (Some(decay), true) = (cfg.ema_decay, lead) {
+            w.ema = Some(Ema::new(&model_cfg, &w.vs, decay, device)?);
+        }
         let mut state = TrainerState {
             step: 0,
             epoch: 0,
@@ -787,7 +811,8 @@ impl<'a> Trainer<'a> {
             if let Some((_, dir)) = checkpoint::list(&run).pop() {
                 let legacy = cfg.legacy_run_id(&model_cfg, &data_fingerprint);
                 state = resume_state(&dir, &state, &legacy, allow_changed)?;
-                checkpoint::load_tensors(&dir, &state, &mut w.vs, &mut w.adam)?;
+                let ema = w.ema.as_mut().map(|e| &mut e.vs);
+                checkpoint::load_tensors(&dir, &state, &mut w.vs, &mut w.adam, ema)?;
                 tracing::info!("resumed from {} (step {})", dir.display(), state.step);
             }
         }
@@ -952,6 +977,9 @@ impl<'a> Trainer<'a> {
         };
         if apply {
             w.adam.apply(lr);
+            if let Some(e) = &mut w.ema {
+                e.update(&w.vs, w.adam.step);
+            }
         } else {
             tracing::debug!(
                 "step {}: fp16 gradients overflowed, step skipped, loss scale now {}",
@@ -1099,7 +1127,7 @@ impl<'a> Trainer<'a> {
         let Some(v) = &self.valid else {
             return Ok(());
         };
-        let (vloss, bleu) = validate(&self.w.model, v, &self.tokenizer, self.cfg, self.device)?;
+        let (vloss, bleu) = validate(self.w.kept().1, v, &self.tokenizer, self.cfg, self.device)?;
         let step = self.state.step;
         self.marks.validated = step;
         self.metric(serde_json::json!({"step": step, "valid_loss": vloss, "valid_ppl": vloss.exp(), "valid_bleu": bleu}))?;
@@ -1131,7 +1159,7 @@ impl<'a> Trainer<'a> {
 
     fn model_files(&self) -> ModelFiles<'_> {
         ModelFiles {
-            vs: &self.w.vs,
+            vs: self.w.kept().0,
             config: &self.model_cfg,
             tokenizer: &self.tok_path,
         }
@@ -1145,8 +1173,11 @@ impl<'a> Trainer<'a> {
         checkpoint::save(
             &self.run,
             &self.model_files(),
-            &self.w.adam,
-            &self.state,
+            checkpoint::Training {
+                weights: self.w.ema.as_ref().map(|_| &self.w.vs),
+                adam: &self.w.adam,
+                state: &self.state,
+            },
             self.cfg.keep_last,
         )?;
         self.marks.saved = self.state.step;
@@ -1729,6 +1760,83 @@ mod tests {
         for (name, t) in a {
             assert!(t.equal(&b[&name]), "{name} differs after the resume");
         }
+    }
+
+    /// Stops a run after `step`, as a kill would leave it (the checkpoint at that step).
+    fn stopping_after(step: i64) -> Control {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        Control {
+            stop: Some(stop),
+            progress: Some(Box::new(move |p: &Progress| {
+                if p.step == step {
+                    s2.store(true, Ordering::SeqCst);
+                }
+            })),
+        }
+    }
+
+    #[test]
+    fn an_averaged_run_keeps_the_average_and_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            lr: 0.01,
+            max_steps: 12,
+            valid_every: 6,
+            save_every: 6,
+            ema_decay: Some(0.9),
+            ..tiny_run(dir.path())
+        };
+        train(&cfg, Start::Fresh).unwrap();
+        let read = |p: PathBuf| -> std::collections::HashMap<String, Tensor> {
+            Tensor::read_safetensors(p).unwrap().into_iter().collect()
+        };
+        let ck = dir.path().join("checkpoints/step-00000012");
+        let (avg, raw) = (
+            read(ck.join("model.safetensors")),
+            read(ck.join(checkpoint::WEIGHTS_FILE)),
+        );
+        let fin = read(dir.path().join("final/model.safetensors"));
+        assert!(
+            avg.iter().all(|(n, t)| t.equal(&fin[n])),
+            "final/ is not the average"
+        );
+        assert!(
+            avg.iter().any(|(n, t)| !t.equal(&raw[n])),
+            "the average equals the raw weights"
+        );
+        // Interrupted after step 6 and resumed: the same losses (the raw weights and Adam were
+        // restored) and the same average at the end.
+        let dir2 = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            vocab: Some(dir.path().join("tokenizer.json")),
+            out: dir2.path().to_path_buf(),
+            ..cfg
+        };
+        let half = train_with(&cfg, Start::Fresh, stopping_after(6)).unwrap();
+        assert!(half.interrupted && half.steps == 6, "{half:?}");
+        train(&cfg, Start::resume()).unwrap();
+        assert_same_run(dir.path(), dir2.path());
+        let raw2 = read(
+            dir2.path()
+                .join("checkpoints/step-00000012")
+                .join(checkpoint::WEIGHTS_FILE),
+        );
+        for (n, t) in &raw {
+            let diff = (t - &raw2[n]).abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-5,
+                "{n}: raw weights differ by {diff} after the resume"
+            );
+        }
+        // A decay that is no weight is refused, naming the setting.
+        let bad = TrainConfig {
+            ema_decay: Some(1.0),
+            out: dir.path().join("bad"),
+            ..cfg
+        };
+        let e = train(&bad, Start::Fresh).unwrap_err().to_string();
+        assert!(e.contains("ema_decay = 1"), "{e}");
     }
 
     #[test]

@@ -11,13 +11,20 @@ use crate::SearchConfig;
 /// The file beside a model that holds its tuned search settings.
 pub const TUNED_FILE: &str = "search.json";
 
-/// Beam, length normalization and coverage penalty chosen by BLEU on validation data.
+/// Beam, length normalization, coverage penalty and output length limit chosen by BLEU on
+/// validation data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunedSearch {
     pub beam: usize,
     pub alpha: f64,
     pub beta: f64,
+    /// The output length limit `max_len_a * source length + max_len_b` (records written before
+    /// it was tuned hold the defaults).
+    #[serde(default = "default_max_len_a")]
+    pub max_len_a: f64,
+    #[serde(default = "default_max_len_b")]
+    pub max_len_b: usize,
     /// Validation BLEU with these settings, and with the built-in defaults.
     pub bleu: f64,
     pub default_bleu: f64,
@@ -26,23 +33,38 @@ pub struct TunedSearch {
     pub sentences: usize,
 }
 
+fn default_max_len_a() -> f64 {
+    SearchConfig::default().max_len_a
+}
+
+fn default_max_len_b() -> usize {
+    SearchConfig::default().max_len_b
+}
+
 impl TunedSearch {
     /// The record in `model_dir`, if there is one.
     pub fn read(model_dir: &Path) -> Result<Option<Self>, CheckError> {
         let t: Option<TunedSearch> = read_record(model_dir, TUNED_FILE, "tune")?;
         match t {
-            Some(t) if t.beam == 0 || !t.alpha.is_finite() || !t.beta.is_finite() => {
-                Err(CheckError {
-                    path: model_dir.join(TUNED_FILE).display().to_string(),
-                    msg: format!(
-                        "beam {}, alpha {}, beta {}: not search settings",
-                        t.beam, t.alpha, t.beta
-                    ),
-                    command: "tune",
-                })
-            }
+            Some(t) if !t.is_search() => Err(CheckError {
+                path: model_dir.join(TUNED_FILE).display().to_string(),
+                msg: format!(
+                    "beam {}, alpha {}, beta {}, max_len_a {}: not search settings",
+                    t.beam, t.alpha, t.beta, t.max_len_a
+                ),
+                command: "tune",
+            }),
             t => Ok(t),
         }
+    }
+
+    /// Whether the record holds settings a search can run with.
+    fn is_search(&self) -> bool {
+        self.beam > 0
+            && self.alpha.is_finite()
+            && self.beta.is_finite()
+            && self.max_len_a.is_finite()
+            && self.max_len_a >= 0.0
     }
 
     /// `base` with these settings.
@@ -51,6 +73,8 @@ impl TunedSearch {
             beam: self.beam,
             alpha: self.alpha,
             beta: self.beta,
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
             ..base
         }
     }
@@ -68,6 +92,8 @@ mod tests {
             beam: 8,
             alpha: 1.0,
             beta: 0.2,
+            max_len_a: 1.2,
+            max_len_b: 5,
             bleu: 35.1,
             default_bleu: 34.2,
             source: "valid.en".into(),
@@ -81,6 +107,17 @@ mod tests {
         assert_eq!(TunedSearch::read(dir.path()).unwrap(), Some(t.clone()));
         let cfg = t.apply(SearchConfig::default());
         assert_eq!((cfg.beam, cfg.alpha, cfg.beta), (8, 1.0, 0.2));
+        assert_eq!((cfg.max_len_a, cfg.max_len_b), (1.2, 5));
+        // A record from before the length limit was tuned keeps the default limit.
+        std::fs::write(
+            dir.path().join(TUNED_FILE),
+            r#"{"beam": 3, "alpha": 0.8, "beta": 0.0, "bleu": 30.0, "default_bleu": 29.0,
+                "source": "valid.en", "sentences": 10}"#,
+        )
+        .unwrap();
+        let old = TunedSearch::read(dir.path()).unwrap().unwrap();
+        let d = SearchConfig::default();
+        assert_eq!((old.max_len_a, old.max_len_b), (d.max_len_a, d.max_len_b));
         std::fs::write(dir.path().join(TUNED_FILE), r#"{"beam": 0}"#).unwrap();
         let e = TunedSearch::read(dir.path()).unwrap_err().to_string();
         assert!(e.contains("search.json") && e.contains("gnmt tune"), "{e}");
