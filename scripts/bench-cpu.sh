@@ -5,7 +5,7 @@
 #
 #   scripts/bench-cpu.sh MODEL_DIR SRC REF [N] [THREADS] [ROUNDS]
 #
-#   MODEL_DIR  a model directory (e.g. runs/multi30k-small/run/best)
+#   MODEL_DIR  a model directory (e.g. runs/multi30k/run/best)
 #   SRC REF    source text and its reference (e.g. ../shared/data/multi30k/test2016.{en,de})
 #   N          sentences timed (default 500); BLEU is over the whole file
 #   GNMT_BIN   a gnmt binary to use instead of building one

@@ -4,7 +4,7 @@
 # of the same sentences as a file, and against searching each sentence alone (batch 1).
 #
 #   scripts/bench-serve.sh [--model DIR] [--input FILE] [--threads N] [--sentences N]
-#   MODEL defaults to runs/multi30k-small/averaged, else demo/run/final.
+#   MODEL defaults to runs/multi30k/averaged, else demo/run/final.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=400
@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
         *) echo "bench-serve.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-for m in "$MODEL" runs/multi30k-small/averaged demo/run/final; do
+for m in "$MODEL" runs/multi30k/averaged demo/run/final; do
     [ -n "$m" ] && [ -f "$m/model.safetensors" ] && { MODEL=$m; break; }
 done
 [ -f "$MODEL/model.safetensors" ] || { echo "bench-serve.sh: no model: run scripts/demo.sh or give --model" >&2; exit 1; }

@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# The default recipe on any parallel corpus. DIR holds train, valid and test as SPLIT.LANG (plain or
-# .gz). A shared 8k unigram vocabulary, the `small` model, Adam with the GNMT schedule, validation
-# BLEU each sixth of the run (the best kept); the number of steps fits the corpus (EPOCHS passes
-# at most) and the time budget (MINUTES of training, the speed measured on this machine by a short
-# run first); then the best or the averaged last checkpoints (whichever scores higher on
-# validation), `gnmt tune` on validation, and the test BLEU as the last line.
+# The default recipe on any parallel corpus. DIR holds train, valid and test as SPLIT.LANG (plain
+# or .gz). A shared 8k unigram vocabulary; the `small` model; Adam with the GNMT schedule; an
+# exponential moving average of the weights (ema_decay 0.999) is what is validated (greedy BLEU
+# each twelfth of the run, the best kept) and saved (a checkpoint each 24th). The number of steps
+# fits the corpus (EPOCHS passes at most) and the time budget (MINUTES of training, the speed
+# measured on this machine by a short run first). Then, chosen on validation only: the best
+# checkpoint or the average of the last four (beam 5), and the search settings (`gnmt tune`);
+# the test set is translated with the default and with the tuned search; the last line is the
+# test BLEU. Writes OUT/results.md.
 #
-#   scripts/train-recipe.sh DIR [--src L --tgt L] [--minutes 90] [--epochs 10] [--threads N]
-#                           [--device cpu|cuda] [--preset small] [--out DIR] [--steps N]
-# --steps N trains N steps instead (no time measurement).
+#   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
+#                           [--steps N] [--threads N] [--device cpu|cuda] [--preset small]
+#                           [--batch-size 64] [--out DIR] [--resume] [--set KEY=VALUE ...]
+# --steps N trains N steps (no time measurement); --set overrides a training setting (e.g.
+# --set model.dropout=0.3, as scripts/multi30k.sh does); --resume continues a stopped run.
 # The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DIR="" SRC="" TGT="" MINUTES=90 EPOCHS=10 THREADS="" DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
+DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=10 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
+RESUME="" T=() SETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --src) SRC="$2"; shift 2 ;;
         --tgt) TGT="$2"; shift 2 ;;
+        --test) TEST="$2"; shift 2 ;;
         --minutes) MINUTES="$2"; shift 2 ;;
         --epochs) EPOCHS="$2"; shift 2 ;;
-        --threads) THREADS="$2"; shift 2 ;;
+        --steps) STEPS="$2"; shift 2 ;;
+        --threads) T=(--threads "$2"); shift 2 ;;
         --device) DEVICE="$2"; shift 2 ;;
         --preset) PRESET="$2"; shift 2 ;;
+        --batch-size) BATCH="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        --steps) STEPS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --resume) RESUME=1; shift ;;
+        --set) SETS+=(--set "$2"); shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
@@ -43,27 +53,29 @@ file() {  # split lang: the file, plain or gzipped
 }
 lines() { case "$1" in *.gz) zcat "$1" | wc -l ;; *) wc -l < "$1" ;; esac; }
 TRAIN_S=$(file train "$SRC") TRAIN_T=$(file train "$TGT") VALID_S=$(file valid "$SRC") VALID_T=$(file valid "$TGT")
-TEST_S=$(file test "$SRC") TEST_T=$(file test "$TGT")
+TEST_S=$(file "$TEST" "$SRC") TEST_T=$(file "$TEST" "$TGT")
 OUT="${OUT:-runs/recipe-$name}"
 G=$(scripts/release-bin.sh)  # or $GNMT_BIN
-T=(); [ -n "$THREADS" ] && T=(--threads "$THREADS")
 mkdir -p "$OUT"
 pairs=$(lines "$TRAIN_S"); valid_n=$(lines "$VALID_S")
-echo "train-recipe.sh: $name, $SRC->$TGT, $pairs training pairs, $valid_n validation lines; $MINUTES min budget" >&2
+echo "train-recipe.sh: $name, $SRC->$TGT, $pairs training pairs, $valid_n validation lines" >&2
 [ -f "$OUT/tokenizer.json" ] || $G vocab --src "$TRAIN_S" --tgt "$TRAIN_T" --size 8000 -o "$OUT/tokenizer.json"
 
-# The speed of this machine: a run of 200 steps against one of 40 (the difference leaves out the
-# start-up and the slower first steps), so that the budget is kept.
 train_args=(--train-src "$TRAIN_S" --train-tgt "$TRAIN_T" --vocab "$OUT/tokenizer.json" --preset "$PRESET"
             --device "$DEVICE" --batch-size "$BATCH" "${T[@]}")
+# A resumed run keeps the steps it was started with (the schedule depends on them).
+[ -z "$STEPS" ] && [ -n "$RESUME" ] && [ -f "$OUT/steps" ] && STEPS=$(cat "$OUT/steps")
+# The speed of this machine: a run of 200 steps against one of 40 (the difference leaves out the
+# start-up and the slower first steps), so that the budget is kept.
 timed() {  # steps: the seconds a fresh run of that many steps takes
     local a b
     a=$(date +%s.%N)
-    $G -q train "${train_args[@]}" --max-steps "$1" --out "$OUT/calibrate" --force
+    $G -q train "${train_args[@]}" "${SETS[@]}" --max-steps "$1" --out "$OUT/calibrate" --force
     b=$(date +%s.%N)
     awk -v a="$a" -v b="$b" 'BEGIN { print b - a }'
 }
 if [ -z "$STEPS" ]; then
+    echo "train-recipe.sh: measuring this machine's speed for a budget of $MINUTES minutes" >&2
     t40=$(timed 40); t200=$(timed 200)
     rm -rf "$OUT/calibrate"
     per_min=$(awk -v a="$t40" -v b="$t200" 'BEGIN { d = b - a; if (d < 1) d = 1; printf "%.1f", 160 * 60 / d }')
@@ -71,47 +83,62 @@ if [ -z "$STEPS" ]; then
     budget=$(awk -v m="$MINUTES" -v r="$per_min" 'BEGIN { printf "%d", m * r * 0.9 }')
     by_epochs=$(( EPOCHS * pairs / BATCH ))
     STEPS=$(( budget < by_epochs ? budget : by_epochs ))
-    STEPS=$(( STEPS / 60 * 60 ))
+    STEPS=$(( STEPS / 120 * 120 ))
     [ "$STEPS" -ge 600 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
     echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs)" >&2
 fi
-[ "$STEPS" -ge 6 ] || die "--steps must be at least 6"
-EVERY=$(( STEPS / 6 ))
+[ "$STEPS" -ge 12 ] || die "--steps must be at least 12"
+echo "$STEPS" > "$OUT/steps"
 
+# Validation each twelfth of the run; checkpoints each 24th, so that the last four span the last
+# sixth (the end of the learning-rate decay).
 start=$(date +%s)
 $G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$STEPS" \
-    --save-every "$EVERY" --valid-every "$EVERY" --set keep_last=4 \
-    --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" \
-    --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" --out "$OUT/run" --force
+    --save-every $(( STEPS / 24 > 0 ? STEPS / 24 : 1 )) --valid-every $(( STEPS / 12 )) --set keep_last=8 \
+    --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" --set ema_decay=0.999 \
+    --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" --out "$OUT/run" \
+    $( [ -n "$RESUME" ] && echo --resume || echo --force )
 train_min=$(( ($(date +%s) - start) / 60 ))
 
-# best/ (by validation BLEU) or the average of the last four checkpoints: whichever is better on
-# validation (beam 5, the first 1000 lines).
+# best/ (by greedy validation BLEU during training) or the average of the last four checkpoints:
+# whichever translates validation better (beam 5, the first 1000 lines).
 # (awk, not head: head would close the pipe early and, under pipefail, fail the script.)
 zcat -f "$VALID_S" | awk 'NR <= 1000' > "$OUT/valid.src"; zcat -f "$VALID_T" | awk 'NR <= 1000' > "$OUT/valid.ref"
 $G average --last 4 --run "$OUT/run" --out "$OUT/averaged"
 declare -A score
 for m in best averaged; do
     case $m in best) dir="$OUT/run/best" ;; *) dir="$OUT/averaged" ;; esac
+    rm -f "$dir/search.json"  # (from an earlier tune of this run's model)
     $G -q translate --model "$dir" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.$m.hyp"
     score[$m]=$($G eval "$OUT/valid.ref" -i "$OUT/valid.$m.hyp" -b)
 done
-MODEL="$OUT/run/best"; CHOSEN=best
+MODEL="$OUT/run/best" CHOSEN=best
 awk -v a="${score[averaged]}" -v b="${score[best]}" 'BEGIN { exit !(a > b) }' && { MODEL="$OUT/averaged"; CHOSEN=averaged; }
-$G tune --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 3,5 --alphas 0.4,0.6,0.8,1.0 \
-    --betas 0,0.1,0.2 "${T[@]}" | tee "$OUT/tune.txt"
-$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
 zcat -f "$TEST_T" > "$OUT/test.ref"
+$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.default.hyp"
+$G tune --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 5,8 --alphas 0.6,0.8,1.0,1.2 \
+    --betas 0,0.1,0.2 --max-len-as 1.2,1.5 --max-len-bs 10 "${T[@]}" | tee "$OUT/tune.txt"
+$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
+bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
 {
-    echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh)"
+    echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
-    echo "$STEPS steps of $BATCH sentences, training $train_min min; validation BLEU (beam 5):"
-    echo "best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept; search settings from gnmt tune (search.json)."
+    echo "$STEPS steps of $BATCH sentences, training $train_min min."
+    echo "Validation BLEU (greedy) during training: $(grep -o '"valid_bleu":[0-9.]*' "$OUT/run/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
+    echo "Validation BLEU (beam 5): best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept."
+    echo "$(grep '^best:' "$OUT/tune.txt" | cut -d: -f1-2)."
+    echo
+    echo "| $TEST, $CHOSEN model | BLEU (cased, 13a) | BLEU (lowercased) | chrF2 |"
+    echo '| --- | --- | --- | --- |'
+    for m in default tuned; do
+        case $m in default) hyp="$OUT/test.default.hyp" ;; *) hyp="$OUT/test.hyp" ;; esac
+        echo "| $m search | $(bleu "$hyp") | $(bleu "$hyp" -lc) | $(bleu "$hyp" -m chrf) |"
+    done
     echo
     echo '```'
     $G eval "$OUT/test.ref" -i "$OUT/test.hyp" -m bleu chrf -f text
     echo '```'
 } > "$OUT/results.md"
 cat "$OUT/results.md"
-echo "TEST BLEU $($G eval "$OUT/test.ref" -i "$OUT/test.hyp" -b) ($name $SRC->$TGT, $CHOSEN model, $train_min min of training)"
+echo "TEST BLEU $(bleu "$OUT/test.hyp") ($name $SRC->$TGT, $CHOSEN model, $train_min min of training; default search $(bleu "$OUT/test.default.hyp"))"
