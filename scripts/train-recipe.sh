@@ -127,7 +127,7 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo "$STEPS steps of $BATCH sentences, training $train_min min."
     echo "Validation BLEU (greedy) during training: $(grep -o '"valid_bleu":[0-9.]*' "$OUT/run/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
     echo "Validation BLEU (beam 5): best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept."
-    echo "$(grep '^best:' "$OUT/tune.txt" | cut -d: -f1-2)."
+    grep -E '^(best|written)' "$OUT/tune.txt" || true
     echo
     echo "| $TEST, $CHOSEN model | BLEU (cased, 13a) | BLEU (lowercased) | chrF2 |"
     echo '| --- | --- | --- | --- |'

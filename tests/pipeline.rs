@@ -1310,6 +1310,8 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         "0.5,1.5",
         "--max-len-bs",
         "2",
+        "--p-value",
+        "1",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rec: serde_json::Value =
@@ -1368,6 +1370,36 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
         std::fs::read(&tuned_out).unwrap(),
         std::fs::read(&flags_out).unwrap()
     );
+    // A best point not significantly better than the defaults leaves the defaults in
+    // search.json (with p < 0 nothing is).
+    let o = tune(&[
+        "--beams",
+        "2",
+        "--alphas",
+        "1.0",
+        "--betas",
+        "0.3",
+        "--p-value",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("the defaults are kept"),
+        "{}",
+        stdout(&o)
+    );
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("search.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            rec["beam"].as_u64(),
+            rec["alpha"].as_f64(),
+            rec["beta"].as_f64()
+        ),
+        (Some(5), Some(0.6), Some(0.1)),
+        "{rec}"
+    );
+    assert!(rec["p_value"].as_f64().is_some(), "{rec}");
     let o = tune(&["--beams", "0"]);
     assert!(
         !o.status.success() && stderr(&o).contains("--beams: 0"),

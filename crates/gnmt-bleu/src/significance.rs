@@ -506,6 +506,57 @@ pub fn baseline_bootstrap(
 /// Statistics and actual score of one system for one metric.
 pub type SystemStats = (Vec<Vec<f64>>, f64);
 
+/// A system's statistics per segment and its corpus score on `metric`.
+pub fn system_stats(metric: &Metric, seg: &Segments) -> SystemStats {
+    let st = segment_stats(metric, seg);
+    let k = st.first().map_or(0, Vec::len);
+    let mut sum = vec![0.0; k];
+    for r in &st {
+        for (x, y) in sum.iter_mut().zip(r) {
+            *x += y;
+        }
+    }
+    let score = score_f64(metric, &sum);
+    (st, score)
+}
+
+/// The p-value of `system` against `baseline` (hypotheses of the same segments, one reference
+/// each) on `metric`: paired bootstrap resampling as sacreBLEU's `--paired-bs`, `n` resamples
+/// drawn with its default seed.
+pub fn paired_bootstrap_p(
+    metric: &Metric,
+    baseline: &[String],
+    system: &[String],
+    refs: &[String],
+    n: usize,
+) -> f64 {
+    let stats = |hyps: &[String]| {
+        system_stats(
+            metric,
+            &Segments {
+                hyps: hyps.to_vec(),
+                refs: vec![refs.to_vec()],
+            },
+        )
+    };
+    let seed = Seed {
+        value: Some(12345),
+        raw: "12345".into(),
+    };
+    let (_, results) = paired_bootstrap(
+        std::slice::from_ref(metric),
+        &[stats(baseline)],
+        &[vec![stats(system)]],
+        n,
+        &seed,
+    );
+    results
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|r| r.p_value)
+        .unwrap_or(1.0)
+}
+
 /// One generator per system, as sacreBLEU: seeded, every system draws the same resamples, so they
 /// are drawn once (and returned, for the baseline's own statistics); unseeded (sacreBLEU passes
 /// `seed if seed else None`: 0 is unseeded), each system draws anew.
@@ -638,6 +689,30 @@ pub fn paired_randomization(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_paired_bootstrap_p_value_separates_a_clear_gain_from_none() {
+        let refs: Vec<String> = (0..200)
+            .map(|i| format!("the cat number {i} sat on the mat today"))
+            .collect();
+        // A poorer system: each reference with its last words missing.
+        let bad: Vec<String> = refs
+            .iter()
+            .map(|r| r.split(' ').take(5).collect::<Vec<_>>().join(" "))
+            .collect();
+        let bleu = Metric::Bleu(crate::Bleu::default());
+        // One sentence of 200 better: a gain no test should call significant. (For identical
+        // systems sacreBLEU's strict comparison gives 1 / (n + 1), hence not those.)
+        let mut one = bad.clone();
+        one[0] = refs[0].clone();
+        let tiny = paired_bootstrap_p(&bleu, &bad, &one, &refs, 200);
+        let better = paired_bootstrap_p(&bleu, &bad, &refs, &refs, 200);
+        assert!(tiny > 0.05, "p {tiny} for one better sentence of 200");
+        assert!(
+            better < 0.01,
+            "p {better} for a perfect system against a poor one"
+        );
+    }
 
     #[test]
     fn numpy_type_rules() {

@@ -118,7 +118,7 @@ impl ValidationArgs {
         read_validation(&self.src, &self.reference, self.sentences)
     }
 
-    /// [`validation_bleu`] against this reference.
+    /// [`validation_translations`] scored (BLEU, 13a, cased) against this reference.
     pub fn bleu(
         &self,
         model: &gnmt_model::Seq2Seq,
@@ -126,7 +126,15 @@ impl ValidationArgs {
         search: SearchConfig,
         (sources, refs): (&[String], &[String]),
     ) -> Result<f64> {
-        validation_bleu(model, tokenizer, search, sources, refs, &self.reference)
+        let hyps = validation_translations(model, tokenizer, search, sources)?;
+        self.score(hyps, refs)
+    }
+
+    /// The BLEU (13a, cased) of `hyps` against `refs`, this reference's lines.
+    pub fn score(&self, hyps: Vec<String>, refs: &[String]) -> Result<f64> {
+        Ok(crate::commands::corpus_bleu(hyps, refs.to_vec())
+            .with_context(|| format!("scoring against {}", self.reference.display()))?
+            .score)
     }
 }
 
@@ -246,16 +254,13 @@ fn read_validation(src: &Path, reference: &Path, n: usize) -> Result<(Vec<String
     Ok((sources, refs))
 }
 
-/// BLEU (13a, cased) of the best translations of `sources` as `gnmt translate` makes them with
-/// `search` on the CPU, against `refs` (read from `ref_path`).
-fn validation_bleu(
+/// The best translations of `sources` as `gnmt translate` makes them with `search` on the CPU.
+pub(crate) fn validation_translations(
     model: &gnmt_model::Seq2Seq,
     tokenizer: &gnmt_tokenizer::SubwordTokenizer,
     search: SearchConfig,
     sources: &[String],
-    refs: &[String],
-    ref_path: &Path,
-) -> Result<f64> {
+) -> Result<Vec<String>> {
     let device = tch::Device::Cpu;
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
     let tr = Translator {
@@ -282,7 +287,5 @@ fn validation_bleu(
         .cloned()
         .map(Ok::<_, std::convert::Infallible>);
     let summary = tr.translate_stream(lines, 0, &mut std::io::sink(), &keep_best, |_| {})?;
-    Ok(crate::commands::corpus_bleu(summary.best, refs.to_vec())
-        .with_context(|| format!("scoring against {}", ref_path.display()))?
-        .score)
+    Ok(summary.best)
 }

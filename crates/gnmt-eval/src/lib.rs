@@ -942,18 +942,7 @@ fn paired_results(
         };
         metrics
             .iter()
-            .map(|m| {
-                let st = significance::segment_stats(m, &seg);
-                let k = st.first().map_or(0, Vec::len);
-                let mut sum = vec![0.0; k];
-                for r in &st {
-                    for (x, y) in sum.iter_mut().zip(r) {
-                        *x += y;
-                    }
-                }
-                let score = significance::score_f64(m, &sum);
-                (st, score)
-            })
+            .map(|m| significance::system_stats(m, &seg))
             .collect()
     };
     let bl = stats_of(&systems[0].1);

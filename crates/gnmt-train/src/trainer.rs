@@ -790,7 +790,12 @@ impl<'a> Trainer<'a> {
             Weights::new(&model_cfg, cfg.precision, device)
         })?;
         if let (Some(decay), true) = (cfg.ema_decay, lead) {
-            w.ema = Some(Ema::new(&model_cfg, &w.vs, decay, device)?);
+            // Under the generator's lock: building the model draws (discarded) initial weights,
+            // which must not land between another trainer's seed and its draws.
+            let ema = crate::seeded(cfg.seed as i64, || {
+                Ema::new(&model_cfg, &w.vs, decay, device)
+            })?;
+            w.ema = Some(ema);
         }
         let mut state = TrainerState {
             step: 0,

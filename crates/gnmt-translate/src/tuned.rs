@@ -28,6 +28,10 @@ pub struct TunedSearch {
     /// Validation BLEU with these settings, and with the built-in defaults.
     pub bleu: f64,
     pub default_bleu: f64,
+    /// The paired bootstrap p-value of the grid's best point against the defaults (the
+    /// defaults are kept when it is not small enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
     /// The validation source tuned on, and how many of its lines.
     pub source: String,
     pub sentences: usize,
@@ -96,6 +100,7 @@ mod tests {
             max_len_b: 5,
             bleu: 35.1,
             default_bleu: 34.2,
+            p_value: Some(0.01),
             source: "valid.en".into(),
             sentences: 1014,
         };
