@@ -1025,11 +1025,13 @@ fn translate_resumes_after_a_kill(model: &Path, t: &Path) {
         !record.exists(),
         "the progress record is removed at the end"
     );
-    // An input edited since the killed run is not resumed: the job differs.
+    // An input edited since the killed run is not resumed: the job differs. (A deadline of its
+    // own: on a loaded machine the first one may be spent already.)
     let mut child = translate(&killed)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     wait_for_file(&record, deadline);
     child.kill().unwrap();
     child.wait().unwrap();
