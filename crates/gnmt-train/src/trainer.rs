@@ -1742,17 +1742,7 @@ mod tests {
         };
         // Stopped by hand after step 6, as a kill would: the step-6 checkpoint and the
         // metrics up to it are all that is left.
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let control = Control {
-            stop: Some(stop),
-            progress: Some(Box::new(move |p: &Progress| {
-                if p.step == 6 {
-                    s2.store(true, Ordering::SeqCst);
-                }
-            })),
-        };
-        let half = train_with(&cfg, Start::Fresh, control).unwrap();
+        let half = train_with(&cfg, Start::Fresh, stopping_after(6)).unwrap();
         assert!(half.interrupted && half.steps == 6, "{half:?}");
         train(&cfg, Start::resume()).unwrap();
         assert_eq!(losses(dir2.path()), full);
