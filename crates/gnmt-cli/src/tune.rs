@@ -119,22 +119,11 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         sources.len(),
         a.data.src.display()
     );
-    let mut grid = points(&a);
-    let mut hyps = Vec::with_capacity(grid.len());
-    for p in &mut grid {
-        let h = translate(p.search(&defaults))?;
-        p.bleu = a.data.score(h.clone(), &refs)?;
-        hyps.push(h);
-        tracing::info!(
-            "beam {} alpha {} beta {} length {} * source + {}: BLEU {:.2}",
-            p.beam,
-            p.alpha,
-            p.beta,
-            p.max_len_a,
-            p.max_len_b,
-            p.bleu
-        );
-    }
+    let (grid, hyps) = measure(points(&a), |cfg| {
+        let h = translate(cfg)?;
+        let bleu = a.data.score(h.clone(), &refs)?;
+        Ok((h, bleu))
+    })?;
     let best = best_point(&grid).ok_or_else(|| anyhow::anyhow!("an empty grid"))?;
     print_table(&grid, best);
     let best_hyps = grid
@@ -181,23 +170,53 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
             ),
         }
     );
+    record(&a, &tuned)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each point's validation translations and BLEU (`score` translates and scores a search).
+fn measure(
+    mut grid: Vec<Point>,
+    score: impl Fn(SearchConfig) -> Result<(Vec<String>, f64)>,
+) -> Result<(Vec<Point>, Vec<Vec<String>>)> {
+    let defaults = SearchConfig::default();
+    let mut hyps = Vec::with_capacity(grid.len());
+    for p in &mut grid {
+        let (h, bleu) = score(p.search(&defaults))?;
+        p.bleu = bleu;
+        hyps.push(h);
+        tracing::info!(
+            "beam {} alpha {} beta {} length {} * source + {}: BLEU {:.2}",
+            p.beam,
+            p.alpha,
+            p.beta,
+            p.max_len_a,
+            p.max_len_b,
+            p.bleu
+        );
+    }
+    Ok((grid, hyps))
+}
+
+/// Writes `tuned` to the model's search.json (unless --dry-run), saying what translate will use.
+fn record(a: &TuneArgs, tuned: &TunedSearch) -> Result<()> {
     let path = a.data.model.join(TUNED_FILE);
     if a.dry_run {
         println!("--dry-run: {} left as it was", path.display());
-    } else {
-        gnmt_io::write_file(&path, serde_json::to_string_pretty(&tuned)? + "\n")?;
-        println!(
-            "written to {}: gnmt translate and gnmt serve start from beam {}, alpha {}, beta {}, \
-             length limit {} * source + {}",
-            path.display(),
-            chosen.beam,
-            chosen.alpha,
-            chosen.beta,
-            chosen.max_len_a,
-            chosen.max_len_b
-        );
+        return Ok(());
     }
-    Ok(ExitCode::SUCCESS)
+    gnmt_io::write_file(&path, serde_json::to_string_pretty(tuned)? + "\n")?;
+    println!(
+        "written to {}: gnmt translate and gnmt serve start from beam {}, alpha {}, beta {}, \
+         length limit {} * source + {}",
+        path.display(),
+        tuned.beam,
+        tuned.alpha,
+        tuned.beta,
+        tuned.max_len_a,
+        tuned.max_len_b
+    );
+    Ok(())
 }
 
 /// The grid, every combination once, BLEU still to be measured.

@@ -682,6 +682,24 @@ impl Weights {
         })
     }
 
+    /// With `ema_decay`, starts the average of the weights (from the weights as they are).
+    fn keep_average(
+        &mut self,
+        cfg: &TrainConfig,
+        config: &ModelConfig,
+        device: Device,
+    ) -> Result<(), TrainError> {
+        if let Some(decay) = cfg.ema_decay {
+            // Under the generator's lock: building the model draws (discarded) initial weights,
+            // which must not land between another trainer's seed and its draws.
+            let ema = crate::seeded(cfg.seed as i64, || {
+                Ema::new(config, &self.vs, decay, device)
+            })?;
+            self.ema = Some(ema);
+        }
+        Ok(())
+    }
+
     /// The model validated and saved: the average of the weights, or the weights.
     fn kept(&self) -> (&nn::VarStore, &Seq2Seq) {
         match &self.ema {
@@ -789,13 +807,8 @@ impl<'a> Trainer<'a> {
         let mut w = crate::seeded(cfg.seed as i64, || {
             Weights::new(&model_cfg, cfg.precision, device)
         })?;
-        if let (Some(decay), true) = (cfg.ema_decay, lead) {
-            // Under the generator's lock: building the model draws (discarded) initial weights,
-            // which must not land between another trainer's seed and its draws.
-            let ema = crate::seeded(cfg.seed as i64, || {
-                Ema::new(&model_cfg, &w.vs, decay, device)
-            })?;
-            w.ema = Some(ema);
+        if lead {
+            w.keep_average(cfg, &model_cfg, device)?;
         }
         let mut state = TrainerState {
             step: 0,
