@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use gnmt_translate::{ModelDir, SearchConfig, TunedSearch, TUNED_FILE};
+use gnmt_translate::{ModelDir, SearchConfig, SearchSettings, TunedSearch, TUNED_FILE};
 
 #[derive(Args, Debug)]
 pub struct TuneArgs {
@@ -47,53 +47,8 @@ pub struct TuneArgs {
 /// One point of the grid and its validation BLEU.
 #[derive(Debug, Clone, Copy)]
 struct Point {
-    beam: usize,
-    alpha: f64,
-    beta: f64,
-    max_len_a: f64,
-    max_len_b: usize,
+    s: SearchSettings,
     bleu: f64,
-}
-
-impl Point {
-    fn search(&self, base: &SearchConfig) -> SearchConfig {
-        SearchConfig {
-            beam: self.beam,
-            alpha: self.alpha,
-            beta: self.beta,
-            max_len_a: self.max_len_a,
-            max_len_b: self.max_len_b,
-            ..base.clone()
-        }
-    }
-
-    /// The built-in settings as a point of the grid.
-    fn defaults(d: &SearchConfig, bleu: f64) -> Point {
-        Point {
-            beam: d.beam,
-            alpha: d.alpha,
-            beta: d.beta,
-            max_len_a: d.max_len_a,
-            max_len_b: d.max_len_b,
-            bleu,
-        }
-    }
-
-    fn same_settings(&self, other: &Point) -> bool {
-        (
-            self.beam,
-            self.alpha,
-            self.beta,
-            self.max_len_a,
-            self.max_len_b,
-        ) == (
-            other.beam,
-            other.alpha,
-            other.beta,
-            other.max_len_a,
-            other.max_len_b,
-        )
-    }
 }
 
 pub fn run(a: TuneArgs) -> Result<ExitCode> {
@@ -128,7 +83,7 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     print_table(&grid, best);
     let best_hyps = grid
         .iter()
-        .position(|p| p.same_settings(&best))
+        .position(|p| p.s == best.s)
         .and_then(|i| hyps.get(i))
         .ok_or_else(|| anyhow::anyhow!("the best point has no translations"))?;
     let metric = gnmt_bleu::Metric::Bleu(gnmt_bleu::Bleu::default());
@@ -138,14 +93,17 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     let significant = a.p_value >= 1.0 || (best.bleu > default_bleu && p_value < a.p_value);
     let chosen = match significant {
         true => best,
-        false => Point::defaults(&defaults, default_bleu),
+        false => Point {
+            s: SearchSettings::of(&defaults),
+            bleu: default_bleu,
+        },
     };
     let tuned = TunedSearch {
-        beam: chosen.beam,
-        alpha: chosen.alpha,
-        beta: chosen.beta,
-        max_len_a: chosen.max_len_a,
-        max_len_b: chosen.max_len_b,
+        beam: chosen.s.beam,
+        alpha: chosen.s.alpha,
+        beta: chosen.s.beta,
+        max_len_a: chosen.s.max_len_a,
+        max_len_b: chosen.s.max_len_b,
         bleu: chosen.bleu,
         default_bleu,
         p_value: Some(p_value),
@@ -155,11 +113,11 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
     println!(
         "best: beam {}, alpha {}, beta {}, length limit {} * source + {}: BLEU {:.2} ({:+.2} over \
          the defaults, paired bootstrap p = {p_value:.4}){}",
-        best.beam,
-        best.alpha,
-        best.beta,
-        best.max_len_a,
-        best.max_len_b,
+        best.s.beam,
+        best.s.alpha,
+        best.s.beta,
+        best.s.max_len_a,
+        best.s.max_len_b,
         best.bleu,
         best.bleu - default_bleu,
         match significant {
@@ -182,17 +140,17 @@ fn measure(
     let defaults = SearchConfig::default();
     let mut hyps = Vec::with_capacity(grid.len());
     for p in &mut grid {
-        let (h, bleu) = score(p.search(&defaults))?;
+        let (h, bleu) = score(p.s.apply(defaults.clone()))?;
         p.bleu = bleu;
         hyps.push(h);
+        let s = p.s;
         tracing::info!(
-            "beam {} alpha {} beta {} length {} * source + {}: BLEU {:.2}",
-            p.beam,
-            p.alpha,
-            p.beta,
-            p.max_len_a,
-            p.max_len_b,
-            p.bleu
+            "beam {} alpha {} beta {} length {} * source + {}: BLEU {bleu:.2}",
+            s.beam,
+            s.alpha,
+            s.beta,
+            s.max_len_a,
+            s.max_len_b,
         );
     }
     Ok((grid, hyps))
@@ -227,14 +185,14 @@ fn points(a: &TuneArgs) -> Vec<Point> {
             for &beta in &a.betas {
                 for &max_len_a in &a.max_len_as {
                     for &max_len_b in &a.max_len_bs {
-                        grid.push(Point {
+                        let s = SearchSettings {
                             beam,
                             alpha,
                             beta,
                             max_len_a,
                             max_len_b,
-                            bleu: f64::NAN,
-                        });
+                        };
+                        grid.push(Point { s, bleu: f64::NAN });
                     }
                 }
             }
@@ -289,7 +247,7 @@ fn best_point(grid: &[Point]) -> Option<Point> {
         .fold(f64::NEG_INFINITY, f64::max);
     grid.iter()
         .filter(|p| p.bleu >= top - 0.005)
-        .min_by_key(|p| p.beam)
+        .min_by_key(|p| p.s.beam)
         .copied()
 }
 
@@ -297,14 +255,10 @@ fn print_table(grid: &[Point], best: Point) {
     println!("| beam | alpha | beta | max_len_a | max_len_b | BLEU |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for p in grid {
-        let mark = if p.same_settings(&best) {
-            " (best)"
-        } else {
-            ""
-        };
+        let mark = if p.s == best.s { " (best)" } else { "" };
         println!(
             "| {} | {} | {} | {} | {} | {:.2}{mark} |",
-            p.beam, p.alpha, p.beta, p.max_len_a, p.max_len_b, p.bleu
+            p.s.beam, p.s.alpha, p.s.beta, p.s.max_len_a, p.s.max_len_b, p.bleu
         );
     }
 }
@@ -316,11 +270,13 @@ mod tests {
     #[test]
     fn the_best_point_prefers_the_narrowest_beam_among_equals() {
         let p = |beam, alpha, bleu| Point {
-            beam,
-            alpha,
-            beta: 0.0,
-            max_len_a: 1.5,
-            max_len_b: 10,
+            s: SearchSettings {
+                beam,
+                alpha,
+                beta: 0.0,
+                max_len_a: 1.5,
+                max_len_b: 10,
+            },
             bleu,
         };
         let grid = [
@@ -330,7 +286,7 @@ mod tests {
             p(12, 0.6, 29.5),
         ];
         let b = best_point(&grid).unwrap();
-        assert_eq!((b.beam, b.alpha), (5, 1.0));
+        assert_eq!((b.s.beam, b.s.alpha), (5, 1.0));
         assert!(best_point(&[]).is_none());
     }
 }

@@ -21,7 +21,7 @@ pub use precision::{
 use search::search;
 #[cfg(test)]
 use search::{expand, fused_expand, length_penalty};
-pub use tuned::{TunedSearch, TUNED_FILE};
+pub use tuned::{SearchSettings, TunedSearch, TUNED_FILE};
 
 use gnmt_model::{CpuDecoder, Kernels, Seq2Seq};
 use tch::{Device, TchError};

@@ -71,8 +71,48 @@ impl TunedSearch {
             && self.max_len_a >= 0.0
     }
 
+    /// The settings it holds.
+    pub fn settings(&self) -> SearchSettings {
+        SearchSettings {
+            beam: self.beam,
+            alpha: self.alpha,
+            beta: self.beta,
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
+        }
+    }
+
     /// `base` with these settings.
     pub fn apply(&self, base: SearchConfig) -> SearchConfig {
+        self.settings().apply(base)
+    }
+}
+
+/// The part of a [`SearchConfig`] that `gnmt tune` chooses: beam, length normalization,
+/// coverage penalty and output length limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchSettings {
+    pub beam: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub max_len_a: f64,
+    pub max_len_b: usize,
+}
+
+impl SearchSettings {
+    /// Those of `cfg`.
+    pub fn of(cfg: &SearchConfig) -> Self {
+        SearchSettings {
+            beam: cfg.beam,
+            alpha: cfg.alpha,
+            beta: cfg.beta,
+            max_len_a: cfg.max_len_a,
+            max_len_b: cfg.max_len_b,
+        }
+    }
+
+    /// `base` with these settings.
+    pub fn apply(self, base: SearchConfig) -> SearchConfig {
         SearchConfig {
             beam: self.beam,
             alpha: self.alpha,
@@ -113,6 +153,7 @@ mod tests {
         let cfg = t.apply(SearchConfig::default());
         assert_eq!((cfg.beam, cfg.alpha, cfg.beta), (8, 1.0, 0.2));
         assert_eq!((cfg.max_len_a, cfg.max_len_b), (1.2, 5));
+        assert_eq!(SearchSettings::of(&cfg), t.settings());
         // A record from before the length limit was tuned keeps the default limit.
         std::fs::write(
             dir.path().join(TUNED_FILE),
