@@ -28,17 +28,25 @@ pub fn int8_dot_supported() -> bool {
 /// Symmetric 8-bit quantization of `v`: the scale (`max|v| / 127`, 1 for an all-zero `v`) and
 /// `round(v / scale)` in -127..=127.
 pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
+    let scale = scale_of(v);
+    (scale, v.iter().map(|&x| quantized(x, scale)).collect())
+}
+
+/// [`quantize`]'s scale of `v`.
+#[inline(always)]
+fn scale_of(v: &[f32]) -> f32 {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let scale = if max > 0.0 && max.is_finite() {
+    if max > 0.0 && max.is_finite() {
         max / 127.0
     } else {
         1.0
-    };
-    let q = v
-        .iter()
-        .map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8)
-        .collect();
-    (scale, q)
+    }
+}
+
+/// [`quantize`]'s value of `x` (rounded half away from zero).
+#[inline(always)]
+fn quantized(x: f32, scale: f32) -> i8 {
+    (x / scale).round().clamp(-127.0, 127.0) as i8
 }
 
 /// A matrix `[n, k]` quantized per row ([`quantize`]): what a quantized model file holds, and
@@ -234,21 +242,58 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
 
 /// Each row of `x` `[m, k]` quantized with its own scale, offset by 128 into 1..=255 and packed
 /// as quads `[m, k4]` (a missing `k` is 128: zero after the offset, and the weights there are
-/// zero anyway); and the rows' scales.
+/// zero anyway); and the rows' scales. Every input row of every int8 product goes through here,
+/// so it is compiled for the widest vector unit the CPU has (the same bits from each build:
+/// division and rounding are exact operations).
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut packed = Vec::with_capacity(m * k4);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = Isa::detected();
+        if isa >= Isa::Avx512 {
+            // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::detected).
+            #[allow(unsafe_code)]
+            return unsafe { quantize_rows_avx512(x, m, k, k4) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
+            #[allow(unsafe_code)]
+            return unsafe { quantize_rows_avx2(x, m, k, k4) };
+        }
+    }
+    quantize_rows_with(x, m, k, k4)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn quantize_rows_avx512(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+    quantize_rows_with(x, m, k, k4)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quantize_rows_avx2(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+    quantize_rows_with(x, m, k, k4)
+}
+
+/// [`quantize_rows`]'s body, inlined into each build (plain loops the compiler vectorizes).
+#[inline(always)]
+fn quantize_rows_with(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut bytes = vec![128u8; m * k4 * 4];
     let mut scales = Vec::with_capacity(m);
     for r in 0..m {
-        let (scale, q) = quantize(&x[r * k..(r + 1) * k]);
+        let row = &x[r * k..(r + 1) * k];
+        let scale = scale_of(row);
+        let out = &mut bytes[r * k4 * 4..][..k];
+        for (b, &v) in out.iter_mut().zip(row) {
+            *b = (quantized(v, scale) as i16 + 128) as u8;
+        }
         scales.push(scale);
-        packed.extend(q.chunks(4).map(|quad| {
-            let mut bytes = [128u8; 4];
-            for (b, &v) in bytes.iter_mut().zip(quad) {
-                *b = (v as i16 + 128) as u8;
-            }
-            pack_quad(bytes.into_iter())
-        }));
     }
+    // Byte `i` of a quad is bits `8 i..` of its lane (pack_quad's order).
+    let packed = bytes
+        .chunks_exact(4)
+        .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+        .collect();
     (packed, scales)
 }
 

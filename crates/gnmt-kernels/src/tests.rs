@@ -616,3 +616,31 @@ fn quantized_matrices_pack_as_the_float_ones_and_rows_read_back() {
     PackedLinearI8::from_quantized(&q, Some(&bias)).forward(&x, 3, &mut b);
     assert_eq!(a, b);
 }
+
+#[test]
+fn input_rows_quantize_as_quantize_does_on_this_cpus_build() {
+    let k: usize = 7;
+    let rows: [[f32; 7]; 5] = [
+        // Scale 1: halves round away from zero.
+        [127.0, 0.5, -0.5, 1.5, -2.5, 63.5, -126.5],
+        [0.0; 7],
+        [f32::NAN, 1.0, -3.0, 2.0, 0.25, -0.0, 7.0],
+        [f32::INFINITY, 1.0, -1.0, 0.5, 0.0, -8.0, 3.0],
+        [0.3, -1.7, 2.2, 9.9, -4.4, 0.01, -0.06],
+    ];
+    let x: Vec<f32> = rows.iter().flatten().copied().collect();
+    let k4 = k.div_ceil(4);
+    let (packed, scales) = int8::quantize_rows(&x, rows.len(), k, k4);
+    assert_eq!(quantize(&rows[0]).1, [127, 1, -1, 2, -3, 64, -127]);
+    for (r, row) in rows.iter().enumerate() {
+        let (scale, q) = quantize(row);
+        assert_eq!(scales[r].to_bits(), scale.to_bits(), "row {r}");
+        let bytes: Vec<u8> = packed[r * k4..(r + 1) * k4]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let want: Vec<u8> = q.iter().map(|&v| (v as i16 + 128) as u8).collect();
+        assert_eq!(bytes[..k], want[..], "row {r}");
+        assert!(bytes[k..].iter().all(|&b| b == 128), "row {r}: padding");
+    }
+}
