@@ -163,18 +163,23 @@ impl CpuState {
 
     /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch.
     pub fn select(&self, rows: &[usize]) -> CpuState {
-        let pick = |v: &Vec<f32>| {
-            rows.iter()
-                .flat_map(|&r| &v[r * self.hidden..(r + 1) * self.hidden])
-                .copied()
-                .collect()
-        };
+        let pick = |v: &Vec<f32>| pick_rows(v, rows.iter().copied(), self.hidden);
         CpuState {
             h: self.h.iter().map(pick).collect(),
             c: self.c.iter().map(pick).collect(),
             hidden: self.hidden,
         }
     }
+}
+
+/// The `width`-wide rows of `v` named by `rows`, in that order (a copy each step: sized once,
+/// row by row).
+pub fn pick_rows(v: &[f32], rows: impl ExactSizeIterator<Item = usize>, width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for r in rows {
+        out.extend_from_slice(&v[r * width..(r + 1) * width]);
+    }
+    out
 }
 
 /// A tensor's elements as float32, copied (a step's small inputs and outputs; weights once per

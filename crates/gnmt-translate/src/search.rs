@@ -109,11 +109,11 @@ impl Coverage {
     fn select(&self, rows: &[i64]) -> Coverage {
         Coverage {
             width: self.width,
-            values: rows
-                .iter()
-                .flat_map(|&r| self.row(r as usize))
-                .copied()
-                .collect(),
+            values: gnmt_model::pick_rows(
+                &self.values,
+                rows.iter().map(|&r| r as usize),
+                self.width,
+            ),
         }
     }
 }
