@@ -360,12 +360,15 @@ fn one_by_one(
     let shared = gnmt_translate::stream::SharedSearch::new(model, cpu.as_ref(), device);
     let mut found = Vec::with_capacity(srcs.len());
     let mut ms = Vec::with_capacity(srcs.len());
-    for src in srcs {
-        let t = Instant::now();
-        found.extend(shared.translate(std::slice::from_ref(src), search)?);
-        sync(device);
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    gnmt_translate::stream::as_lone_search(cpu.is_some(), || {
+        for src in srcs {
+            let t = Instant::now();
+            found.extend(shared.translate(std::slice::from_ref(src), search)?);
+            sync(device);
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok::<_, tch::TchError>(())
+    })?;
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
     let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;

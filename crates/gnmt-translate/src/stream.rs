@@ -171,6 +171,20 @@ pub fn workers_for(device: Device, requested: Option<usize>) -> (usize, i32) {
     (workers, (threads / workers as i32).max(1))
 }
 
+/// Runs `f`, one search on the calling thread, with one libtorch thread when its products are
+/// gnmt-kernels' (`on_kernels`: they run on the calling thread, and more libtorch threads only
+/// add their wake-ups to the search's small operators; 2 threads against 1, one search: int8
+/// 13% slower at batch 64, 2.5x slower at batch 1); the caller's thread count is restored.
+pub fn as_lone_search<T>(on_kernels: bool, f: impl FnOnce() -> T) -> T {
+    let all_threads = tch::get_num_threads();
+    if on_kernels {
+        tch::set_num_threads(1);
+    }
+    let out = f();
+    tch::set_num_threads(all_threads);
+    out
+}
+
 impl Engine<'_> {
     /// Translates id sequences in length-sorted batches, results in input order.
     pub fn translate_ids(&self, srcs: &[Vec<u32>]) -> Result<Vec<Vec<Hypothesis>>, tch::TchError> {
@@ -213,20 +227,12 @@ impl Engine<'_> {
             .collect();
         let shared = SharedSearch::ensemble(members, self.device);
         let results: Vec<JobResult> = if workers == 1 {
-            // gnmt-kernels' products run on the calling thread: more libtorch threads only
-            // add their wake-ups to the search's small operators (2 threads against 1, one
-            // search: int8 13% slower at batch 64, 2.5x slower at batch 1).
-            let all_threads = tch::get_num_threads();
-            if cpus.iter().all(Option::is_some) {
-                tch::set_num_threads(1);
-            }
-            let results = jobs
-                .iter()
-                .enumerate()
-                .map(|(j, (_, inputs))| shared.translate(inputs, &self.search).map(|h| (j, h)))
-                .collect::<Result<_, _>>();
-            tch::set_num_threads(all_threads);
-            results?
+            as_lone_search(cpus.iter().all(Option::is_some), || {
+                jobs.iter()
+                    .enumerate()
+                    .map(|(j, (_, inputs))| shared.translate(inputs, &self.search).map(|h| (j, h)))
+                    .collect::<Result<_, _>>()
+            })?
         } else {
             self.parallel(&jobs, workers, &shared)?
         };
