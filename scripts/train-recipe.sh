@@ -7,7 +7,8 @@
 # measured on this machine by a short run first). Then, chosen on validation only: the best
 # checkpoint or the average of the last four (beam 5), and the search settings (`gnmt tune`);
 # the test set is translated with the default and with the tuned search; the last line is the
-# test BLEU. Writes OUT/results.md.
+# test BLEU. On a CPU, `gnmt check-precision` then makes the fastest precision within 0.2 BLEU
+# of fp32 on validation the model's default. Writes OUT/results.md.
 #
 #   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
 #                           [--steps N] [--threads N] [--device cpu|cuda] [--preset small]
@@ -108,7 +109,7 @@ $G average --last 4 --run "$OUT/run" --out "$OUT/averaged"
 declare -A score
 for m in best averaged; do
     case $m in best) dir="$OUT/run/best" ;; *) dir="$OUT/averaged" ;; esac
-    rm -f "$dir/search.json"  # (from an earlier tune of this run's model)
+    rm -f "$dir/search.json" "$dir/precision.json"  # (from an earlier tune or check of this run's model)
     $G -q translate --model "$dir" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.$m.hyp"
     score[$m]=$($G eval "$OUT/valid.ref" -i "$OUT/valid.$m.hyp" -b)
 done
@@ -119,6 +120,11 @@ $G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$
 $G tune --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 5,8 --alphas 0.6,0.8,1.0,1.2 \
     --betas 0,0.1,0.2 --max-len-as 1.2,1.5 --max-len-bs 10 "${T[@]}" | tee "$OUT/tune.txt"
 $G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
+# The fastest precision this CPU has within 0.2 BLEU of fp32 on validation becomes the model's
+# default for translate and serve (precision.json; the test BLEU above is float32's).
+if [ "$DEVICE" = cpu ]; then
+    $G check-precision --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" "${T[@]}" > "$OUT/precision.txt"
+fi
 bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
 {
     echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}"
@@ -128,6 +134,7 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo "Validation BLEU (greedy) during training: $(grep -o '"valid_bleu":[0-9.]*' "$OUT/run/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
     echo "Validation BLEU (beam 5): best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept."
     grep -E '^(best|written)' "$OUT/tune.txt" || true
+    tail -n 1 "$OUT/precision.txt" 2>/dev/null || true
     echo
     echo "| $TEST, $CHOSEN model | BLEU (cased, 13a) | BLEU (lowercased) | chrF2 |"
     echo '| --- | --- | --- | --- |'

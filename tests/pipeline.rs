@@ -1469,6 +1469,9 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
         out.join("run/best")
     };
     assert!(chosen.join("search.json").exists(), "{last}");
+    // And the precision check that makes the fastest faithful path its default.
+    assert!(chosen.join("precision.json").exists(), "{last}");
+    assert!(results.contains("by default on this CPU"), "{results}");
     assert_eq!(
         std::fs::read_to_string(out.join("test.hyp"))
             .unwrap()
