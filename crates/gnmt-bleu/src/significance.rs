@@ -68,9 +68,24 @@ pub struct Seed {
     pub raw: String,
 }
 
+/// sacreBLEU's seed when `SACREBLEU_SEED` is not set.
+const DEFAULT_SEED: u64 = 12345;
+
+impl Default for Seed {
+    fn default() -> Self {
+        Seed {
+            value: Some(DEFAULT_SEED),
+            raw: DEFAULT_SEED.to_string(),
+        }
+    }
+}
+
 impl Seed {
     pub fn from_env_value(s: Option<&str>) -> Result<Self, String> {
-        let raw = s.unwrap_or("12345").to_string();
+        let Some(s) = s else {
+            return Ok(Seed::default());
+        };
+        let raw = s.to_string();
         if raw.to_lowercase() == "none" {
             return Ok(Seed {
                 value: None,
@@ -539,16 +554,12 @@ pub fn paired_bootstrap_p(
             },
         )
     };
-    let seed = Seed {
-        value: Some(12345),
-        raw: "12345".into(),
-    };
     let (_, results) = paired_bootstrap(
         std::slice::from_ref(metric),
         &[stats(baseline)],
         &[vec![stats(system)]],
         n,
-        &seed,
+        &Seed::default(),
     );
     results
         .first()

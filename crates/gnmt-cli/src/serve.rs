@@ -114,12 +114,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .map(|d| gnmt_translate::cpu_decoder(&d.model, device, loaded.kernels))
         .collect();
     let (workers, threads_per_worker) = a.compute.workers_on(device);
-    // A search on gnmt-kernels runs its products on its own thread: libtorch threads beyond
-    // one would only add wake-ups to its small operators (as in `gnmt translate`).
-    let threads_per_worker = match cpus.iter().all(Option::is_some) {
-        true => 1,
-        false => threads_per_worker,
-    };
+    let threads_per_worker = gnmt_translate::stream::search_threads(
+        cpus.iter().all(Option::is_some),
+        threads_per_worker,
+    );
     let summary = server.run(Model {
         search: SharedSearch::ensemble(loaded.members(&cpus), device),
         tokenizer: loaded.dirs[0].tokenizer.clone(),

@@ -171,15 +171,22 @@ pub fn workers_for(device: Device, requested: Option<usize>) -> (usize, i32) {
     (workers, (threads / workers as i32).max(1))
 }
 
-/// Runs `f`, one search on the calling thread, with one libtorch thread when its products are
-/// gnmt-kernels' (`on_kernels`: they run on the calling thread, and more libtorch threads only
-/// add their wake-ups to the search's small operators; 2 threads against 1, one search: int8
-/// 13% slower at batch 64, 2.5x slower at batch 1); the caller's thread count is restored.
+/// libtorch threads for one search given `threads`: one when its products are gnmt-kernels'
+/// (`on_kernels`: they run on the search's own thread, and more libtorch threads only add their
+/// wake-ups to its small operators; 2 threads against 1, one search: int8 13% slower at batch
+/// 64, 2.5x slower at batch 1).
+pub fn search_threads(on_kernels: bool, threads: i32) -> i32 {
+    match on_kernels {
+        true => 1,
+        false => threads.max(1),
+    }
+}
+
+/// Runs `f`, one search on the calling thread, with [`search_threads`] of the caller's
+/// libtorch threads; the caller's thread count is restored.
 pub fn as_lone_search<T>(on_kernels: bool, f: impl FnOnce() -> T) -> T {
     let all_threads = tch::get_num_threads();
-    if on_kernels {
-        tch::set_num_threads(1);
-    }
+    tch::set_num_threads(search_threads(on_kernels, all_threads));
     let out = f();
     tch::set_num_threads(all_threads);
     out
