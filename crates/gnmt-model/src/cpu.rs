@@ -229,7 +229,7 @@ impl Seq2Seq {
             })
             .collect::<Option<Vec<_>>>()?;
         let (w, b) = self.classifier_params();
-        let classifier = pack(w, b.map(Tensor::shallow_clone), kernels)?;
+        let classifier = pack(w, Some(b.shallow_clone()), kernels)?;
         // The encoder runs once per batch: float32 whatever the decoder's kernels.
         let encoder = self
             .enc_params

@@ -202,11 +202,7 @@ impl Seq2Seq {
             ));
         }
         let (w, b) = self.classifier_params();
-        out.push(Source::new(
-            "decoder.classifier".into(),
-            &[w],
-            &b.into_iter().collect::<Vec<_>>(),
-        ));
+        out.push(Source::new("decoder.classifier".into(), &[w], &[b]));
         out
     }
 

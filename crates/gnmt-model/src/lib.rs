@@ -224,11 +224,24 @@ pub struct Seq2Seq {
     /// The encoder's, bottom forward, bottom backward, then layers 1 and up.
     enc_params: Vec<[Tensor; 4]>,
     attention: Attention,
-    classifier: nn::Linear,
+    classifier: Classifier,
     /// An int8 model's packed weights (its float32 matrices are released: only the CPU
     /// kernels can run it).
     int8: Option<CpuDecoder>,
 }
+
+/// The output layer: `decoder.classifier.bias`, and `decoder.classifier.weight` `[V, H]` unless
+/// the model ties it to the target embedding (a tied model has no matrix of its own to train,
+/// count or save).
+#[derive(Debug)]
+struct Classifier {
+    weight: Option<Tensor>,
+    bias: Tensor,
+}
+
+/// The name of an untied classifier's matrix. Tied models saved before it was left out carry an
+/// unused copy under this name, which loading skips.
+const CLASSIFIER_WEIGHT: &str = "decoder.classifier.weight";
 
 /// An LSTM layer's `[w_ih, w_hh, b_ih, b_hh]` under `p`.
 fn lstm_params(p: &nn::Path) -> Result<[Tensor; 4], ModelError> {
@@ -294,12 +307,11 @@ impl Seq2Seq {
             c.attention_units,
             c.init_range,
         );
-        let lin_cfg = nn::LinearConfig {
-            ws_init: u,
-            bs_init: Some(u),
-            bias: true,
+        let cls = &dec / "classifier";
+        let classifier = Classifier {
+            weight: (!c.tied_output).then(|| cls.var("weight", &[c.vocab_size, h], u)),
+            bias: cls.var("bias", &[c.vocab_size], u),
         };
-        let classifier = nn::linear(&dec / "classifier", h, c.vocab_size, lin_cfg);
         let model = Seq2Seq {
             config: c.clone(),
             src_embedding,
@@ -473,19 +485,18 @@ impl Seq2Seq {
     }
 
     /// The classifier's weight `[V, H]` (the target embedding when tied) and bias.
-    pub(crate) fn classifier_params(&self) -> (&Tensor, Option<&Tensor>) {
-        let w = if self.config.tied_output {
-            &self.tgt_emb().ws
-        } else {
-            &self.classifier.ws
+    pub(crate) fn classifier_params(&self) -> (&Tensor, &Tensor) {
+        let w = match &self.classifier.weight {
+            Some(w) => w,
+            None => &self.tgt_emb().ws,
         };
-        (w, self.classifier.bs.as_ref())
+        (w, &self.classifier.bias)
     }
 
     /// Logits `[.., V]` of decoder outputs `[.., H]`.
     fn classify(&self, out: &Tensor) -> Tensor {
         let (w, b) = self.classifier_params();
-        out.linear(w, b)
+        out.linear(w, Some(b))
     }
 
     /// Teacher-forced forward pass: logits `[B, T, V]`.
@@ -600,7 +611,8 @@ pub fn safetensors_error(msg: &str, path: &str) -> String {
     }
 }
 
-/// Loads `model.safetensors` into `vs`, checking that every name and shape matches.
+/// Loads `model.safetensors` into `vs`, checking that every name and shape matches (a tied
+/// model's unused classifier matrix, which older versions saved, is skipped).
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
     let p = path.display().to_string();
     let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::File {
@@ -609,6 +621,9 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError
     })?;
     let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
+    if !vars.contains_key(CLASSIFIER_WEIGHT) {
+        by_name.remove(CLASSIFIER_WEIGHT);
+    }
     for (name, mut var) in vars {
         let Some(t) = by_name.remove(&name) else {
             return Err(ModelError::Tensor {

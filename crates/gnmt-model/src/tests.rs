@@ -114,15 +114,39 @@ fn tied_output_uses_the_embedding_matrix() {
         )
     };
     let before = run();
-    // The classifier's own weight is not used when tied...
+    // The classifier has no matrix of its own to train, count or save...
     let mut vars = vs.variables();
-    let w = vars.get_mut("decoder.classifier.weight").unwrap();
-    let _ = tch::no_grad(|| w.fill_(5.0));
-    assert!((run() - &before).abs().max().double_value(&[]) < 1e-6);
-    // ...the embedding is.
+    assert!(!vars.contains_key("decoder.classifier.weight"));
+    assert!(vars.contains_key("decoder.classifier.bias"));
+    // ...the embedding is its matrix.
     let e = vars.get_mut("embedding.weight").unwrap();
     let _ = tch::no_grad(|| e.g_mul_scalar_(2.0));
     assert!((run() - &before).abs().max().double_value(&[]) > 1e-4);
+    // A tied model saved with the unused matrix older versions kept loads (the matrix skipped);
+    // an untied model still needs its own.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let mut named: Vec<(String, Tensor)> = vars.into_iter().collect();
+    named.push((
+        "decoder.classifier.weight".into(),
+        Tensor::ones([24, 16], (Kind::Float, Device::Cpu)),
+    ));
+    Tensor::write_safetensors(&named, &path).unwrap();
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let m2 = Seq2Seq::new(&vs2.root(), &cfg).unwrap();
+    load_weights(&mut vs2, &path).unwrap();
+    let (w, _) = m2.classifier_params();
+    assert_eq!(w.size(), vec![24, 16]);
+    let untied = ModelConfig {
+        tied_output: false,
+        ..cfg.clone()
+    };
+    let mut vs3 = nn::VarStore::new(Device::Cpu);
+    let _m3 = Seq2Seq::new(&vs3.root(), &untied).unwrap();
+    named.retain(|(n, _)| n != "decoder.classifier.weight");
+    Tensor::write_safetensors(&named, &path).unwrap();
+    let err = load_weights(&mut vs3, &path).unwrap_err().to_string();
+    assert!(err.contains("decoder.classifier.weight"), "{err}");
     // And it is refused when the sizes cannot match.
     let bad = ModelConfig {
         embedding_size: cfg.hidden_size + 1,

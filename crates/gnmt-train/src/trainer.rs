@@ -1747,17 +1747,7 @@ mod tests {
         train(&cfg, Start::Fresh).unwrap();
         let full = losses(dir.path());
         assert_eq!(full.len(), 12);
-        let dir2 = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig {
-            vocab: Some(dir.path().join("tokenizer.json")),
-            out: dir2.path().to_path_buf(),
-            ..cfg
-        };
-        // Stopped by hand after step 6, as a kill would: the step-6 checkpoint and the
-        // metrics up to it are all that is left.
-        let half = train_with(&cfg, Start::Fresh, stopping_after(6)).unwrap();
-        assert!(half.interrupted && half.steps == 6, "{half:?}");
-        train(&cfg, Start::resume()).unwrap();
+        let dir2 = rerun_interrupted(&cfg, dir.path(), 6);
         assert_eq!(losses(dir2.path()), full);
         let a = Tensor::read_safetensors(dir.path().join("final/model.safetensors")).unwrap();
         let b: std::collections::HashMap<String, Tensor> =
@@ -1768,6 +1758,22 @@ mod tests {
         for (name, t) in a {
             assert!(t.equal(&b[&name]), "{name} differs after the resume");
         }
+    }
+
+    /// `cfg` run again in a new directory (with `first`'s vocabulary), stopped by hand after
+    /// step `at` as a kill would leave it (the checkpoint at that step and the metrics up to
+    /// it), then resumed to its end: the second run's directory.
+    fn rerun_interrupted(cfg: &TrainConfig, first: &Path, at: i64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            vocab: Some(first.join("tokenizer.json")),
+            out: dir.path().to_path_buf(),
+            ..cfg.clone()
+        };
+        let half = train_with(&cfg, Start::Fresh, stopping_after(at)).unwrap();
+        assert!(half.interrupted && half.steps == at, "{half:?}");
+        train(&cfg, Start::resume()).unwrap();
+        dir
     }
 
     /// Stops a run after `step`, as a kill would leave it (the checkpoint at that step).
@@ -1815,15 +1821,7 @@ mod tests {
         );
         // Interrupted after step 6 and resumed: the same losses (the raw weights and Adam were
         // restored) and the same average at the end.
-        let dir2 = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig {
-            vocab: Some(dir.path().join("tokenizer.json")),
-            out: dir2.path().to_path_buf(),
-            ..cfg
-        };
-        let half = train_with(&cfg, Start::Fresh, stopping_after(6)).unwrap();
-        assert!(half.interrupted && half.steps == 6, "{half:?}");
-        train(&cfg, Start::resume()).unwrap();
+        let dir2 = rerun_interrupted(&cfg, dir.path(), 6);
         assert_same_run(dir.path(), dir2.path());
         let raw2 = read(
             dir2.path()
