@@ -174,6 +174,69 @@ fn decoder() -> DecoderWrapper {
     .into()
 }
 
+/// tokenizers' unigram trainer made deterministic: the same lines give the same vocabulary on
+/// every run and machine. Its own `feed` counts words in a hash map seeded per process and
+/// trains on them in that map's order, and its EM sums run in one chunk per `rayon` thread
+/// (floating-point sums in another order can tip a pruning decision); here the counts are
+/// sorted and the training runs on one thread.
+struct SortedUnigram {
+    trainer: UnigramTrainer,
+    words: Vec<(String, u32)>,
+}
+
+impl tokenizers::Trainer for SortedUnigram {
+    type Model = tokenizers::ModelWrapper;
+
+    fn should_show_progress(&self) -> bool {
+        false
+    }
+
+    fn train(&self, model: &mut Self::Model) -> tokenizers::Result<Vec<tokenizers::AddedToken>> {
+        let tokenizers::ModelWrapper::Unigram(unigram) = model else {
+            return Err("unigram training needs a unigram model".into());
+        };
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        one_thread.install(|| self.trainer.do_train(self.words.clone(), unigram))
+    }
+
+    fn feed<I, S, F>(&mut self, lines: I, process: F) -> tokenizers::Result<()>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+        F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
+    {
+        let mut counts: std::collections::BTreeMap<String, u32> = Default::default();
+        for line in lines {
+            for word in process(line.as_ref())? {
+                *counts.entry(word).or_default() += 1;
+            }
+        }
+        self.words = counts.into_iter().collect();
+        Ok(())
+    }
+}
+
+/// The unigram trainer keeps every character the text needs; those its model dropped get the
+/// lowest score plus 1e-4 per character, counted in the order a hash set gives them (another
+/// each run). The single characters in that band keep the band's scores, handed out in the
+/// order of the characters.
+fn canonical_rare_characters(pieces: &mut [(String, f64)]) {
+    const STEP: f64 = 1e-4;
+    let single = |s: &str| s.chars().count() == 1;
+    let min = pieces.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let n_single = pieces.iter().filter(|p| single(&p.0)).count();
+    let top = min + STEP * n_single as f64 + STEP / 2.0;
+    let mut band: Vec<usize> = (0..pieces.len())
+        .filter(|&i| single(&pieces[i].0) && pieces[i].1 <= top)
+        .collect();
+    let mut scores: Vec<f64> = band.iter().map(|&i| pieces[i].1).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    band.sort_by(|&a, &b| pieces[a].0.cmp(&pieces[b].0));
+    for (i, score) in band.into_iter().zip(scores) {
+        pieces[i].1 = score;
+    }
+}
+
 impl SubwordTokenizer {
     /// Trains a vocabulary of (about) `size` entries on the given lines (both languages).
     pub fn train<I>(lines: I, size: usize, kind: VocabKind) -> Result<Self, TokenizerError>
@@ -201,7 +264,10 @@ impl SubwordTokenizer {
             .special_tokens(vec![tokenizers::AddedToken::from("<unk>", true)])
             .build()
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        let mut trainer = TrainerWrapper::UnigramTrainer(trainer);
+        let mut trainer = SortedUnigram {
+            trainer,
+            words: Vec::new(),
+        };
         tk.train(&mut trainer, lines)
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
         let vocab = tk.get_vocab(false);
@@ -222,6 +288,8 @@ impl SubwordTokenizer {
             let sc = scores.get(&s).copied().unwrap_or(-20.0);
             pieces.push((s, sc));
         }
+        canonical_rare_characters(&mut pieces);
+        pieces.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Self::assemble(pieces, target)
     }
 
@@ -519,6 +587,44 @@ mod tests {
         (0..200)
             .map(|i| format!("{} {}", base[i % base.len()], i))
             .collect()
+    }
+
+    #[test]
+    fn unigram_training_gives_the_same_vocabulary_every_time() {
+        // Rare characters too, which the trainer keeps with scores in hash order.
+        let mut lines = corpus();
+        lines.extend(
+            "äöüßéèçñžšćłøåæœ"
+                .chars()
+                .map(|c| format!("wort{c} mit {c}")),
+        );
+        let train = || SubwordTokenizer::train(lines.clone().into_iter(), 320, VocabKind::Unigram);
+        let first = train().unwrap();
+        for _ in 0..3 {
+            assert_eq!(train().unwrap().hash, first.hash);
+        }
+    }
+
+    #[test]
+    fn rare_characters_get_their_band_of_scores_in_character_order() {
+        let m = -14.0;
+        let ladder = |order: &[&str]| -> Vec<(String, f64)> {
+            let mut p: Vec<(String, f64)> = vec![("ab".into(), -3.0), ("c".into(), -5.0)];
+            for (k, c) in order.iter().enumerate() {
+                p.push((c.to_string(), m + 1e-4 * k as f64));
+            }
+            canonical_rare_characters(&mut p);
+            p.sort_by(|a, b| a.0.cmp(&b.0));
+            p
+        };
+        let a = ladder(&["x", "y", "z"]);
+        assert_eq!(a, ladder(&["z", "x", "y"]));
+        assert_eq!(a, ladder(&["y", "z", "x"]));
+        // The band's scores are kept, the first character with the highest; others untouched.
+        let score = |c: &str| a.iter().find(|p| p.0 == c).unwrap().1;
+        assert_eq!((score("ab"), score("c")), (-3.0, -5.0));
+        assert!(score("x") > score("y") && score("y") > score("z"));
+        assert!((score("z") - m).abs() < 1e-12);
     }
 
     #[test]

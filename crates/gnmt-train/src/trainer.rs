@@ -1924,7 +1924,7 @@ mod tests {
         let full = losses(dir.path());
         // Stopped at 20 and resumed: the same 40 losses (Adam's count and the scale restored).
         let dir2 = tempfile::tempdir().unwrap();
-        // (The same vocabulary: unigram training is not bit-reproducible between runs.)
+        // (The same vocabulary file, as a user resuming would have.)
         let cfg = TrainConfig {
             vocab: Some(dir.path().join("tokenizer.json")),
             ..cfg
@@ -2073,7 +2073,7 @@ mod tests {
         one.max_steps = 12;
         one.valid_every = 6;
         train(&one, Start::Fresh).unwrap();
-        // The same vocabulary (training one is not deterministic across runs).
+        // The same vocabulary file.
         let mut two = one.clone();
         two.vocab = Some(one.out.join("tokenizer.json"));
         two.out = dir.path().join("two");
