@@ -31,6 +31,8 @@ PY="$(readlink -f .libtorch)/../../../../bin/python"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 head -n "$N" "$INPUT" > "$TMP/in.txt"
 $G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
+# The allocator setting gnmt applies to itself (main.rs, keep_freed_memory), for PyTorch.
+MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -47,15 +49,13 @@ for round in 1 2; do
     q=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" --grouped 2>/dev/null | field tokens_per_s)
     # PyTorch with the allocator setting gnmt applies to itself (see README, Speed).
-    m=$(GLIBC_TUNABLES=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432 \
-        "$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
+    m=$(GLIBC_TUNABLES=$MALLOC "$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | $q | $(ratio "$r" "$q") | $m | $(ratio "$r" "$m") |"
 done
 # Every precision each side has on this CPU: gnmt-rs's float32, bf16 and int8 paths (see `gnmt
 # doctor` for the kernels they run on) against PyTorch eager in float32, in bf16 (the model cast)
-# and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear); training in float32 and
-# in bf16 (gnmt-rs's mixed precision against PyTorch's CPU autocast).
+# and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear).
 echo
 echo "CPU flags: $($G doctor | sed -n 's/^cpu features: //p'); gnmt-rs kernels: $($G doctor | sed -n 's/^cpu kernels: //p')"
 echo
@@ -72,13 +72,22 @@ for round in 1 2; do
     gb=$(best "$g32" "$g16" "$g8"); pb=$(best "$p32" "$p16" "$p8")
     echo "| translate beam 5, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | $g8 | $p8 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
 done
+# Training: gnmt-rs's float32 and bf16 mixed precision against PyTorch eager in float32 and
+# under CPU autocast to bf16, each also with gnmt-rs's allocator setting (the best of all four
+# is PyTorch's best).
+echo
+echo "| train small, batch 64, tokens/s (round) | gnmt-rs fp32 | gnmt-rs bf16 | PyTorch fp32 | PyTorch fp32, gnmt's malloc | PyTorch bf16 | PyTorch bf16, gnmt's malloc | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+train_py() { "$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 "$@" 2>/dev/null | field tokens_per_s; }
 for round in 1 2; do
     g32=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
-    p32=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
+    p32=$(train_py)
     g16=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 --bf16 2>/dev/null | field tokens_per_s)
-    p16=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 --precision bf16 2>/dev/null | field tokens_per_s)
-    gb=$(best "$g32" "$g16"); pb=$(best "$p32" "$p16")
-    echo "| train small, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | | | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
+    m32=$(GLIBC_TUNABLES=$MALLOC train_py)
+    p16=$(train_py --precision bf16)
+    m16=$(GLIBC_TUNABLES=$MALLOC train_py --precision bf16)
+    gb=$(best "$g32" "$g16"); pb=$(best "$p32" "$m32" "$p16" "$m16")
+    echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
 done
 # Same search, same translations?
 $G translate --model "$MODEL" --precision fp32 --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null

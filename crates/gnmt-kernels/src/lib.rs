@@ -12,6 +12,9 @@
 //! - [`top_candidates`]: log-softmax, the hypotheses' running scores and the top-k over all the
 //!   beams of a sentence in one read of the logits (libtorch: log_softmax, add, topk).
 //!
+//! And for training: Adam's update in one pass ([`adam`]) and dropout masks drawn by a
+//! vectorized counter-based hash instead of a serial generator ([`fill_dropout_mask`]).
+//!
 //! They compute the same functions as the libtorch operators, up to float rounding. They run on
 //! the calling thread (search workers are the parallelism on a CPU) and use the best build this
 //! CPU runs ([`Isa::detected`]): AVX-512, AVX2/FMA, or portable code. [`tensor`] borrows the
@@ -25,12 +28,14 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bf16;
+mod dropout;
 mod gemm;
 pub(crate) mod int8;
 mod math;
 pub mod tensor;
 
 pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
+pub use dropout::{fill_dropout_mask, DropoutDraw};
 pub use gemm::PackedLinear;
 pub use int8::{int8_dot_supported, quantize, PackedLinearI8, QuantizedMatrix};
 pub use math::{exp, tanh};

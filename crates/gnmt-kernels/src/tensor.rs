@@ -1,8 +1,55 @@
 //! Borrowing the elements of CPU tensors as slices, for the kernels, and kernels on tensors.
 
+use std::mem::MaybeUninit;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::{adam_update, AdamStep};
+use crate::{fill_dropout_mask, to_bf16, DropoutDraw};
+
+/// A CPU dropout mask of `size` and `kind`: each element `1 / (1 - p)` or, with probability
+/// `p`, 0, as [`DropoutDraw::new`]`(seed, p)` chooses; `x * mask` is dropout. float32 and bf16
+/// masks are written directly; other kinds are converted from float32.
+#[allow(unsafe_code)]
+pub fn dropout_mask(seed: u64, p: f64, size: &[i64], kind: Kind) -> Tensor {
+    let draw = DropoutDraw::new(seed, p);
+    let scale = if p < 1.0 {
+        (1.0 / (1.0 - p)) as f32
+    } else {
+        0.0
+    };
+    let mask_kind = if kind == Kind::BFloat16 {
+        kind
+    } else {
+        Kind::Float
+    };
+    let mask = Tensor::empty(size, (mask_kind, Device::Cpu));
+    let n = mask.numel();
+    let ptr = mask.data_ptr();
+    if n > 0 && !ptr.is_null() {
+        // SAFETY: `mask` was just allocated by libtorch, contiguous, with `n` elements of
+        // `mask_kind` (4 bytes for float32, 2 for bf16) from `ptr`; no other handle to it exists
+        // while the slice lives; its memory is uninitialised, hence MaybeUninit, and all of it
+        // is written before the tensor is read.
+        unsafe {
+            match mask_kind {
+                Kind::BFloat16 => {
+                    let out = std::slice::from_raw_parts_mut(ptr as *mut MaybeUninit<u16>, n);
+                    fill_dropout_mask(&draw, to_bf16(scale), 0, out);
+                }
+                _ => {
+                    let out = std::slice::from_raw_parts_mut(ptr as *mut MaybeUninit<f32>, n);
+                    fill_dropout_mask(&draw, scale, 0.0, out);
+                }
+            }
+        }
+    }
+    if mask_kind == kind {
+        mask
+    } else {
+        mask.to_kind(kind)
+    }
+}
 
 /// Adam's update ([`adam_update`]) in place on four float32 CPU tensors: parameters `p`,
 /// gradient `g`, moments `m` and `v`. Returns false (nothing done) unless all four are

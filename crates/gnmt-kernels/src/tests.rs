@@ -644,3 +644,66 @@ fn input_rows_quantize_as_quantize_does_on_this_cpus_build() {
         assert!(bytes[k..].iter().all(|&b| b == 128), "row {r}: padding");
     }
 }
+
+#[test]
+fn dropout_masks_keep_the_right_share_independently_and_alike_on_every_build() {
+    let n = 1 << 20;
+    for p in [0.1, 0.3, 0.5] {
+        let draw = DropoutDraw::new(0x5EED_0000_0000_0017, p);
+        let mask = dropout::mask_of_build(Isa::Portable, &draw, n).unwrap();
+        // Binomial: the kept share's standard deviation is below 0.0005 at this size.
+        let kept = mask.iter().sum::<f32>() as f64 / n as f64;
+        assert!((kept - (1.0 - p)).abs() < 0.003, "p {p}: kept {kept}");
+        // Neighbours are independent: pairs kept together at the product of the shares.
+        let both = mask
+            .windows(2)
+            .filter(|w| w[0] == 1.0 && w[1] == 1.0)
+            .count() as f64;
+        let expected = (1.0 - p) * (1.0 - p);
+        assert!(
+            (both / (n - 1) as f64 - expected).abs() < 0.003,
+            "p {p}: pairs {both}"
+        );
+        for isa in Isa::ALL {
+            if let Some(other) = dropout::mask_of_build(isa, &draw, n) {
+                assert!(other == mask, "{isa:?} differs from the portable build");
+            }
+        }
+    }
+    // The seed decides: the same seed gives the same mask, another a different one.
+    let a = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(1, 0.3), 4096).unwrap();
+    let b = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(1, 0.3), 4096).unwrap();
+    let c = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(2, 0.3), 4096).unwrap();
+    let d = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(1 << 32, 0.3), 4096).unwrap();
+    assert_eq!(a, b);
+    assert!(a != c && a != d && c != d);
+    // The edges: nothing dropped at p = 0, everything at p = 1.
+    let none = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(3, 0.0), 4096).unwrap();
+    let all = dropout::mask_of_build(Isa::Portable, &DropoutDraw::new(3, 1.0), 4096).unwrap();
+    assert!(none.iter().all(|&x| x == 1.0) && all.iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn dropout_mask_tensors_hold_the_scale_or_zero_in_their_kind() {
+    use tch::Kind;
+    let f = tensor::dropout_mask(9, 0.3, &[64, 17, 256], Kind::Float);
+    assert_eq!((f.size(), f.kind()), (vec![64, 17, 256], Kind::Float));
+    let scale = (1.0 / 0.7) as f32;
+    let values = Vec::<f32>::try_from(f.flatten(0, -1)).unwrap();
+    assert!(values.iter().all(|&x| x == 0.0 || x == scale));
+    let kept = values.iter().filter(|&&x| x != 0.0).count() as f64 / values.len() as f64;
+    assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
+    // bf16 and fp16 masks drop the same elements, with the scale in their precision.
+    for kind in [Kind::BFloat16, Kind::Half] {
+        let h = tensor::dropout_mask(9, 0.3, &[64, 17, 256], kind);
+        assert_eq!(h.kind(), kind);
+        let back = h.to_kind(Kind::Float);
+        assert!(back.ne(0.0).equal(&f.ne(0.0)), "{kind:?}");
+        let max = back.max().double_value(&[]);
+        assert!((max - 1.0 / 0.7).abs() < 0.01, "{kind:?}: {max}");
+    }
+    assert_eq!(
+        tensor::dropout_mask(9, 0.3, &[0, 5], Kind::Float).numel(),
+        0
+    );
+}

@@ -431,3 +431,48 @@ fn an_int8_model_file_loads_at_a_quarter_of_the_memory_and_runs_as_int8() {
     assert!(err.contains(INT8_FILE) && err.contains("damaged"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cpu_dropout_scales_what_it_keeps_follows_the_seed_and_passes_gradients_through_its_mask() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = ModelConfig::preset("tiny", 40).unwrap();
+    cfg.dropout = 0.25;
+    let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let x = Tensor::rand([32, 16, 64], (Kind::Float, Device::Cpu))
+            .g_add_scalar(0.5)
+            .to_kind(kind)
+            .set_requires_grad(true);
+        let run = |seed: i64| {
+            tch::manual_seed(seed);
+            m.dropout(x.shallow_clone(), true)
+        };
+        let (a, b, c) = (run(3), run(3), run(4));
+        assert!(a.equal(&b), "{kind:?}: the same seed, another mask");
+        assert!(!a.equal(&c), "{kind:?}: another seed, the same mask");
+        assert_eq!(a.kind(), kind);
+        // Each element is dropped (0) or scaled by 1 / (1 - p), about a quarter dropped.
+        let kept = a.ne(0.0);
+        let scaled = (&x * (1.0 / 0.75)).to_kind(Kind::Float);
+        let tol = if kind == Kind::Float { 1e-6 } else { 2e-2 };
+        let err = (a.to_kind(Kind::Float) - &scaled * kept.to_kind(Kind::Float))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err < tol, "{kind:?}: {err}");
+        let dropped = 1.0
+            - kept
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+        assert!((dropped - 0.25).abs() < 0.02, "{kind:?}: {dropped}");
+        // The gradient is the mask: 1 / (1 - p) where kept, 0 where dropped.
+        a.sum(Kind::Float).backward();
+        let grad = x.grad().to_kind(Kind::Float);
+        let expect = kept.to_kind(Kind::Float) * (1.0 / 0.75);
+        let err = (grad - expect).abs().max().double_value(&[]);
+        assert!(err < tol, "{kind:?}: gradient off by {err}");
+        // Outside training, nothing changes.
+        assert!(m.dropout(x.shallow_clone(), false).equal(&x));
+    }
+}
