@@ -129,6 +129,13 @@ impl ModelConfig {
         self.residual && i + 1 >= start
     }
 
+    /// Whether a model file's tensor `name` is one this model does not have: the classifier
+    /// matrix tied models saved before it was left out carry unused (loading and averaging
+    /// skip it).
+    pub fn unused_tensor(&self, name: &str) -> bool {
+        self.tied_output && name == crate::CLASSIFIER_WEIGHT
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.encoder_layers < 2 || self.decoder_layers < 2 {
             return Err("encoder_layers and decoder_layers must be at least 2".into());

@@ -240,7 +240,7 @@ struct Classifier {
 }
 
 /// The name of an untied classifier's matrix. Tied models saved before it was left out carry an
-/// unused copy under this name, which loading skips.
+/// unused copy under this name, which loading skips ([`ModelConfig::unused_tensor`]).
 const CLASSIFIER_WEIGHT: &str = "decoder.classifier.weight";
 
 /// An LSTM layer's `[w_ih, w_hh, b_ih, b_hh]` under `p`.

@@ -36,6 +36,8 @@ pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
     let config = read(first, "config.json")?;
     let config_v: serde_json::Value = serde_json::from_slice(&config)
         .map_err(|e| ckpt_err(first, format!("config.json: {e}")))?;
+    let model: gnmt_model::ModelConfig = serde_json::from_slice(&config)
+        .map_err(|e| ckpt_err(first, format!("config.json: {e}")))?;
     let tokenizer = read(first, "tokenizer.json")?;
     let mut sums: BTreeMap<String, (Tensor, Kind)> = BTreeMap::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -54,10 +56,11 @@ pub fn average(dirs: &[PathBuf], out: &Path) -> Result<usize, TrainError> {
             ));
         }
         let path = dir.join("model.safetensors");
-        let tensors = Tensor::read_safetensors(&path).map_err(|e| {
+        let mut tensors = Tensor::read_safetensors(&path).map_err(|e| {
             let p = path.display().to_string();
             ckpt_err(&path, gnmt_model::safetensors_error(&e.to_string(), &p))
         })?;
+        tensors.retain(|(name, _)| !model.unused_tensor(name));
         if i > 0 && tensors.len() != sums.len() {
             return Err(ckpt_err(
                 &path,
@@ -203,5 +206,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn tied_checkpoints_average_without_the_unused_classifier_matrix_old_ones_carry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tokenizer.json");
+        std::fs::write(&tok, "{}").unwrap();
+        let mut cfg = ModelConfig::preset("tiny", 64).unwrap();
+        cfg.embedding_size = cfg.hidden_size;
+        cfg.tied_output = true;
+        let dirs = [tmp.path().join("a"), tmp.path().join("b")];
+        for (seed, dir) in dirs.iter().enumerate() {
+            write_model(dir, &cfg, seed as i64, &tok);
+            // As a tied model saved before session 13 did: with an unused classifier matrix.
+            let file = dir.join("model.safetensors");
+            let mut named = Tensor::read_safetensors(&file).unwrap();
+            let unused = Tensor::ones([64, cfg.hidden_size], (Kind::Float, Device::Cpu));
+            named.push(("decoder.classifier.weight".into(), unused));
+            Tensor::write_safetensors(&named, &file).unwrap();
+        }
+        let out = tmp.path().join("avg");
+        average(&dirs, &out).unwrap();
+        let names: Vec<String> = Tensor::read_safetensors(out.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert!(!names.iter().any(|n| n == "decoder.classifier.weight"));
+        assert!(names.iter().any(|n| n == "decoder.classifier.bias"));
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        gnmt_model::load_weights(&mut vs, &out.join("model.safetensors")).unwrap();
+        assert_eq!(vs.variables().len(), names.len());
     }
 }

@@ -233,15 +233,17 @@ impl Engine<'_> {
             })
             .collect();
         let shared = SharedSearch::ensemble(members, self.device);
+        let on_kernels = cpus.iter().all(Option::is_some);
         let results: Vec<JobResult> = if workers == 1 {
-            as_lone_search(cpus.iter().all(Option::is_some), || {
+            as_lone_search(on_kernels, || {
                 jobs.iter()
                     .enumerate()
                     .map(|(j, (_, inputs))| shared.translate(inputs, &self.search).map(|h| (j, h)))
                     .collect::<Result<_, _>>()
             })?
         } else {
-            self.parallel(&jobs, workers, &shared)?
+            let threads = search_threads(on_kernels, self.threads_per_worker);
+            self.parallel(&jobs, workers, threads, &shared)?
         };
         for (j, hyps) in results {
             for (&i, h) in jobs[j].0.iter().zip(hyps) {
@@ -251,15 +253,16 @@ impl Engine<'_> {
         Ok(out)
     }
 
-    /// Runs the jobs on `workers` threads, each taking the next job (longest first) when free.
+    /// Runs the jobs on `workers` threads of `threads` libtorch threads each, each taking the
+    /// next job (longest first) when free.
     fn parallel(
         &self,
         jobs: &[(Vec<usize>, Vec<Vec<u32>>)],
         workers: usize,
+        threads: i32,
         shared: &SharedSearch,
     ) -> Result<Vec<JobResult>, tch::TchError> {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = self.threads_per_worker.max(1);
         // Not `self`: it holds the model, which only `shared` may carry across threads.
         let search = &self.search;
         let all_threads = tch::get_num_threads();
