@@ -230,31 +230,32 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         .view([b as i64, l as i64 + 1])
         .to_device(device);
     let src_len = Tensor::from_slice(&vec![l as i64; b]);
-    let mut step = || {
+    // The trainer's loss and backward pass ([`gnmt_train::trainer::loss_backward`]), per
+    // target token.
+    let target_tokens = (b * (l + 1)) as f64;
+    let mut step = || -> Result<f64> {
         let logits = model.forward(&src, &src_len, &tgt_in, true);
-        let (loss, _) = gnmt_train::trainer::smoothed_loss(&logits, &tgt_out, 0.1);
         adam.zero_grad();
         if c.fp16 {
             // The trainer's dynamic loss scaling at its starting scale (no overflow to skip
             // at this scale on these batches; an overflow would show as a non-finite norm).
             adam.grad_scale = gnmt_train::optim::LossScaler::default().scale;
-            (&loss * adam.grad_scale).backward();
-        } else {
-            loss.backward();
         }
+        let scale = adam.grad_scale / target_tokens;
+        let sum = gnmt_train::trainer::loss_backward(&logits, &tgt_out, 0.1, scale)?;
         adam.accumulate();
         adam.clip_grad_norm(5.0);
         adam.apply(1e-3);
-        loss.double_value(&[])
+        Ok(sum / target_tokens)
     };
     for _ in 0..a.warmup {
-        step();
+        step()?;
     }
     sync(device);
     let t = Instant::now();
     let mut last = 0.0;
     for _ in 0..a.steps.max(1) {
-        last = step();
+        last = step()?;
     }
     sync(device);
     let secs = t.elapsed().as_secs_f64();

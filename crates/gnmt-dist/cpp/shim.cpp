@@ -1,5 +1,6 @@
 // A C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo and, where build.rs found
-// the CUDA headers, ProcessGroupNCCL) for gnmt-dist.
+// the CUDA headers, ProcessGroupNCCL) for gnmt-dist, and the one autograd call tch lacks
+// (backward with a given gradient).
 // Every entry point catches every exception and returns it as a message: nothing unwinds into Rust.
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -174,5 +175,11 @@ int gnmt_dist_store_delete(void* group, const char* key, int* deleted, char* err
 }
 
 void gnmt_dist_bytes_free(unsigned char* p) { delete[] p; }
+
+// Backpropagates from `t` with `grad` as its gradient (tch's backward seeds ones only): how the
+// trainer hands autograd a loss gradient it computed itself.
+int gnmt_backward_with_grad(at::Tensor* t, at::Tensor* grad, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] { t->backward(*grad); });
+}
 
 }  // extern "C"

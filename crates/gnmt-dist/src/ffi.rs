@@ -66,4 +66,10 @@ extern "C" {
         errlen: usize,
     ) -> c_int;
     pub fn gnmt_dist_bytes_free(p: *mut c_uchar);
+    pub fn gnmt_backward_with_grad(
+        t: *mut c_void,
+        grad: *mut c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
 }

@@ -152,6 +152,34 @@ impl Backend {
     }
 }
 
+/// Backpropagates from `t` with `grad` (its shape) as the gradient of `t`: autograd's
+/// `t.backward(grad)`, which tch does not expose (its `backward` seeds ones). The trainer
+/// computes the loss's gradient with respect to the logits itself and hands it on here.
+pub fn backward_with_grad(t: &Tensor, grad: &Tensor) -> Result<(), tch::TchError> {
+    if t.size() != grad.size() {
+        return Err(tch::TchError::Shape(format!(
+            "backward_with_grad: gradient of shape {:?} for a tensor of shape {:?}",
+            grad.size(),
+            t.size()
+        )));
+    }
+    let (t, grad) = (t.shallow_clone(), grad.shallow_clone());
+    call(|err, len| {
+        // SAFETY: both pointers are tch's `at::Tensor*` of the shallow clones above, alive for
+        // the call; the shim catches every C++ exception.
+        #[allow(unsafe_code)]
+        unsafe {
+            ffi::gnmt_backward_with_grad(
+                t.as_ptr() as *mut c_void,
+                grad.as_ptr() as *mut c_void,
+                err,
+                len,
+            )
+        }
+    })
+    .map_err(tch::TchError::Torch)
+}
+
 /// Whether this build carries ProcessGroupNCCL (build.rs found the CUDA and NCCL headers).
 pub fn nccl_built() -> bool {
     // SAFETY: a constant query with no arguments.

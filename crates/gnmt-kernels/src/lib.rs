@@ -12,8 +12,9 @@
 //! - [`top_candidates`]: log-softmax, the hypotheses' running scores and the top-k over all the
 //!   beams of a sentence in one read of the logits (libtorch: log_softmax, add, topk).
 //!
-//! And for training: Adam's update in one pass ([`adam`]) and dropout masks drawn by a
-//! vectorized counter-based hash instead of a serial generator ([`fill_dropout_mask`]).
+//! And for training: Adam's update in one pass ([`adam`]), dropout masks drawn by a vectorized
+//! counter-based hash instead of a serial generator ([`fill_dropout_mask`]), and the
+//! label-smoothed loss with its gradient in one read of the logits ([`loss`]).
 //!
 //! They compute the same functions as the libtorch operators, up to float rounding. They run on
 //! the calling thread (search workers are the parallelism on a CPU) and use the best build this
@@ -31,6 +32,7 @@ mod bf16;
 mod dropout;
 mod gemm;
 pub(crate) mod int8;
+pub mod loss;
 mod math;
 pub mod tensor;
 

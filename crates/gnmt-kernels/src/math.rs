@@ -40,8 +40,17 @@ pub(crate) fn exp1(x: f32) -> f32 {
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = EXP_P.iter().fold(0.0, |p, &c| p * r + c);
     let e = (p * (r * r) + r) + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    e * scale
+    e * pow2(n)
+}
+
+/// 2^n for an integer-valued `n` in -126..=128 (128 gives infinity). Through the bits of
+/// `n + 127 + 2^23`, whose low mantissa bits are `n + 127`: integer operations only, so loops
+/// over it vectorize (`n as i32` saturates, which compiles to scalar code).
+#[inline(always)]
+fn pow2(n: f32) -> f32 {
+    const MAGIC: f32 = 8_388_608.0; // 2^23
+    let biased = (n + (MAGIC + 127.0)).to_bits();
+    f32::from_bits(biased << 23)
 }
 
 /// tanh(x): an odd polynomial below 0.625 (where `1 - 2 / (e^2x + 1)` would cancel), that

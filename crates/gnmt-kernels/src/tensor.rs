@@ -5,7 +5,55 @@ use std::mem::MaybeUninit;
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::{adam_update, AdamStep};
+use crate::loss::{smoothed_ce, Bf16, LossSums, SmoothedCe};
 use crate::{fill_dropout_mask, to_bf16, DropoutDraw};
+
+/// Label-smoothed cross-entropy ([`smoothed_ce`]) of CPU `logits` `[..., V]` (float32 or bf16)
+/// against `target` (int64, the logits' leading shape; `c.pad` marks padding), and its
+/// gradient with respect to the logits times `c.grad_scale`, of their shape and kind. Runs on
+/// libtorch's thread count. None (the caller takes libtorch's path) for other devices or kinds,
+/// mismatched shapes, or a target outside `0..V`.
+///
+/// The trainer calls this on logits it just computed: nothing writes to them while it runs.
+pub fn smoothed_ce_tensors(
+    logits: &Tensor,
+    target: &Tensor,
+    c: SmoothedCe,
+) -> Option<(LossSums, Tensor)> {
+    let kind = logits.kind();
+    if logits.device() != Device::Cpu || !matches!(kind, Kind::Float | Kind::BFloat16) {
+        return None;
+    }
+    let v = *logits.size().last()?;
+    let targets = Vec::<i64>::try_from(target.flatten(0, -1)).ok()?;
+    if v <= 0 || targets.len() as i64 * v != logits.numel() as i64 {
+        return None;
+    }
+    if targets.iter().any(|&y| y < 0 || y >= v) {
+        return None;
+    }
+    let logits = logits.contiguous();
+    let mut grad = Tensor::empty(logits.size(), (kind, Device::Cpu));
+    let threads = tch::get_num_threads().max(1) as usize;
+    let (v, targets) = (v as usize, &targets[..]);
+    // SAFETY: `logits` is a contiguous CPU tensor of `kind` (checked) that nothing writes to
+    // while this runs (the caller's contract); `grad` was just allocated with its shape and
+    // kind, and no other handle to it exists.
+    #[allow(unsafe_code)]
+    let sums = unsafe {
+        match kind {
+            Kind::BFloat16 => {
+                let (x, g) = logits_and_grad::<Bf16>(&logits, &mut grad);
+                smoothed_ce(x, targets, v, c, g, threads)
+            }
+            _ => {
+                let (x, g) = logits_and_grad::<f32>(&logits, &mut grad);
+                smoothed_ce(x, targets, v, c, g, threads)
+            }
+        }
+    };
+    Some((sums, grad))
+}
 
 /// A CPU dropout mask of `size` and `kind`: each element `1 / (1 - p)` or, with probability
 /// `p`, 0, as [`DropoutDraw::new`]`(seed, p)` chooses; `x * mask` is dropout. float32 and bf16
@@ -132,6 +180,34 @@ pub fn additive_scores_tensors(
     let (qs, ks, vs) = unsafe { (f32_slice(&q)?, f32_slice(&keys)?, f32_slice(&v)?) };
     crate::additive_scores(qs, ks, vs, &pad, shape, mask_value, &mut out);
     Some(Tensor::from_slice(&out).view([b, t, s]))
+}
+
+/// The elements of `logits` as `T`, and those of `grad` to write.
+///
+/// # Safety
+/// Both are contiguous CPU tensors of one size whose elements are `T`'s size and layout;
+/// nothing writes to `logits` while the slices live, and `grad` has no other handle.
+#[allow(unsafe_code)]
+unsafe fn logits_and_grad<'a, T>(
+    logits: &'a Tensor,
+    grad: &'a mut Tensor,
+) -> (&'a [T], &'a mut [MaybeUninit<T>]) {
+    let n = logits.numel();
+    let (x, g) = (
+        logits.data_ptr() as *const T,
+        grad.data_ptr() as *mut MaybeUninit<T>,
+    );
+    if n == 0 || x.is_null() || g.is_null() {
+        return (&[], &mut []);
+    }
+    // SAFETY: the caller's contract; `n` elements of `T` from each pointer (contiguous tensors
+    // of one size), alive while the borrowed tensors are.
+    unsafe {
+        (
+            std::slice::from_raw_parts(x, n),
+            std::slice::from_raw_parts_mut(g, n),
+        )
+    }
 }
 
 /// The elements of `t` if it is a contiguous float32 CPU tensor, else None.

@@ -707,3 +707,99 @@ fn dropout_mask_tensors_hold_the_scale_or_zero_in_their_kind() {
         0
     );
 }
+
+/// The label-smoothed loss through libtorch's operators (as the trainer computed it before the
+/// fused kernel), its value and gradient with respect to the logits.
+fn libtorch_smoothed_ce(
+    logits: &tch::Tensor,
+    target: &tch::Tensor,
+    eps: f64,
+) -> (f64, f64, tch::Tensor) {
+    use tch::Kind;
+    let x = logits.to_kind(Kind::Float).detach().set_requires_grad(true);
+    let lp = x.log_softmax(-1, Kind::Float);
+    let nll = -lp.gather(2, &target.unsqueeze(2), false).squeeze_dim(2);
+    let smooth = -lp.mean_dim(-1, false, Kind::Float);
+    let mask = target.ne(0).to_kind(Kind::Float);
+    let loss = (((1.0 - eps) * &nll + eps * smooth) * &mask).sum(Kind::Float);
+    let nll = (nll * &mask).sum(Kind::Float);
+    loss.backward();
+    (loss.double_value(&[]), nll.double_value(&[]), x.grad())
+}
+
+#[test]
+fn fused_smoothed_loss_and_gradient_match_libtorch() {
+    use tch::{Device, Kind, Tensor};
+    tch::manual_seed(11);
+    let (b, t, v) = (5i64, 7i64, 1003i64);
+    let logits = Tensor::randn([b, t, v], (Kind::Float, Device::Cpu)) * 3.0;
+    let mut ids =
+        Vec::<i64>::try_from(Tensor::randint(v, [b * t], (Kind::Int64, Device::Cpu))).unwrap();
+    // Padding at the ends of some rows, and a target that is the padding id's neighbour.
+    for i in [6, 13, 20, 27, 34] {
+        ids[i] = 0;
+    }
+    ids[3] = 1;
+    let target = Tensor::from_slice(&ids).view([b, t]);
+    let (eps, scale) = (0.1, 0.37);
+    let (want_loss, want_nll, want_grad) = libtorch_smoothed_ce(&logits, &target, eps);
+    let want_grad = want_grad * scale;
+    for threads in [1, 3] {
+        tch::set_num_threads(threads);
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let x = logits.to_kind(kind);
+            let c = loss::SmoothedCe {
+                eps: eps as f32,
+                grad_scale: scale as f32,
+                pad: 0,
+            };
+            let (sums, grad) = tensor::smoothed_ce_tensors(&x, &target, c).unwrap();
+            assert_eq!((grad.size(), grad.kind()), (x.size(), kind));
+            // bf16 logits are rounded before either side sees them: compare with the loss of
+            // the rounded logits, and the gradient within bf16's 8 significant bits.
+            let (ref_loss, ref_nll, ref_grad, tol) = match kind {
+                Kind::Float => (want_loss, want_nll, want_grad.shallow_clone(), 1e-6),
+                _ => {
+                    let (l, n, g) = libtorch_smoothed_ce(&x, &target, eps);
+                    (l, n, g * scale, 4e-3)
+                }
+            };
+            assert!(
+                (sums.loss - ref_loss).abs() < 1e-4 * ref_loss.abs(),
+                "{kind:?}: loss {} vs {ref_loss}",
+                sums.loss
+            );
+            assert!(
+                (sums.nll - ref_nll).abs() < 1e-4 * ref_nll.abs(),
+                "{kind:?}: nll {} vs {ref_nll}",
+                sums.nll
+            );
+            let err = (grad.to_kind(Kind::Float) - &ref_grad)
+                .abs()
+                .max()
+                .double_value(&[]);
+            let top = ref_grad.abs().max().double_value(&[]);
+            assert!(
+                err < tol * top.max(1e-3) + 1e-7,
+                "{kind:?}, {threads} threads: gradient off by {err} (max {top})"
+            );
+            // Padding rows: nothing in the loss, zero gradient.
+            let pad_rows = grad
+                .view([b * t, v])
+                .index_select(0, &Tensor::from_slice(&[6i64, 13]));
+            assert_eq!(pad_rows.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
+    }
+    tch::set_num_threads(1);
+    // What the kernel does not take is left to libtorch: a target outside the vocabulary,
+    // another kind, a shape that does not match.
+    let c = loss::SmoothedCe {
+        eps: 0.1,
+        grad_scale: 1.0,
+        pad: 0,
+    };
+    let bad = Tensor::from_slice(&[v; 35]).view([b, t]);
+    assert!(tensor::smoothed_ce_tensors(&logits, &bad, c).is_none());
+    assert!(tensor::smoothed_ce_tensors(&logits.to_kind(Kind::Double), &target, c).is_none());
+    assert!(tensor::smoothed_ce_tensors(&logits.narrow(1, 0, 3), &target, c).is_none());
+}
