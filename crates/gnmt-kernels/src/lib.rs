@@ -1,7 +1,7 @@
 //! # gnmt-kernels
 //!
-//! CPU kernels for inference (search), where libtorch's eager operators repack weights on every
-//! call or make several passes over large temporaries:
+//! CPU kernels for inference (search) and training, where libtorch's eager operators repack
+//! weights on every call or make several passes over large temporaries:
 //! - [`PackedLinear`]: `x W^T + b` with `W` packed once into column panels (MKL and oneDNN copy
 //!   every weight matrix into their own layout on every call: at search's row counts, as long as
 //!   the multiplication itself);
