@@ -35,8 +35,8 @@ impl DropoutDraw {
         (h >> 8) < keep_below
     }
 
-    /// The keys of the `c`-th run of 2^32 elements (so no two elements of one mask share a
-    /// counter, however large the mask).
+    /// The keys of the `c`-th run of 2^32 elements: the 32-bit counter repeats from run to run,
+    /// the keys do not.
     fn chunk_keys(&self, c: usize) -> [u32; 2] {
         [
             self.keys[0],
