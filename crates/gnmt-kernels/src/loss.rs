@@ -91,14 +91,20 @@ pub fn smoothed_ce<T: Logit>(
     }
     let per = rows.div_ceil(threads.clamp(1, rows));
     if per >= rows {
-        return rows_dispatch(logits, targets, v, c, grad);
+        return rows_dispatch(Rows {
+            x: logits,
+            t: targets,
+            v,
+            c,
+            g: grad,
+        });
     }
     std::thread::scope(|s| {
         let parts: Vec<_> = logits
             .chunks(per * v)
             .zip(targets.chunks(per))
             .zip(grad.chunks_mut(per * v))
-            .map(|((x, t), g)| s.spawn(move || rows_dispatch(x, t, v, c, g)))
+            .map(|((x, t), g)| s.spawn(move || rows_dispatch(Rows { x, t, v, c, g })))
             .collect();
         parts
             .into_iter()
@@ -107,52 +113,43 @@ pub fn smoothed_ce<T: Logit>(
     })
 }
 
-fn rows_dispatch<T: Logit>(
-    x: &[T],
-    t: &[i64],
+/// One thread's share of [`smoothed_ce`]: its rows of logits and targets, and their gradient.
+struct Rows<'a, T> {
+    x: &'a [T],
+    t: &'a [i64],
     v: usize,
     c: SmoothedCe,
-    g: &mut [MaybeUninit<T>],
-) -> LossSums {
+    g: &'a mut [MaybeUninit<T>],
+}
+
+fn rows_dispatch<T: Logit>(rows: Rows<'_, T>) -> LossSums {
     #[cfg(target_arch = "x86_64")]
     {
         let isa = Isa::detected();
         if isa >= Isa::Avx512 {
             // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::detected).
             #[allow(unsafe_code)]
-            return unsafe { rows_avx512(x, t, v, c, g) };
+            return unsafe { rows_avx512(rows) };
         }
         if isa >= Isa::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
             #[allow(unsafe_code)]
-            return unsafe { rows_avx2(x, t, v, c, g) };
+            return unsafe { rows_avx2(rows) };
         }
     }
-    rows_with(x, t, v, c, g)
+    rows_with(rows)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn rows_avx512<T: Logit>(
-    x: &[T],
-    t: &[i64],
-    v: usize,
-    c: SmoothedCe,
-    g: &mut [MaybeUninit<T>],
-) -> LossSums {
-    rows_with(x, t, v, c, g)
+fn rows_avx512<T: Logit>(rows: Rows<'_, T>) -> LossSums {
+    rows_with(rows)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn rows_avx2<T: Logit>(
-    x: &[T],
-    t: &[i64],
-    v: usize,
-    c: SmoothedCe,
-    g: &mut [MaybeUninit<T>],
-) -> LossSums {
-    rows_with(x, t, v, c, g)
+fn rows_avx2<T: Logit>(rows: Rows<'_, T>) -> LossSums {
+    rows_with(rows)
 }
 
 /// Lanes of the row reductions: independent partial sums the compiler keeps in vector
@@ -161,13 +158,7 @@ const LANES: usize = 16;
 
 /// [`smoothed_ce`] on one thread's rows, inlined into each build.
 #[inline(always)]
-fn rows_with<T: Logit>(
-    x: &[T],
-    t: &[i64],
-    v: usize,
-    c: SmoothedCe,
-    g: &mut [MaybeUninit<T>],
-) -> LossSums {
+fn rows_with<T: Logit>(Rows { x, t, v, c, g }: Rows<'_, T>) -> LossSums {
     let mut sums = LossSums::default();
     for ((row, &y), grow) in x.chunks_exact(v).zip(t).zip(g.chunks_exact_mut(v)) {
         if y == c.pad {
