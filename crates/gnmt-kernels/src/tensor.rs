@@ -43,11 +43,11 @@ pub fn smoothed_ce_tensors(
     let sums = unsafe {
         match kind {
             Kind::BFloat16 => {
-                let (x, g) = logits_and_grad::<Bf16>(&logits, &mut grad);
+                let (x, g) = (elements::<Bf16>(&logits), fresh_elements(&mut grad));
                 smoothed_ce(x, targets, v, c, g, threads)
             }
             _ => {
-                let (x, g) = logits_and_grad::<f32>(&logits, &mut grad);
+                let (x, g) = (elements::<f32>(&logits), fresh_elements(&mut grad));
                 smoothed_ce(x, targets, v, c, g, threads)
             }
         }
@@ -71,25 +71,15 @@ pub fn dropout_mask(seed: u64, p: f64, size: &[i64], kind: Kind) -> Tensor {
     } else {
         Kind::Float
     };
-    let mask = Tensor::empty(size, (mask_kind, Device::Cpu));
-    let n = mask.numel();
-    let ptr = mask.data_ptr();
-    if n > 0 && !ptr.is_null() {
-        // SAFETY: `mask` was just allocated by libtorch, contiguous, with `n` elements of
-        // `mask_kind` (4 bytes for float32, 2 for bf16) from `ptr`; no other handle to it exists
-        // while the slice lives; its memory is uninitialised, hence MaybeUninit, and all of it
-        // is written before the tensor is read.
-        unsafe {
-            match mask_kind {
-                Kind::BFloat16 => {
-                    let out = std::slice::from_raw_parts_mut(ptr as *mut MaybeUninit<u16>, n);
-                    fill_dropout_mask(&draw, to_bf16(scale), 0, out);
-                }
-                _ => {
-                    let out = std::slice::from_raw_parts_mut(ptr as *mut MaybeUninit<f32>, n);
-                    fill_dropout_mask(&draw, scale, 0.0, out);
-                }
+    let mut mask = Tensor::empty(size, (mask_kind, Device::Cpu));
+    // SAFETY: `mask` was just allocated, contiguous, of `mask_kind` (bf16: two bytes, written
+    // as u16 bits; else float32), with no other handle; fill_dropout_mask writes all of it.
+    unsafe {
+        match mask_kind {
+            Kind::BFloat16 => {
+                fill_dropout_mask(&draw, to_bf16(scale), 0u16, fresh_elements(&mut mask))
             }
+            _ => fill_dropout_mask(&draw, scale, 0.0f32, fresh_elements(&mut mask)),
         }
     }
     if mask_kind == kind {
@@ -182,32 +172,37 @@ pub fn additive_scores_tensors(
     Some(Tensor::from_slice(&out).view([b, t, s]))
 }
 
-/// The elements of `logits` as `T`, and those of `grad` to write.
+/// The elements of `t` as `T`.
 ///
 /// # Safety
-/// Both are contiguous CPU tensors of one size whose elements are `T`'s size and layout;
-/// nothing writes to `logits` while the slices live, and `grad` has no other handle.
+/// `t` is a contiguous CPU tensor whose elements have `T`'s size and layout, and nothing
+/// writes to its storage while the slice lives.
 #[allow(unsafe_code)]
-unsafe fn logits_and_grad<'a, T>(
-    logits: &'a Tensor,
-    grad: &'a mut Tensor,
-) -> (&'a [T], &'a mut [MaybeUninit<T>]) {
-    let n = logits.numel();
-    let (x, g) = (
-        logits.data_ptr() as *const T,
-        grad.data_ptr() as *mut MaybeUninit<T>,
-    );
-    if n == 0 || x.is_null() || g.is_null() {
-        return (&[], &mut []);
+unsafe fn elements<T>(t: &Tensor) -> &[T] {
+    let (n, ptr) = (t.numel(), t.data_ptr() as *const T);
+    if n == 0 || ptr.is_null() {
+        return &[];
     }
-    // SAFETY: the caller's contract; `n` elements of `T` from each pointer (contiguous tensors
-    // of one size), alive while the borrowed tensors are.
-    unsafe {
-        (
-            std::slice::from_raw_parts(x, n),
-            std::slice::from_raw_parts_mut(g, n),
-        )
+    // SAFETY: the caller's contract: `n` initialised elements of `T` from the data pointer of a
+    // contiguous tensor, valid while `t` (borrowed for the slice's lifetime) holds the storage.
+    unsafe { std::slice::from_raw_parts(ptr, n) }
+}
+
+/// The elements of `t`, just allocated (uninitialised), to write.
+///
+/// # Safety
+/// `t` is a contiguous CPU tensor whose elements have `T`'s size and layout, and no other
+/// handle to its storage exists.
+#[allow(unsafe_code)]
+unsafe fn fresh_elements<T>(t: &mut Tensor) -> &mut [MaybeUninit<T>] {
+    let (n, ptr) = (t.numel(), t.data_ptr() as *mut MaybeUninit<T>);
+    if n == 0 || ptr.is_null() {
+        return &mut [];
     }
+    // SAFETY: the caller's contract: `n` elements' room from the data pointer of a contiguous
+    // tensor that nothing else reaches, valid while `t` is borrowed; MaybeUninit needs no
+    // initialised contents.
+    unsafe { std::slice::from_raw_parts_mut(ptr, n) }
 }
 
 /// The elements of `t` if it is a contiguous float32 CPU tensor, else None.
@@ -220,15 +215,9 @@ unsafe fn f32_slice(t: &Tensor) -> Option<&[f32]> {
     if !t.defined() || t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
         return None;
     }
-    let n = t.numel();
-    let ptr = t.data_ptr() as *const f32;
-    if n == 0 || ptr.is_null() {
-        return Some(&[]);
-    }
-    // SAFETY: a contiguous float32 CPU tensor of `n` elements spans `n` initialised floats from
-    // its data pointer, which stays valid while `t` (borrowed for the slice's lifetime) holds
-    // the storage; writes through other handles are excluded by the caller's contract.
-    Some(unsafe { std::slice::from_raw_parts(ptr, n) })
+    // SAFETY: a contiguous float32 CPU tensor (checked); writes through other handles are
+    // excluded by the caller's contract.
+    Some(unsafe { elements(t) })
 }
 
 #[cfg(test)]
