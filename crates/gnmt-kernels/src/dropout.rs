@@ -65,33 +65,13 @@ pub fn fill_dropout_mask<T: Copy>(
     dropped: T,
     out: &mut [MaybeUninit<T>],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::detected();
-        if isa >= Isa::Avx512 {
-            // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { fill_avx512(draw, kept, dropped, out) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { fill_avx2(draw, kept, dropped, out) };
-        }
-    }
-    fill_with(draw, kept, dropped, out)
+    fill_on(Isa::detected(), draw, kept, dropped, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn fill_avx512<T: Copy>(draw: &DropoutDraw, kept: T, dropped: T, out: &mut [MaybeUninit<T>]) {
-    fill_with(draw, kept, dropped, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fill_avx2<T: Copy>(draw: &DropoutDraw, kept: T, dropped: T, out: &mut [MaybeUninit<T>]) {
-    fill_with(draw, kept, dropped, out)
+per_isa! {
+    /// [`fill_dropout_mask`] on the best build `isa` and the CPU allow.
+    fn fill_on[T: Copy](draw: &DropoutDraw, kept: T, dropped: T, out: &mut [MaybeUninit<T>])
+        = fill_with;
 }
 
 /// [`fill_dropout_mask`]'s body, inlined into each build.
@@ -117,19 +97,7 @@ pub(crate) fn mask_of_build(isa: Isa, draw: &DropoutDraw, n: usize) -> Option<Ve
         return None;
     }
     let mut out = vec![MaybeUninit::uninit(); n];
-    match isa {
-        Isa::Portable => fill_with(draw, 1.0, 0.0, &mut out),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2 and FMA (checked against Isa::supported above).
-        #[allow(unsafe_code)]
-        Isa::Avx2 => unsafe { fill_avx2(draw, 1.0, 0.0, &mut out) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX-512 (checked against Isa::supported above).
-        #[allow(unsafe_code)]
-        Isa::Avx512 => unsafe { fill_avx512(draw, 1.0, 0.0, &mut out) },
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => return None,
-    }
+    fill_on(isa, draw, 1.0f32, 0.0, &mut out);
     Some(
         out.into_iter()
             .map(|x| {

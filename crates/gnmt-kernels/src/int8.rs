@@ -246,33 +246,13 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
 /// so it is compiled for the widest vector unit the CPU has (the same bits from each build:
 /// division and rounding are exact operations).
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::detected();
-        if isa >= Isa::Avx512 {
-            // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { quantize_rows_avx512(x, m, k, k4) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { quantize_rows_avx2(x, m, k, k4) };
-        }
-    }
-    quantize_rows_with(x, m, k, k4)
+    quantize_rows_on(Isa::detected(), x, m, k, k4)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn quantize_rows_avx512(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    quantize_rows_with(x, m, k, k4)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn quantize_rows_avx2(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    quantize_rows_with(x, m, k, k4)
+per_isa! {
+    /// [`quantize_rows`] on the best build `isa` and the CPU allow.
+    pub(crate) fn quantize_rows_on(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>)
+        = quantize_rows_with;
 }
 
 /// [`quantize_rows`]'s body, inlined into each build (plain loops the compiler vectorizes).

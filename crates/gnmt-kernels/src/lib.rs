@@ -22,6 +22,8 @@
 //! elements of CPU tensors for them. Callers choose them per search with [`Kernels`]
 //! (`Libtorch` measures what they bring).
 
+#[macro_use]
+mod builds;
 #[cfg(target_arch = "x86_64")]
 pub mod adam;
 #[cfg(target_arch = "x86_64")]

@@ -91,20 +91,23 @@ pub fn smoothed_ce<T: Logit>(
     }
     let per = rows.div_ceil(threads.clamp(1, rows));
     if per >= rows {
-        return rows_dispatch(Rows {
-            x: logits,
-            t: targets,
-            v,
-            c,
-            g: grad,
-        });
+        return rows_on(
+            Isa::detected(),
+            Rows {
+                x: logits,
+                t: targets,
+                v,
+                c,
+                g: grad,
+            },
+        );
     }
     std::thread::scope(|s| {
         let parts: Vec<_> = logits
             .chunks(per * v)
             .zip(targets.chunks(per))
             .zip(grad.chunks_mut(per * v))
-            .map(|((x, t), g)| s.spawn(move || rows_dispatch(Rows { x, t, v, c, g })))
+            .map(|((x, t), g)| s.spawn(move || rows_on(Isa::detected(), Rows { x, t, v, c, g })))
             .collect();
         parts
             .into_iter()
@@ -122,34 +125,9 @@ struct Rows<'a, T> {
     g: &'a mut [MaybeUninit<T>],
 }
 
-fn rows_dispatch<T: Logit>(rows: Rows<'_, T>) -> LossSums {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::detected();
-        if isa >= Isa::Avx512 {
-            // SAFETY: the CPU has AVX-512 F, DQ, BW and VL (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { rows_avx512(rows) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
-            #[allow(unsafe_code)]
-            return unsafe { rows_avx2(rows) };
-        }
-    }
-    rows_with(rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn rows_avx512<T: Logit>(rows: Rows<'_, T>) -> LossSums {
-    rows_with(rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rows_avx2<T: Logit>(rows: Rows<'_, T>) -> LossSums {
-    rows_with(rows)
+per_isa! {
+    /// [`smoothed_ce`] on one thread's rows, on the best build `isa` and the CPU allow.
+    fn rows_on[T: Logit](rows: Rows<'_, T>) -> LossSums = rows_with;
 }
 
 /// Lanes of the row reductions: independent partial sums the compiler keeps in vector

@@ -618,7 +618,7 @@ fn quantized_matrices_pack_as_the_float_ones_and_rows_read_back() {
 }
 
 #[test]
-fn input_rows_quantize_as_quantize_does_on_this_cpus_build() {
+fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
     let k: usize = 7;
     let rows: [[f32; 7]; 5] = [
         // Scale 1: halves round away from zero.
@@ -642,6 +642,12 @@ fn input_rows_quantize_as_quantize_does_on_this_cpus_build() {
         let want: Vec<u8> = q.iter().map(|&v| (v as i16 + 128) as u8).collect();
         assert_eq!(bytes[..k], want[..], "row {r}");
         assert!(bytes[k..].iter().all(|&b| b == 128), "row {r}: padding");
+    }
+    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
+        let (p, s) = int8::quantize_rows_on(isa, &x, rows.len(), k, k4);
+        assert_eq!(p, packed, "{isa:?}");
+        assert_eq!(bits(&s), bits(&scales), "{isa:?}");
     }
 }
 
