@@ -24,7 +24,6 @@
 
 #[macro_use]
 mod builds;
-#[cfg(target_arch = "x86_64")]
 pub mod adam;
 #[cfg(target_arch = "x86_64")]
 mod avx2;

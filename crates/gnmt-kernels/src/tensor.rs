@@ -4,7 +4,7 @@ use std::mem::MaybeUninit;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::adam::{adam_update, AdamStep};
+use crate::adam::{accumulate_bf16, adam_update, adam_update_bf16_copy, AdamStep};
 use crate::loss::{smoothed_ce, Bf16, LossSums, SmoothedCe};
 use crate::{fill_dropout_mask, to_bf16, DropoutDraw};
 
@@ -90,47 +90,84 @@ pub fn dropout_mask(seed: u64, p: f64, size: &[i64], kind: Kind) -> Tensor {
 }
 
 /// Adam's update ([`adam_update`]) in place on four float32 CPU tensors: parameters `p`,
-/// gradient `g`, moments `m` and `v`. Returns false (nothing done) unless all four are
-/// contiguous float32 CPU tensors of one size with storage of their own (pairwise disjoint);
-/// the caller then takes another path.
+/// gradient `g`, moments `m` and `v`; with `work` (mixed precision's bf16 working copy of `p`),
+/// the updated parameters rounded into it as well ([`adam_update_bf16_copy`]). Returns false
+/// (nothing done) unless all are contiguous CPU tensors of one size, float32 (`work`: bf16),
+/// with storage of their own (pairwise disjoint); the caller then takes another path.
 ///
 /// The optimizer calls this under `no_grad`, on tensors it owns, from one thread.
 #[allow(unsafe_code)]
-pub fn adam_update_tensors(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamStep) -> bool {
+pub fn adam_update_tensors(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    work: Option<&Tensor>,
+    c: &AdamStep,
+) -> bool {
     let n = p.numel();
-    let ok = [p, g, m, v].iter().all(|t| {
-        t.defined()
-            && t.device() == Device::Cpu
-            && t.kind() == Kind::Float
-            && t.is_contiguous()
-            && t.numel() == n
-    });
-    if !ok || n == 0 {
+    let floats = [p, g, m, v].map(|t| (t, Kind::Float));
+    let all = floats
+        .iter()
+        .copied()
+        .chain(work.map(|w| (w, Kind::BFloat16)));
+    if n == 0 || !own_cpu_buffers(all, n) {
         return false;
     }
-    let ptrs = [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr()];
-    let bytes = n * std::mem::size_of::<f32>();
-    let start = |i: usize| ptrs[i] as usize;
-    let disjoint = (0..4)
-        .all(|i| (i + 1..4).all(|j| start(i) + bytes <= start(j) || start(j) + bytes <= start(i)));
-    if !disjoint || ptrs.iter().any(|x| x.is_null()) {
-        return false;
+    // SAFETY: each is a live, contiguous CPU buffer of `n` elements of its kind (float32,
+    // bf16 for `work`), the byte ranges pairwise disjoint (own_cpu_buffers), so the mutable
+    // slices alias nothing; the tensors are borrowed for the whole call, and the optimizer
+    // (the one caller) runs it on tensors no other thread touches.
+    unsafe {
+        let (p, g, m, v) = (
+            owned_elements::<f32>(p),
+            elements::<f32>(g),
+            owned_elements::<f32>(m),
+            owned_elements::<f32>(v),
+        );
+        match work {
+            Some(w) => adam_update_bf16_copy(p, g, m, v, owned_elements::<u16>(w), c),
+            None => adam_update(p, g, m, v, c),
+        }
     }
-    // SAFETY: each pointer is the start of a live, contiguous float32 CPU buffer of `n`
-    // elements (checked above: a contiguous tensor of `n` elements spans exactly `n` floats
-    // from its data pointer); the four byte ranges are pairwise disjoint (checked), so the
-    // mutable slices do not alias; the tensors are borrowed for the whole call, and the
-    // optimizer (this function's one caller) runs it on tensors no other thread touches.
-    let (p, g, m, v) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, n),
-            std::slice::from_raw_parts(ptrs[1] as *const f32, n),
-            std::slice::from_raw_parts_mut(ptrs[2] as *mut f32, n),
-            std::slice::from_raw_parts_mut(ptrs[3] as *mut f32, n),
-        )
-    };
-    adam_update(p, g, m, v, c);
     true
+}
+
+/// Mixed precision's accumulation ([`accumulate_bf16`]): `acc += g / scale` into a float32 CPU
+/// tensor from a bf16 gradient `g`, which is zeroed. Returns false (nothing done) unless both
+/// are contiguous CPU tensors of one size and those kinds with storage of their own.
+///
+/// The optimizer calls this under `no_grad`, on tensors it owns, from one thread.
+#[allow(unsafe_code)]
+pub fn accumulate_bf16_tensors(acc: &Tensor, g: &Tensor, scale: f32) -> bool {
+    let n = acc.numel();
+    if n == 0 || !own_cpu_buffers([(acc, Kind::Float), (g, Kind::BFloat16)].into_iter(), n) {
+        return false;
+    }
+    // SAFETY: as in adam_update_tensors: two live, contiguous, disjoint CPU buffers of `n`
+    // elements of their kinds (checked), owned by the one calling thread.
+    unsafe { accumulate_bf16(owned_elements::<f32>(acc), owned_elements::<u16>(g), scale) };
+    true
+}
+
+/// Whether each tensor is defined, on the CPU, contiguous, of its kind and of `n` elements,
+/// with a byte range that overlaps no other's.
+fn own_cpu_buffers<'a>(tensors: impl Iterator<Item = (&'a Tensor, Kind)>, n: usize) -> bool {
+    let mut ranges = Vec::new();
+    for (t, kind) in tensors {
+        let ok = t.defined()
+            && t.device() == Device::Cpu
+            && t.kind() == kind
+            && t.is_contiguous()
+            && t.numel() == n;
+        let start = if ok { t.data_ptr() as usize } else { 0 };
+        if start == 0 {
+            return false;
+        }
+        ranges.push((start, start + n * kind.elt_size_in_bytes()));
+    }
+    ranges.sort_unstable();
+    ranges.windows(2).all(|w| w[0].1 <= w[1].0)
 }
 
 /// Additive attention scores ([`crate::additive_scores`]) of queries `q` `[B, T, U]` over
@@ -186,6 +223,23 @@ unsafe fn elements<T>(t: &Tensor) -> &[T] {
     // SAFETY: the caller's contract: `n` initialised elements of `T` from the data pointer of a
     // contiguous tensor, valid while `t` (borrowed for the slice's lifetime) holds the storage.
     unsafe { std::slice::from_raw_parts(ptr, n) }
+}
+
+/// The elements of `t`, to update in place.
+///
+/// # Safety
+/// `t` is a contiguous CPU tensor of `n` initialised elements of `T`'s size and layout, and no
+/// other reference to its storage is used while the slice lives.
+#[allow(unsafe_code)]
+#[allow(clippy::mut_from_ref)]
+unsafe fn owned_elements<T>(t: &Tensor) -> &mut [T] {
+    let (n, ptr) = (t.numel(), t.data_ptr() as *mut T);
+    if n == 0 || ptr.is_null() {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract: `n` initialised elements from the data pointer of a
+    // contiguous tensor, reached by nothing else while `t` is borrowed.
+    unsafe { std::slice::from_raw_parts_mut(ptr, n) }
 }
 
 /// The elements of `t`, just allocated (uninitialised), to write.

@@ -809,3 +809,66 @@ fn fused_smoothed_loss_and_gradient_match_libtorch() {
     assert!(tensor::smoothed_ce_tensors(&logits.to_kind(Kind::Double), &target, c).is_none());
     assert!(tensor::smoothed_ce_tensors(&logits.narrow(1, 0, 3), &target, c).is_none());
 }
+
+#[test]
+fn adam_updates_alike_on_every_build_and_the_working_copy_is_rounded_as_libtorch_does() {
+    use tch::{Kind, Tensor};
+    let n = 1003; // not a multiple of any vector width
+    let c = adam::AdamStep {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        inv_sqrt_bc2: 31.6,
+        step_size: 2e-3,
+    };
+    let wave = |k: f32| (0..n).map(|i| ((i as f32) * k).sin()).collect::<Vec<f32>>();
+    let (p, g, m) = (wave(0.37), wave(1.3), wave(0.11));
+    let v: Vec<f32> = wave(0.7).iter().map(|x| x * x * 0.01).collect();
+    let want = adam::update_of_build(Isa::Portable, [&p, &g, &m, &v], &c).unwrap();
+    let rounded = Tensor::from_slice(&want[0])
+        .to_kind(Kind::BFloat16)
+        .to_kind(Kind::Float);
+    assert_eq!(Vec::<f32>::try_from(&rounded).unwrap(), want[3]);
+    for isa in Isa::ALL {
+        if let Some(got) = adam::update_of_build(isa, [&p, &g, &m, &v], &c) {
+            let bits =
+                |x: &[Vec<f32>; 4]| x.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&got) == bits(&want),
+                "{isa:?} differs from the portable build"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_gradients_accumulate_into_float32_as_libtorch_adds_them_and_are_zeroed() {
+    use tch::{Device, Kind, Tensor};
+    let n = 517;
+    let g0 = Tensor::from_slice(
+        &(0..n)
+            .map(|i| ((i as f32) * 0.9).cos() * 3.0)
+            .collect::<Vec<_>>(),
+    )
+    .to_kind(Kind::BFloat16);
+    let acc0 = Tensor::from_slice(&(0..n).map(|i| (i as f32) * 1e-3).collect::<Vec<_>>());
+    for scale in [1.0f32, 1024.0] {
+        let (acc, g) = (acc0.copy(), g0.copy());
+        assert!(tensor::accumulate_bf16_tensors(&acc, &g, scale));
+        let want = &acc0 + g0.to_kind(Kind::Float) / scale as f64;
+        assert!(acc.equal(&want), "scale {scale}");
+        assert_eq!(g.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+    // Other kinds, other sizes, views that are not contiguous: declined, nothing written.
+    let acc = acc0.copy();
+    let half = g0.to_kind(Kind::Half);
+    assert!(!tensor::accumulate_bf16_tensors(&acc, &half, 1.0));
+    assert!(!tensor::accumulate_bf16_tensors(
+        &acc,
+        &g0.narrow(0, 0, 10),
+        1.0
+    ));
+    let strided = Tensor::zeros([n, 2], (Kind::BFloat16, Device::Cpu)).select(1, 0);
+    assert!(!tensor::accumulate_bf16_tensors(&acc, &strided, 1.0));
+    assert!(acc.equal(&acc0));
+}

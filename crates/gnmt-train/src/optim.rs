@@ -35,6 +35,7 @@ pub struct Adam {
 // The scalars of one Adam update, and the one-pass CPU update (declining, with false, tensors
 // that are not contiguous float32 CPU tensors of their own): gnmt-kernels' own.
 use gnmt_kernels::adam::AdamStep as AdamCoefficients;
+use gnmt_kernels::tensor::accumulate_bf16_tensors as fused_accumulate;
 use gnmt_kernels::tensor::adam_update_tensors as fused_cpu_update;
 
 /// The same update with libtorch operations (GPU tensors), the fewest passes it allows.
@@ -136,10 +137,18 @@ impl Adam {
     }
 
     fn sync_work(&mut self) {
+        self.sync_work_except(&[]);
+    }
+
+    /// Refreshes the working copy from the master weights, but for parameters marked in
+    /// `fresh` (refreshed already by the fused update).
+    fn sync_work_except(&mut self, fresh: &[bool]) {
         if let Some(work) = &mut self.work {
             tch::no_grad(|| {
-                for (w, (_, p)) in work.iter_mut().zip(&self.vars) {
-                    w.copy_(p);
+                for (i, (w, (_, p))) in work.iter_mut().zip(&self.vars).enumerate() {
+                    if !fresh.get(i).copied().unwrap_or(false) {
+                        w.copy_(p);
+                    }
                 }
             });
         }
@@ -155,7 +164,7 @@ impl Adam {
         tch::no_grad(|| {
             for (w, a) in work.iter().zip(acc.iter_mut()) {
                 let mut g = w.grad();
-                if !g.defined() {
+                if !g.defined() || fused_accumulate(a, &g, self.grad_scale as f32) {
                     continue;
                 }
                 let g32 = g.to_kind(Kind::Float);
@@ -277,17 +286,26 @@ impl Adam {
             step_size: (lr / bc1) as f32,
         };
         let grads: Vec<Tensor> = (0..self.vars.len()).map(|i| self.grad(i)).collect();
+        // A bf16 working copy is refreshed by the fused update itself; others after it.
+        let bf16_work = |i: usize| {
+            let w = self.work.as_ref().map(|w| &w[i]);
+            w.filter(|w| w.kind() == Kind::BFloat16)
+        };
+        let mut fresh = vec![false; self.vars.len()];
         tch::no_grad(|| {
             for (i, ((_, p), g)) in self.vars.iter_mut().zip(grads).enumerate() {
                 if !g.defined() {
                     continue;
                 }
-                if !fused_cpu_update(p, &g, &self.m[i], &self.v[i], &c) {
+                let work = bf16_work(i);
+                if fused_cpu_update(p, &g, &self.m[i], &self.v[i], work, &c) {
+                    fresh[i] = work.is_some();
+                } else {
                     tensor_update(p, &g, &mut self.m[i], &mut self.v[i], &c);
                 }
             }
         });
-        self.sync_work();
+        self.sync_work_except(&fresh);
     }
 
     /// Data-parallel training: sums every rank's float32 gradients (and `extra`, the step's
@@ -477,7 +495,7 @@ mod tests {
             (r(1.0), r(1.0), r(0.1), v0)
         });
         let (p, m, v) = (p0.copy(), m0.copy(), v0.copy());
-        assert!(fused_cpu_update(&p, &g, &m, &v, &c));
+        assert!(fused_cpu_update(&p, &g, &m, &v, None, &c));
         let (mut p2, mut m2, mut v2) = (p0.copy(), m0.copy(), v0.copy());
         tensor_update(&mut p2, &g, &mut m2, &mut v2, &c);
         for (a, b) in [(&p, &p2), (&m, &m2), (&v, &v2)] {
@@ -492,9 +510,9 @@ mod tests {
         // Not contiguous, or not float32: the fused path declines.
         let t = crate::seeded(4, || Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu))).tr();
         let o = || Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
-        assert!(!fused_cpu_update(&t, &o(), &o(), &o(), &c));
+        assert!(!fused_cpu_update(&t, &o(), &o(), &o(), None, &c));
         let d = Tensor::zeros([n], (Kind::Double, tch::Device::Cpu));
-        assert!(!fused_cpu_update(&d, &g, &m, &v, &c));
+        assert!(!fused_cpu_update(&d, &g, &m, &v, None, &c));
         // Overlapping views of one buffer: declined, the slices would alias.
         let buf = Tensor::zeros([n + 1], (Kind::Float, tch::Device::Cpu));
         assert!(!fused_cpu_update(
@@ -502,8 +520,47 @@ mod tests {
             &buf.narrow(0, 1, n),
             &m,
             &v,
+            None,
             &c
         ));
+        // Mixed precision: the same update, and the bf16 working copy is the updated weights
+        // rounded as libtorch rounds them; an fp16 copy, or one inside another buffer, declined.
+        let (p3, m3, v3) = (p0.copy(), m0.copy(), v0.copy());
+        let work = Tensor::zeros([n], (Kind::BFloat16, tch::Device::Cpu));
+        assert!(fused_cpu_update(&p3, &g, &m3, &v3, Some(&work), &c));
+        assert!(p3.equal(&p) && m3.equal(&m) && v3.equal(&v));
+        assert!(work.equal(&p.to_kind(Kind::BFloat16)));
+        let half = Tensor::zeros([n], (Kind::Half, tch::Device::Cpu));
+        assert!(!fused_cpu_update(&p3, &g, &m3, &v3, Some(&half), &c));
+        let inside = Tensor::zeros([n * 2], (Kind::Float, tch::Device::Cpu));
+        let (p4, w4) = (
+            inside.narrow(0, 0, n),
+            inside.narrow(0, n / 2, n / 2).view_dtype(Kind::BFloat16),
+        );
+        assert_eq!(w4.numel(), n as usize);
+        assert!(!fused_cpu_update(&p4, &g, &m3, &v3, Some(&w4), &c));
+    }
+
+    #[test]
+    fn a_mixed_precision_step_refreshes_the_working_copy() {
+        for kind in [Kind::BFloat16, Kind::Half] {
+            let (master, work, mut adam) = mixed_pair(1000, kind);
+            let w = work.variables()["w"].shallow_clone();
+            adam.zero_grad();
+            let coef = crate::seeded(5, || Tensor::randn([1000], (Kind::Float, tch::Device::Cpu)));
+            (&w * coef.to_kind(kind)).sum(Kind::Float).backward();
+            adam.accumulate();
+            adam.apply(1e-2);
+            let m = master.variables()["w"].shallow_clone();
+            assert!(
+                m.not_equal(1.0).all().int64_value(&[]) == 1,
+                "{kind:?}: every weight moved"
+            );
+            assert!(
+                w.equal(&m.to_kind(kind)),
+                "{kind:?}: working copy = rounded master"
+            );
+        }
     }
 
     #[test]
