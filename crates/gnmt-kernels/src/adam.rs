@@ -30,7 +30,8 @@ impl AdamStep {
 
 /// Updates parameters `p` and moments `m`, `v` with gradient `g` (all of one length).
 pub fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamStep) {
-    update_on(Isa::detected(), p, g, m, v, None, c)
+    let work = None;
+    update_on(Isa::detected(), Slices { p, g, m, v, work }, c)
 }
 
 /// [`adam_update`], and each updated parameter rounded to bf16 into `work` (mixed precision's
@@ -43,31 +44,27 @@ pub fn adam_update_bf16_copy(
     work: &mut [u16],
     c: &AdamStep,
 ) {
-    update_on(Isa::detected(), p, g, m, v, Some(work), c)
+    let work = Some(work);
+    update_on(Isa::detected(), Slices { p, g, m, v, work }, c)
+}
+
+/// One parameter's arrays in an update.
+struct Slices<'a> {
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    work: Option<&'a mut [u16]>,
 }
 
 per_isa! {
     /// Adam's update on the best build `isa` and the CPU allow (the same bits on each: no
     /// operation is contracted or reordered).
-    fn update_on(
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        work: Option<&mut [u16]>,
-        c: &AdamStep,
-    ) = update_with;
+    fn update_on(s: Slices<'_>, c: &AdamStep) = update_with;
 }
 
 #[inline(always)]
-fn update_with(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    work: Option<&mut [u16]>,
-    c: &AdamStep,
-) {
+fn update_with(Slices { p, g, m, v, work }: Slices<'_>, c: &AdamStep) {
     let each = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
     match work {
         Some(work) => {
@@ -110,6 +107,13 @@ pub(crate) fn update_of_build(isa: Isa, state: [&[f32]; 4], c: &AdamStep) -> Opt
     let [p, g, m, v] = state;
     let (mut p, mut m, mut v) = (p.to_vec(), m.to_vec(), v.to_vec());
     let mut work = vec![0u16; p.len()];
-    update_on(isa, &mut p, g, &mut m, &mut v, Some(&mut work), c);
+    let s = Slices {
+        p: &mut p,
+        g,
+        m: &mut m,
+        v: &mut v,
+        work: Some(&mut work),
+    };
+    update_on(isa, s, c);
     Some([p, m, v, work.into_iter().map(from_bf16).collect()])
 }
