@@ -159,11 +159,12 @@ fn own_cpu_buffers<'a>(tensors: impl Iterator<Item = (&'a Tensor, Kind)>, n: usi
             && t.device() == Device::Cpu
             && t.kind() == kind
             && t.is_contiguous()
-            && t.numel() == n;
-        let start = if ok { t.data_ptr() as usize } else { 0 };
-        if start == 0 {
+            && t.numel() == n
+            && !t.data_ptr().is_null();
+        if !ok {
             return false;
         }
+        let start = t.data_ptr() as usize;
         ranges.push((start, start + n * kind.elt_size_in_bytes()));
     }
     ranges.sort_unstable();
@@ -249,14 +250,9 @@ unsafe fn owned_elements<T>(t: &Tensor) -> &mut [T] {
 /// handle to its storage exists.
 #[allow(unsafe_code)]
 unsafe fn fresh_elements<T>(t: &mut Tensor) -> &mut [MaybeUninit<T>] {
-    let (n, ptr) = (t.numel(), t.data_ptr() as *mut MaybeUninit<T>);
-    if n == 0 || ptr.is_null() {
-        return &mut [];
-    }
-    // SAFETY: the caller's contract: `n` elements' room from the data pointer of a contiguous
-    // tensor that nothing else reaches, valid while `t` is borrowed; MaybeUninit needs no
-    // initialised contents.
-    unsafe { std::slice::from_raw_parts_mut(ptr, n) }
+    // SAFETY: the caller's contract, and MaybeUninit<T> has T's size and layout and needs no
+    // initialised contents, which is owned_elements' contract for it.
+    unsafe { owned_elements::<MaybeUninit<T>>(t) }
 }
 
 /// The elements of `t` if it is a contiguous float32 CPU tensor, else None.
