@@ -76,8 +76,12 @@ done
 # under CPU autocast to bf16, each also with gnmt-rs's allocator setting (the best of all four
 # is PyTorch's best).
 echo
-echo "| train small, batch 64, tokens/s (round) | gnmt-rs fp32 | gnmt-rs bf16 | PyTorch fp32 | PyTorch fp32, gnmt's malloc | PyTorch bf16 | PyTorch bf16, gnmt's malloc | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+# The matrix products' work of a step (gnmt bench train's gflop_per_step) over its tokens: the
+# same model and batch for both, so tokens/s times this is each one's GFLOP/s.
+per_token=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 1 --warmup 0 2>/dev/null \
+    | jq -r '.gflop_per_step / (.tokens_per_s * .ms_per_step / 1000)')
+echo "| train small, batch 64, tokens/s (round) | gnmt-rs fp32 | gnmt-rs bf16 | PyTorch fp32 | PyTorch fp32, gnmt's malloc | PyTorch bf16 | PyTorch bf16, gnmt's malloc | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 | GFLOP/s, best gnmt-rs / best PyTorch |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 train_py() { "$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 "$@" 2>/dev/null | field tokens_per_s; }
 for round in 1 2; do
     g32=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
@@ -87,7 +91,8 @@ for round in 1 2; do
     p16=$(train_py --precision bf16)
     m16=$(GLIBC_TUNABLES=$MALLOC train_py --precision bf16)
     gb=$(best "$g32" "$g16"); pb=$(best "$p32" "$m32" "$p16" "$m16")
-    echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
+    gf=$(awk -v g="$gb" -v p="$pb" -v k="$per_token" 'BEGIN { printf "%.0f / %.0f", g * k, p * k }')
+    echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") | $gf |"
 done
 # Same search, same translations?
 $G translate --model "$MODEL" --precision fp32 --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null

@@ -115,6 +115,14 @@ fn bench_prints_json_with_throughput() {
     let v = train(&[]);
     assert_eq!(v["bench"], "train");
     assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0 && v["ms_per_step"].as_f64().unwrap() > 0.0);
+    // The products' work per step, and its rate at the measured step time.
+    let (gflop, rate, ms) = (
+        v["gflop_per_step"].as_f64().unwrap(),
+        v["gflop_per_s"].as_f64().unwrap(),
+        v["ms_per_step"].as_f64().unwrap(),
+    );
+    assert!(gflop > 0.0, "{v}");
+    assert!((rate - gflop * 1000.0 / ms).abs() <= 1e-6 * rate, "{v}");
     // Mixed precision runs (here on the CPU) and still learns something finite.
     for flag in ["--bf16", "--fp16"] {
         let v = train(&[flag]);

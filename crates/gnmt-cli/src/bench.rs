@@ -262,12 +262,16 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     let steps = a.steps.max(1) as f64;
     // Non-pad tokens per step: source plus target (with its EOS).
     let tokens = (b * l + b * (l + 1)) as f64;
+    // The matrix products' work: a forward pass and a backward pass of twice its cost.
+    let gflop = 3.0 * b as f64 * model.config.forward_flops(l, l + 1).total() / 1e9;
     Ok(serde_json::json!({
         "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()), "bf16": c.bf16, "fp16": c.fp16,
         "model": c.model, "device": c.device, "threads": tch::get_num_threads(),
         "batch_size": b, "len": l, "steps": a.steps.max(1),
         "ms_per_step": secs * 1000.0 / steps, "tokens_per_s": tokens * steps / secs,
         "final_loss": last, "peak_rss_mb": peak_rss_mb(),
+        "gflop_per_step": gflop, "gflop_per_s": gflop * steps / secs,
+        "isa": gnmt_model::Isa::detected().name(), "cpu": crate::doctor::cpu_model(),
     }))
 }
 

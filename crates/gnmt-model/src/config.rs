@@ -74,6 +74,21 @@ impl Default for ModelConfig {
     }
 }
 
+/// Flops of a forward pass by part ([`ModelConfig::forward_flops`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForwardFlops {
+    pub encoder: f64,
+    pub attention: f64,
+    pub decoder: f64,
+    pub classifier: f64,
+}
+
+impl ForwardFlops {
+    pub fn total(&self) -> f64 {
+        self.encoder + self.attention + self.decoder + self.classifier
+    }
+}
+
 /// Names of the presets.
 pub const PRESETS: &[&str] = &["gnmt8", "gnmt4", "small", "small8", "tiny"];
 
@@ -117,6 +132,39 @@ impl ModelConfig {
             },
             _ => return None,
         })
+    }
+
+    /// The matrix products of a teacher-forced forward pass over one sentence pair of `src`
+    /// source and `tgt` target positions, in flops (two per multiply-add), by part. What is
+    /// left out (gate nonlinearities, softmaxes, the loss, dropout) is element-wise work, a few
+    /// percent of a step. Backward passes cost about twice the forward (each product has two
+    /// gradients), so a training step is about three times [`ForwardFlops::total`].
+    pub fn forward_flops(&self, src: usize, tgt: usize) -> ForwardFlops {
+        let (h, e, a, v) = (
+            self.hidden_size as f64,
+            self.embedding_size as f64,
+            self.attention_units as f64,
+            self.vocab_size as f64,
+        );
+        let (s, t) = (src as f64, tgt as f64);
+        // One LSTM layer per position: the four gates from its input and its last state.
+        let gates = |input: f64| 4.0 * h * (input + h);
+        let upper_encoder: f64 = (1..self.encoder_layers)
+            .map(|i| gates(if i == 1 { 2.0 * h } else { h }))
+            .sum();
+        let encoder = s * (2.0 * gates(e) + upper_encoder);
+        // Keys once per source position; per target position its query, a score over every
+        // key (units wide) and the context (the encoder's width) over every position.
+        let attention = s * h * a + t * (h * a + s * a + s * h);
+        let decoder = t * (gates(e) + (self.decoder_layers - 1).max(0) as f64 * gates(2.0 * h));
+        let classifier = t * h * v;
+        let flops = |macs: f64| 2.0 * macs;
+        ForwardFlops {
+            encoder: flops(encoder),
+            attention: flops(attention),
+            decoder: flops(decoder),
+            classifier: flops(classifier),
+        }
     }
 
     /// Whether 0-based layer `i` of a stack gets a residual connection.

@@ -22,7 +22,7 @@ use gnmt_attention::Attention;
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-pub use config::{DecoderDropout, ModelConfig, PRESETS};
+pub use config::{DecoderDropout, ForwardFlops, ModelConfig, PRESETS};
 pub use cpu::{pick_rows, CpuDecoder, CpuState};
 pub use gnmt_kernels::{bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE};
 pub use int8::INT8_FILE;

@@ -476,3 +476,32 @@ fn cpu_dropout_scales_what_it_keeps_follows_the_seed_and_passes_gradients_throug
         assert!(m.dropout(x.shallow_clone(), false).equal(&x));
     }
 }
+
+#[test]
+fn forward_flops_count_each_weight_once_per_position() {
+    let (vs, m) = tiny();
+    let (src, tgt) = (7usize, 5usize);
+    let f = m.config.forward_flops(src, tgt);
+    // An LSTM's or the classifier's weight matrix is one multiply-add per entry and position.
+    let weights = |prefix: &str| -> f64 {
+        vs.variables()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix) && n.contains("weight"))
+            .map(|(_, t)| t.numel() as f64)
+            .sum()
+    };
+    assert_eq!(f.encoder, 2.0 * src as f64 * weights("encoder."));
+    assert_eq!(f.decoder, 2.0 * tgt as f64 * weights("decoder.layers."));
+    assert_eq!(
+        f.classifier,
+        2.0 * tgt as f64 * weights("decoder.classifier.")
+    );
+    // tiny: hidden 16, 8 units: keys 7*16*8, per target position query 16*8, scores 7*8,
+    // context 7*16.
+    let (h, a, s, t) = (16.0, 8.0, 7.0, 5.0);
+    assert_eq!(f.attention, 2.0 * (s * h * a + t * (h * a + s * a + s * h)));
+    assert_eq!(
+        f.total(),
+        f.encoder + f.attention + f.decoder + f.classifier
+    );
+}
