@@ -101,6 +101,12 @@ fn vocab_kinds_roundtrip_through_the_cli() {
             &ids,
         );
         assert_eq!(back, text, "{kind}");
+        // Only a unigram vocabulary has segmentations to draw.
+        let out = run(gnmt()
+            .args(["tokenize", "--sample-alpha", "0.2", "--vocab"])
+            .arg(&tok));
+        assert!(!out.status.success(), "{kind}");
+        assert!(stderr(&out).contains("unigram"), "{kind}: {}", stderr(&out));
     }
     // A model trains on the wordpiece vocabulary, here in fp16 with dynamic loss scaling.
     std::fs::copy(
@@ -117,6 +123,42 @@ fn vocab_kinds_roundtrip_through_the_cli() {
     let out = run(train_cmd(&tmp.path().join("x"), 4).args(["--precision", "fp16", "--bf16"]));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--precision"), "{}", stderr(&out));
+}
+
+#[test]
+fn subword_sampling_through_tokenize_and_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = tmp.path().join("tokenizer.json");
+    make_vocab(&tok);
+    let text: String = std::fs::read_to_string(data().join("valid.de"))
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let pieces = |extra: &[&str]| {
+        run_stdin(
+            gnmt().args(["tokenize", "--vocab"]).arg(&tok).args(extra),
+            &text,
+        )
+    };
+    let best = pieces(&[]);
+    let drawn = pieces(&["--sample-alpha", "0.2", "--seed", "5"]);
+    assert_eq!(drawn, pieces(&["--sample-alpha", "0.2", "--seed", "5"]));
+    assert_ne!(drawn, best);
+    assert_ne!(drawn, pieces(&["--sample-alpha", "0.2", "--seed", "6"]));
+    // The same text in other pieces, line for line.
+    assert_eq!(drawn.lines().count(), 20);
+    let back = run_stdin(gnmt().args(["detokenize", "--vocab"]).arg(&tok), &drawn);
+    assert_eq!(back, text);
+    // Training draws its pairs' pieces each step.
+    let run_dir = tmp.path().join("run");
+    let out = run(train_cmd(&run_dir, 3).args(["--set", "subword_alpha=0.3"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(losses(&run_dir).len(), 3);
+    let out = run(train_cmd(&tmp.path().join("bad"), 3).args(["--set", "subword_alpha=0"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("subword_alpha"), "{}", stderr(&out));
 }
 
 #[test]

@@ -112,17 +112,39 @@ pub struct TokenizeArgs {
     ids: bool,
 }
 
-pub fn tokenize(a: TokenizeArgs) -> Result<ExitCode> {
-    let tok = SubwordTokenizer::load(&a.vocab)?;
+#[derive(Args, Debug)]
+pub struct TokenizeCmd {
+    #[command(flatten)]
+    common: TokenizeArgs,
+    /// Draw each line's segmentation instead of taking the best one, as training's
+    /// `subword_alpha` does (a unigram vocabulary; smaller: more varied, e.g. 0.1-0.5).
+    #[arg(long)]
+    sample_alpha: Option<f64>,
+    /// Seed of the draws (the same seed, the same segmentations).
+    #[arg(long, default_value_t = 1, requires = "sample_alpha")]
+    seed: u64,
+}
+
+pub fn tokenize(a: TokenizeCmd) -> Result<ExitCode> {
+    let tok = SubwordTokenizer::load(&a.common.vocab)?;
+    let sampler = a
+        .sample_alpha
+        .map(|alpha| gnmt_tokenizer::SegmentationSampler::new(&tok, alpha))
+        .transpose()
+        .with_context(|| format!("--sample-alpha with {}", a.common.vocab.display()))?;
+    let mut rng = gnmt_data::SplitMix64(a.seed);
+    let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for line in Lines::open(Path::new("-"))? {
-        let line = line?;
-        if a.ids {
-            let ids: Vec<String> = tok.encode(&line)?.iter().map(u32::to_string).collect();
-            writeln!(out, "{}", ids.join(" "))?;
-        } else {
-            writeln!(out, "{}", tok.encode_pieces(&line)?.join(" "))?;
+        let mut ids = tok.encode(&line?)?;
+        if let Some(s) = &sampler {
+            ids = s.resample(&ids, &mut uniform);
         }
+        let words: Vec<String> = match a.common.ids {
+            true => ids.iter().map(u32::to_string).collect(),
+            false => ids.iter().filter_map(|&i| tok.id_to_piece(i)).collect(),
+        };
+        writeln!(out, "{}", words.join(" "))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -39,7 +39,7 @@ enum Command {
     /// Train the shared subword vocabulary on both sides of a parallel corpus.
     Vocab(commands::VocabArgs),
     /// Text (stdin) to subword pieces or ids (stdout).
-    Tokenize(commands::TokenizeArgs),
+    Tokenize(commands::TokenizeCmd),
     /// Subword pieces or ids (stdin) back to text (stdout); --ids for ids.
     Detokenize(commands::TokenizeArgs),
     /// Tokenize a parallel corpus once into a memory-mapped binary corpus.

@@ -17,6 +17,9 @@
 
 use std::path::Path;
 
+pub mod sample;
+pub use sample::SegmentationSampler;
+
 use sha2::{Digest, Sha256};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;

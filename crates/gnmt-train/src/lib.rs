@@ -8,6 +8,7 @@ pub mod average;
 pub mod checkpoint;
 pub mod ema;
 pub mod optim;
+mod subwords;
 pub mod trainer;
 
 /// libtorch draws random numbers (initial weights, dropout masks) from one generator per
