@@ -133,7 +133,7 @@ pub fn tokenize(a: TokenizeCmd) -> Result<ExitCode> {
         .transpose()
         .with_context(|| format!("--sample-alpha with {}", a.common.vocab.display()))?;
     let mut rng = gnmt_data::SplitMix64(a.seed);
-    let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut uniform = move || rng.next_f64();
     let mut out = BufWriter::new(std::io::stdout().lock());
     for line in Lines::open(Path::new("-"))? {
         let mut ids = tok.encode(&line?)?;

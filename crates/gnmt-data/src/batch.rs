@@ -276,6 +276,11 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// A number in `[0, 1)` (the top 53 bits).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = (self.next_u64() % (i as u64 + 1)) as usize;
@@ -336,6 +341,16 @@ pub fn padding_waste(lengths: &[usize], batch: &[usize]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uniform_draws_lie_in_the_unit_interval_and_spread_over_it() {
+        let mut r = SplitMix64(9);
+        let v: Vec<f64> = (0..10_000).map(|_| r.next_f64()).collect();
+        assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+        assert!(v.iter().any(|&x| x < 0.01) && v.iter().any(|&x| x > 0.99));
+    }
 
     #[test]
     fn load_counts_skips_and_remembers_kept_lines() {

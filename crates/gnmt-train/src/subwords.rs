@@ -17,7 +17,7 @@ pub(crate) fn resample_group(
     seed: u64,
 ) -> (PairCorpus, Vec<Vec<usize>>) {
     let mut rng = SplitMix64(seed);
-    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut uniform = || rng.next_f64();
     let mut draw = |ids: &[u32]| {
         let d = sampler.resample(ids, &mut uniform);
         match d.len() <= max_len {
