@@ -131,7 +131,9 @@ pub struct TrainConfig {
     /// Subword regularization (Kudo, 2018; a unigram vocabulary): each step draws its pairs'
     /// segmentations from the vocabulary's distribution sharpened by this exponent instead of
     /// taking the best one (smaller: more varied; SentencePiece's usual 0.1-0.5). Validation and
-    /// translation keep the best segmentation.
+    /// translation keep the best segmentation. Batches are cut by the best segmentations'
+    /// lengths, so a `max_tokens` batch holds more pieces after the draw (Multi30k's German
+    /// side: 3% more at 0.5, 12% at 0.3, 31% at 0.2).
     pub subword_alpha: Option<f64>,
     /// Which training pairs are kept (`max_len`, `max_ratio`, `strict` at the top level);
     /// skipped pairs are counted.
