@@ -142,7 +142,7 @@ pub fn tokenize(a: TokenizeCmd) -> Result<ExitCode> {
         }
         let words: Vec<String> = match a.common.ids {
             true => ids.iter().map(u32::to_string).collect(),
-            false => ids.iter().filter_map(|&i| tok.id_to_piece(i)).collect(),
+            false => tok.pieces(&ids),
         };
         writeln!(out, "{}", words.join(" "))?;
     }

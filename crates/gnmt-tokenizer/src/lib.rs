@@ -518,11 +518,14 @@ impl SubwordTokenizer {
     /// Pieces of a line.
     pub fn encode_pieces(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
         // `encode_fast` leaves the token strings empty: map the ids.
-        Ok(self
-            .encode(text)?
-            .into_iter()
-            .map(|id| self.inner.id_to_token(id).unwrap_or_default())
-            .collect())
+        Ok(self.pieces(&self.encode(text)?))
+    }
+
+    /// The pieces of ids (an id outside the vocabulary: an empty piece).
+    pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| self.inner.id_to_token(id).unwrap_or_default())
+            .collect()
     }
 
     /// Text of ids; special ids are dropped.
@@ -578,7 +581,8 @@ fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn corpus() -> Vec<String> {
+    /// 200 lines of English and German (the sampler's tests train on it too).
+    pub(crate) fn corpus() -> Vec<String> {
         let base = [
             "a man is riding a horse",
             "ein mann reitet ein pferd",

@@ -196,20 +196,8 @@ fn log_add(a: f64, b: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::corpus;
     use crate::VocabKind;
-
-    fn lines() -> Vec<String> {
-        let base = [
-            "the quick brown fox jumps over the lazy dog",
-            "a man is riding a bicycle down the street",
-            "two dogs are playing in the snow together",
-            "the children are playing football in the park",
-            "a woman is reading a newspaper on the bench",
-        ];
-        (0..40)
-            .map(|i| format!("{} {}", base[i % base.len()], i % 7))
-            .collect()
-    }
 
     fn counter(seed: u64) -> impl FnMut() -> f64 {
         let mut s = seed;
@@ -222,7 +210,7 @@ mod tests {
     }
 
     fn unigram() -> SubwordTokenizer {
-        SubwordTokenizer::train(lines().into_iter(), 400, VocabKind::Unigram).unwrap()
+        SubwordTokenizer::train(corpus().into_iter(), 400, VocabKind::Unigram).unwrap()
     }
 
     #[test]
@@ -247,7 +235,7 @@ mod tests {
     fn a_sharp_distribution_gives_the_best_segmentation() {
         let tok = unigram();
         let s = SegmentationSampler::new(&tok, 1000.0).unwrap();
-        for line in lines().iter().take(5) {
+        for line in corpus().iter().take(5) {
             let ids = tok.encode(line).unwrap();
             assert_eq!(s.resample(&ids, &mut counter(3)), ids, "{line}");
         }
@@ -260,7 +248,7 @@ mod tests {
             let e = SegmentationSampler::new(&tok, a).unwrap_err().to_string();
             assert!(e.contains("alpha"), "{e}");
         }
-        let bpe = SubwordTokenizer::train(lines().into_iter(), 400, VocabKind::Bpe).unwrap();
+        let bpe = SubwordTokenizer::train(corpus().into_iter(), 400, VocabKind::Bpe).unwrap();
         let e = SegmentationSampler::new(&bpe, 0.2).unwrap_err().to_string();
         assert!(e.contains("unigram"), "{e}");
     }

@@ -769,6 +769,25 @@ struct Marks {
     saved: i64,
 }
 
+/// The state of `cfg`'s run before its first step.
+fn fresh_state(cfg: &TrainConfig, run_id: String) -> TrainerState {
+    TrainerState {
+        step: 0,
+        epoch: 0,
+        batch: 0,
+        seed: cfg.seed,
+        best_score: None,
+        stale_validations: 0,
+        run_id,
+        settings: Some(cfg.settings()),
+        adam_step: None,
+        loss_scaler: (cfg.precision == Precision::Fp16).then(|| LossScaler {
+            scale: cfg.init_loss_scale,
+            ..LossScaler::default()
+        }),
+    }
+}
+
 /// A training run, opened on its directory.
 pub struct Trainer<'a> {
     cfg: &'a TrainConfig,
@@ -850,21 +869,7 @@ impl<'a> Trainer<'a> {
         if lead {
             w.keep_average(cfg, &model_cfg, device)?;
         }
-        let mut state = TrainerState {
-            step: 0,
-            epoch: 0,
-            batch: 0,
-            seed: cfg.seed,
-            best_score: None,
-            stale_validations: 0,
-            run_id,
-            settings: Some(cfg.settings()),
-            adam_step: None,
-            loss_scaler: (cfg.precision == Precision::Fp16).then(|| LossScaler {
-                scale: cfg.init_loss_scale,
-                ..LossScaler::default()
-            }),
-        };
+        let mut state = fresh_state(cfg, run_id);
         if let (Start::Resume { allow_changed }, true) = (&start, lead) {
             if let Some((_, dir)) = checkpoint::list(&run).pop() {
                 let legacy = cfg.legacy_run_id(&model_cfg, &data_fingerprint);
