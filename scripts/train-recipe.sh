@@ -9,17 +9,20 @@
 # the test set is translated with the default and with the tuned search; the last line is the
 # test BLEU. On a CPU, `gnmt check-precision` then makes the fastest precision within 0.2 BLEU
 # of fp32 on validation the model's default. Writes OUT/results.md.
+# --models N trains N models (seeds 1..N, one vocabulary; MINUTES and --steps are shared among
+# them) that translate as one ensemble; the search is then the default (tune takes one model).
 #
 #   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
-#                           [--steps N] [--threads N] [--device cpu|cuda] [--preset small]
-#                           [--batch-size 64] [--out DIR] [--resume] [--set KEY=VALUE ...]
-# --steps N trains N steps (no time measurement); --set overrides a training setting (e.g.
-# --set model.dropout=0.3, as scripts/multi30k.sh does); --resume continues a stopped run.
+#                           [--steps N] [--models N] [--threads N] [--device cpu|cuda]
+#                           [--preset small] [--batch-size 64] [--out DIR] [--resume]
+#                           [--set KEY=VALUE ...]
+# --steps N trains N steps in all (no time measurement); --set overrides a training setting
+# (e.g. --set model.dropout=0.3, as scripts/multi30k.sh does); --resume continues a stopped run.
 # The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=10 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
-RESUME="" T=() SETS=()
+RESUME="" MODELS=1 T=() SETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --src) SRC="$2"; shift 2 ;;
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
         --minutes) MINUTES="$2"; shift 2 ;;
         --epochs) EPOCHS="$2"; shift 2 ;;
         --steps) STEPS="$2"; shift 2 ;;
+        --models) MODELS="$2"; shift 2 ;;
         --threads) T=(--threads "$2"); shift 2 ;;
         --device) DEVICE="$2"; shift 2 ;;
         --preset) PRESET="$2"; shift 2 ;;
@@ -35,13 +39,14 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --resume) RESUME=1; shift ;;
         --set) SETS+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
 done
 die() { echo "train-recipe.sh: $*" >&2; exit 1; }
 [ -n "$DIR" ] && [ -d "$DIR" ] || die "give the corpus directory (train/valid/test.{SRC,TGT}); --help says more"
+[[ "$MODELS" =~ ^[1-9][0-9]*$ ]] || die "--models must be a positive number, not '$MODELS'"
 name=$(basename "$(cd "$DIR" && pwd)")
 if [ -z "$SRC" ] || [ -z "$TGT" ]; then
     IFS=- read -r -a parts <<< "$name"
@@ -81,49 +86,70 @@ if [ -z "$STEPS" ]; then
     rm -rf "$OUT/calibrate"
     per_min=$(awk -v a="$t40" -v b="$t200" 'BEGIN { d = b - a; if (d < 1) d = 1; printf "%.1f", 160 * 60 / d }')
     # Validation and checkpoints take about a tenth of a run.
-    budget=$(awk -v m="$MINUTES" -v r="$per_min" 'BEGIN { printf "%d", m * r * 0.9 }')
+    budget=$(awk -v m="$MINUTES" -v r="$per_min" -v n="$MODELS" 'BEGIN { printf "%d", m * r * 0.9 / n }')
     by_epochs=$(( EPOCHS * pairs / BATCH ))
     STEPS=$(( budget < by_epochs ? budget : by_epochs ))
     STEPS=$(( STEPS / 120 * 120 ))
     [ "$STEPS" -ge 600 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
-    echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs)" >&2
+    echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs) for each of $MODELS model(s)" >&2
+    STEPS=$(( STEPS * MODELS ))
 fi
-[ "$STEPS" -ge 12 ] || die "--steps must be at least 12"
 echo "$STEPS" > "$OUT/steps"
+STEPS=$(( STEPS / MODELS ))  # each model's
+[ "$STEPS" -ge 12 ] || die "--steps must be at least 12 for each model"
 
 # Validation each twelfth of the run; checkpoints each 24th, so that the last four span the last
-# sixth (the end of the learning-rate decay).
+# sixth (the end of the learning-rate decay). Model k > 1 trains in run<k> with seed k.
+run_dir() { [ "$1" -eq 1 ] && echo "$OUT/run" || echo "$OUT/run$1"; }
 start=$(date +%s)
-$G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$STEPS" \
-    --save-every $(( STEPS / 24 > 0 ? STEPS / 24 : 1 )) --valid-every $(( STEPS / 12 )) --set keep_last=8 \
-    --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" --set ema_decay=0.999 \
-    --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" --out "$OUT/run" \
-    $( [ -n "$RESUME" ] && echo --resume || echo --force )
+for k in $(seq 1 "$MODELS"); do
+    seed=(); [ "$k" -gt 1 ] && seed=(--set "seed=$k")
+    $G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$STEPS" \
+        --save-every $(( STEPS / 24 > 0 ? STEPS / 24 : 1 )) --valid-every $(( STEPS / 12 )) --set keep_last=8 \
+        --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" --set ema_decay=0.999 \
+        --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" "${seed[@]}" --out "$(run_dir "$k")" \
+        $( [ -n "$RESUME" ] && echo --resume || echo --force )
+done
 train_min=$(( ($(date +%s) - start) / 60 ))
 
-# best/ (by greedy validation BLEU during training) or the average of the last four checkpoints:
-# whichever translates validation better (beam 5, the first 1000 lines).
+# For each model, best/ (by greedy validation BLEU during training) or the average of its last
+# four checkpoints: whichever translates validation better (beam 5, the first 1000 lines).
 # (awk, not head: head would close the pipe early and, under pipefail, fail the script.)
 zcat -f "$VALID_S" | awk 'NR <= 1000' > "$OUT/valid.src"; zcat -f "$VALID_T" | awk 'NR <= 1000' > "$OUT/valid.ref"
-$G average --last 4 --run "$OUT/run" --out "$OUT/averaged"
-declare -A score
-for m in best averaged; do
-    case $m in best) dir="$OUT/run/best" ;; *) dir="$OUT/averaged" ;; esac
-    rm -f "$dir/search.json" "$dir/precision.json"  # (from an earlier tune or check of this run's model)
-    $G -q translate --model "$dir" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.$m.hyp"
-    score[$m]=$($G eval "$OUT/valid.ref" -i "$OUT/valid.$m.hyp" -b)
+MODEL=() CHOSEN=() VALID_SCORES=()
+for k in $(seq 1 "$MODELS"); do
+    run=$(run_dir "$k") avg="$OUT/averaged"; [ "$k" -gt 1 ] && avg="$OUT/averaged$k"
+    $G average --last 4 --run "$run" --out "$avg"
+    declare -A score
+    for m in best averaged; do
+        case $m in best) dir="$run/best" ;; *) dir="$avg" ;; esac
+        rm -f "$dir/search.json" "$dir/precision.json"  # (from an earlier tune or check of this run's model)
+        $G -q translate --model "$dir" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.$m$k.hyp"
+        score[$m]=$($G eval "$OUT/valid.ref" -i "$OUT/valid.$m$k.hyp" -b)
+    done
+    if awk -v a="${score[averaged]}" -v b="${score[best]}" 'BEGIN { exit !(a > b) }'; then
+        MODEL+=("$avg") CHOSEN+=(averaged)
+    else
+        MODEL+=("$run/best") CHOSEN+=(best)
+    fi
+    VALID_SCORES+=("model $k: best ${score[best]}, averaged ${score[averaged]}, ${CHOSEN[-1]} kept")
 done
-MODEL="$OUT/run/best" CHOSEN=best
-awk -v a="${score[averaged]}" -v b="${score[best]}" 'BEGIN { exit !(a > b) }' && { MODEL="$OUT/averaged"; CHOSEN=averaged; }
 zcat -f "$TEST_T" > "$OUT/test.ref"
-$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.default.hyp"
-$G tune --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 5,8 --alphas 0.6,0.8,1.0,1.2 \
-    --betas 0,0.1,0.2 --max-len-as 1.2,1.5 --max-len-bs 10 "${T[@]}" | tee "$OUT/tune.txt"
-$G -q translate --model "$MODEL" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
-# The fastest precision this CPU has within 0.2 BLEU of fp32 on validation becomes the model's
-# default for translate and serve (precision.json; the test BLEU above is float32's).
-if [ "$DEVICE" = cpu ]; then
-    $G check-precision --model "$MODEL" --src "$OUT/valid.src" --ref "$OUT/valid.ref" "${T[@]}" > "$OUT/precision.txt"
+$G -q translate --model "${MODEL[@]}" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.default.hyp"
+if [ "$MODELS" -eq 1 ]; then
+    $G tune --model "${MODEL[0]}" --src "$OUT/valid.src" --ref "$OUT/valid.ref" --beams 5,8 --alphas 0.6,0.8,1.0,1.2 \
+        --betas 0,0.1,0.2 --max-len-as 1.2,1.5 --max-len-bs 10 "${T[@]}" | tee "$OUT/tune.txt"
+    $G -q translate --model "${MODEL[0]}" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
+    # The fastest precision this CPU has within 0.2 BLEU of fp32 on validation becomes the
+    # model's default for translate and serve (precision.json; the test BLEU above is float32's).
+    if [ "$DEVICE" = cpu ]; then
+        $G check-precision --model "${MODEL[0]}" --src "$OUT/valid.src" --ref "$OUT/valid.ref" "${T[@]}" > "$OUT/precision.txt"
+    fi
+else
+    # The ensemble on validation (beam 5, as each model was scored), and the default search.
+    $G -q translate --model "${MODEL[@]}" --device "$DEVICE" "${T[@]}" --beam 5 -i "$OUT/valid.src" -o "$OUT/valid.ensemble.hyp"
+    VALID_SCORES+=("the ensemble of the $MODELS: $($G eval "$OUT/valid.ref" -i "$OUT/valid.ensemble.hyp" -b)")
+    cp "$OUT/test.default.hyp" "$OUT/test.hyp"
 fi
 bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
 {
@@ -131,14 +157,16 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
     echo "$STEPS steps of $BATCH sentences, training $train_min min."
-    echo "Validation BLEU (greedy) during training: $(grep -o '"valid_bleu":[0-9.]*' "$OUT/run/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
-    echo "Validation BLEU (beam 5): best ${score[best]}, averaged ${score[averaged]}: $CHOSEN kept."
-    grep -E '^(best|written)' "$OUT/tune.txt" || true
+    for k in $(seq 1 "$MODELS"); do
+        echo "Validation BLEU (greedy) during training, model $k: $(grep -o '"valid_bleu":[0-9.]*' "$(run_dir "$k")/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
+    done
+    echo "Validation BLEU (beam 5): $(IFS=';'; echo "${VALID_SCORES[*]}" | sed 's/;/; /g')."
+    grep -E '^(best|written)' "$OUT/tune.txt" 2>/dev/null || true
     tail -n 1 "$OUT/precision.txt" 2>/dev/null || true
     echo
-    echo "| $TEST, $CHOSEN model | BLEU (cased, 13a) | BLEU (lowercased) | chrF2 |"
+    echo "| $TEST, ${CHOSEN[*]} model(s) | BLEU (cased, 13a) | BLEU (lowercased) | chrF2 |"
     echo '| --- | --- | --- | --- |'
-    for m in default tuned; do
+    for m in default $( [ "$MODELS" -eq 1 ] && echo tuned ); do
         case $m in default) hyp="$OUT/test.default.hyp" ;; *) hyp="$OUT/test.hyp" ;; esac
         echo "| $m search | $(bleu "$hyp") | $(bleu "$hyp" -lc) | $(bleu "$hyp" -m chrf) |"
     done
@@ -148,4 +176,4 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo '```'
 } > "$OUT/results.md"
 cat "$OUT/results.md"
-echo "TEST BLEU $(bleu "$OUT/test.hyp") ($name $SRC->$TGT, $CHOSEN model, $train_min min of training; default search $(bleu "$OUT/test.default.hyp"))"
+echo "TEST BLEU $(bleu "$OUT/test.hyp") ($name $SRC->$TGT, ${CHOSEN[*]} model(s), $train_min min of training; default search $(bleu "$OUT/test.default.hyp"))"

@@ -1521,6 +1521,44 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
             .count(),
         60
     );
+    // --models 2: two runs of half the steps each (seeds 1 and 2, one vocabulary), translated
+    // as one ensemble.
+    let ens = tmp.path().join("ensemble");
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/train-recipe.sh"))
+        .arg(&corpus)
+        .args([
+            "--steps",
+            "24",
+            "--models",
+            "2",
+            "--preset",
+            "tiny",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(&ens)
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+    let results = std::fs::read_to_string(ens.join("results.md")).unwrap();
+    assert!(
+        results.contains("12 steps") && results.contains("the ensemble of the 2: "),
+        "{results}"
+    );
+    let seed_of = |run: &str| {
+        let cfg = std::fs::read_to_string(ens.join(run).join("config.toml")).unwrap();
+        cfg.lines()
+            .find(|l| l.starts_with("seed ="))
+            .map(str::to_string)
+    };
+    assert_eq!(seed_of("run").as_deref(), Some("seed = 1"));
+    assert_eq!(seed_of("run2").as_deref(), Some("seed = 2"));
+    let hyp = std::fs::read_to_string(ens.join("test.hyp")).unwrap();
+    assert_eq!(hyp.lines().count(), 60);
     // A directory whose name does not tell the languages is refused with what to do.
     let o = run(std::process::Command::new("bash")
         .arg(repo().join("scripts/train-recipe.sh"))

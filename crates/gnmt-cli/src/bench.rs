@@ -75,6 +75,10 @@ struct TrainBench {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Shares each batch is cut into, trained at once on threads of their own (as the
+    /// `batch_shares` setting of `gnmt train`, whose default this is).
+    #[arg(long, default_value_t = 2)]
+    shares: usize,
 }
 
 #[derive(Args, Debug)]
@@ -205,36 +209,24 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
         Some((wvs, _)) => Adam::mixed(&vs, wvs).map_err(anyhow::Error::msg)?,
         None => Adam::new(&vs),
     };
+    let mut shares = gnmt_train::shares::Shares::new(
+        a.shares,
+        work.as_ref().map_or(&vs, |w| &w.0),
+        &model.config,
+        &adam,
+    )?;
     let model = work.as_ref().map_or(&model, |w| &w.1);
     let b = c.batch_size;
     let l = c.len;
     let data = synthetic(2 * b, l, model.config.vocab_size, c.seed as u64);
-    let flat =
-        |rows: &[Vec<u32>]| -> Vec<i64> { rows.iter().flatten().map(|&x| x as i64).collect() };
-    let src = Tensor::from_slice(&flat(&data[..b]))
-        .view([b as i64, l as i64])
-        .to_device(device);
-    let tgt: Vec<Vec<u32>> = data[b..].to_vec();
-    let tgt_in: Vec<Vec<u32>> = tgt
-        .iter()
-        .map(|t| std::iter::once(BOS).chain(t.iter().copied()).collect())
-        .collect();
-    let tgt_out: Vec<Vec<u32>> = tgt
-        .iter()
-        .map(|t| t.iter().copied().chain(std::iter::once(EOS)).collect())
-        .collect();
-    let tgt_in = Tensor::from_slice(&flat(&tgt_in))
-        .view([b as i64, l as i64 + 1])
-        .to_device(device);
-    let tgt_out = Tensor::from_slice(&flat(&tgt_out))
-        .view([b as i64, l as i64 + 1])
-        .to_device(device);
-    let src_len = Tensor::from_slice(&vec![l as i64; b]);
+    let (src, tgt) = data.split_at(b);
+    let pairs: Vec<usize> = (0..b).collect();
+    let parts = shares.split(&pairs);
+    let threads = tch::get_num_threads().max(1) as usize;
     // The trainer's loss and backward pass ([`gnmt_train::trainer::loss_backward`]), per
-    // target token.
+    // target token, over the shares of the batch.
     let target_tokens = (b * (l + 1)) as f64;
-    let mut step = || -> Result<f64> {
-        let logits = model.forward(&src, &src_len, &tgt_in, true);
+    let mut step = |n: u64| -> Result<f64> {
         adam.zero_grad();
         if c.fp16 {
             // The trainer's dynamic loss scaling at its starting scale (no overflow to skip
@@ -242,20 +234,26 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
             adam.grad_scale = gnmt_train::optim::LossScaler::default().scale;
         }
         let scale = adam.grad_scale / target_tokens;
-        let sum = gnmt_train::trainer::loss_backward(&logits, &tgt_out, 0.1, scale)?;
-        adam.accumulate();
+        let sums = shares.run(model, &mut adam, parts.len(), threads, |m, j| {
+            let rows = &parts[j];
+            let t = training_tensors(rows.iter().map(|&i| (&src[i], &tgt[i])), device);
+            let logits = gnmt_model::with_dropout_seed(n << 8 | j as u64, || {
+                m.forward(&t.src, &t.src_len, &t.tgt_in, true)
+            });
+            gnmt_train::trainer::loss_backward(&logits, &t.tgt_out, 0.1, scale)
+        })?;
         adam.clip_grad_norm(5.0);
         adam.apply(1e-3);
-        Ok(sum / target_tokens)
+        Ok(sums.iter().sum::<f64>() / target_tokens)
     };
-    for _ in 0..a.warmup {
-        step()?;
+    for n in 0..a.warmup {
+        step(n as u64)?;
     }
     sync(device);
     let t = Instant::now();
     let mut last = 0.0;
-    for _ in 0..a.steps.max(1) {
-        last = step()?;
+    for n in 0..a.steps.max(1) {
+        last = step((a.warmup + n) as u64)?;
     }
     sync(device);
     let secs = t.elapsed().as_secs_f64();
@@ -267,12 +265,42 @@ fn bench_train(a: TrainBench) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "bench": "train", "preset": c.preset.clone().unwrap_or_else(|| "small".into()), "bf16": c.bf16, "fp16": c.fp16,
         "model": c.model, "device": c.device, "threads": tch::get_num_threads(),
-        "batch_size": b, "len": l, "steps": a.steps.max(1),
+        "shares": shares.count(), "batch_size": b, "len": l, "steps": a.steps.max(1),
         "ms_per_step": secs * 1000.0 / steps, "tokens_per_s": tokens * steps / secs,
         "final_loss": last, "peak_rss_mb": peak_rss_mb(),
         "gflop_per_step": gflop, "gflop_per_s": gflop * steps / secs,
         "isa": gnmt_model::Isa::detected().name(), "cpu": crate::doctor::cpu_model(),
     }))
+}
+
+/// A training batch's tensors: sources `[B, S]`, their lengths, target inputs (BOS first) and
+/// outputs (EOS last) `[B, T + 1]`; every sequence of one length.
+struct TrainingTensors {
+    src: Tensor,
+    src_len: Tensor,
+    tgt_in: Tensor,
+    tgt_out: Tensor,
+}
+
+fn training_tensors<'a>(
+    pairs: impl Iterator<Item = (&'a Vec<u32>, &'a Vec<u32>)>,
+    device: Device,
+) -> TrainingTensors {
+    let (mut src, mut tgt_in, mut tgt_out, mut lens) = (vec![], vec![], vec![], vec![]);
+    for (s, t) in pairs {
+        src.extend(s.iter().map(|&x| x as i64));
+        lens.push(s.len() as i64);
+        tgt_in.extend(std::iter::once(BOS).chain(t.iter().copied()).map(i64::from));
+        tgt_out.extend(t.iter().copied().chain(std::iter::once(EOS)).map(i64::from));
+    }
+    let rows = lens.len() as i64;
+    let matrix = |v: &[i64]| Tensor::from_slice(v).view([rows, -1]).to_device(device);
+    TrainingTensors {
+        src: matrix(&src),
+        tgt_in: matrix(&tgt_in),
+        tgt_out: matrix(&tgt_out),
+        src_len: Tensor::from_slice(&lens),
+    }
 }
 
 fn bench_translate(a: TranslateBench) -> Result<serde_json::Value> {

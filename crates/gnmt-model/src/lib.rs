@@ -27,6 +27,40 @@ pub use cpu::{pick_rows, CpuDecoder, CpuState};
 pub use gnmt_kernels::{bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE};
 pub use int8::INT8_FILE;
 
+thread_local! {
+    /// This thread's dropout stream: its seed and the masks drawn from it so far.
+    static DROPOUT_STREAM: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the CPU dropout masks of this thread's training passes decided by `seed`
+/// alone: the `n`-th mask drawn is a function of `(seed, n)`. Threads training shares of one
+/// batch at once get reproducible masks this way, where draws from libtorch's one generator
+/// would interleave in whatever order the threads reach it. Nests; the outer stream resumes
+/// afterwards.
+pub fn with_dropout_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(u64, u64)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DROPOUT_STREAM.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(DROPOUT_STREAM.with(|s| s.replace(Some((seed, 0)))));
+    f()
+}
+
+/// The next seed of this thread's dropout stream, if one is set.
+fn next_dropout_seed() -> Option<u64> {
+    DROPOUT_STREAM.with(|s| {
+        let (seed, n) = s.get()?;
+        s.set(Some((seed, n + 1)));
+        // SplitMix64's output function over the n-th step of its sequence from `seed`.
+        let mut z = seed.wrapping_add((n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Some(z ^ (z >> 31))
+    })
+}
+
 /// A device named on a command line or in a config: `cpu`, `cuda` (or `gpu`), `cuda:N`.
 /// CUDA is refused with a pointer to `gnmt doctor` where libtorch sees no GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,8 +368,9 @@ impl Seq2Seq {
     }
 
     /// Dropout in training. On a CPU the mask comes from gnmt-kernels (a vectorized hash of a
-    /// seed drawn from libtorch's generator, so `tch::manual_seed` still decides it): libtorch
-    /// draws it element by element, 5% of a bf16 training step. Elsewhere libtorch's.
+    /// seed; libtorch draws it element by element, 5% of a bf16 training step): the seed is the
+    /// next of this thread's [`with_dropout_seed`] stream, or else drawn from libtorch's
+    /// generator (so `tch::manual_seed` still decides it). Elsewhere libtorch's dropout.
     fn dropout(&self, x: Tensor, train: bool) -> Tensor {
         let p = self.config.dropout;
         if !train || p <= 0.0 {
@@ -344,11 +379,14 @@ impl Seq2Seq {
         if x.device() != Device::Cpu {
             return x.dropout(p, true);
         }
-        match Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu))
-            .and_then(|t| t.f_int64_value(&[0]))
-        {
+        let seed = next_dropout_seed().map(Ok).unwrap_or_else(|| {
+            Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu))
+                .and_then(|t| t.f_int64_value(&[0]))
+                .map(|s| s as u64)
+        });
+        match seed {
             Ok(seed) => {
-                let mask = gnmt_kernels::tensor::dropout_mask(seed as u64, p, &x.size(), x.kind());
+                let mask = gnmt_kernels::tensor::dropout_mask(seed, p, &x.size(), x.kind());
                 x * mask
             }
             Err(_) => x.dropout(p, true),

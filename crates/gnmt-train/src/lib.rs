@@ -8,6 +8,7 @@ pub mod average;
 pub mod checkpoint;
 pub mod ema;
 pub mod optim;
+pub mod shares;
 mod subwords;
 pub mod trainer;
 
@@ -22,6 +23,17 @@ pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(seed);
     f()
+}
+
+/// Runs a training forward pass `f` whose dropout masks `seed` decides: on a CPU through this
+/// thread's stream ([`gnmt_model::with_dropout_seed`]), without a lock, so that shares of a
+/// batch on several threads run at once; elsewhere libtorch's generator, seeded under
+/// [`seeded`]'s lock.
+pub(crate) fn seeded_dropout<T>(device: tch::Device, seed: i64, f: impl FnOnce() -> T) -> T {
+    match device {
+        tch::Device::Cpu => gnmt_model::with_dropout_seed(seed as u64, f),
+        _ => seeded(seed, f),
+    }
 }
 
 pub use trainer::{

@@ -53,6 +53,20 @@ fn tensor_update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: 
     let _ = p.addcdiv_(m, &denom);
 }
 
+/// Mixed precision: `acc += g / scale` in float32, then `g` (low precision) zeroed.
+fn add_unscaled(acc: &mut Tensor, g: &mut Tensor, scale: f64) {
+    if !g.defined() || fused_accumulate(acc, g, scale as f32) {
+        return;
+    }
+    let g32 = g.to_kind(Kind::Float);
+    if scale != 1.0 {
+        *acc += g32 / scale;
+    } else {
+        *acc += g32;
+    }
+    let _ = g.zero_();
+}
+
 /// Dynamic loss scaling for fp16 training: the loss is multiplied by `scale` so that small
 /// gradients survive fp16's narrow range; a step whose gradients overflowed is skipped and the
 /// scale halved, and after `growth_interval` good steps in a row the scale doubles again
@@ -158,24 +172,49 @@ impl Adam {
     /// float32 and divided by the loss scale, to the float32 accumulators, and zeroes them.
     /// In float32 training the parameters' own gradients accumulate and this does nothing.
     pub fn accumulate(&mut self) {
-        let (Some(work), Some(acc)) = (&self.work, &mut self.acc) else {
-            return;
-        };
+        if let (Some(work), Some(acc)) = (&self.work, &mut self.acc) {
+            tch::no_grad(|| {
+                for (w, a) in work.iter().zip(acc.iter_mut()) {
+                    add_unscaled(a, &mut w.grad(), self.grad_scale);
+                }
+            });
+        }
+    }
+
+    /// The parameters' names, in the order [`Adam::accumulate_from`] takes their replicas.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Adds the gradients of a replica of the model (its parameters in [`Adam::names`]' order,
+    /// of the working copy's kind) to this step's, and zeroes them: into the float32
+    /// accumulators in mixed precision, else into the parameters' own gradients, which the
+    /// model's first share of the batch must have made already.
+    pub fn accumulate_from(&mut self, replica: &[Tensor]) -> Result<(), String> {
+        let scale = self.grad_scale;
         tch::no_grad(|| {
-            for (w, a) in work.iter().zip(acc.iter_mut()) {
-                let mut g = w.grad();
-                if !g.defined() || fused_accumulate(a, &g, self.grad_scale as f32) {
+            for (i, r) in replica.iter().enumerate() {
+                let mut g = r.grad();
+                if !g.defined() {
                     continue;
                 }
-                let g32 = g.to_kind(Kind::Float);
-                if self.grad_scale != 1.0 {
-                    *a += g32 / self.grad_scale;
-                } else {
-                    *a += g32;
+                match &mut self.acc {
+                    Some(acc) => add_unscaled(&mut acc[i], &mut g, scale),
+                    None => {
+                        let mut own = self.vars[i].1.grad();
+                        if !own.defined() {
+                            return Err(format!(
+                                "`{}` has a gradient in a replica but none of its own",
+                                self.vars[i].0
+                            ));
+                        }
+                        own += &g;
+                        let _ = g.zero_();
+                    }
                 }
-                let _ = g.zero_();
             }
-        });
+            Ok(())
+        })
     }
 
     /// The float32 gradients that clipping and the update read, in place: the accumulators in
