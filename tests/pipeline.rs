@@ -1479,25 +1479,23 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
             }
         }
     }
+    // The recipe on the toy corpus: `tiny`, one thread, its last line the test BLEU.
+    let recipe = |out: &Path, args: &[&str]| {
+        let o = run(std::process::Command::new("bash")
+            .arg(repo().join("scripts/train-recipe.sh"))
+            .arg(&corpus)
+            .args(args)
+            .args(["--preset", "tiny", "--threads", "1", "--out"])
+            .arg(out)
+            .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+            .env("OMP_WAIT_POLICY", "PASSIVE"));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let last = stdout(&o).lines().last().unwrap_or("").to_string();
+        assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+        last
+    };
     let out = tmp.path().join("out");
-    let o = run(std::process::Command::new("bash")
-        .arg(repo().join("scripts/train-recipe.sh"))
-        .arg(&corpus)
-        .args([
-            "--steps",
-            "12",
-            "--preset",
-            "tiny",
-            "--threads",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
-        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
-        .env("OMP_WAIT_POLICY", "PASSIVE"));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let last = stdout(&o).lines().last().unwrap_or("").to_string();
-    assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+    let last = recipe(&out, &["--steps", "12"]);
     assert!(last.contains("toy-en-de en->de"), "{last}");
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
@@ -1524,26 +1522,7 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
     // --models 2: two runs of half the steps each (seeds 1 and 2, one vocabulary), translated
     // as one ensemble.
     let ens = tmp.path().join("ensemble");
-    let o = run(std::process::Command::new("bash")
-        .arg(repo().join("scripts/train-recipe.sh"))
-        .arg(&corpus)
-        .args([
-            "--steps",
-            "24",
-            "--models",
-            "2",
-            "--preset",
-            "tiny",
-            "--threads",
-            "1",
-            "--out",
-        ])
-        .arg(&ens)
-        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
-        .env("OMP_WAIT_POLICY", "PASSIVE"));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let last = stdout(&o).lines().last().unwrap_or("").to_string();
-    assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+    recipe(&ens, &["--steps", "24", "--models", "2"]);
     let results = std::fs::read_to_string(ens.join("results.md")).unwrap();
     assert!(
         results.contains("12 steps") && results.contains("the ensemble of the 2: "),
