@@ -35,8 +35,9 @@ pub struct Shares {
 }
 
 impl Shares {
-    /// Replicas for `count` shares (none for 1) of the model whose parameters are `source`'s
-    /// (the working copy in mixed precision), in `adam`'s order. Building them draws initial
+    /// Replicas for `count` shares (none for 1; one share off the CPU, where a batch's passes
+    /// fill the device alone) of the model whose parameters are `source`'s (the working copy
+    /// in mixed precision), in `adam`'s order. Building them draws initial
     /// weights (discarded) from libtorch's generator: a trainer calls this under
     /// [`crate::seeded`], so that the draws land nowhere between another's seed and its draws.
     pub fn new(
@@ -46,7 +47,11 @@ impl Shares {
         adam: &Adam,
     ) -> Result<Self, TrainError> {
         let by_name = source.variables();
-        let replicas = (1..count.max(1))
+        let count = match source.device() {
+            tch::Device::Cpu => count.max(1),
+            _ => 1,
+        };
+        let replicas = (1..count)
             .map(|_| {
                 let vs = nn::VarStore::new(source.device());
                 let model = Seq2Seq::new(&vs.root(), config)?;

@@ -743,10 +743,6 @@ impl Weights {
                 (Some((wvs, wm)), adam)
             }
         };
-        let shares = match device {
-            Device::Cpu => shares,
-            _ => 1,
-        };
         let shares = Shares::new(shares, work.as_ref().map_or(&vs, |w| &w.0), config, &adam)?;
         Ok(Weights {
             vs,
