@@ -121,8 +121,8 @@ pub struct TrainConfig {
     /// CPU: each batch is cut into this many shares (every N-th pair), trained at once on
     /// threads of their own (as many as libtorch has threads, which they divide), their
     /// gradients summed: the recurrent layers' small matrix products leave a second core
-    /// mostly idle under libtorch's own threading (2 shares on 2 threads: 1.7x the bf16 steps
-    /// per second of 1 share; on one thread 3-8% slower). The count decides the numbers (each
+    /// mostly idle under libtorch's own threading (2 shares on 2 threads: 1.5-1.8x the bf16
+    /// steps per second of 1 share; on one thread 3-13% slower). The count decides the numbers (each
     /// share its dropout seed, a fixed order of summing); any thread count up to it gives the
     /// same ones. Ignored on CUDA.
     pub batch_shares: usize,
