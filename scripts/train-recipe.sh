@@ -100,7 +100,8 @@ STEPS=$(( STEPS / MODELS ))  # each model's
 
 # Validation each twelfth of the run; checkpoints each 24th, so that the last four span the last
 # sixth (the end of the learning-rate decay). Model k > 1 trains in run<k> with seed k.
-run_dir() { [ "$1" -eq 1 ] && echo "$OUT/run" || echo "$OUT/run$1"; }
+numbered() { [ "$2" -eq 1 ] && echo "$1" || echo "$1$2"; }  # DIR K: model K's DIR
+run_dir() { numbered "$OUT/run" "$1"; }
 start=$(date +%s)
 for k in $(seq 1 "$MODELS"); do
     seed=(); [ "$k" -gt 1 ] && seed=(--set "seed=$k")
@@ -118,7 +119,7 @@ train_min=$(( ($(date +%s) - start) / 60 ))
 zcat -f "$VALID_S" | awk 'NR <= 1000' > "$OUT/valid.src"; zcat -f "$VALID_T" | awk 'NR <= 1000' > "$OUT/valid.ref"
 MODEL=() CHOSEN=() VALID_SCORES=()
 for k in $(seq 1 "$MODELS"); do
-    run=$(run_dir "$k") avg="$OUT/averaged"; [ "$k" -gt 1 ] && avg="$OUT/averaged$k"
+    run=$(run_dir "$k") avg=$(numbered "$OUT/averaged" "$k")
     $G average --last 4 --run "$run" --out "$avg"
     declare -A score
     for m in best averaged; do

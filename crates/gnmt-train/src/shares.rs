@@ -89,7 +89,7 @@ impl Shares {
     pub fn split(&self, idx: &[usize]) -> Vec<Vec<usize>> {
         let n = self.count();
         (0..n)
-            .map(|j| idx.iter().copied().skip(j).step_by(n).collect::<Vec<_>>())
+            .map(|j| every_nth(idx, j, n))
             .filter(|s| !s.is_empty())
             .collect()
     }
@@ -162,6 +162,12 @@ impl Shares {
         }
         Ok(outs)
     }
+}
+
+/// Every `n`-th pair of a batch from the `first`-th: a share of it, as the shares of a batch
+/// and the data-parallel ranks cut it.
+pub(crate) fn every_nth(idx: &[usize], first: usize, n: usize) -> Vec<usize> {
+    idx.iter().copied().skip(first).step_by(n.max(1)).collect()
 }
 
 /// One thread's shares, in order: share 0 on `model`, the others on their replicas.

@@ -441,12 +441,7 @@ pub(crate) struct LossSetup {
 /// stand-in: a rank whose share is empty runs the first pair with weight 0, so that its
 /// gradients exist and are zero, as the all-reduce needs.
 fn shard_of(idx: &[usize], (rank, world): (usize, usize)) -> (Vec<usize>, bool) {
-    let share: Vec<usize> = idx
-        .iter()
-        .copied()
-        .skip(rank)
-        .step_by(world.max(1))
-        .collect();
+    let share = crate::shares::every_nth(idx, rank, world);
     match share.is_empty() {
         true => (idx.iter().copied().take(1).collect(), true),
         false => (share, false),
