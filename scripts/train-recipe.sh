@@ -10,7 +10,8 @@
 # test BLEU. On a CPU, `gnmt check-precision` then makes the fastest precision within 0.2 BLEU
 # of fp32 on validation the model's default. Writes OUT/results.md.
 # --models N trains N models (seeds 1..N, one vocabulary; MINUTES and --steps are shared among
-# them) that translate as one ensemble; the search is then the default (tune takes one model).
+# them, and under MINUTES each model after the first is sized by the speed the ones before it
+# had) that translate as one ensemble; the search is then the default (tune takes one model).
 #
 #   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
 #                           [--steps N] [--models N] [--threads N] [--device cpu|cuda]
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --resume) RESUME=1; shift ;;
         --set) SETS+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
@@ -80,7 +81,10 @@ timed() {  # steps: the seconds a fresh run of that many steps takes
     b=$(date +%s.%N)
     awk -v a="$a" -v b="$b" 'BEGIN { print b - a }'
 }
+start=$(date +%s)  # the budget counts from here, the measurement included
+BUDGETED=""
 if [ -z "$STEPS" ]; then
+    BUDGETED=1
     echo "train-recipe.sh: measuring this machine's speed for a budget of $MINUTES minutes" >&2
     t40=$(timed 40); t200=$(timed 200)
     rm -rf "$OUT/calibrate"
@@ -91,7 +95,7 @@ if [ -z "$STEPS" ]; then
     STEPS=$(( budget < by_epochs ? budget : by_epochs ))
     STEPS=$(( STEPS / 120 * 120 ))
     [ "$STEPS" -ge 600 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
-    echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs) for each of $MODELS model(s)" >&2
+    echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
     STEPS=$(( STEPS * MODELS ))
 fi
 echo "$STEPS" > "$OUT/steps"
@@ -102,11 +106,28 @@ STEPS=$(( STEPS / MODELS ))  # each model's
 # sixth (the end of the learning-rate decay). Model k > 1 trains in run<k> with seed k.
 numbered() { [ "$2" -eq 1 ] && echo "$1" || echo "$1$2"; }  # DIR K: model K's DIR
 run_dir() { numbered "$OUT/run" "$1"; }
-start=$(date +%s)
+# Under a time budget, models 2..N are sized again from the speed the runs before them had
+# (validation and checkpoints included), so that a slow or quick spell of the machine during the
+# short measurement neither overruns the budget nor leaves it unused. Each model's steps are kept
+# in OUT/steps.K, which --resume reads.
+steps_of() {  # K: model K's steps
+    local k=$1 done=0 j elapsed
+    if [ -n "$RESUME" ] && [ -f "$OUT/steps.$k" ]; then cat "$OUT/steps.$k"; return; fi
+    if [ -z "$BUDGETED" ] || [ "$k" -eq 1 ]; then echo "$STEPS"; return; fi
+    for j in $(seq 1 $(( k - 1 ))); do done=$(( done + $(cat "$OUT/steps.$j") )); done
+    elapsed=$(( $(date +%s) - models_start ))
+    awk -v d="$done" -v e="$elapsed" -v left=$(( MINUTES * 60 - $(date +%s) + start )) -v n=$(( MODELS - k + 1 )) \
+        -v cap="$by_epochs" 'BEGIN { s = left * 0.97 * d / (e > 1 ? e : 1) / n; if (s > cap) s = cap
+                                    s = int(s / 120) * 120; print (s < 120 ? 120 : s) }'
+}
+models_start=$(date +%s)
 for k in $(seq 1 "$MODELS"); do
     seed=(); [ "$k" -gt 1 ] && seed=(--set "seed=$k")
-    $G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$STEPS" \
-        --save-every $(( STEPS / 24 > 0 ? STEPS / 24 : 1 )) --valid-every $(( STEPS / 12 )) --set keep_last=8 \
+    steps=$(steps_of "$k")
+    echo "$steps" > "$OUT/steps.$k"
+    [ "$k" -eq 1 ] || echo "train-recipe.sh: model $k: $steps steps" >&2
+    $G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$steps" \
+        --save-every $(( steps / 24 > 0 ? steps / 24 : 1 )) --valid-every $(( steps / 12 )) --set keep_last=8 \
         --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" --set ema_decay=0.999 \
         --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" "${seed[@]}" --out "$(run_dir "$k")" \
         $( [ -n "$RESUME" ] && echo --resume || echo --force )
@@ -157,7 +178,7 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
-    echo "$STEPS steps of $BATCH sentences, training $train_min min."
+    echo "Steps of $BATCH sentences: $(for k in $(seq 1 "$MODELS"); do cat "$OUT/steps.$k"; done | paste -sd/ -), training $train_min min."
     for k in $(seq 1 "$MODELS"); do
         echo "Validation BLEU (greedy) during training, model $k: $(grep -o '"valid_bleu":[0-9.]*' "$(run_dir "$k")/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
     done

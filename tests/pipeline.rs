@@ -1458,12 +1458,10 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
     );
 }
 
-#[test]
-fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
-    // A corpus directory as a user has one: SPLIT.LANG files, the languages in its name, one
-    // side gzipped.
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("toy-en-de");
+/// A corpus directory as a user has one: SPLIT.LANG files, the languages in its name, one side
+/// gzipped.
+fn recipe_corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("toy-en-de");
     std::fs::create_dir_all(&corpus).unwrap();
     for (split, from) in [("train", "train"), ("valid", "valid"), ("test", "valid")] {
         for lang in ["en", "de"] {
@@ -1479,27 +1477,36 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
             }
         }
     }
-    // The recipe on the toy corpus: `tiny`, one thread, its last line the test BLEU.
-    let recipe = |out: &Path, args: &[&str]| {
-        let o = run(std::process::Command::new("bash")
-            .arg(repo().join("scripts/train-recipe.sh"))
-            .arg(&corpus)
-            .args(args)
-            .args(["--preset", "tiny", "--threads", "1", "--out"])
-            .arg(out)
-            .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
-            .env("OMP_WAIT_POLICY", "PASSIVE"));
-        assert!(o.status.success(), "{}", stderr(&o));
-        let last = stdout(&o).lines().last().unwrap_or("").to_string();
-        assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
-        last
-    };
+    corpus
+}
+
+/// The recipe on the toy corpus: `tiny`, one thread; returns its last line, the test BLEU.
+fn run_recipe(corpus: &Path, out: &Path, args: &[&str]) -> String {
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/train-recipe.sh"))
+        .arg(corpus)
+        .args(args)
+        .args(["--preset", "tiny", "--threads", "1", "--out"])
+        .arg(out)
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
+    last
+}
+
+#[test]
+fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = recipe_corpus(tmp.path());
+    let recipe = |out: &Path, args: &[&str]| run_recipe(&corpus, out, args);
     let out = tmp.path().join("out");
     let last = recipe(&out, &["--steps", "12"]);
     assert!(last.contains("toy-en-de en->de"), "{last}");
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        results.contains("BLEU|nrefs:1") && results.contains("12 steps"),
+        results.contains("BLEU|nrefs:1") && results.contains("Steps of 64 sentences: 12,"),
         "{results}"
     );
     // The search settings gnmt tune chose sit beside the model the test was translated with.
@@ -1525,7 +1532,8 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
     recipe(&ens, &["--steps", "24", "--models", "2"]);
     let results = std::fs::read_to_string(ens.join("results.md")).unwrap();
     assert!(
-        results.contains("12 steps") && results.contains("the ensemble of the 2: "),
+        results.contains("Steps of 64 sentences: 12/12,")
+            && results.contains("the ensemble of the 2: "),
         "{results}"
     );
     let seed_of = |run: &str| {
@@ -1549,4 +1557,42 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn the_recipe_sizes_each_model_of_an_ensemble_by_the_time_left() {
+    // Under --minutes, model 1 is sized by the short measurement and model 2 by the speed model 1
+    // had and the minutes left: each model's steps are kept in OUT/steps.K (for --resume), each
+    // run trains its own count, and results.md lists them.
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = recipe_corpus(tmp.path());
+    let out = tmp.path().join("budget");
+    let last = run_recipe(
+        &corpus,
+        &out,
+        &["--minutes", "2", "--models", "2", "--epochs", "100"],
+    );
+    assert!(last.contains("toy-en-de en->de"), "{last}");
+    let steps: Vec<u64> = (1..=2)
+        .map(|k| {
+            let f = out.join(format!("steps.{k}"));
+            let text = std::fs::read_to_string(&f).unwrap();
+            text.trim().parse().unwrap()
+        })
+        .collect();
+    assert!(steps.iter().all(|s| *s >= 120 && s % 120 == 0), "{steps:?}");
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    let listed = format!("Steps of 64 sentences: {}/{},", steps[0], steps[1]);
+    assert!(
+        results.contains(&listed) && results.contains("the ensemble of the 2: "),
+        "{listed}\n{results}"
+    );
+    for (run, n) in [("run", steps[0]), ("run2", steps[1])] {
+        let metrics = std::fs::read_to_string(out.join(run).join("metrics.jsonl")).unwrap();
+        let last_valid = format!("{{\"step\":{n},\"valid_bleu\"");
+        assert!(
+            metrics.contains(&last_valid),
+            "{run}: no validation at step {n}"
+        );
+    }
 }
