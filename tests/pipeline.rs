@@ -444,7 +444,7 @@ fn vocab_train_resume_translate_eval() {
     translate_resumes_after_a_kill(&avg, t);
     sharded_translation_survives_a_killed_rank(&avg, t);
     ensembles_translate_as_one_model(&avg, &a.join("final"), t);
-    tune_writes_the_settings_translate_starts_from(&avg, t);
+    tune_writes_the_settings_translate_starts_from(&avg, &a.join("final"), t);
     // Averaging different models is refused, naming the odd one out.
     let out = run(gnmt()
         .arg("average")
@@ -1310,8 +1310,8 @@ fn a_quantized_model_translates_as_int8_does(model: &Path, t: &Path) {
 
 /// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
 /// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
-/// grid value that is no setting is refused.
-fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
+/// grid value that is no setting is refused. An ensemble (`model` and `other`) is tuned as one.
+fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t: &Path) {
     let dir = t.join("tuned");
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -1453,6 +1453,72 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, t: &Path) {
     let o = tune(&["--max-len-as=-1"]);
     assert!(
         !o.status.success() && stderr(&o).contains("--max-len-as: -1"),
+        "{}",
+        stderr(&o)
+    );
+    tune_takes_an_ensemble(&dir, model, other, t);
+}
+
+/// `gnmt tune --model a b` tunes the ensemble as translate runs it: the settings go beside `a`
+/// (naming `b`), translate with that ensemble starts from them, exactly as with the flags, and
+/// translate with `a` alone says they were tuned for two models. `dir` is a copy of `model`.
+fn tune_takes_an_ensemble(dir: &Path, model: &Path, other: &Path, t: &Path) {
+    let d = data();
+    let o = run(gnmt()
+        .args(["tune", "--threads", "1", "--model"])
+        .arg(dir)
+        .arg(other)
+        .arg("--src")
+        .arg(d.join("valid.en"))
+        .arg("--ref")
+        .arg(d.join("valid.de"))
+        .args(["--beams", "2", "--alphas", "1.0", "--betas", "0.3"])
+        .args(["--p-value", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("an ensemble of 2"), "{}", stdout(&o));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("search.json")).unwrap()).unwrap();
+    assert_eq!(rec["beam"].as_u64(), Some(2), "{rec}");
+    assert_eq!(
+        rec["ensemble"][0].as_str(),
+        Some(other.display().to_string().as_str()),
+        "{rec}"
+    );
+    let translate = |models: [&Path; 2], extra: &[&str], out: &Path| {
+        let o = run(gnmt()
+            .args(["translate", "--precision", "fp32", "--model"])
+            .args(models)
+            .args(extra)
+            .arg("-i")
+            .arg(d.join("valid.en"))
+            .arg("-o")
+            .arg(out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let tuned_out = t.join("ensemble-tuned.de");
+    let log = translate([dir, other], &[], &tuned_out);
+    assert!(
+        log.contains("tuned by `gnmt tune`") && !log.contains("were tuned for"),
+        "{log}"
+    );
+    let flags_out = t.join("ensemble-flags.de");
+    let flags = ["--beam", "2", "--alpha", "1.0", "--beta", "0.3"];
+    translate([model, other], &flags, &flags_out);
+    assert_eq!(
+        std::fs::read(&tuned_out).unwrap(),
+        std::fs::read(&flags_out).unwrap()
+    );
+    let o = run(gnmt()
+        .args(["translate", "--greedy", "--model"])
+        .arg(dir)
+        .arg("-i")
+        .arg(d.join("valid.en"))
+        .arg("-o")
+        .arg(t.join("alone.de")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("were tuned for 2 model(s)"),
         "{}",
         stderr(&o)
     );

@@ -56,8 +56,10 @@ impl SearchArgs {
         }
     }
 
-    /// [`SearchArgs::config`] with the tuned settings beside `model_dir`, saying so in the log.
-    pub fn config_for(&self, model_dir: &std::path::Path) -> anyhow::Result<SearchConfig> {
+    /// [`SearchArgs::config`] with the tuned settings beside the first of `models`, saying so in
+    /// the log (and when they were tuned for another number of models).
+    pub fn config_for(&self, models: &crate::models::ModelArgs) -> anyhow::Result<SearchConfig> {
+        let model_dir = models.first();
         let tuned = gnmt_translate::TunedSearch::read(model_dir)?;
         if let Some(t) = &tuned {
             tracing::info!(
@@ -73,6 +75,17 @@ impl SearchArgs {
                 t.bleu,
                 t.default_bleu
             );
+            let (tuned_for, given) = (t.ensemble.len() + 1, models.model.len());
+            if tuned_for != given {
+                tracing::warn!(
+                    "those settings were tuned for {tuned_for} model(s) ({}), this run has \
+                     {given}: run `gnmt tune` with these models to tune them",
+                    std::iter::once(model_dir.display().to_string())
+                        .chain(t.ensemble.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                );
+            }
         }
         Ok(self.config(tuned.as_ref()))
     }

@@ -520,7 +520,7 @@ pub fn translate(a: TranslateArgs) -> Result<ExitCode> {
     let search = SearchConfig {
         nbest: a.nbest.max(1),
         kernels: loaded.kernels,
-        ..a.search.config_for(a.models.first())?
+        ..a.search.config_for(&a.models)?
     };
     if a.nbest > search.beam {
         bail!(

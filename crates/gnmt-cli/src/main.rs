@@ -59,7 +59,8 @@ enum Command {
     CheckPrecision(precision::CheckPrecisionArgs),
     /// Try beam widths, length normalization (alpha) and coverage penalties (beta) on validation
     /// data, print the BLEU of each, and write the best beside the model (search.json), where
-    /// translate and serve start from it.
+    /// translate and serve start from it. An ensemble (`--model a b`) is tuned as one; its
+    /// settings go beside its first model.
     Tune(tune::TuneArgs),
     /// Average the weights of several checkpoints into one model directory.
     Average(commands::AverageArgs),

@@ -46,13 +46,8 @@ impl ModelArgs {
         }
     }
 
-    /// Opens every model on `device` at `precision` (or the first model's default).
-    pub fn load(
-        &self,
-        precision: &crate::precision::PrecisionArgs,
-        device: tch::Device,
-    ) -> Result<Loaded> {
-        let weights = self.weights()?;
+    /// Opens every model on `device` as saved, the vocabularies checked to be one.
+    pub fn open(&self, device: tch::Device) -> Result<Vec<ModelDir>> {
         let mut dirs = Vec::with_capacity(self.model.len());
         for path in &self.model {
             let dir = ModelDir::open(path, device)?;
@@ -61,6 +56,17 @@ impl ModelArgs {
             }
             dirs.push(dir);
         }
+        Ok(dirs)
+    }
+
+    /// Opens every model on `device` at `precision` (or the first model's default).
+    pub fn load(
+        &self,
+        precision: &crate::precision::PrecisionArgs,
+        device: tch::Device,
+    ) -> Result<Loaded> {
+        let weights = self.weights()?;
+        let mut dirs = self.open(device)?;
         let precision = match dirs.iter().find(|d| d.model.is_int8()) {
             Some(d) => precision.for_int8_model(&d.path)?,
             None => precision.resolve(self.first(), device)?,
@@ -81,7 +87,7 @@ impl ModelArgs {
     }
 
     /// The weights, checked: one per model, positive and finite.
-    fn weights(&self) -> Result<Vec<f64>> {
+    pub fn weights(&self) -> Result<Vec<f64>> {
         if self.weights.is_empty() {
             return Ok(vec![1.0; self.model.len()]);
         }
@@ -115,10 +121,7 @@ fn same_vocabulary(a: &ModelDir, b: &ModelDir) -> Result<()> {
 impl Loaded {
     /// The ensemble after the first model, for an [`gnmt_translate::stream::Engine`].
     pub fn ensemble(&self) -> Ensemble<'_> {
-        Ensemble {
-            others: self.dirs.iter().skip(1).map(|d| &d.model).collect(),
-            weights: self.weights.clone(),
-        }
+        ensemble_of(&self.dirs, &self.weights)
     }
 
     /// Every model with its decoder packed for the CPU kernels (where they apply).
@@ -133,5 +136,13 @@ impl Loaded {
                 weight,
             })
             .collect()
+    }
+}
+
+/// The ensemble after the first of `dirs`, with the weights of all of them.
+pub fn ensemble_of<'a>(dirs: &'a [ModelDir], weights: &[f64]) -> Ensemble<'a> {
+    Ensemble {
+        others: dirs.iter().skip(1).map(|d| &d.model).collect(),
+        weights: weights.to_vec(),
     }
 }

@@ -94,13 +94,9 @@ pub fn default_precision(model: &Path, device: tch::Device) -> Result<Precision>
     Ok(p)
 }
 
-/// The model and the validation data that `gnmt check-precision` and `gnmt tune` measure it
-/// on.
+/// The validation data that `gnmt check-precision` and `gnmt tune` measure a model on.
 #[derive(Args, Debug)]
 pub struct ValidationArgs {
-    /// Model directory; the result is recorded beside it (precision.json, search.json).
-    #[arg(short, long)]
-    pub model: PathBuf,
     /// Validation source text (never a test set: what is chosen on it is kept).
     #[arg(long)]
     pub src: PathBuf,
@@ -121,12 +117,11 @@ impl ValidationArgs {
     /// [`validation_translations`] scored (BLEU, 13a, cased) against this reference.
     pub fn bleu(
         &self,
-        model: &gnmt_model::Seq2Seq,
-        tokenizer: &gnmt_tokenizer::SubwordTokenizer,
+        models: Models<'_>,
         search: SearchConfig,
         (sources, refs): (&[String], &[String]),
     ) -> Result<f64> {
-        let hyps = validation_translations(model, tokenizer, search, sources)?;
+        let hyps = validation_translations(models, search, sources)?;
         self.score(hyps, refs)
     }
 
@@ -140,6 +135,9 @@ impl ValidationArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckPrecisionArgs {
+    /// Model directory; the result is recorded beside it (precision.json).
+    #[arg(short, long)]
+    model: PathBuf,
     #[command(flatten)]
     data: ValidationArgs,
     #[command(flatten)]
@@ -158,11 +156,11 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     let device = tch::Device::Cpu;
     let ModelDir {
         model, tokenizer, ..
-    } = ModelDir::open(&a.data.model, device)?;
+    } = ModelDir::open(&a.model, device)?;
     if model.is_int8() {
         bail!(
             "{}: an int8 model (gnmt quantize) has one precision: check the float32 model",
-            a.data.model.display()
+            a.model.display()
         );
     }
     let (sources, refs) = a.data.read()?;
@@ -175,7 +173,12 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
             ..SearchConfig::from(&a.search)
         };
         let t = Instant::now();
-        let score = a.data.bleu(&model, &tokenizer, search, (&sources, &refs))?;
+        let models = Models {
+            first: &model,
+            ensemble: Default::default(),
+            tokenizer: &tokenizer,
+        };
+        let score = a.data.bleu(models, search, (&sources, &refs))?;
         println!(
             "{:<5} BLEU {score:6.2}  ({:.1}s)",
             precision.name(),
@@ -189,7 +192,7 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         bleu,
     };
     let (pick, why) = gnmt_translate::PrecisionCheck::pick(Some(&check), &faster);
-    let path = a.data.model.join(gnmt_translate::CHECK_FILE);
+    let path = a.model.join(gnmt_translate::CHECK_FILE);
     gnmt_io::write_file(&path, serde_json::to_string_pretty(&check)? + "\n")
         .with_context(|| path.display().to_string())?;
     println!(
@@ -254,10 +257,17 @@ fn read_validation(src: &Path, reference: &Path, n: usize) -> Result<(Vec<String
     Ok((sources, refs))
 }
 
+/// What validation data is translated with: one model or an ensemble, and the vocabulary.
+#[derive(Debug, Clone)]
+pub(crate) struct Models<'a> {
+    pub first: &'a gnmt_model::Seq2Seq,
+    pub ensemble: gnmt_translate::stream::Ensemble<'a>,
+    pub tokenizer: &'a gnmt_tokenizer::SubwordTokenizer,
+}
+
 /// The best translations of `sources` as `gnmt translate` makes them with `search` on the CPU.
 pub(crate) fn validation_translations(
-    model: &gnmt_model::Seq2Seq,
-    tokenizer: &gnmt_tokenizer::SubwordTokenizer,
+    models: Models<'_>,
     search: SearchConfig,
     sources: &[String],
 ) -> Result<Vec<String>> {
@@ -265,8 +275,8 @@ pub(crate) fn validation_translations(
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
     let tr = Translator {
         engine: Engine {
-            model,
-            ensemble: Default::default(),
+            model: models.first,
+            ensemble: models.ensemble,
             device,
             search,
             batch_size: 64,
@@ -274,7 +284,7 @@ pub(crate) fn validation_translations(
             workers,
             threads_per_worker,
         },
-        tokenizer,
+        tokenizer: models.tokenizer,
         chunk_lines: sources.len().max(1),
         shard: None,
     };

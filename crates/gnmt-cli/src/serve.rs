@@ -87,7 +87,7 @@ impl ServeArgs {
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
     a.compute.set_threads();
     let device = a.compute.device.0;
-    let defaults = a.search.config_for(a.models.first())?;
+    let defaults = a.search.config_for(&a.models)?;
     if defaults.beam > a.max_beam {
         bail!(
             "--beam {} is above --max-beam {}",

@@ -1,17 +1,23 @@
 //! `gnmt tune`: a grid over beam width, length normalization (alpha), coverage penalty (beta)
 //! and the output length limit (max_len_a * source length + max_len_b) scored by BLEU on
 //! validation data; the best settings are written beside the model
-//! (`search.json`), where `gnmt translate` and `gnmt serve` start from them.
+//! (`search.json`), where `gnmt translate` and `gnmt serve` start from them. An ensemble
+//! (`--model a b c`) is tuned as it translates; its settings go beside its first model.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use gnmt_translate::{ModelDir, SearchConfig, SearchSettings, TunedSearch, TUNED_FILE};
+use gnmt_translate::{SearchConfig, SearchSettings, TunedSearch, TUNED_FILE};
+
+use crate::precision::{validation_translations, Models};
 
 #[derive(Args, Debug)]
 pub struct TuneArgs {
-    /// The model (its search.json receives the chosen settings) and the validation data.
+    /// The model or the ensemble (the first model's search.json receives the chosen settings).
+    #[command(flatten)]
+    models: crate::models::ModelArgs,
+    /// The validation data.
     #[command(flatten)]
     data: crate::precision::ValidationArgs,
     /// Beam widths to try.
@@ -56,23 +62,32 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     check_grid(&a)?;
-    let ModelDir {
-        model, tokenizer, ..
-    } = ModelDir::open(&a.data.model, tch::Device::Cpu)?;
-    let (sources, refs) = a.data.read()?;
-    let translate = |cfg: SearchConfig| {
-        crate::precision::validation_translations(&model, &tokenizer, cfg, &sources)
+    let dirs = a.models.open(tch::Device::Cpu)?;
+    let weights = a.models.weights()?;
+    let first = dirs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--model: no model given"))?;
+    let models = Models {
+        first: &first.model,
+        ensemble: crate::models::ensemble_of(&dirs, &weights),
+        tokenizer: &first.tokenizer,
     };
+    let (sources, refs) = a.data.read()?;
+    let translate = |cfg: SearchConfig| validation_translations(models.clone(), cfg, &sources);
     let defaults = SearchConfig::default();
     let default_hyps = translate(defaults.clone())?;
     let default_bleu = a.data.score(default_hyps.clone(), &refs)?;
     println!(
-        "defaults (beam {}, alpha {}, beta {}): BLEU {default_bleu:.2} on {} lines of {}",
+        "defaults (beam {}, alpha {}, beta {}): BLEU {default_bleu:.2} on {} lines of {}{}",
         defaults.beam,
         defaults.alpha,
         defaults.beta,
         sources.len(),
-        a.data.src.display()
+        a.data.src.display(),
+        match dirs.len() {
+            1 => String::new(),
+            n => format!(", an ensemble of {n}: {}", a.models.describe()),
+        }
     );
     let (grid, hyps) = measure(points(&a), |cfg| {
         let h = translate(cfg)?;
@@ -109,6 +124,10 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         p_value: Some(p_value),
         source: a.data.src.display().to_string(),
         sentences: sources.len(),
+        ensemble: a.models.model[1..]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     };
     println!(
         "best: beam {}, alpha {}, beta {}, length limit {} * source + {}: BLEU {:.2} ({:+.2} over \
@@ -158,7 +177,7 @@ fn measure(
 
 /// Writes `tuned` to the model's search.json (unless --dry-run), saying what translate will use.
 fn record(a: &TuneArgs, tuned: &TunedSearch) -> Result<()> {
-    let path = a.data.model.join(TUNED_FILE);
+    let path = a.models.first().join(TUNED_FILE);
     if a.dry_run {
         println!("--dry-run: {} left as it was", path.display());
         return Ok(());

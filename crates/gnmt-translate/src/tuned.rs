@@ -35,6 +35,9 @@ pub struct TunedSearch {
     /// The validation source tuned on, and how many of its lines.
     pub source: String,
     pub sentences: usize,
+    /// The models after this one when an ensemble was tuned (as given to `gnmt tune`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<String>,
 }
 
 fn default_max_len_a() -> f64 {
@@ -143,6 +146,7 @@ mod tests {
             p_value: Some(0.01),
             source: "valid.en".into(),
             sentences: 1014,
+            ensemble: vec!["run2/best".into()],
         };
         std::fs::write(
             dir.path().join(TUNED_FILE),
@@ -164,6 +168,7 @@ mod tests {
         let old = TunedSearch::read(dir.path()).unwrap().unwrap();
         let d = SearchConfig::default();
         assert_eq!((old.max_len_a, old.max_len_b), (d.max_len_a, d.max_len_b));
+        assert!(old.ensemble.is_empty());
         std::fs::write(dir.path().join(TUNED_FILE), r#"{"beam": 0}"#).unwrap();
         let e = TunedSearch::read(dir.path()).unwrap_err().to_string();
         assert!(e.contains("search.json") && e.contains("gnmt tune"), "{e}");
