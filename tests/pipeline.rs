@@ -1612,6 +1612,14 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
     assert_eq!(seed_of("run2").as_deref(), Some("seed = 2"));
     let hyp = std::fs::read_to_string(ens.join("test.hyp")).unwrap();
     assert_eq!(hyp.lines().count(), 60);
+    // The ensemble is tuned as one: the settings beside its first model name the second.
+    assert!(results.contains("| tuned search |"), "{results}");
+    let records: Vec<String> = [ens.join("averaged"), ens.join("run/best")]
+        .iter()
+        .filter_map(|first| std::fs::read_to_string(first.join("search.json")).ok())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains("\"ensemble\""), "{}", records[0]);
     // A directory whose name does not tell the languages is refused with what to do.
     let o = run(std::process::Command::new("bash")
         .arg(repo().join("scripts/train-recipe.sh"))
