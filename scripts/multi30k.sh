@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The Multi30k En->De recipe (README "Multi30k"): the default recipe (scripts/train-recipe.sh) on
 # Multi30k's files, test2016 as the test set, the output layer tied to the shared embedding.
-# On a CPU with AVX512-BF16 (bf16 training at full speed): two 4+4 x 384 models in bf16 mixed
-# precision with dropout 0.4, 6,240 steps of 64 sentences each (about 13 epochs), translated as
-# one ensemble (session 17, 2-core AMD EPYC: 68 minutes of training, validation 40.7, test2016
-# 39.6). Elsewhere, or with --small: one `small` model in float32, 9000 steps (about 20 epochs),
-# dropout 0.3 (validation 39.2-39.6, test2016 38.9-39.1 in about 90 minutes).
+# On a CPU with AVX512-BF16 (bf16 training at full speed): three 4+4 x 384 models in bf16 mixed
+# precision with dropout 0.4, as many steps of 64 sentences as 90 minutes of training allow
+# (each model after the first sized by the speed of those before it), translated as one
+# ensemble whose search `gnmt tune` checks on validation (session 18, 2-core AMD EPYC: 6,600,
+# 7,200 and 8,040 steps, 88 minutes, validation 41.1, test2016 40.0). Elsewhere, or with
+# --small: one `small` model in float32, 9000 steps (about 20 epochs), dropout 0.3 (validation
+# 39.2-39.6, test2016 38.9-39.1 in about 90 minutes).
 # Writes runs/multi30k/results.md; the last line is the test2016 BLEU.
 #
 #   scripts/multi30k.sh [DATA_DIR] [--small] [any option of scripts/train-recipe.sh]
@@ -14,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATA=../shared/data/multi30k
 case "${1:-}" in
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     ""|-*) ;;
     *) DATA="$1"; shift ;;
 esac
@@ -27,7 +29,7 @@ grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null || SMALL=1
 if [ -n "$SMALL" ]; then
     recipe=(--steps 9000 --set model.dropout=0.3)
 else
-    recipe=(--steps 12480 --models 2 --set model.dropout=0.4 --set 'precision="bf16"' --set model.hidden_size=384
+    recipe=(--minutes 90 --epochs 40 --models 3 --set model.dropout=0.4 --set 'precision="bf16"' --set model.hidden_size=384
             --set model.embedding_size=384 --set model.attention_units=384)
 fi
 exec scripts/train-recipe.sh "$DATA" --src en --tgt de --test test2016 --out runs/multi30k \
