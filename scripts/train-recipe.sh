@@ -14,16 +14,18 @@
 # had) that translate as one ensemble, tuned as one (on a smaller grid).
 #
 #   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
-#                           [--steps N] [--models N] [--threads N] [--device cpu|cuda]
+#                           [--steps N] [--speed N] [--models N] [--threads N] [--device cpu|cuda]
 #                           [--preset small] [--batch-size 64] [--out DIR] [--resume]
 #                           [--set KEY=VALUE ...]
-# --steps N trains N steps in all (no time measurement); --set overrides a training setting
+# --steps N trains N steps in all (no time measurement); --speed N takes N steps a minute as this
+# machine's speed instead of measuring it (models after the first are still sized by the speed
+# of those before them); --set overrides a training setting
 # (e.g. --set model.dropout=0.3, as scripts/multi30k.sh does); --resume continues a stopped run.
 # The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=10 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
-RESUME="" MODELS=1 T=() SETS=()
+RESUME="" MODELS=1 SPEED="" T=() SETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --src) SRC="$2"; shift 2 ;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
         --minutes) MINUTES="$2"; shift 2 ;;
         --epochs) EPOCHS="$2"; shift 2 ;;
         --steps) STEPS="$2"; shift 2 ;;
+        --speed) SPEED="$2"; shift 2 ;;
         --models) MODELS="$2"; shift 2 ;;
         --threads) T=(--threads "$2"); shift 2 ;;
         --device) DEVICE="$2"; shift 2 ;;
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --resume) RESUME=1; shift ;;
         --set) SETS+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
@@ -48,6 +51,8 @@ done
 die() { echo "train-recipe.sh: $*" >&2; exit 1; }
 [ -n "$DIR" ] && [ -d "$DIR" ] || die "give the corpus directory (train/valid/test.{SRC,TGT}); --help says more"
 [[ "$MODELS" =~ ^[1-9][0-9]*$ ]] || die "--models must be a positive number, not '$MODELS'"
+[ -z "$SPEED" ] || [[ "$SPEED" =~ ^[0-9]*[1-9][0-9]*([.][0-9]+)?$ ]] \
+    || die "--speed must be steps a minute (a positive number), not '$SPEED'"
 name=$(basename "$(cd "$DIR" && pwd)")
 if [ -z "$SRC" ] || [ -z "$TGT" ]; then
     IFS=- read -r -a parts <<< "$name"
@@ -85,16 +90,20 @@ start=$(date +%s)  # the budget counts from here, the measurement included
 BUDGETED=""
 if [ -z "$STEPS" ]; then
     BUDGETED=1
-    echo "train-recipe.sh: measuring this machine's speed for a budget of $MINUTES minutes" >&2
-    t40=$(timed 40); t200=$(timed 200)
-    rm -rf "$OUT/calibrate"
-    per_min=$(awk -v a="$t40" -v b="$t200" 'BEGIN { d = b - a; if (d < 1) d = 1; printf "%.1f", 160 * 60 / d }')
+    if [ -z "$SPEED" ]; then
+        echo "train-recipe.sh: measuring this machine's speed for a budget of $MINUTES minutes" >&2
+        t40=$(timed 40); t200=$(timed 200)
+        rm -rf "$OUT/calibrate"
+        per_min=$(awk -v a="$t40" -v b="$t200" 'BEGIN { d = b - a; if (d < 1) d = 1; printf "%.1f", 160 * 60 / d }')
+    else
+        per_min=$SPEED
+    fi
     # Validation and checkpoints take about a tenth of a run.
     budget=$(awk -v m="$MINUTES" -v r="$per_min" -v n="$MODELS" 'BEGIN { printf "%d", m * r * 0.9 / n }')
     by_epochs=$(( EPOCHS * pairs / BATCH ))
     STEPS=$(( budget < by_epochs ? budget : by_epochs ))
-    STEPS=$(( STEPS / 120 * 120 ))
-    [ "$STEPS" -ge 600 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
+    STEPS=$(( STEPS / 24 * 24 ))  # (validation each twelfth, checkpoints each 24th)
+    [ "$STEPS" -ge 120 ] || die "only $STEPS steps fit in $MINUTES minutes here ($per_min a minute): give more --minutes"
     echo "train-recipe.sh: $per_min steps a minute here: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
     STEPS=$(( STEPS * MODELS ))
 fi
@@ -118,7 +127,7 @@ steps_of() {  # K: model K's steps
     elapsed=$(( $(date +%s) - models_start ))
     awk -v d="$done" -v e="$elapsed" -v left=$(( MINUTES * 60 - $(date +%s) + start )) -v n=$(( MODELS - k + 1 )) \
         -v cap="$by_epochs" 'BEGIN { s = left * 0.97 * d / (e > 1 ? e : 1) / n; if (s > cap) s = cap
-                                    s = int(s / 120) * 120; print (s < 120 ? 120 : s) }'
+                                    s = int(s / 24) * 24; print (s < 24 ? 24 : s) }'
 }
 models_start=$(date +%s)
 for k in $(seq 1 "$MODELS"); do

@@ -1635,16 +1635,27 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
 
 #[test]
 fn the_recipe_sizes_each_model_of_an_ensemble_by_the_time_left() {
-    // Under --minutes, model 1 is sized by the short measurement and model 2 by the speed model 1
-    // had and the minutes left: each model's steps are kept in OUT/steps.K (for --resume), each
-    // run trains its own count, and results.md lists them.
+    // Under --minutes, model 1 is sized by the machine's speed (here given: --speed 300, so
+    // 1 minute x 300 x 0.9 for validation / 2 models = 135, down to a multiple of 24: 120) and
+    // model 2 by the speed model 1 had and the minutes left (at least 24 steps when none are
+    // left, as on a loaded machine): each model's steps are kept in OUT/steps.K (for --resume),
+    // each run trains its own count, and results.md lists them.
     let tmp = tempfile::tempdir().unwrap();
     let corpus = recipe_corpus(tmp.path());
     let out = tmp.path().join("budget");
     let last = run_recipe(
         &corpus,
         &out,
-        &["--minutes", "2", "--models", "2", "--epochs", "100"],
+        &[
+            "--minutes",
+            "1",
+            "--speed",
+            "300",
+            "--models",
+            "2",
+            "--epochs",
+            "100",
+        ],
     );
     assert!(last.contains("toy-en-de en->de"), "{last}");
     let steps: Vec<u64> = (1..=2)
@@ -1654,7 +1665,8 @@ fn the_recipe_sizes_each_model_of_an_ensemble_by_the_time_left() {
             text.trim().parse().unwrap()
         })
         .collect();
-    assert!(steps.iter().all(|s| *s >= 120 && s % 120 == 0), "{steps:?}");
+    assert_eq!(steps[0], 120, "{steps:?}");
+    assert!(steps[1] >= 24 && steps[1] % 24 == 0, "{steps:?}");
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     let listed = format!("Steps of 64 sentences: {}/{},", steps[0], steps[1]);
     assert!(
