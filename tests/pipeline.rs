@@ -1666,7 +1666,7 @@ fn the_recipe_sizes_each_model_of_an_ensemble_by_the_time_left() {
         })
         .collect();
     assert_eq!(steps[0], 120, "{steps:?}");
-    assert!(steps[1] >= 24 && steps[1] % 24 == 0, "{steps:?}");
+    assert!(steps[1] >= 24 && steps[1].is_multiple_of(24), "{steps:?}");
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     let listed = format!("Steps of 64 sentences: {}/{},", steps[0], steps[1]);
     assert!(
