@@ -124,8 +124,11 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         p_value: Some(p_value),
         source: a.data.src.display().to_string(),
         sentences: sources.len(),
-        ensemble: a.models.model[1..]
+        ensemble: a
+            .models
+            .model
             .iter()
+            .skip(1)
             .map(|p| p.display().to_string())
             .collect(),
     };
