@@ -1308,6 +1308,34 @@ fn a_quantized_model_translates_as_int8_does(model: &Path, t: &Path) {
     );
 }
 
+/// `gnmt tune` of `models` (one, or an ensemble) on the fixture's validation data.
+fn tune_on_valid(models: &[&Path], extra: &[&str]) -> std::process::Output {
+    let d = data();
+    let mut c = gnmt();
+    c.args(["tune", "--threads", "1", "--model"])
+        .args(models)
+        .arg("--src")
+        .arg(d.join("valid.en"))
+        .arg("--ref")
+        .arg(d.join("valid.de"))
+        .args(extra);
+    run(&mut c)
+}
+
+/// `gnmt translate` of the fixture's validation source by `models`, in float32 (one precision
+/// for every run compared: a model's precision.json may pick another by default).
+fn translate_valid(models: &[&Path], extra: &[&str], out: &Path) -> std::process::Output {
+    let mut c = gnmt();
+    c.args(["translate", "--precision", "fp32", "--model"])
+        .args(models)
+        .args(extra)
+        .arg("-i")
+        .arg(data().join("valid.en"))
+        .arg("-o")
+        .arg(out);
+    run(&mut c)
+}
+
 /// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
 /// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
 /// grid value that is no setting is refused. An ensemble (`model` and `other`) is tuned as one.
@@ -1317,17 +1345,7 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t:
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(model.join(f), dir.join(f)).unwrap();
     }
-    let d = data();
-    let tune = |extra: &[&str]| {
-        run(gnmt()
-            .args(["tune", "--threads", "1", "--model"])
-            .arg(&dir)
-            .arg("--src")
-            .arg(d.join("valid.en"))
-            .arg("--ref")
-            .arg(d.join("valid.de"))
-            .args(extra))
-    };
+    let tune = |extra: &[&str]| tune_on_valid(&[&dir], extra);
     let o = tune(&[
         "--beams",
         "2",
@@ -1372,17 +1390,7 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t:
     let max_len_a = rec["max_len_a"].as_f64().unwrap();
     assert!([0.5, 1.5].contains(&max_len_a), "{rec}");
     assert_eq!(rec["max_len_b"].as_u64(), Some(2), "{rec}");
-    let translate = |m: &Path, extra: &[&str], out: &Path| {
-        // One precision for both (a model's precision.json may pick another by default).
-        run(gnmt()
-            .args(["translate", "--precision", "fp32", "--model"])
-            .arg(m)
-            .args(extra)
-            .arg("-i")
-            .arg(d.join("valid.en"))
-            .arg("-o")
-            .arg(out))
-    };
+    let translate = |m: &Path, extra: &[&str], out: &Path| translate_valid(&[m], extra, out);
     let tuned_out = t.join("tuned.de");
     let o = translate(&dir, &[], &tuned_out);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1463,17 +1471,8 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t:
 /// (naming `b`), translate with that ensemble starts from them, exactly as with the flags, and
 /// translate with `a` alone says they were tuned for two models. `dir` is a copy of `model`.
 fn tune_takes_an_ensemble(dir: &Path, model: &Path, other: &Path, t: &Path) {
-    let d = data();
-    let o = run(gnmt()
-        .args(["tune", "--threads", "1", "--model"])
-        .arg(dir)
-        .arg(other)
-        .arg("--src")
-        .arg(d.join("valid.en"))
-        .arg("--ref")
-        .arg(d.join("valid.de"))
-        .args(["--beams", "2", "--alphas", "1.0", "--betas", "0.3"])
-        .args(["--p-value", "1"]));
+    let grid = ["--beams", "2", "--alphas", "1.0", "--betas", "0.3"];
+    let o = tune_on_valid(&[dir, other], &[&grid[..], &["--p-value", "1"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("an ensemble of 2"), "{}", stdout(&o));
     let rec: serde_json::Value =
@@ -1485,14 +1484,7 @@ fn tune_takes_an_ensemble(dir: &Path, model: &Path, other: &Path, t: &Path) {
         "{rec}"
     );
     let translate = |models: [&Path; 2], extra: &[&str], out: &Path| {
-        let o = run(gnmt()
-            .args(["translate", "--precision", "fp32", "--model"])
-            .args(models)
-            .args(extra)
-            .arg("-i")
-            .arg(d.join("valid.en"))
-            .arg("-o")
-            .arg(out));
+        let o = translate_valid(&models, extra, out);
         assert!(o.status.success(), "{}", stderr(&o));
         stderr(&o)
     };
@@ -1509,13 +1501,7 @@ fn tune_takes_an_ensemble(dir: &Path, model: &Path, other: &Path, t: &Path) {
         std::fs::read(&tuned_out).unwrap(),
         std::fs::read(&flags_out).unwrap()
     );
-    let o = run(gnmt()
-        .args(["translate", "--greedy", "--model"])
-        .arg(dir)
-        .arg("-i")
-        .arg(d.join("valid.en"))
-        .arg("-o")
-        .arg(t.join("alone.de")));
+    let o = translate_valid(&[dir], &["--greedy"], &t.join("alone.de"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("were tuned for 2 model(s)"),

@@ -117,7 +117,7 @@ impl ValidationArgs {
     /// [`validation_translations`] scored (BLEU, 13a, cased) against this reference.
     pub fn bleu(
         &self,
-        models: Models<'_>,
+        models: &Models<'_>,
         search: SearchConfig,
         (sources, refs): (&[String], &[String]),
     ) -> Result<f64> {
@@ -164,6 +164,11 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         );
     }
     let (sources, refs) = a.data.read()?;
+    let models = Models {
+        first: &model,
+        ensemble: Default::default(),
+        tokenizer: &tokenizer,
+    };
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
     for &precision in [Precision::Fp32].iter().chain(&faster) {
@@ -173,12 +178,7 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
             ..SearchConfig::from(&a.search)
         };
         let t = Instant::now();
-        let models = Models {
-            first: &model,
-            ensemble: Default::default(),
-            tokenizer: &tokenizer,
-        };
-        let score = a.data.bleu(models, search, (&sources, &refs))?;
+        let score = a.data.bleu(&models, search, (&sources, &refs))?;
         println!(
             "{:<5} BLEU {score:6.2}  ({:.1}s)",
             precision.name(),
@@ -258,7 +258,7 @@ fn read_validation(src: &Path, reference: &Path, n: usize) -> Result<(Vec<String
 }
 
 /// What validation data is translated with: one model or an ensemble, and the vocabulary.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Models<'a> {
     pub first: &'a gnmt_model::Seq2Seq,
     pub ensemble: gnmt_translate::stream::Ensemble<'a>,
@@ -267,7 +267,7 @@ pub(crate) struct Models<'a> {
 
 /// The best translations of `sources` as `gnmt translate` makes them with `search` on the CPU.
 pub(crate) fn validation_translations(
-    models: Models<'_>,
+    models: &Models<'_>,
     search: SearchConfig,
     sources: &[String],
 ) -> Result<Vec<String>> {
@@ -276,7 +276,7 @@ pub(crate) fn validation_translations(
     let tr = Translator {
         engine: Engine {
             model: models.first,
-            ensemble: models.ensemble,
+            ensemble: models.ensemble.clone(),
             device,
             search,
             batch_size: 64,

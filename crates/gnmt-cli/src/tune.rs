@@ -73,7 +73,7 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         tokenizer: &first.tokenizer,
     };
     let (sources, refs) = a.data.read()?;
-    let translate = |cfg: SearchConfig| validation_translations(models.clone(), cfg, &sources);
+    let translate = |cfg: SearchConfig| validation_translations(&models, cfg, &sources);
     let defaults = SearchConfig::default();
     let default_hyps = translate(defaults.clone())?;
     let default_bleu = a.data.score(default_hyps.clone(), &refs)?;
