@@ -27,7 +27,7 @@ SMALL=""
 [ "${1:-}" = --small ] && { SMALL=1; shift; }
 grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null || SMALL=1
 if [ -n "$SMALL" ]; then
-    recipe=(--steps 9000 --set model.dropout=0.3)
+    recipe=(--steps 9000 --set model.dropout=0.3 --set 'precision="fp32"')
 else
     recipe=(--minutes 90 --epochs 40 --models 3 --set model.dropout=0.4 --set 'precision="bf16"' --set model.hidden_size=384
             --set model.embedding_size=384 --set model.attention_units=384)

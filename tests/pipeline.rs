@@ -1534,6 +1534,11 @@ fn recipe_corpus(dir: &Path) -> PathBuf {
 
 /// The recipe on the toy corpus: `tiny`, one thread; returns its last line, the test BLEU.
 fn run_recipe(corpus: &Path, out: &Path, args: &[&str]) -> String {
+    run_recipe_logged(corpus, out, args).0
+}
+
+/// [`run_recipe`], with what it wrote to stderr as well.
+fn run_recipe_logged(corpus: &Path, out: &Path, args: &[&str]) -> (String, String) {
     let o = run(std::process::Command::new("bash")
         .arg(repo().join("scripts/train-recipe.sh"))
         .arg(corpus)
@@ -1545,7 +1550,7 @@ fn run_recipe(corpus: &Path, out: &Path, args: &[&str]) -> String {
     assert!(o.status.success(), "{}", stderr(&o));
     let last = stdout(&o).lines().last().unwrap_or("").to_string();
     assert!(last.starts_with("TEST BLEU "), "{}", stdout(&o));
-    last
+    (last, stderr(&o))
 }
 
 #[test]
@@ -1616,6 +1621,53 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
         stderr(&o).contains("give --src and --tgt"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn the_recipe_measures_the_speed_with_model_1_itself_and_trains_it_on_to_the_steps_that_fit() {
+    // Under --minutes without --speed, model 1 trains for a sixth of the budget (at least a
+    // quarter of a minute) with the epoch limit as its length, is stopped there
+    // (--stop-after-minutes), sized by the steps it made and resumed to that many: one run,
+    // nothing thrown away, validated each twelfth of its final length.
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = recipe_corpus(tmp.path());
+    let out = tmp.path().join("measured");
+    let (last, log) = run_recipe_logged(&corpus, &out, &["--minutes", "1", "--epochs", "10000"]);
+    assert!(last.contains("toy-en-de en->de"), "{last}");
+    assert!(
+        log.contains("model 1 measures this machine's speed"),
+        "{log}"
+    );
+    let leg: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped at step "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the measuring leg did not stop on time:\n{log}"));
+    let steps: u64 = std::fs::read_to_string(out.join("steps.1"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The decay of the GNMT schedule (from two thirds of the run) starts after the leg.
+    assert!(
+        steps.is_multiple_of(24) && steps >= 120 && steps * 2 >= leg * 3,
+        "leg {leg}, steps {steps}"
+    );
+    let metrics = std::fs::read_to_string(out.join("run/metrics.jsonl")).unwrap();
+    let last_valid = format!("{{\"step\":{steps},\"valid_bleu\"");
+    assert!(
+        metrics.contains(&last_valid),
+        "no validation at step {steps}"
+    );
+    assert!(out
+        .join(format!("run/checkpoints/step-{steps:08}"))
+        .exists());
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        results.contains(&format!("Steps of 64 sentences: {steps},")),
+        "{results}"
     );
 }
 

@@ -315,6 +315,13 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "force")]
     #[serde(skip)]
     resume: bool,
+    /// Stop after this many minutes of this invocation (at the next step, saving a checkpoint, as
+    /// Ctrl-C does) and exit with success; --resume continues. The run's settings are unchanged,
+    /// so a time-limited leg and its continuation train as one run would (with --resume, `--set
+    /// max_steps=N` re-sizes it while the GNMT schedule is still before its decay).
+    #[arg(long, value_name = "MINUTES", value_parser = positive_minutes)]
+    #[serde(skip)]
+    stop_after_minutes: Option<f64>,
     /// Start over even if --out holds another run: deletes what a run wrote there
     /// (checkpoints/, best/, final/, data/, metrics.jsonl, config.toml, tokenizer.json) and
     /// nothing else.
@@ -404,6 +411,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
             tracing::warn!("Ctrl-C will not save a checkpoint: {e}");
         }
     }
+    let timed_out = a.stop_after_minutes.map(|m| stop_after(m, stop.clone()));
     let bar = train_progress_bar(cfg.max_steps);
     let progress: Option<ProgressFn> = bar.clone().map(|bar| {
         Box::new(move |p: &Progress| {
@@ -449,11 +457,44 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
             },
         s.final_model.display()
     );
-    Ok(if s.interrupted {
+    // The minutes, when they (and not Ctrl-C) stopped the run.
+    let out_of_time = a
+        .stop_after_minutes
+        .zip(timed_out)
+        .filter(|(_, t)| s.interrupted && t.load(Ordering::SeqCst))
+        .map(|(m, _)| m);
+    Ok(if let Some(m) = out_of_time {
+        eprintln!(
+            "stopped at step {} of {} after {m} minutes: --resume continues",
+            s.steps, cfg.max_steps
+        );
+        ExitCode::SUCCESS
+    } else if s.interrupted {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--stop-after-minutes`: a positive, finite number of minutes.
+fn positive_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m.is_finite() && m > 0.0 => Ok(m),
+        _ => Err(format!("'{s}' is not a positive number of minutes")),
+    }
+}
+
+/// Raises `stop` after `minutes` (from a thread of its own); the flag returned tells that the
+/// time ran out (and not Ctrl-C).
+fn stop_after(minutes: f64, stop: Arc<AtomicBool>) -> Arc<AtomicBool> {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs_f64(minutes * 60.0));
+        flag.store(true, Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+    });
+    timed_out
 }
 
 /// The training progress bar, on a terminal only (elsewhere the trainer logs each step).
