@@ -138,7 +138,8 @@ measure_with_model_1() {
     run=$(run_dir 1)
     leg=$(awk -v m="$MINUTES" -v n="$MODELS" 'BEGIN { l = m / n / 6; printf "%.2f", (l < 0.25 ? 0.25 : l) }')
     echo "train-recipe.sh: model 1 measures this machine's speed for $leg of the $MINUTES minutes" >&2
-    before=$(last_step "$run")
+    before=0  # (--force deletes what an earlier start left)
+    [ -n "$RESUME" ] && before=$(last_step "$run")
     t0=$(date +%s.%N)
     train_model 1 "$by_epochs" --stop-after-minutes "$leg" $( [ -n "$RESUME" ] && echo --resume || echo --force )
     t1=$(date +%s.%N)

@@ -703,6 +703,44 @@ fn wmt_script_prepares_the_wmt_sample() {
     assert!(n("kept") > pairs / 5, "{meta}");
 }
 
+#[test]
+fn a_time_limited_leg_stops_with_a_checkpoint_and_resumes_to_new_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_vocab(&tmp.path().join("tokenizer.json"));
+    let r = tmp.path().join("leg");
+    // Three seconds of a run that would take far longer: a checkpoint at the step reached,
+    // success, and the step said.
+    let o = run(train_cmd(&r, 1_000_000).args(["--stop-after-minutes", "0.05"]));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    let reached: i64 = e
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped at step "))
+        .and_then(|l| l.strip_suffix(" of 1000000 after 0.05 minutes: --resume continues"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop after 0.05 minutes:\n{e}"));
+    assert!(reached > 0 && reached < 1_000_000, "{reached}");
+    let last = |r: &Path| gnmt_checkpoints(r).pop().unwrap();
+    assert!(last(&r).ends_with(format!("step-{reached:08}")));
+    // Resumed with another length, it trains on to that many steps.
+    let o = run(train_cmd(&r, reached + 10).arg("--resume"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(last(&r).ends_with(format!("step-{:08}", reached + 10)));
+    assert_eq!(losses(&r).last().map(|l| l.0), Some(reached + 10));
+    // A run already at its end says so (no training, no made-up losses).
+    let o = run(train_cmd(&r, reached + 10).arg("--resume"));
+    let e = stderr(&o);
+    assert!(o.status.success() && e.contains("nothing to train"), "{e}");
+    assert!(!e.contains("NaN"), "{e}");
+    // A time that is not a positive number of minutes is refused, naming the option.
+    let o = run(train_cmd(&tmp.path().join("bad"), 10).args(["--stop-after-minutes", "0"]));
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("--stop-after-minutes") && e.contains("positive"),
+        "{e}"
+    );
+}
+
 /// A 600-piece vocabulary of the fixture's training text, at `path`.
 fn make_vocab(path: &Path) {
     let d = data();
@@ -1633,6 +1671,8 @@ fn the_recipe_measures_the_speed_with_model_1_itself_and_trains_it_on_to_the_ste
     let tmp = tempfile::tempdir().unwrap();
     let corpus = recipe_corpus(tmp.path());
     let out = tmp.path().join("measured");
+    // (An earlier run in the same directory, started over: its steps are not counted as made.)
+    run_recipe(&corpus, &out, &["--steps", "24"]);
     let (last, log) = run_recipe_logged(&corpus, &out, &["--minutes", "1", "--epochs", "10000"]);
     assert!(last.contains("toy-en-de en->de"), "{last}");
     assert!(
@@ -1645,6 +1685,10 @@ fn the_recipe_measures_the_speed_with_model_1_itself_and_trains_it_on_to_the_ste
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the measuring leg did not stop on time:\n{log}"));
+    assert!(
+        log.contains(&format!("train-recipe.sh: {leg} steps in ")),
+        "the speed was not measured on the leg's {leg} steps:\n{log}"
+    );
     let steps: u64 = std::fs::read_to_string(out.join("steps.1"))
         .unwrap()
         .trim()

@@ -438,6 +438,37 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
     let s = result.with_context(|| format!("training into {}", cfg.out.display()))?;
+    report_summary(&s, &cfg);
+    // The minutes, when they (and not Ctrl-C) stopped the run.
+    let out_of_time = a
+        .stop_after_minutes
+        .zip(timed_out)
+        .filter(|(_, t)| s.interrupted && t.load(Ordering::SeqCst))
+        .map(|(m, _)| m);
+    Ok(if let Some(m) = out_of_time {
+        eprintln!(
+            "stopped at step {} of {} after {m} minutes: --resume continues",
+            s.steps, cfg.max_steps
+        );
+        ExitCode::SUCCESS
+    } else if s.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What a run did, on stderr (a resumed run that was already at its end trained nothing).
+fn report_summary(s: &gnmt_train::trainer::TrainSummary, cfg: &TrainConfig) {
+    if s.first_loss.is_nan() && !s.interrupted {
+        eprintln!(
+            "nothing to train: the run is at step {} (max_steps {}); model in {}",
+            s.steps,
+            cfg.max_steps,
+            s.final_model.display()
+        );
+        return;
+    }
     eprintln!(
         "trained {} steps: loss {:.3} -> {:.3}, {:.0} tokens/s{}; model in {}",
         s.steps,
@@ -457,23 +488,6 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
             },
         s.final_model.display()
     );
-    // The minutes, when they (and not Ctrl-C) stopped the run.
-    let out_of_time = a
-        .stop_after_minutes
-        .zip(timed_out)
-        .filter(|(_, t)| s.interrupted && t.load(Ordering::SeqCst))
-        .map(|(m, _)| m);
-    Ok(if let Some(m) = out_of_time {
-        eprintln!(
-            "stopped at step {} of {} after {m} minutes: --resume continues",
-            s.steps, cfg.max_steps
-        );
-        ExitCode::SUCCESS
-    } else if s.interrupted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 /// `--stop-after-minutes`: a positive, finite number of minutes.
