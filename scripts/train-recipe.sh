@@ -88,7 +88,7 @@ train_args=(--train-src "$TRAIN_S" --train-tgt "$TRAIN_T" --vocab "$OUT/tokenize
 [ -z "$STEPS" ] && [ -n "$RESUME" ] && [ -f "$OUT/steps" ] && STEPS=$(cat "$OUT/steps")
 by_epochs=$(( EPOCHS * pairs / BATCH ))
 start=$(date +%s)  # the budget counts from here
-BUDGETED="" MEASURE=""
+BUDGETED="" MEASURE="" MEASURED=""
 if [ -z "$STEPS" ]; then
     BUDGETED=1
     if [ -n "$SPEED" ]; then
@@ -144,13 +144,14 @@ measure_with_model_1() {
     train_model 1 "$by_epochs" --stop-after-minutes "$leg" $( [ -n "$RESUME" ] && echo --resume || echo --force )
     t1=$(date +%s.%N)
     after=$(last_step "$run")
-    # Validation and checkpoints take about a tenth of a run (none fell in the measurement).
+    # Validation and checkpoints take about a tenth of a run (at most one fell in the measurement).
     n=$(awk -v a="$after" -v d=$(( after - before )) -v t0="$t0" -v t1="$t1" -v n="$MODELS" -v cap="$by_epochs" \
             -v left=$(( MINUTES * 60 - $(date +%s) + start )) \
             'BEGIN { s = a + left * 0.9 * d / (t1 - t0 > 1 ? t1 - t0 : 1) / n; if (s < 1.5 * a) s = 1.5 * a + 23
                      if (s > cap) s = cap; s = int(s / 24) * 24; print (s < 120 ? 120 : s) }')
     [ "$after" -ge "$by_epochs" ] && n=$after  # (the epoch limit came first)
-    echo "train-recipe.sh: $(( after - before )) steps in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 60 }') minutes: $n steps ($(( n * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
+    MEASURED="$(( after - before )) steps in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 60 }') minutes"
+    echo "train-recipe.sh: $MEASURED: $n steps ($(( n * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
     echo "$n" > "$OUT/steps.1"
     echo $(( n * MODELS )) > "$OUT/steps"
     STEPS=$n
@@ -234,7 +235,7 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
     echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
-    echo "Steps of $BATCH sentences: $(for k in $(seq 1 "$MODELS"); do cat "$OUT/steps.$k"; done | paste -sd/ -), training $train_min min."
+    echo "Steps of $BATCH sentences: $(for k in $(seq 1 "$MODELS"); do cat "$OUT/steps.$k"; done | paste -sd/ -), training $train_min min$( [ -n "$MEASURED" ] && echo " (the speed measured by model 1: $MEASURED)")."
     for k in $(seq 1 "$MODELS"); do
         echo "Validation BLEU (greedy) during training, model $k: $(grep -o '"valid_bleu":[0-9.]*' "$(run_dir "$k")/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."
     done

@@ -1710,7 +1710,8 @@ fn the_recipe_measures_the_speed_with_model_1_itself_and_trains_it_on_to_the_ste
         .exists());
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        results.contains(&format!("Steps of 64 sentences: {steps},")),
+        results.contains(&format!("Steps of 64 sentences: {steps}, training "))
+            && results.contains(&format!("(the speed measured by model 1: {leg} steps in ")),
         "{results}"
     );
 }
