@@ -14,7 +14,7 @@
 # them, and under MINUTES each model after the first is sized by the speed the ones before it
 # had) that translate as one ensemble, tuned as one (on a smaller grid).
 #
-#   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 10]
+#   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 30]
 #                           [--steps N] [--speed N] [--models N] [--threads N] [--device cpu|cuda]
 #                           [--preset small] [--batch-size 64] [--out DIR] [--resume]
 #                           [--set KEY=VALUE ...]
@@ -25,7 +25,7 @@
 # The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=10 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
+DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=30 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
 RESUME="" MODELS=1 SPEED="" T=() SETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
