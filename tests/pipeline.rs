@@ -733,12 +733,18 @@ fn a_time_limited_leg_stops_with_a_checkpoint_and_resumes_to_new_steps() {
     assert!(o.status.success() && e.contains("nothing to train"), "{e}");
     assert!(!e.contains("NaN"), "{e}");
     // A time that is not a positive number of minutes is refused, naming the option.
-    let o = run(train_cmd(&tmp.path().join("bad"), 10).args(["--stop-after-minutes", "0"]));
-    let e = stderr(&o);
-    assert!(
-        !o.status.success() && e.contains("--stop-after-minutes") && e.contains("positive"),
-        "{e}"
-    );
+    for bad in ["0", "-1", "1e300", "NaN", "soon"] {
+        let o =
+            run(train_cmd(&tmp.path().join("bad"), 10).arg(format!("--stop-after-minutes={bad}")));
+        let e = stderr(&o);
+        assert!(
+            !o.status.success()
+                && e.contains("--stop-after-minutes")
+                && e.contains("positive")
+                && !e.contains("panicked"),
+            "{bad}: {e}"
+        );
+    }
 }
 
 /// A 600-piece vocabulary of the fixture's training text, at `path`.

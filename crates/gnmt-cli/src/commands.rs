@@ -490,10 +490,10 @@ fn report_summary(s: &gnmt_train::trainer::TrainSummary, cfg: &TrainConfig) {
     );
 }
 
-/// `--stop-after-minutes`: a positive, finite number of minutes.
+/// `--stop-after-minutes`: a positive number of minutes that a `Duration` holds.
 fn positive_minutes(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(m) if m.is_finite() && m > 0.0 => Ok(m),
+        Ok(m) if m > 0.0 && std::time::Duration::try_from_secs_f64(m * 60.0).is_ok() => Ok(m),
         _ => Err(format!("'{s}' is not a positive number of minutes")),
     }
 }
