@@ -88,16 +88,25 @@ train_args=(--train-src "$TRAIN_S" --train-tgt "$TRAIN_T" --vocab "$OUT/tokenize
 [ -z "$STEPS" ] && [ -n "$RESUME" ] && [ -f "$OUT/steps" ] && STEPS=$(cat "$OUT/steps")
 by_epochs=$(( EPOCHS * pairs / BATCH ))
 start=$(date +%s)  # the budget counts from here
+# MADE SECONDS_LEFT STEPS SECONDS: the steps a model gets when STEPS took SECONDS here and MADE are
+# made: its share of the seconds left, less a tenth for validation and checkpoints, at most the
+# epoch limit, in multiples of 24 (validation each twelfth, checkpoints each 24th), and at least
+# 1.5x those made (so that the schedule's decay, at two thirds, starts after them).
+fit_steps() {
+    awk -v a="$1" -v left="$2" -v d="$3" -v t="$4" -v n="$MODELS" -v cap="$by_epochs" \
+        'BEGIN { s = a + left * 0.9 * d / (t > 1 ? t : 1) / n; if (s < 1.5 * a) s = 1.5 * a + 23
+                 if (s > cap) s = cap; print int(s / 24) * 24 }'
+}
+sized() {  # HOW STEPS: says how many steps each model got, and how that was decided
+    echo "train-recipe.sh: $1: $2 steps ($(( $2 * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
+}
 BUDGETED="" MEASURE="" MEASURED=""
 if [ -z "$STEPS" ]; then
     BUDGETED=1
     if [ -n "$SPEED" ]; then
-        # Validation and checkpoints take about a tenth of a run.
-        budget=$(awk -v m="$MINUTES" -v r="$SPEED" -v n="$MODELS" 'BEGIN { printf "%d", m * r * 0.9 / n }')
-        STEPS=$(( budget < by_epochs ? budget : by_epochs ))
-        STEPS=$(( STEPS / 24 * 24 ))  # (validation each twelfth, checkpoints each 24th)
+        STEPS=$(fit_steps 0 $(( MINUTES * 60 )) "$SPEED" 60)
         [ "$STEPS" -ge 120 ] || die "only $STEPS steps fit in $MINUTES minutes at $SPEED a minute: give more --minutes"
-        echo "train-recipe.sh: $SPEED steps a minute: $STEPS steps ($(( STEPS * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
+        sized "$SPEED steps a minute" "$STEPS"
         echo $(( STEPS * MODELS )) > "$OUT/steps"
     else
         MEASURE=1  # model 1 measures the speed (below)
@@ -144,14 +153,13 @@ measure_with_model_1() {
     train_model 1 "$by_epochs" --stop-after-minutes "$leg" $( [ -n "$RESUME" ] && echo --resume || echo --force )
     t1=$(date +%s.%N)
     after=$(last_step "$run")
-    # Validation and checkpoints take about a tenth of a run (at most one fell in the measurement).
-    n=$(awk -v a="$after" -v d=$(( after - before )) -v t0="$t0" -v t1="$t1" -v n="$MODELS" -v cap="$by_epochs" \
-            -v left=$(( MINUTES * 60 - $(date +%s) + start )) \
-            'BEGIN { s = a + left * 0.9 * d / (t1 - t0 > 1 ? t1 - t0 : 1) / n; if (s < 1.5 * a) s = 1.5 * a + 23
-                     if (s > cap) s = cap; s = int(s / 24) * 24; print (s < 120 ? 120 : s) }')
+    # (At most one validation fell in the measurement.)
+    n=$(fit_steps "$after" $(( MINUTES * 60 - $(date +%s) + start )) $(( after - before )) \
+                  "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+    [ "$n" -ge 120 ] || n=120
     [ "$after" -ge "$by_epochs" ] && n=$after  # (the epoch limit came first)
     MEASURED="$(( after - before )) steps in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 60 }') minutes"
-    echo "train-recipe.sh: $MEASURED: $n steps ($(( n * BATCH / pairs )) epochs) for each of $MODELS model(s)$( [ "$MODELS" -gt 1 ] && echo ", to be measured again after each" )" >&2
+    sized "$MEASURED" "$n"
     echo "$n" > "$OUT/steps.1"
     echo $(( n * MODELS )) > "$OUT/steps"
     STEPS=$n
