@@ -33,6 +33,9 @@ pub struct ModelConfig {
     pub attention_units: i64,
     pub attention: AttentionKind,
     pub dropout: f64,
+    /// Word dropout: the probability that a whole source or target input embedding is zeroed
+    /// in training (0 = off).
+    pub word_dropout: f64,
     /// Dropout sites of the decoder: `gnmt` (NVIDIA GNMT v2) or `extended` (also on the target
     /// embedding and before the classifier).
     pub decoder_dropout: DecoderDropout,
@@ -63,6 +66,7 @@ impl Default for ModelConfig {
             attention_units: 1024,
             attention: AttentionKind::NormalizedBahdanau,
             dropout: 0.2,
+            word_dropout: 0.0,
             decoder_dropout: DecoderDropout::Extended,
             residual: true,
             residual_start: 3,
@@ -196,6 +200,12 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if !(0.0..1.0).contains(&self.word_dropout) {
+            return Err(format!(
+                "word_dropout {} is not in [0, 1)",
+                self.word_dropout
+            ));
         }
         Ok(())
     }

@@ -367,17 +367,39 @@ impl Seq2Seq {
         self.tgt_embedding.as_ref().unwrap_or(&self.src_embedding)
     }
 
-    /// Dropout in training. On a CPU the mask comes from gnmt-kernels (a vectorized hash of a
-    /// seed; libtorch draws it element by element, 5% of a bf16 training step): the seed is the
-    /// next of this thread's [`with_dropout_seed`] stream, or else drawn from libtorch's
-    /// generator (so `tch::manual_seed` still decides it). Elsewhere libtorch's dropout.
+    /// Dropout in training (the mask from [`Seq2Seq::dropout_mask`]).
     fn dropout(&self, x: Tensor, train: bool) -> Tensor {
         let p = self.config.dropout;
         if !train || p <= 0.0 {
             return x;
         }
-        if x.device() != Device::Cpu {
-            return x.dropout(p, true);
+        let mask = Self::dropout_mask(p, &x.size(), x.kind(), x.device());
+        x * mask
+    }
+
+    /// Word dropout in training: whole embedding vectors of `x` `[B, T, E]` zeroed with
+    /// probability `word_dropout` (the rest scaled by 1/(1-p)), so the model learns to
+    /// translate with some words of its input unseen (Sennrich & Zhang 2019, for small
+    /// corpora). Off at 0, where no seed is drawn, so runs without it are as before.
+    fn word_dropout(&self, x: Tensor, train: bool) -> Tensor {
+        let p = self.config.word_dropout;
+        if !train || p <= 0.0 {
+            return x;
+        }
+        let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
+        let mask = Self::dropout_mask(p, &[b, t, 1], x.kind(), x.device());
+        x * mask
+    }
+
+    /// A dropout mask of `size` (0 or 1/(1-p)). On a CPU it comes from gnmt-kernels (a
+    /// vectorized hash of a seed; libtorch draws it element by element, 5% of a bf16 training
+    /// step): the seed is the next of this thread's [`with_dropout_seed`] stream, or else drawn
+    /// from libtorch's generator (so `tch::manual_seed` still decides it). Elsewhere libtorch's
+    /// dropout of ones.
+    fn dropout_mask(p: f64, size: &[i64], kind: Kind, device: Device) -> Tensor {
+        let libtorch = || Tensor::ones(size, (kind, device)).dropout(p, true);
+        if device != Device::Cpu {
+            return libtorch();
         }
         let seed = next_dropout_seed().map(Ok).unwrap_or_else(|| {
             Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu))
@@ -385,11 +407,8 @@ impl Seq2Seq {
                 .map(|s| s as u64)
         });
         match seed {
-            Ok(seed) => {
-                let mask = gnmt_kernels::tensor::dropout_mask(seed, p, &x.size(), x.kind());
-                x * mask
-            }
-            Err(_) => x.dropout(p, true),
+            Ok(seed) => gnmt_kernels::tensor::dropout_mask(seed, p, size, kind),
+            Err(_) => libtorch(),
         }
     }
 
@@ -417,7 +436,8 @@ impl Seq2Seq {
         let (b, s) = src.size2().unwrap_or((0, 0));
         let device = src.device();
         let pad_mask = src.eq(0);
-        let x = self.dropout(self.src_embedding.forward(src), train);
+        let x = self.word_dropout(self.src_embedding.forward(src), train);
+        let x = self.dropout(x, train);
         // The backward direction must start at each sentence's last real token: reverse every
         // sentence within its own length, run forward, reverse back.
         let pos = Tensor::arange(s, (Kind::Int64, device))
@@ -490,7 +510,8 @@ impl Seq2Seq {
         let zero = |l: &nn::LSTM| l.zero_state(b);
         let mut new_state = Vec::with_capacity(self.dec_layers.len());
         let extended = self.config.decoder_dropout == DecoderDropout::Extended;
-        let x = self.dropout(self.tgt_emb().forward(tgt_in), train && extended);
+        let x = self.word_dropout(self.tgt_emb().forward(tgt_in), train);
+        let x = self.dropout(x, train && extended);
         let init = |i: usize| -> nn::LSTMState {
             match state {
                 Some(s) => nn::LSTMState((s.layers[i].h(), s.layers[i].c())),

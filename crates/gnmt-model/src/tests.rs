@@ -505,3 +505,45 @@ fn forward_flops_count_each_weight_once_per_position() {
         f.encoder + f.attention + f.decoder + f.classifier
     );
 }
+
+#[test]
+fn word_dropout_zeroes_whole_embeddings_in_training_only() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut cfg = ModelConfig::preset("tiny", 40).unwrap();
+    cfg.word_dropout = 0.3;
+    let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    let x = Tensor::rand([16, 40, 8], (Kind::Float, Device::Cpu)).g_add_scalar(0.5);
+    tch::manual_seed(5);
+    let y = m.word_dropout(x.shallow_clone(), true);
+    // A word's vector is either all zero or all scaled by 1 / (1 - p): never partly dropped.
+    let zero_rows = y.eq(0.0).all_dim(2, false);
+    let kept_rows = y.ne(0.0).all_dim(2, false);
+    let whole = zero_rows.logical_or(&kept_rows).all().int64_value(&[]);
+    assert_eq!(whole, 1, "a word dropped in part");
+    let dropped = zero_rows
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    assert!((dropped - 0.3).abs() < 0.06, "{dropped}");
+    let scaled = &x * (1.0 / 0.7) * kept_rows.unsqueeze(2).to_kind(Kind::Float);
+    let err = (&y - scaled).abs().max().double_value(&[]);
+    assert!(err < 1e-6, "{err}");
+    assert!(m.word_dropout(x.shallow_clone(), false).equal(&x));
+    // The encoder applies it to its source: with p near 1 almost every word is unseen, so the
+    // training encoding differs from the evaluation one although element dropout is off.
+    let mut cfg = cfg.clone();
+    cfg.word_dropout = 0.9;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    let src = ids(&[5, 6, 7, 8, 9, 10, 0, 0], 2);
+    let lens = Tensor::from_slice(&[4i64, 2]);
+    let train = m.encode(&src, &lens, true).outputs;
+    let eval = m.encode(&src, &lens, false).outputs;
+    assert!(!train.allclose(&eval, 1e-6, 1e-6, false));
+    assert!(eval.equal(&m.encode(&src, &lens, false).outputs));
+    // Configs written before the setting existed read as off; a bad value is refused.
+    let old: ModelConfig = serde_json::from_str(r#"{"vocab_size": 100}"#).unwrap();
+    assert_eq!(old.word_dropout, 0.0);
+    cfg.word_dropout = 1.0;
+    assert!(cfg.validate().unwrap_err().contains("word_dropout"));
+}
