@@ -865,6 +865,54 @@ fn two_processes_train_as_one_and_a_killed_rank_is_named() {
     );
 }
 
+/// Two ranks whose time limits run out at different moments stop together at one step, each
+/// with a checkpoint-worthy success (exit 0): the one whose own minutes ran out says so, the
+/// other that it stopped with its peers.
+#[test]
+fn two_ranks_stop_together_when_the_first_runs_out_of_minutes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    make_vocab(&t.join("tokenizer.json"));
+    let dir = t.join("timed");
+    let port = free_port();
+    let ranks: Vec<_> = [("0", "0.05"), ("1", "30")]
+        .iter()
+        .map(|(r, minutes)| {
+            rank_cmd(&dir, 1_000_000, r.parse().unwrap(), 2, port)
+                .args(["--stop-after-minutes", minutes])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<String> = ranks
+        .into_iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let o = p.wait_with_output().unwrap();
+            let e = stderr(&o);
+            assert!(o.status.success(), "rank {r}: {e}");
+            e
+        })
+        .collect();
+    let step_of = |e: &str, tail: &str| -> i64 {
+        e.lines()
+            .find_map(|l| l.strip_prefix("stopped at step "))
+            .and_then(|l| l.strip_suffix(tail))
+            .and_then(|l| l.strip_suffix(" of 1000000"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no stop line ending in {tail:?}:\n{e}"))
+    };
+    let s0 = step_of(&outs[0], " after 0.05 minutes: --resume continues");
+    let s1 = step_of(
+        &outs[1],
+        " with the other ranks (out of minutes first): --resume continues",
+    );
+    assert_eq!(s0, s1);
+    assert!(s0 > 0, "{s0}");
+    let last = gnmt_checkpoints(&dir).pop().unwrap();
+    assert!(last.ends_with(format!("step-{s0:08}")), "{last:?}");
+}
+
 /// Mixed precision and gradient accumulation data-parallel: 2 ranks with half of every batch
 /// follow the one-process run's losses (bf16 with 2 micro-steps a step, fp16 with loss scaling).
 #[test]

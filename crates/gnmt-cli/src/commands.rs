@@ -405,9 +405,13 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         Start::Fresh
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let ctrl_c = Arc::new(AtomicBool::new(false));
     {
-        let stop = stop.clone();
-        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)) {
+        let (stop, ctrl_c) = (stop.clone(), ctrl_c.clone());
+        if let Err(e) = ctrlc::set_handler(move || {
+            ctrl_c.store(true, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+        }) {
             tracing::warn!("Ctrl-C will not save a checkpoint: {e}");
         }
     }
@@ -439,23 +443,55 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     }
     let s = result.with_context(|| format!("training into {}", cfg.out.display()))?;
     report_summary(&s, &cfg);
-    // The minutes, when they (and not Ctrl-C) stopped the run.
-    let out_of_time = a
-        .stop_after_minutes
-        .zip(timed_out)
-        .filter(|(_, t)| s.interrupted && t.load(Ordering::SeqCst))
-        .map(|(m, _)| m);
-    Ok(if let Some(m) = out_of_time {
-        eprintln!(
-            "stopped at step {} of {} after {m} minutes: --resume continues",
-            s.steps, cfg.max_steps
-        );
-        ExitCode::SUCCESS
-    } else if s.interrupted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let why = StopCause::of(&s, a.stop_after_minutes, timed_out.as_deref(), &ctrl_c);
+    Ok(why.report(&s, &cfg))
+}
+
+/// Why a run ended before its last step, when it did.
+enum StopCause {
+    /// It ran to its end (or stopped early on validation).
+    Finished,
+    /// Ctrl-C (or SIGTERM), here or on a peer rank without a time limit: exit 130.
+    Interrupted,
+    /// This process's `--stop-after-minutes` ran out.
+    OutOfTime(f64),
+    /// A peer rank's `--stop-after-minutes` ran out first (data-parallel ranks stop together
+    /// through the step's all-reduce; their clocks started at slightly different moments), and
+    /// this rank was not interrupted itself: the same planned stop, so a success.
+    PeerOutOfTime,
+}
+
+impl StopCause {
+    fn of(
+        s: &gnmt_train::trainer::TrainSummary,
+        minutes: Option<f64>,
+        timed_out: Option<&AtomicBool>,
+        ctrl_c: &AtomicBool,
+    ) -> StopCause {
+        match (s.interrupted, minutes, timed_out) {
+            (false, _, _) => StopCause::Finished,
+            (true, Some(m), Some(t)) if t.load(Ordering::SeqCst) => StopCause::OutOfTime(m),
+            (true, Some(_), _) if !ctrl_c.load(Ordering::SeqCst) => StopCause::PeerOutOfTime,
+            (true, _, _) => StopCause::Interrupted,
+        }
+    }
+
+    /// Says where a planned stop left the run; the exit code.
+    fn report(&self, s: &gnmt_train::trainer::TrainSummary, cfg: &TrainConfig) -> ExitCode {
+        let at = format!("stopped at step {} of {}", s.steps, cfg.max_steps);
+        match self {
+            StopCause::Finished => ExitCode::SUCCESS,
+            StopCause::Interrupted => ExitCode::from(130),
+            StopCause::OutOfTime(m) => {
+                eprintln!("{at} after {m} minutes: --resume continues");
+                ExitCode::SUCCESS
+            }
+            StopCause::PeerOutOfTime => {
+                eprintln!("{at} with the other ranks (out of minutes first): --resume continues");
+                ExitCode::SUCCESS
+            }
+        }
+    }
 }
 
 /// What a run did, on stderr (a resumed run that was already at its end trained nothing).
