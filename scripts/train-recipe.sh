@@ -75,7 +75,7 @@ G=$(scripts/release-bin.sh)  # or $GNMT_BIN
 DEFAULTS=()
 size_of() { $G model-info --preset "$PRESET" | sed -n "s/^ *\"$1\": \([0-9]*\),*$/\1/p"; }
 [ "$(size_of embedding_size)" = "$(size_of hidden_size)" ] && DEFAULTS+=(--set model.tied_output=true)
-[ "$DEVICE" = cpu ] && grep -qw 'avx512_bf16\|amx_bf16' /proc/cpuinfo 2>/dev/null && DEFAULTS+=(--set 'precision="bf16"')
+[ "$DEVICE" = cpu ] && $G doctor | grep -x 'cpu bf16 instructions: yes' >/dev/null && DEFAULTS+=(--set 'precision="bf16"')
 SETS=("${DEFAULTS[@]}" "${SETS[@]}")
 mkdir -p "$OUT"
 pairs=$(lines "$TRAIN_S"); valid_n=$(lines "$VALID_S")

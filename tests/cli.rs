@@ -52,6 +52,11 @@ fn doctor_reports_libtorch_and_devices() {
     ] {
         assert!(s.contains(key), "doctor lacks {key}:\n{s}");
     }
+    // The bf16 line the training scripts read agrees with the features listed.
+    let features = s.lines().find_map(|l| l.strip_prefix("cpu features: "));
+    let has = features.is_some_and(|f| f.split(' ').any(|x| x == "avx512bf16" || x == "amx-bf16"));
+    let line = format!("cpu bf16 instructions: {}", if has { "yes" } else { "no" });
+    assert!(s.lines().any(|l| l == line), "doctor lacks {line}:\n{s}");
     // GNMT_MAX_ISA caps the kernels' build, and doctor says so.
     let out = run(gnmt().arg("doctor").env("GNMT_MAX_ISA", "portable"));
     let s = stdout(&out);

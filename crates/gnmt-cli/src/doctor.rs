@@ -235,7 +235,14 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         println!("cudnn: no");
     }
     println!("cpu: {}", cpu_model().unwrap_or_else(|| "unknown".into()));
-    println!("cpu features: {}", cpu_features().join(" "));
+    let features = cpu_features();
+    println!("cpu features: {}", features.join(" "));
+    // What the training scripts ask before choosing bf16 mixed precision on a CPU: without
+    // these instructions libtorch emulates bf16, slower than float32.
+    let bf16 = features
+        .iter()
+        .any(|f| matches!(*f, "avx512bf16" | "amx-bf16"));
+    println!("cpu bf16 instructions: {}", if bf16 { "yes" } else { "no" });
     let isa = gnmt_model::Isa::detected();
     println!(
         "cpu kernels: {isa}{}",
