@@ -190,7 +190,7 @@ for k in $(seq 1 "$MODELS"); do
         train_model "$k" "$steps" --force
     fi
 done
-train_min=$(( ($(date +%s) - start) / 60 ))
+train_min=$(awk -v s=$(( $(date +%s) - start )) 'BEGIN { printf "%.1f", s / 60 }')
 
 # For each model, best/ (by greedy validation BLEU during training) or the average of its last
 # four checkpoints: whichever translates validation better (beam 5, the first 1000 lines).

@@ -1653,6 +1653,15 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
     let out = tmp.path().join("out");
     let last = recipe(&out, &["--steps", "12"]);
     assert!(last.contains("toy-en-de en->de"), "{last}");
+    // The training time in tenths of a minute (a toy run takes less than one).
+    let minutes = last
+        .split_once(" min of training")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no training time: {last}"));
+    assert!(
+        minutes.contains('.') && minutes.parse::<f64>().is_ok_and(|m| m >= 0.0),
+        "{last}"
+    );
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
         results.contains("BLEU|nrefs:1") && results.contains("Steps of 64 sentences: 12,"),
