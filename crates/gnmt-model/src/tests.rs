@@ -541,6 +541,14 @@ fn word_dropout_zeroes_whole_embeddings_in_training_only() {
     let eval = m.encode(&src, &lens, false).outputs;
     assert!(!train.allclose(&eval, 1e-6, 1e-6, false));
     assert!(eval.equal(&m.encode(&src, &lens, false).outputs));
+    // And the decoder to its target inputs, whatever its dropout sites.
+    let enc = m.encode(&src, &lens, false);
+    let tgt = ids(&[1, 11, 12, 13, 1, 14, 15, 16], 2);
+    let hidden = |train| {
+        m.decode_hidden(&enc, &tgt, None, train, 1, Kernels::Fused)
+            .0
+    };
+    assert!(!hidden(true).allclose(&hidden(false), 1e-6, 1e-6, false));
     // Configs written before the setting existed read as off; a bad value is refused.
     let old: ModelConfig = serde_json::from_str(r#"{"vocab_size": 100}"#).unwrap();
     assert_eq!(old.word_dropout, 0.0);
