@@ -3,18 +3,21 @@
 # (scripts/pytorch-compare.py), measured side by side, alternating, with the same thread count.
 # Also checks that both beam searches give the same translations of real sentences.
 #
-#   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N]
-#   MODEL defaults to runs/multi30k/averaged, else demo/run/final.
+#   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N] [--only translate|train]
+#   MODEL defaults to runs/multi30k/averaged, else demo/run/final. --only translate prints the
+#   translation table of every precision alone (a few minutes), --only train the training one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500
+MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --model) MODEL="$2"; shift 2 ;;
         --input) INPUT="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --sentences) N="$2"; shift 2 ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        --only) ONLY="$2"; shift 2
+            case "$ONLY" in translate|train) ;; *) echo "bench.sh: --only takes translate or train" >&2; exit 2 ;; esac ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -36,6 +39,8 @@ MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=335544
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+if part all; then
 echo
 echo "| benchmark | gnmt-rs | PyTorch eager | ratio | PyTorch eager, gnmt-rs's search | ratio | PyTorch eager, gnmt-rs's malloc setting | ratio |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -53,18 +58,21 @@ for round in 1 2; do
         --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | $q | $(ratio "$r" "$q") | $m | $(ratio "$r" "$m") |"
 done
+fi
 # Every precision each side has on this CPU: gnmt-rs's float32, bf16 and int8 paths (see `gnmt
 # doctor` for the kernels they run on) against PyTorch eager in float32, in bf16 (the model cast)
 # and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear).
 echo
 echo "CPU flags: $($G doctor | sed -n 's/^cpu features: //p'); gnmt-rs kernels: $($G doctor | sed -n 's/^cpu kernels: //p')"
+if part translate; then
 echo
 echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 for round in 1 2; do
     g32=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
-    p32=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
+    p32=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" \
+        --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
     g16=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" --bf16 2>/dev/null | field tokens_per_s)
     p16=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" --precision bf16 2>/dev/null | field tokens_per_s)
     g8=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" --int8 2>/dev/null | field tokens_per_s)
@@ -72,6 +80,8 @@ for round in 1 2; do
     gb=$(best "$g32" "$g16" "$g8"); pb=$(best "$p32" "$p16" "$p8")
     echo "| translate beam 5, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | $g8 | $p8 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
 done
+fi
+if part train; then
 # Training: gnmt-rs's float32 and bf16 mixed precision against PyTorch eager in float32 and
 # under CPU autocast to bf16, each also with gnmt-rs's allocator setting (the best of all four
 # is PyTorch's best).
@@ -94,7 +104,9 @@ for round in 1 2; do
     gf=$(awk -v g="$gb" -v p="$pb" -v k="$per_token" 'BEGIN { printf "%.0f / %.0f", g * k, p * k }')
     echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") | $gf |"
 done
-# Same search, same translations?
+fi
+# Same search, same translations? (PyTorch's float32 translations come from either table.)
+[ -f "$TMP/py.ids" ] || exit 0
 $G translate --model "$MODEL" --precision fp32 --beam 5 --batch-size 64 --threads "$THREADS" -i "$TMP/in.txt" -o "$TMP/rs.txt" 2>/dev/null
 $G detokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/py.ids" > "$TMP/py.txt"
 same=$(paste -d '\n' "$TMP/rs.txt" "$TMP/py.txt" | paste - - | awk -F'\t' '$1==$2' | wc -l)

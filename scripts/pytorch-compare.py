@@ -75,6 +75,10 @@ class Seq2Seq(nn.Module):
             [nn.LSTM(e, h, batch_first=True)] + [nn.LSTM(2 * h, h, batch_first=True) for _ in range(1, cfg["decoder_layers"])])
         self.decoder.attention = Attention(h, cfg["attention_units"])
         self.decoder.classifier = nn.Linear(h, v)
+        if cfg.get("tied_output"):
+            # One matrix for the embedding and the classifier, as gnmt-rs's tied models keep it
+            # (their files hold no classifier matrix of their own).
+            self.decoder.classifier.weight = self.embedding.weight
         r = cfg["init_range"]
         for name, p in self.named_parameters():
             if not name.endswith(("gain", "attention.bias")):
@@ -136,7 +140,10 @@ def build(args):
     if args.model:
         cfg = json.load(open(f"{args.model}/config.json"))
         m = Seq2Seq(cfg)
-        m.load_state_dict(load_safetensors(f"{args.model}/model.safetensors"))
+        missing, unexpected = m.load_state_dict(load_safetensors(f"{args.model}/model.safetensors"), strict=False)
+        tied = {"decoder.classifier.weight"} if cfg.get("tied_output") else set()
+        if set(missing) - tied or unexpected:
+            sys.exit(f"pytorch-compare.py: {args.model}: missing {sorted(set(missing) - tied)}, unexpected {unexpected}")
     else:
         cfg = preset_config(args.gnmt, args.preset, args.vocab_size)
         m = Seq2Seq(cfg)
