@@ -17,16 +17,18 @@
 #   scripts/train-recipe.sh DIR [--src L --tgt L] [--test SPLIT] [--minutes 90] [--epochs 30]
 #                           [--steps N] [--speed N] [--models N] [--threads N] [--device cpu|cuda]
 #                           [--preset small] [--batch-size 64] [--out DIR] [--resume]
-#                           [--set KEY=VALUE ...]
+#                           [--set KEY=VALUE ...] [--set-model K KEY=VALUE ...]
 # --steps N trains N steps in all (no time measurement); --speed N takes N steps a minute as this
 # machine's speed instead of measuring it (models after the first are still sized by the speed
 # of those before them); --set overrides a training setting
-# (e.g. --set model.dropout=0.3, as scripts/multi30k.sh does); --resume continues a stopped run.
+# (e.g. --set model.dropout=0.3, as scripts/multi30k.sh does) and --set-model K KEY=VALUE for model
+# K of an ensemble alone (members that differ, e.g. in model.word_dropout); --resume continues a
+# stopped run.
 # The languages default to the last two dash-separated parts of DIR's name (tatoeba-en-de: en, de).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR="" SRC="" TGT="" TEST=test MINUTES=90 EPOCHS=30 DEVICE=cpu PRESET=small OUT="" BATCH=64 STEPS=""
-RESUME="" MODELS=1 SPEED="" T=() SETS=()
+RESUME="" MODELS=1 SPEED="" T=() SETS=() MODEL_SETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --src) SRC="$2"; shift 2 ;;
@@ -44,7 +46,10 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --resume) RESUME=1; shift ;;
         --set) SETS+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --set-model) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] && [ -n "${3:-}" ] \
+                         || { echo "train-recipe.sh: --set-model takes a model number and KEY=VALUE" >&2; exit 2; }
+                     MODEL_SETS+=("$2 $3"); shift 3 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
@@ -52,6 +57,9 @@ done
 die() { echo "train-recipe.sh: $*" >&2; exit 1; }
 [ -n "$DIR" ] && [ -d "$DIR" ] || die "give the corpus directory (train/valid/test.{SRC,TGT}); --help says more"
 [[ "$MODELS" =~ ^[1-9][0-9]*$ ]] || die "--models must be a positive number, not '$MODELS'"
+for ms in "${MODEL_SETS[@]}"; do
+    [ "${ms%% *}" -le "$MODELS" ] || die "--set-model ${ms%% *}: there are only $MODELS model(s)"
+done
 [ -z "$SPEED" ] || [[ "$SPEED" =~ ^[0-9]*[1-9][0-9]*([.][0-9]+)?$ ]] \
     || die "--speed must be steps a minute (a positive number), not '$SPEED'"
 name=$(basename "$(cd "$DIR" && pwd)")
@@ -122,13 +130,14 @@ fi
 numbered() { [ "$2" -eq 1 ] && echo "$1" || echo "$1$2"; }  # DIR K: model K's DIR
 run_dir() { numbered "$OUT/run" "$1"; }
 train_model() {  # K STEPS [ARG...]: train model K for STEPS steps
-    local k=$1 steps=$2 seed=()
+    local k=$1 steps=$2 own=() ms
     shift 2
-    [ "$k" -gt 1 ] && seed=(--set "seed=$k")
+    [ "$k" -gt 1 ] && own=(--set "seed=$k")
+    for ms in "${MODEL_SETS[@]}"; do [ "${ms%% *}" = "$k" ] && own+=(--set "${ms#* }"); done
     $G train "${train_args[@]}" --valid-src "$VALID_S" --valid-tgt "$VALID_T" --max-steps "$steps" \
         --save-every $(( steps / 24 > 0 ? steps / 24 : 1 )) --valid-every $(( steps / 12 > 0 ? steps / 12 : 1 )) \
         --set keep_last=8 --set "valid_bleu_sentences=$(( valid_n < 1000 ? valid_n : 1000 ))" --set ema_decay=0.999 \
-        --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" "${seed[@]}" --out "$(run_dir "$k")" "$@"
+        --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}" "${SETS[@]}" "${own[@]}" --out "$(run_dir "$k")" "$@"
 }
 last_step() {  # RUN: the step of its last checkpoint (0 without one)
     local s
@@ -240,7 +249,7 @@ if [ "$MODELS" -eq 1 ]; then
 fi
 bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
 {
-    echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}"
+    echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}$( [ "${#MODEL_SETS[@]}" -gt 0 ] && printf '; model %s only' "${MODEL_SETS[@]}")"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
     echo "Steps of $BATCH sentences: $(for k in $(seq 1 "$MODELS"); do cat "$OUT/steps.$k"; done | paste -sd/ -), training $train_min min$( [ -n "$MEASURED" ] && echo " (the speed measured by model 1: $MEASURED)")."

@@ -1685,9 +1685,20 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
         60
     );
     // --models 2: two runs of half the steps each (seeds 1 and 2, one vocabulary), translated
-    // as one ensemble.
+    // as one ensemble; --set-model gives the second a setting of its own.
     let ens = tmp.path().join("ensemble");
-    recipe(&ens, &["--steps", "24", "--models", "2"]);
+    recipe(
+        &ens,
+        &[
+            "--steps",
+            "24",
+            "--models",
+            "2",
+            "--set-model",
+            "2",
+            "model.word_dropout=0.1",
+        ],
+    );
     let results = std::fs::read_to_string(ens.join("results.md")).unwrap();
     assert!(
         results.contains("Steps of 64 sentences: 12/12,")
@@ -1702,6 +1713,22 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
     };
     assert_eq!(seed_of("run").as_deref(), Some("seed = 1"));
     assert_eq!(seed_of("run2").as_deref(), Some("seed = 2"));
+    let word_dropout_of = |run: &str| {
+        let cfg = std::fs::read_to_string(ens.join(run).join("config.toml")).unwrap();
+        cfg.lines()
+            .find(|l| l.starts_with("word_dropout ="))
+            .map(str::to_string)
+    };
+    // (config.toml holds what was set beyond the preset.)
+    assert_eq!(word_dropout_of("run"), None);
+    assert_eq!(
+        word_dropout_of("run2").as_deref(),
+        Some("word_dropout = 0.1")
+    );
+    assert!(
+        results.contains("; model 2 model.word_dropout=0.1 only"),
+        "{results}"
+    );
     let hyp = std::fs::read_to_string(ens.join("test.hyp")).unwrap();
     assert_eq!(hyp.lines().count(), 60);
     // The ensemble is tuned as one: the settings beside its first model name the second.
