@@ -713,12 +713,7 @@ fn a_time_limited_leg_stops_with_a_checkpoint_and_resumes_to_new_steps() {
     let o = run(train_cmd(&r, 1_000_000).args(["--stop-after-minutes", "0.05"]));
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");
-    let reached: i64 = e
-        .lines()
-        .find_map(|l| l.strip_prefix("stopped at step "))
-        .and_then(|l| l.strip_suffix(" of 1000000 after 0.05 minutes: --resume continues"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no stop after 0.05 minutes:\n{e}"));
+    let reached = stopped_at(&e, " of 1000000 after 0.05 minutes: --resume continues");
     assert!(reached > 0 && reached < 1_000_000, "{reached}");
     let last = |r: &Path| gnmt_checkpoints(r).pop().unwrap();
     assert!(last(&r).ends_with(format!("step-{reached:08}")));
@@ -745,6 +740,25 @@ fn a_time_limited_leg_stops_with_a_checkpoint_and_resumes_to_new_steps() {
             "{bad}: {e}"
         );
     }
+}
+
+/// The step of `gnmt train`'s "stopped at step N..." line in `log`, with the rest of the line.
+fn stop_line(log: &str) -> Option<(i64, &str)> {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped at step "))?;
+    let digits = line
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(line.len());
+    Some((line[..digits].parse().ok()?, &line[digits..]))
+}
+
+/// The step at which `log` says `gnmt train` stopped, when the rest of the line is `rest`.
+fn stopped_at(log: &str, rest: &str) -> i64 {
+    stop_line(log)
+        .filter(|(_, r)| *r == rest)
+        .map(|(n, _)| n)
+        .unwrap_or_else(|| panic!("no stop line ending in {rest:?}:\n{log}"))
 }
 
 /// A 600-piece vocabulary of the fixture's training text, at `path`.
@@ -894,18 +908,13 @@ fn two_ranks_stop_together_when_the_first_runs_out_of_minutes() {
             e
         })
         .collect();
-    let step_of = |e: &str, tail: &str| -> i64 {
-        e.lines()
-            .find_map(|l| l.strip_prefix("stopped at step "))
-            .and_then(|l| l.strip_suffix(tail))
-            .and_then(|l| l.strip_suffix(" of 1000000"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no stop line ending in {tail:?}:\n{e}"))
-    };
-    let s0 = step_of(&outs[0], " after 0.05 minutes: --resume continues");
-    let s1 = step_of(
+    let s0 = stopped_at(
+        &outs[0],
+        " of 1000000 after 0.05 minutes: --resume continues",
+    );
+    let s1 = stopped_at(
         &outs[1],
-        " with the other ranks (out of minutes first): --resume continues",
+        " of 1000000 with the other ranks (out of minutes first): --resume continues",
     );
     assert_eq!(s0, s1);
     assert!(s0 > 0, "{s0}");
@@ -1705,24 +1714,18 @@ fn the_recipe_script_trains_tunes_and_ends_with_the_test_bleu() {
             && results.contains("the ensemble of the 2: "),
         "{results}"
     );
-    let seed_of = |run: &str| {
+    // A run's config.toml line setting `key` (it holds what was set beyond the preset).
+    let setting = |run: &str, key: &str| {
         let cfg = std::fs::read_to_string(ens.join(run).join("config.toml")).unwrap();
         cfg.lines()
-            .find(|l| l.starts_with("seed ="))
+            .find(|l| l.starts_with(&format!("{key} =")))
             .map(str::to_string)
     };
-    assert_eq!(seed_of("run").as_deref(), Some("seed = 1"));
-    assert_eq!(seed_of("run2").as_deref(), Some("seed = 2"));
-    let word_dropout_of = |run: &str| {
-        let cfg = std::fs::read_to_string(ens.join(run).join("config.toml")).unwrap();
-        cfg.lines()
-            .find(|l| l.starts_with("word_dropout ="))
-            .map(str::to_string)
-    };
-    // (config.toml holds what was set beyond the preset.)
-    assert_eq!(word_dropout_of("run"), None);
+    assert_eq!(setting("run", "seed").as_deref(), Some("seed = 1"));
+    assert_eq!(setting("run2", "seed").as_deref(), Some("seed = 2"));
+    assert_eq!(setting("run", "word_dropout"), None);
     assert_eq!(
-        word_dropout_of("run2").as_deref(),
+        setting("run2", "word_dropout").as_deref(),
         Some("word_dropout = 0.1")
     );
     assert!(
@@ -1769,11 +1772,8 @@ fn the_recipe_measures_the_speed_with_model_1_itself_and_trains_it_on_to_the_ste
         log.contains("model 1 measures this machine's speed"),
         "{log}"
     );
-    let leg: u64 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("stopped at step "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let leg = stop_line(&log)
+        .map(|(n, _)| n as u64)
         .unwrap_or_else(|| panic!("the measuring leg did not stop on time:\n{log}"));
     assert!(
         log.contains(&format!("train-recipe.sh: {leg} steps in ")),

@@ -369,12 +369,7 @@ impl Seq2Seq {
 
     /// Dropout in training (the mask from [`Seq2Seq::dropout_mask`]).
     fn dropout(&self, x: Tensor, train: bool) -> Tensor {
-        let p = self.config.dropout;
-        if !train || p <= 0.0 {
-            return x;
-        }
-        let mask = Self::dropout_mask(p, &x.size(), x.kind(), x.device());
-        x * mask
+        Self::drop(x, self.config.dropout, train, false)
     }
 
     /// Word dropout in training: whole embedding vectors of `x` `[B, T, E]` zeroed with
@@ -382,12 +377,22 @@ impl Seq2Seq {
     /// translate with some words of its input unseen (Sennrich & Zhang 2019, for small
     /// corpora). Off at 0, where no seed is drawn, so runs without it are as before.
     fn word_dropout(&self, x: Tensor, train: bool) -> Tensor {
-        let p = self.config.word_dropout;
+        Self::drop(x, self.config.word_dropout, train, true)
+    }
+
+    /// `x` times a dropout mask of probability `p` in training: one draw per element, or per
+    /// vector of the last dimension (`whole`). Unchanged outside training or at `p` 0.
+    fn drop(x: Tensor, p: f64, train: bool, whole: bool) -> Tensor {
         if !train || p <= 0.0 {
             return x;
         }
-        let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
-        let mask = Self::dropout_mask(p, &[b, t, 1], x.kind(), x.device());
+        let mut size = x.size();
+        if whole {
+            if let Some(last) = size.last_mut() {
+                *last = 1;
+            }
+        }
+        let mask = Self::dropout_mask(p, &size, x.kind(), x.device());
         x * mask
     }
 
