@@ -220,7 +220,7 @@ pub fn cast_for(
         _ if device != tch::Device::Cpu && precision == Precision::Int8 => {
             "libtorch float32 (int8 runs on CPUs only)"
         }
-        (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, decoder weights in bf16 (AVX512-BF16)",
+        (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)",
         (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
         }

@@ -418,7 +418,8 @@ impl Seq2Seq {
     }
 
     /// Encodes `sources` (none empty) as one batch on `device`: on gnmt-kernels with `cpu`'s
-    /// packed encoder (float32, or int8), else with libtorch ([`Seq2Seq::encode`]).
+    /// packed encoder (float32, bf16 or int8: the decoder's kernels), else with libtorch
+    /// ([`Seq2Seq::encode`]).
     pub fn encode_sources(
         &self,
         cpu: Option<&CpuDecoder>,

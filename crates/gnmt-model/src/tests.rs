@@ -336,8 +336,12 @@ fn int8_test_model(preset: &str, vocab: i64, shared: bool) -> (nn::VarStore, Seq
 
 #[test]
 fn the_encoder_on_gnmt_kernels_follows_libtorch_s() {
-    // float32 within float rounding; int8 within its quantization.
-    for (kernels, tol) in [(Kernels::Fused, 1e-4), (Kernels::Int8, 0.05)] {
+    // float32 within float rounding; bf16 within bf16's; int8 within its quantization.
+    for (kernels, tol) in [
+        (Kernels::Fused, 1e-4),
+        (Kernels::Bf16, 0.03),
+        (Kernels::Int8, 0.05),
+    ] {
         for shared in [true, false] {
             encoder_on_kernels_follows_libtorch(kernels, tol, shared);
         }
