@@ -106,7 +106,7 @@ impl PackedLinearBf16 {
     }
 }
 
-/// Two consecutive values (the second 0 when missing) as one bf16 pair.
+/// Two consecutive values (the second 0 when missing) as one bf16 pair (the weights' packing).
 #[inline]
 fn pack_pair(pair: &[f32]) -> u32 {
     let lo = to_bf16(pair[0]) as u32;
@@ -114,13 +114,50 @@ fn pack_pair(pair: &[f32]) -> u32 {
     lo | (hi << 16)
 }
 
-/// The rows of `x` `[m, k]` as bf16 pairs `[m, k2]`.
-fn pack_rows(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
-    let mut out = Vec::with_capacity(m * k2);
-    for r in 0..m {
-        out.extend(x[r * k..(r + 1) * k].chunks(2).map(pack_pair));
+/// The rows of `x` `[m, k]` as bf16 pairs `[m, k2]` (the second half 0 for an odd `k`). Every
+/// input row of every bf16 product goes through here, so it is compiled for the widest vector
+/// unit the CPU has (the same bits from each build: the rounding is integer arithmetic).
+pub(crate) fn pack_rows(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
+    pack_rows_on(Isa::detected(), x, m, k, k2)
+}
+
+per_isa! {
+    /// [`pack_rows`] on the best build `isa` and the CPU allow.
+    pub(crate) fn pack_rows_on(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32>
+        = pack_rows_with;
+}
+
+/// [`pack_rows`]'s body, inlined into each build: whole pairs in a loop without branches (the
+/// compiler vectorizes it), then the odd `k`'s last value alone.
+#[inline(always)]
+fn pack_rows_with(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
+    let mut out = vec![0u32; m * k2];
+    for (row, o) in x
+        .chunks_exact(k.max(1))
+        .zip(out.chunks_exact_mut(k2.max(1)))
+        .take(m)
+    {
+        for (o, pair) in o.iter_mut().zip(row.chunks_exact(2)) {
+            *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+        }
+        if k % 2 == 1 {
+            o[k2 - 1] = bf16_bits(row[k - 1]);
+        }
     }
     out
+}
+
+/// [`to_bf16`] as a select instead of a branch (so that loops over it vectorize).
+#[inline(always)]
+fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    let quiet_nan = (b >> 16) | 0x40;
+    if x.is_nan() {
+        quiet_nan & 0xFFFF
+    } else {
+        rounded
+    }
 }
 
 /// The portable build: each lane's pair of products added in `vdpbf16ps`'s order.

@@ -427,6 +427,45 @@ fn bf16_rounds_to_nearest_even() {
     }
 }
 
+#[test]
+fn bf16_input_rows_pack_as_to_bf16_rounds_on_every_build() {
+    // Odd and even widths, ties, infinities, NaN (made quiet) and a value rounding past the
+    // largest bf16.
+    let special = [
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        -0.0,
+    ];
+    for k in [1usize, 2, 7, 16, 37] {
+        let m = 3;
+        let mut x = noise(m * k, k as u64, 50.0);
+        for (v, s) in x.iter_mut().step_by(3).zip(special) {
+            *v = s;
+        }
+        let k2 = k.div_ceil(2);
+        let want: Vec<u32> = (0..m)
+            .flat_map(|r| {
+                let row = &x[r * k..(r + 1) * k];
+                (0..k2).map(move |q| {
+                    let hi = row.get(2 * q + 1).map_or(0, |&v| to_bf16(v) as u32);
+                    to_bf16(row[2 * q]) as u32 | (hi << 16)
+                })
+            })
+            .collect();
+        for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
+            assert_eq!(
+                bf16::pack_rows_on(isa, &x, m, k, k2),
+                want,
+                "{isa:?}, k {k}"
+            );
+        }
+    }
+}
+
 /// `(m, k, n, bias)` of the bf16 and int8 matrix tests: odd sizes, empty ones, several blocks.
 const LOW_PRECISION_CASES: [(usize, usize, usize, bool); 8] = [
     (7, 13, 37, true),
