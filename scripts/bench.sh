@@ -38,7 +38,7 @@ $G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids
 MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $($G doctor | sed -n 's/^cpu: //p')"
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 if part all; then
 echo

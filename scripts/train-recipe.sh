@@ -251,7 +251,7 @@ bleu() { $G eval "$OUT/test.ref" -i "$1" -b "${@:2}"; }
 {
     echo "# $name $SRC->$TGT: the default recipe (scripts/train-recipe.sh) ${SETS[*]}$( [ "${#MODEL_SETS[@]}" -gt 0 ] && printf '; model %s only' "${MODEL_SETS[@]}")"
     echo
-    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $pairs training pairs;"
+    echo "Machine: $(nproc) cores, $($G doctor | sed -n 's/^cpu: //p'); $pairs training pairs;"
     echo "Steps of $BATCH sentences: $(for k in $(seq 1 "$MODELS"); do cat "$OUT/steps.$k"; done | paste -sd/ -), training $train_min min$( [ -n "$MEASURED" ] && echo " (the speed measured by model 1: $MEASURED)")."
     for k in $(seq 1 "$MODELS"); do
         echo "Validation BLEU (greedy) during training, model $k: $(grep -o '"valid_bleu":[0-9.]*' "$(run_dir "$k")/metrics.jsonl" | cut -d: -f2 | awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $1}')."

@@ -182,11 +182,26 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
-/// The CPU's model name (Linux: /proc/cpuinfo).
+/// The CPU's model name with its family and model numbers (Linux: /proc/cpuinfo). The name
+/// alone does not tell hosts apart that run the kernels at different speeds: a VM's "AMD EPYC"
+/// may be family 25 (Zen 4: 512-bit operations in two halves) or 26 (Zen 5: full width).
 pub fn cpu_model() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("model name"))?;
-    Some(line.split_once(':')?.1.trim().to_string())
+    cpu_model_of(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
+/// [`cpu_model`] from the text of /proc/cpuinfo (its first processor).
+fn cpu_model_of(info: &str) -> Option<String> {
+    let field = |key: &str| {
+        info.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name")?;
+    Some(match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    })
 }
 
 /// The vector and matrix extensions the kernels and libtorch can use, as the CPU reports them.
@@ -298,4 +313,24 @@ fn cuda_device_name(i: i64) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown (nvidia-smi not found)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_model_of;
+
+    #[test]
+    fn the_cpu_is_named_with_its_family_and_model() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n\
+                    model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 26\n";
+        assert_eq!(
+            cpu_model_of(info).as_deref(),
+            Some("AMD EPYC (family 25, model 17)")
+        );
+        assert_eq!(
+            cpu_model_of("model name : Some CPU\n").as_deref(),
+            Some("Some CPU")
+        );
+        assert_eq!(cpu_model_of("flags : avx2\n"), None);
+    }
 }
