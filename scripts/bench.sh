@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N] [--only translate|train]
 #   MODEL defaults to runs/multi30k/averaged, else demo/run/final. --only translate prints the
-#   translation table of every precision alone (a few minutes), --only train the training one.
+#   translation table of every precision alone (a few minutes), --only train the training one (on a preset: no model needed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY=""
@@ -24,7 +24,8 @@ done
 for m in "$MODEL" runs/multi30k/averaged demo/run/final; do
     [ -n "$m" ] && [ -f "$m/model.safetensors" ] && { MODEL=$m; break; }
 done
-[ -f "$MODEL/model.safetensors" ] || { echo "bench.sh: no model: run scripts/demo.sh or give --model" >&2; exit 1; }
+# (Training runs on a preset's random weights: --only train needs no model.)
+[ -f "$MODEL/model.safetensors" ] || [ "$ONLY" = train ] || { echo "bench.sh: no model: run scripts/demo.sh or give --model" >&2; exit 1; }
 scripts/setup.sh >/dev/null
 cargo build --release -q -p gnmt-cli
 export OMP_WAIT_POLICY=PASSIVE
@@ -33,11 +34,12 @@ PY="$(readlink -f .libtorch)/../../../../bin/python"
 [ -x "$PY" ] || PY="${GNMT_VENV:-$HOME/.cache/gnmt/torch-2.11.0}/bin/python"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 head -n "$N" "$INPUT" > "$TMP/in.txt"
-$G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
+[ "$ONLY" = train ] || $G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
 # The allocator setting gnmt applies to itself (main.rs, keep_freed_memory), for PyTorch.
 MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $($G doctor | sed -n 's/^cpu: //p')"
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 if part all; then
@@ -68,7 +70,6 @@ if part translate; then
 echo
 echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 for round in 1 2; do
     g32=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     p32=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" \
