@@ -32,8 +32,9 @@ PATHS=(
     "libtorch bf16 (model cast)|GNMT_MAX_ISA=avx2|--bf16"
     "gnmt-kernels int8 (AVX512-VNNI)|GNMT_MAX_ISA=avx512|--int8"
 )
-echo "CPU: $($G doctor | sed -n 's/^cpu: //p'), $(nproc) cores, $THREADS threads"
-$G doctor | grep -E '^cpu (features|kernels)'
+DOCTOR=$($G doctor)
+echo "CPU: $(sed -n 's/^cpu: //p' <<< "$DOCTOR"), $(nproc) cores, $THREADS threads"
+grep -E '^cpu (features|kernels)' <<< "$DOCTOR"
 echo "model $MODEL, $N sentences of $SRC timed, beam 5, batch 64; BLEU over all of $SRC"
 echo
 declare -A speed

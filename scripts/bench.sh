@@ -40,7 +40,8 @@ MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=335544
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
-echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $($G doctor | sed -n 's/^cpu: //p')"
+DOCTOR=$($G doctor)  # (the CPU's name, flags and kernels, for the headers)
+echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(sed -n 's/^cpu: //p' <<< "$DOCTOR")"
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 if part all; then
 echo
@@ -65,7 +66,7 @@ fi
 # doctor` for the kernels they run on) against PyTorch eager in float32, in bf16 (the model cast)
 # and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear).
 echo
-echo "CPU flags: $($G doctor | sed -n 's/^cpu features: //p'); gnmt-rs kernels: $($G doctor | sed -n 's/^cpu kernels: //p')"
+echo "CPU flags: $(sed -n 's/^cpu features: //p' <<< "$DOCTOR"); gnmt-rs kernels: $(sed -n 's/^cpu kernels: //p' <<< "$DOCTOR")"
 if part translate; then
 echo
 echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"

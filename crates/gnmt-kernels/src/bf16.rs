@@ -8,14 +8,14 @@
 use crate::gemm::{bias_or_zeros, pack_panels, NR};
 use crate::Isa;
 
-/// A float32 rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its 16 bits.
-#[inline]
+/// A float32 rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its 16 bits. Both
+/// results are computed and one is selected, without a branch, so that loops over it vectorize.
+#[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    let quiet_nan = (b >> 16) | 0x40;
+    (if x.is_nan() { quiet_nan } else { rounded }) as u16
 }
 
 /// The float32 value of bfloat16 bits (exact).
@@ -138,26 +138,13 @@ fn pack_rows_with(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
         .take(m)
     {
         for (o, pair) in o.iter_mut().zip(row.chunks_exact(2)) {
-            *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+            *o = to_bf16(pair[0]) as u32 | ((to_bf16(pair[1]) as u32) << 16);
         }
         if k % 2 == 1 {
-            o[k2 - 1] = bf16_bits(row[k - 1]);
+            o[k2 - 1] = to_bf16(row[k - 1]) as u32;
         }
     }
     out
-}
-
-/// [`to_bf16`] as a select instead of a branch (so that loops over it vectorize).
-#[inline(always)]
-fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
-    let quiet_nan = (b >> 16) | 0x40;
-    if x.is_nan() {
-        quiet_nan & 0xFFFF
-    } else {
-        rounded
-    }
 }
 
 /// The portable build: each lane's pair of products added in `vdpbf16ps`'s order.
