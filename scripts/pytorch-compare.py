@@ -10,6 +10,9 @@ so it can load a gnmt-rs model directory, and runs:
   translate  batched beam search with GNMT length normalization and coverage penalty, with the
              same algorithm as crates/gnmt-translate -- the counterpart of `gnmt bench translate`
 
+on the CPU, or on a GPU with `--device cuda` (scripts/gpu-check.sh; the model, the batches and
+the search's tensors then live there, and the timings include a synchronization).
+
 and prints the same JSON fields. Run it with the Python of the torch virtual environment that
 scripts/setup.sh made (scripts/bench.sh does), with the same thread count as the Rust side.
 """
@@ -151,8 +154,9 @@ def build(args):
 
 
 def synthetic(n, length, vocab, seed):
+    # Drawn on the CPU, so a GPU run trains and translates the same sentences.
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(FIRST_PIECE, vocab, (n, length), generator=g)
+    return torch.randint(FIRST_PIECE, vocab, (n, length), generator=g, device="cpu").to(torch.get_default_device())
 
 
 def smoothed_loss(logits, target, eps):
@@ -176,8 +180,10 @@ def bench_train(args):
     lens = torch.full((b,), l)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
-    # bf16: PyTorch's CPU autocast (float32 weights and optimizer, bf16 matrix products).
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    # bf16 (fp16): PyTorch's autocast (float32 weights and optimizer, half-precision matrix
+    # products; fp16 without a loss scaler: this times steps, it does not train).
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    autocast = torch.autocast(torch.get_default_device().type, dtype=half or torch.bfloat16, enabled=half is not None)
 
     def step():
         with autocast:
@@ -196,7 +202,7 @@ def bench_train(args):
         last = step()
     secs = time.perf_counter() - t
     tokens = b * l + b * (l + 1)
-    return dict(bench="train", impl="pytorch", precision=args.precision, preset=args.preset, threads=torch.get_num_threads(), batch_size=b,
+    return dict(bench="train", impl="pytorch", device=args.device, precision=args.precision, preset=args.preset, threads=torch.get_num_threads(), batch_size=b,
                 len=l, steps=args.steps, ms_per_step=secs * 1000 / args.steps,
                 tokens_per_s=tokens * args.steps / secs, final_loss=last)
 
@@ -289,12 +295,15 @@ def beam_search(m, sources, k, alpha, beta, a, b_len, grouped=False):
 
 
 def for_inference(m, precision):
-    """The model as PyTorch users run it on a CPU at `precision`: float32; bf16 weights and
-    activations (`model.to(torch.bfloat16)`); or dynamic int8 quantization of the LSTMs and linear
-    layers (`torch.ao.quantization.quantize_dynamic`, what OpenNMT-py's `-precision int8` does)."""
+    """The model as PyTorch users run it at `precision`: float32; bf16 or fp16 weights and
+    activations (`model.to(torch.bfloat16)`); or, on a CPU, dynamic int8 quantization of the LSTMs
+    and linear layers (`torch.ao.quantization.quantize_dynamic`, what OpenNMT-py's `-precision
+    int8` does)."""
     m.eval()
     if precision == "bf16":
         return m.to(torch.bfloat16)
+    if precision == "fp16":
+        return m.to(torch.float16)
     if precision == "int8":
         return torch.ao.quantization.quantize_dynamic(m, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
     return m
@@ -323,7 +332,7 @@ def bench_translate(args):
                 f.write(" ".join(map(str, h)) + "\n")
     source = sum(len(x) for x in sources)
     generated = sum(len(h) + 1 for h in out)
-    return dict(bench="translate", impl="pytorch-grouped" if args.grouped else "pytorch", precision=args.precision,
+    return dict(bench="translate", impl="pytorch-grouped" if args.grouped else "pytorch", device=args.device, precision=args.precision,
                 threads=torch.get_num_threads(), beam=args.beam,
                 batch_size=args.batch_size, sentences=len(sources), source_tokens=source,
                 generated_tokens=generated, seconds=secs, tokens_per_s=(source + generated) / secs,
@@ -347,8 +356,10 @@ def main():
     p.add_argument("--ids", help="source ids, one sentence per line (from `gnmt tokenize --ids`)")
     p.add_argument("--output", help="write the best hypotheses' ids here")
     p.add_argument("--beam", type=int, default=5)
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="translate: the model in bf16 or dynamically quantized to int8; train: bf16 autocast")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                   help="translate: the model in bf16/fp16 or dynamically quantized to int8 (CPU); "
+                        "train: bf16/fp16 autocast")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--grouped", action="store_true",
                    help="beams share encoder outputs, first step one hypothesis (gnmt-rs's search)")
     p.add_argument("--alpha", type=float, default=0.6)
@@ -358,6 +369,8 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device != "cpu":  # (a device mode intercepts every call: CPU timings stay without it)
+        torch.set_default_device(args.device)
     res = bench_train(args) if args.what == "train" else bench_translate(args)
     print(json.dumps(res))
 

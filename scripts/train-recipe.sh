@@ -237,7 +237,7 @@ if [ "$MODELS" -eq 1 ]; then
 else
     grid=(--beams 5 --alphas 0.6,1.0,1.4 --betas 0,0.2 --max-len-as 1.5)
 fi
-$G tune --model "${MODEL[@]}" --src "$OUT/valid.src" --ref "$OUT/valid.ref" "${grid[@]}" --max-len-bs 10 "${T[@]}" \
+$G tune --model "${MODEL[@]}" --device "$DEVICE" --src "$OUT/valid.src" --ref "$OUT/valid.ref" "${grid[@]}" --max-len-bs 10 "${T[@]}" \
     | tee "$OUT/tune.txt"
 $G -q translate --model "${MODEL[@]}" --device "$DEVICE" "${T[@]}" -i "$TEST_S" -o "$OUT/test.hyp"
 if [ "$MODELS" -eq 1 ]; then

@@ -1439,7 +1439,8 @@ fn translate_valid(models: &[&Path], extra: &[&str], out: &Path) -> std::process
 
 /// `gnmt tune` tries its grid on validation data, writes the best to search.json, and translate
 /// then runs with exactly those settings (flags still override); --dry-run writes nothing; a
-/// grid value that is no setting is refused. An ensemble (`model` and `other`) is tuned as one.
+/// grid value that is no setting is refused; `--device` names where the grid runs. An ensemble
+/// (`model` and `other`) is tuned as one.
 fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t: &Path) {
     let dir = t.join("tuned");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1455,6 +1456,8 @@ fn tune_writes_the_settings_translate_starts_from(model: &Path, other: &Path, t:
         "--betas",
         "0,0.3",
         "--dry-run",
+        "--device",
+        "cpu",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("| 2 | 0.6 | 0.3 |"), "{}", stdout(&o));

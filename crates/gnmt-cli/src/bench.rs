@@ -120,6 +120,7 @@ fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     } else if c.fp16 {
         vs.half();
     }
+    m.pack_for_cudnn()?;
     Ok((vs, m, d))
 }
 
@@ -139,7 +140,7 @@ fn build_for_search(c: &Common, int8: bool) -> Result<(nn::VarStore, Seq2Seq, De
     } else {
         gnmt_translate::Precision::Fp32
     };
-    let kernels = crate::precision::cast_for(&mut vs, precision, d);
+    let kernels = crate::precision::cast_for(&mut vs, &m, precision, d)?;
     Ok((vs, m, d, kernels))
 }
 

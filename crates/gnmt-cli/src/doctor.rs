@@ -106,7 +106,8 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
         let x = Tensor::randn([4, 9, 32], (Kind::Float, Device::Cpu));
         let mut vs = vs;
         vs.set_device(dev);
-        let (y, _) = l.seq(&x.to_device(dev));
+        let x = x.to_device(dev);
+        let (y, _) = l.seq_init(&x, &gnmt_model::zero_state(&l, &x));
         y.square().sum(Kind::Float).backward();
         let mut names: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         names.sort_by(|p, q| p.0.cmp(&q.0));
@@ -137,6 +138,7 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let m = Seq2Seq::new(&vs.root(), &cfg)?;
         vs.set_device(dev);
+        m.pack_for_cudnn()?;
         let src = Tensor::randint_low(4, 1000, [8, 12], (Kind::Int64, Device::Cpu));
         let tgt = Tensor::randint_low(4, 1000, [8, 11], (Kind::Int64, Device::Cpu));
         let lens = Tensor::from_slice(&[12i64, 12, 11, 10, 9, 8, 7, 6]);

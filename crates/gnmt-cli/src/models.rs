@@ -73,7 +73,7 @@ impl ModelArgs {
         };
         let mut kernels = Kernels::Fused;
         for d in &mut dirs {
-            kernels = crate::precision::cast_for(&mut d.vs, precision, device);
+            kernels = crate::precision::cast_for(&mut d.vs, &d.model, precision, device)?;
         }
         if dirs.len() > 1 {
             tracing::info!("an ensemble of {} models: {}", dirs.len(), self.describe());

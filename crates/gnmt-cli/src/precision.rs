@@ -168,6 +168,7 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         first: &model,
         ensemble: Default::default(),
         tokenizer: &tokenizer,
+        device,
     };
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
@@ -207,14 +208,18 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
 /// where that is the plan) and returns the search's kernels; logs the path taken.
 pub fn cast_for(
     vs: &mut nn::VarStore,
+    model: &gnmt_model::Seq2Seq,
     precision: Precision,
     device: tch::Device,
-) -> gnmt_model::Kernels {
+) -> Result<gnmt_model::Kernels> {
     let (kernels, cast) = gnmt_translate::precision_plan(precision, device);
     match cast {
         Some(tch::Kind::BFloat16) => vs.bfloat16(),
         Some(tch::Kind::Half) => vs.half(),
         _ => {}
+    }
+    if cast.is_some() {
+        model.pack_for_cudnn()?;
     }
     let path = match (kernels, cast) {
         _ if device != tch::Device::Cpu && precision == Precision::Int8 => {
@@ -236,7 +241,7 @@ pub fn cast_for(
         "precision {precision:?} on {device:?}: {path} (CPU kernels: {})",
         gnmt_model::Isa::detected()
     );
-    kernels
+    Ok(kernels)
 }
 
 /// The first `n` lines of a validation source and of its reference, checked to pair up.
@@ -263,15 +268,18 @@ pub(crate) struct Models<'a> {
     pub first: &'a gnmt_model::Seq2Seq,
     pub ensemble: gnmt_translate::stream::Ensemble<'a>,
     pub tokenizer: &'a gnmt_tokenizer::SubwordTokenizer,
+    /// Where the models were loaded, and so where the search runs.
+    pub device: tch::Device,
 }
 
-/// The best translations of `sources` as `gnmt translate` makes them with `search` on the CPU.
+/// The best translations of `sources` as `gnmt translate` makes them with `search` on the
+/// models' device.
 pub(crate) fn validation_translations(
     models: &Models<'_>,
     search: SearchConfig,
     sources: &[String],
 ) -> Result<Vec<String>> {
-    let device = tch::Device::Cpu;
+    let device = models.device;
     let (workers, threads_per_worker) = gnmt_translate::stream::workers_for(device, None);
     let tr = Translator {
         engine: Engine {

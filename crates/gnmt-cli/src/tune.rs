@@ -45,6 +45,9 @@ pub struct TuneArgs {
     /// Print the table only; leave search.json as it is.
     #[arg(long)]
     dry_run: bool,
+    /// cpu, cuda or cuda:N: where the grid's translations run.
+    #[arg(long, default_value = "cpu")]
+    device: gnmt_model::DeviceSpec,
     /// CPU threads for libtorch.
     #[arg(long)]
     threads: Option<i32>,
@@ -62,7 +65,8 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     check_grid(&a)?;
-    let dirs = a.models.open(tch::Device::Cpu)?;
+    let device = a.device.0;
+    let dirs = a.models.open(device)?;
     let weights = a.models.weights()?;
     let first = dirs
         .first()
@@ -71,6 +75,7 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         first: &first.model,
         ensemble: crate::models::ensemble_of(&dirs, &weights),
         tokenizer: &first.tokenizer,
+        device,
     };
     let (sources, refs) = a.data.read()?;
     let translate = |cfg: SearchConfig| validation_translations(&models, cfg, &sources);

@@ -122,6 +122,16 @@ pub enum ModelError {
     Torch(#[from] tch::TchError),
 }
 
+/// The zero state of LSTM layer `l` for a batch `x` (`[B, ...]`), on `x`'s device. tch's
+/// `seq` and `zero_state` put it on the device the layer was created on, which
+/// `VarStore::set_device` does not update: a model built on the CPU and moved to a GPU (as
+/// `gnmt doctor --smoke` compares them) then fed cuDNN a CPU state.
+pub fn zero_state(l: &nn::LSTM, x: &Tensor) -> nn::LSTMState {
+    let s = l.zero_state(x.size().first().copied().unwrap_or(0));
+    let zeros = s.h().to_device(x.device());
+    nn::LSTMState((zeros.shallow_clone(), zeros))
+}
+
 /// uniform(-r, r) for every weight and bias, as GNMT v2 initialises them.
 fn lstm(vs: nn::Path, input: i64, hidden: i64, r: f64) -> nn::LSTM {
     let u = nn::Init::Uniform { lo: -r, up: r };
@@ -292,6 +302,38 @@ fn lstm_params(p: &nn::Path) -> Result<[Tensor; 4], ModelError> {
 }
 
 impl Seq2Seq {
+    /// Packs each LSTM layer's weights into one cuDNN buffer again, where they live on a CUDA
+    /// device and cuDNN is there (elsewhere it does nothing). tch packs a layer's weights when
+    /// it is created on a GPU, but casting the VarStore (bf16/fp16: training's working copy,
+    /// translation's cast model) gives each weight its own storage, and cuDNN then copies them
+    /// into a buffer at every call, warning each time (seen on an H200: 9 warnings a step).
+    pub fn pack_for_cudnn(&self) -> Result<(), ModelError> {
+        let on_gpu = self
+            .enc_params
+            .first()
+            .is_some_and(|p| p[0].device().is_cuda());
+        if !on_gpu || !tch::Cuda::cudnn_is_available() {
+            return Ok(());
+        }
+        let _no_grad = tch::no_grad_guard();
+        for p in self.enc_params.iter().chain(&self.dec_params) {
+            let size = |t: &Tensor| t.size().get(1).copied().unwrap_or(0);
+            // (2: cuDNN's LSTM mode; 4 tensors a layer, one layer, batch first, one direction)
+            let _packed = Tensor::f_internal_cudnn_rnn_flatten_weight(
+                p,
+                4,
+                size(&p[0]),
+                2,
+                size(&p[1]),
+                0,
+                1,
+                true,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Builds the model's parameters under `vs` (names like `encoder.layers.3.weight_ih_l0`).
     pub fn new(vs: &nn::Path, config: &ModelConfig) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Config)?;
@@ -452,13 +494,15 @@ impl Seq2Seq {
         let lens = src_len.to_device(device).unsqueeze(1);
         let rev_idx = (&lens - 1 - &pos).where_self(&pos.lt_tensor(&lens), &pos);
         let gather = |t: &Tensor| t.gather(1, &rev_idx.unsqueeze(2).expand_as(t), false);
-        let (fwd, _) = self.enc_fwd.seq(&x);
-        let (bwd, _) = self.enc_bwd.seq(&gather(&x));
+        let (fwd, _) = self.enc_fwd.seq_init(&x, &zero_state(&self.enc_fwd, &x));
+        let (bwd, _) = self
+            .enc_bwd
+            .seq_init(&gather(&x), &zero_state(&self.enc_bwd, &x));
         let mut out = Tensor::cat(&[fwd, gather(&bwd)], 2);
         for (k, layer) in self.enc_layers.iter().enumerate() {
             let i = k as i64 + 1;
             let inp = self.dropout(out.shallow_clone(), train);
-            let (y, _) = layer.seq(&inp);
+            let (y, _) = layer.seq_init(&inp, &zero_state(layer, &inp));
             out = if self.config.residual_at(i, true) {
                 y + out
             } else {
@@ -513,7 +557,6 @@ impl Seq2Seq {
         kernels: Kernels,
     ) -> (Tensor, Tensor, DecoderState) {
         let b = tgt_in.size()[0];
-        let zero = |l: &nn::LSTM| l.zero_state(b);
         let mut new_state = Vec::with_capacity(self.dec_layers.len());
         let extended = self.config.decoder_dropout == DecoderDropout::Extended;
         let x = self.word_dropout(self.tgt_emb().forward(tgt_in), train);
@@ -521,7 +564,7 @@ impl Seq2Seq {
         let init = |i: usize| -> nn::LSTMState {
             match state {
                 Some(s) => nn::LSTMState((s.layers[i].h(), s.layers[i].c())),
-                None => zero(&self.dec_layers[i]),
+                None => zero_state(&self.dec_layers[i], tgt_in),
             }
         };
         let (h0, s0) = self.dec_layers[0].seq_init(&x, &init(0));

@@ -559,3 +559,24 @@ fn word_dropout_zeroes_whole_embeddings_in_training_only() {
     cfg.word_dropout = 1.0;
     assert!(cfg.validate().unwrap_err().contains("word_dropout"));
 }
+
+/// `zero_state` is tch's initial LSTM state (zeros, `[layers, B, H]`, the weights' kind) on the
+/// batch's device, so running from it equals tch's own `seq`. (The device is what it fixes: a
+/// model built on the CPU and moved to a GPU; scripts/gpu-check.sh runs that through
+/// `gnmt doctor --smoke`, which no CPU-only test can.)
+#[test]
+fn zero_state_is_tchs_initial_state_on_the_batchs_device() {
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let l = nn::lstm(vs.root(), 6, 4, Default::default());
+    let x = Tensor::randn([3, 5, 6], (Kind::Float, Device::Cpu));
+    let s = zero_state(&l, &x);
+    for t in [s.h(), s.c()] {
+        assert_eq!(t.size(), [1, 3, 4]);
+        assert_eq!((t.device(), t.kind()), (x.device(), Kind::Float));
+        assert_eq!(t.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+    let (ours, _) = l.seq_init(&x, &s);
+    let (theirs, _) = l.seq(&x);
+    assert!(ours.equal(&theirs));
+}

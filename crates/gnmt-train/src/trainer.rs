@@ -734,6 +734,7 @@ impl Weights {
                 } else {
                     wvs.half();
                 }
+                wm.pack_for_cudnn()?;
                 let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
                 (Some((wvs, wm)), adam)
             }
