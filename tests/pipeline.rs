@@ -1858,3 +1858,65 @@ fn the_recipe_sizes_each_model_of_an_ensemble_by_the_time_left() {
         );
     }
 }
+
+/// scripts/gpu-check.sh, the one script a rare and short GPU lease runs, runs its `check` part
+/// on the CPU (`GNMT_CHECK_DEVICE=cpu`: Gloo for NCCL) on the fixture: doctor's smoke test, a
+/// one-rank run under torchrun, a model trained, translated on the device and on the CPU, tuned
+/// and served. A broken step would otherwise first show on a GPU, spending its minutes.
+#[test]
+fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("m30k");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for (from, to) in [
+        ("train", "train"),
+        ("valid", "valid"),
+        ("valid", "test2016"),
+    ] {
+        for lang in ["en", "de"] {
+            std::fs::copy(
+                data().join(format!("{from}.{lang}")),
+                corpus.join(format!("{to}.{lang}")),
+            )
+            .unwrap();
+        }
+    }
+    let venv_bin = torchrun().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tmp.path().join("out");
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/gpu-check.sh"))
+        .arg("check")
+        .env("PATH", path)
+        .env("OUT", &out)
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+        .env("GNMT_CHECK_DEVICE", "cpu")
+        .env("GNMT_M30K", &corpus)
+        .env("GNMT_MEASURE_MINUTES", "0.1")
+        .env("GNMT_TRAIN_MINUTES", "0.2")
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    let log = stdout(&o);
+    assert!(o.status.success(), "{log}\n{}", stderr(&o));
+    assert!(log.contains("failed: none"), "{log}");
+    assert!(log.contains("Gloo data-parallel run ok"), "{log}");
+    assert!(
+        log.contains("serve answered 15 of 15 requests, 0 wrongly"),
+        "{log}"
+    );
+    let report = std::fs::read_to_string(out.join("m30k.md")).unwrap();
+    assert!(
+        report.contains("test2016, search on cpu (beam 5), best checkpoint: ")
+            && report.contains("translations differ on 0 lines")
+            && report.contains("defaults (beam 5, alpha 0.6, beta 0.1): BLEU"),
+        "{report}"
+    );
+    let hyps = std::fs::read_to_string(out.join("m30k-test.hyp")).unwrap();
+    assert_eq!(hyps.lines().count(), 60);
+    assert!(std::fs::read_to_string(out.join("doctor.txt"))
+        .unwrap()
+        .contains("smoke: all checks passed on Cpu"));
+}
