@@ -186,16 +186,18 @@ pub(crate) fn top(
     })
 }
 
-/// `$micro::<R>$args` with the row count `$rows` (1 to `MR`) as the constant `R`, so that the
-/// accumulators stay in registers; the result grown to `MR` rows.
+/// `$emit($micro::<R>$args, $tile, $finish)` with the row count `$rows` (1 to `MR`) as the
+/// constant `R`: each row count has its own copy of the micro-kernel and of the stores after
+/// it, so the accumulators go from registers to the output (returned as `MR` rows through the
+/// stack instead, they cost a copy per call: 6% of an int8 search in memmove).
 macro_rules! with_rows {
-    ($rows:expr, $micro:ident $args:tt) => {
-        with_rows!(@ $rows, $micro $args, 12 11 10 9 8 7 6 5 4 3 2)
+    ($rows:expr, $micro:ident $args:tt, $tile:expr, $finish:expr) => {
+        with_rows!(@ $rows, $micro $args, $tile, $finish, 12 11 10 9 8 7 6 5 4 3 2)
     };
-    (@ $rows:expr, $micro:ident $args:tt, $($r:literal)*) => {
+    (@ $rows:expr, $micro:ident $args:tt, $tile:expr, $finish:expr, $($r:literal)*) => {
         match $rows {
-            $($r => grow($micro::<$r> $args),)*
-            _ => grow($micro::<1> $args),
+            $($r => emit($micro::<$r> $args, $tile, $finish),)*
+            _ => emit($micro::<1> $args, $tile, $finish),
         }
     };
 }
@@ -203,24 +205,48 @@ macro_rules! with_rows {
 /// [`PackedLinear::forward`]: two 16-column panels at a time, up to 12 rows of `x` each.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
-    panels_by_rows(
-        w.n,
-        w.k,
-        &w.panels,
-        x,
-        m,
-        out,
-        |rows, a, b, xs| with_rows!(rows, micro(a, b, xs, w.k)),
-        |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
-    )
+    let finish = |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols]));
+    panels_by_rows(w.n, w.k, &w.panels, x, m, out, |rows, a, b, xs, tile| {
+        with_rows!(rows, micro(a, b, xs, w.k), tile, &finish)
+    })
 }
 
-/// The blocking of the matrix kernels: `out[m, n] = finish(xs . panels)` where a panel row and an
+/// Where a micro-kernel's sums go: rows `r0..` of `out` (`n` columns), from panel `p` on
+/// (`used`: one or two panels).
+struct Tile<'a> {
+    out: &'a mut [f32],
+    n: usize,
+    r0: usize,
+    p: usize,
+    used: usize,
+}
+
+/// Stores `R` rows of sums for a tile's panels: `finish(row, column, columns, sums)` turns 16
+/// sums into outputs (adds the bias).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn emit<V: Copy, const R: usize>(
+    acc: [[V; 2]; R],
+    t: &mut Tile,
+    finish: &impl Fn(usize, usize, usize, V) -> __m512,
+) {
+    for (r, accs) in acc.iter().enumerate() {
+        for (j, &v) in accs.iter().enumerate().take(t.used) {
+            let col = (t.p + j) * NR;
+            let cols = NR.min(t.n - col);
+            let row = t.r0 + r;
+            store(
+                &mut t.out[row * t.n + col..][..cols],
+                finish(row, col, cols, v),
+            );
+        }
+    }
+}
+
+/// The blocking of the matrix kernels: `out[m, n] = xs . panels` where a panel row and an
 /// input row hold `width` 4-byte elements (floats, bf16 pairs, byte quads). The panels go in
 /// blocks of ~256 KB (kept in L2 while every row block of `x` passes over them), two at a time
-/// through `micro` (rows, panel a, panel b, those rows of `xs`), which returns the rows' sums
-/// for both; `finish(row, column, columns, sums)` turns 16 sums into outputs (adds the bias).
-#[allow(clippy::too_many_arguments)]
+/// through `micro` (rows, panel a, panel b, those rows of `xs`, the tile of `out` they fill).
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 fn panels_by_rows<T>(
@@ -230,8 +256,7 @@ fn panels_by_rows<T>(
     xs: &[T],
     m: usize,
     out: &mut [f32],
-    micro: impl Fn(usize, &[T], &[T], &[T]) -> [[__m512; 2]; MR],
-    finish: impl Fn(usize, usize, usize, __m512) -> __m512,
+    micro: impl Fn(usize, &[T], &[T], &[T], &mut Tile),
 ) {
     let count = n.div_ceil(NR);
     let panel = |p: usize| &panels[p * width * NR..(p + 1) * width * NR];
@@ -245,15 +270,14 @@ fn panels_by_rows<T>(
             let mut p = p0;
             while p < p1 {
                 let used = if p + 1 < p1 { 2 } else { 1 };
-                let acc = micro(rows, panel(p), panel(p + used - 1), x);
-                for (r, accs) in acc.iter().enumerate().take(rows) {
-                    for (j, &v) in accs.iter().enumerate().take(used) {
-                        let col = (p + j) * NR;
-                        let cols = NR.min(n - col);
-                        let o = &mut out[(r0 + r) * n + col..][..cols];
-                        store(o, finish(r0 + r, col, cols, v));
-                    }
-                }
+                let mut tile = Tile {
+                    out: &mut *out,
+                    n,
+                    r0,
+                    p,
+                    used,
+                };
+                micro(rows, panel(p), panel(p + used - 1), x, &mut tile);
                 p += used;
             }
             r0 += rows;
@@ -282,14 +306,6 @@ fn micro<const R: usize>(a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512
         }
     }
     acc
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn grow<const R: usize>(a: [[__m512; 2]; R]) -> [[__m512; 2]; MR] {
-    let mut out = [[_mm512_setzero_ps(); 2]; MR];
-    out[..R].copy_from_slice(&a);
-    out
 }
 
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
@@ -321,16 +337,10 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
 /// two bf16 products into each float32 lane; `xs` are the input rows as bf16 pairs `[m, k2]`.
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512bf16")]
 pub(crate) fn linear_bf16(w: &crate::PackedLinearBf16, xs: &[u32], m: usize, out: &mut [f32]) {
-    panels_by_rows(
-        w.n,
-        w.k2,
-        &w.panels,
-        xs,
-        m,
-        out,
-        |rows, a, b, x| with_rows!(rows, micro_bf16(a, b, x, w.k2)),
-        |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols])),
-    )
+    let finish = |_, col, cols, sums| _mm512_add_ps(sums, load(&w.bias[col..col + cols]));
+    panels_by_rows(w.n, w.k2, &w.panels, xs, m, out, |rows, a, b, x, tile| {
+        with_rows!(rows, micro_bf16(a, b, x, w.k2), tile, &finish)
+    })
 }
 
 /// `R` rows of bf16 pairs (`xs`, `R * k2`) times two packed bf16 panels (`k2 * 16` pairs each).
@@ -373,28 +383,21 @@ pub(crate) fn linear_i8(
         // SAFETY: the masked load reads only the `v.len()` (at most 16) integers of `v`.
         unsafe { _mm512_maskz_loadu_epi32(first(v.len()), v.as_ptr()) }
     };
-    panels_by_rows(
-        w.n,
-        w.k4,
-        &w.panels,
-        xs,
-        m,
-        out,
-        |rows, a, b, x| with_rows!(rows, micro_i8(a, b, x, w.k4)),
-        |row, col, cols, sums| {
-            let offsets = lanes_i32(&w.offsets[col..col + cols]);
-            let s = _mm512_sub_epi32(_mm512_castps_si512(sums), offsets);
-            let scale = _mm512_mul_ps(splat(row_scales[row]), load(&w.scales[col..col + cols]));
-            _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
-        },
-    )
+    let finish = |row: usize, col: usize, cols: usize, sums: __m512i| {
+        let s = _mm512_sub_epi32(sums, lanes_i32(&w.offsets[col..col + cols]));
+        let scale = _mm512_mul_ps(splat(row_scales[row]), load(&w.scales[col..col + cols]));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
+    };
+    panels_by_rows(w.n, w.k4, &w.panels, xs, m, out, |rows, a, b, x, tile| {
+        with_rows!(rows, micro_i8(a, b, x, w.k4), tile, &finish)
+    })
 }
 
 /// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads
-/// each): 32-bit integer sums, returned as the bits of float registers for the shared driver.
+/// each): 32-bit integer sums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")]
-fn micro_i8<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__m512; 2]; R] {
+fn micro_i8<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__m512i; 2]; R] {
     assert!(a.len() >= k4 * NR && b.len() >= k4 * NR && xs.len() >= R * k4);
     let mut acc = [[_mm512_setzero_si512(); 2]; R];
     // SAFETY: the loads read `a[q * NR..][..16]`, `b[q * NR..][..16]` and `xs[r * k4 + q]` for
@@ -412,5 +415,5 @@ fn micro_i8<const R: usize>(a: &[u32], b: &[u32], xs: &[u32], k4: usize) -> [[__
             }
         }
     }
-    acc.map(|[x, y]| [_mm512_castsi512_ps(x), _mm512_castsi512_ps(y)])
+    acc
 }

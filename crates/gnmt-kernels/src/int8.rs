@@ -265,7 +265,12 @@ fn quantize_rows_with(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Ve
         let scale = scale_of(row);
         let out = &mut bytes[r * k4 * 4..][..k];
         for (b, &v) in out.iter_mut().zip(row) {
-            *b = (quantized(v, scale) as i16 + 128) as u8;
+            let q = (v / scale).round().clamp(-127.0, 127.0);
+            let q = if q.is_nan() { 0.0 } else { q };
+            // q + 128 + 2^23 holds the integer q + 128 exactly in its low mantissa bits: read
+            // there, the conversion vectorizes (`as` casts to integers, with their saturation
+            // rules, were compiled a value at a time: 5% of a one-thread int8 search).
+            *b = ((q + (128.0 + 8_388_608.0)).to_bits() & 0xFF) as u8;
         }
         scales.push(scale);
     }

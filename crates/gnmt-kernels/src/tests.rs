@@ -911,3 +911,40 @@ fn bf16_gradients_accumulate_into_float32_as_libtorch_adds_them_and_are_zeroed()
     assert!(!tensor::accumulate_bf16_tensors(&acc, &strided, 1.0));
     assert!(acc.equal(&acc0));
 }
+
+/// Every build quantizes input rows to the bytes `quantize` gives (plus the offset 128), ties,
+/// the clamp at 127, infinities and NaN (as 0) included: the vectorized conversion must agree.
+#[test]
+fn every_build_quantizes_input_rows_as_quantize_does() {
+    let (k, k4) = (21, 6);
+    let mut x = noise(3 * k, 1600, 3.0);
+    // Row 1: exact halves of the scale (ties round away from zero) and the extremes.
+    for (i, v) in [127.0f32, -127.0, 0.5, -0.5, 1.5, -2.5, 126.5, 0.0]
+        .iter()
+        .enumerate()
+    {
+        x[k + i] = *v;
+    }
+    // Row 2: infinities and NaN.
+    x[2 * k] = f32::INFINITY;
+    x[2 * k + 1] = f32::NEG_INFINITY;
+    x[2 * k + 2] = f32::NAN;
+    for isa in Isa::available() {
+        let (xs, scales) = int8::quantize_rows_on(isa, &x, 3, k, k4);
+        for r in 0..3 {
+            let (scale, want) = quantize(&x[r * k..(r + 1) * k]);
+            assert_eq!(scales[r], scale, "{isa:?} row {r}");
+            for (j, &q) in want.iter().enumerate() {
+                let got = (xs[r * k4 + j / 4] >> (8 * (j % 4))) as u8;
+                assert_eq!(got as i32, q as i32 + 128, "{isa:?} row {r} column {j}");
+            }
+            for j in k..k4 * 4 {
+                assert_eq!(
+                    (xs[r * k4 + j / 4] >> (8 * (j % 4))) as u8,
+                    128,
+                    "{isa:?} padding"
+                );
+            }
+        }
+    }
+}
