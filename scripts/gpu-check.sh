@@ -21,6 +21,8 @@
 #                       measure the speed
 #   GNMT_CHECK_DEVICE   the device [cuda]; cpu runs the same steps (Gloo for NCCL), which is how
 #                       tests/pipeline.rs keeps this script working between GPU sessions
+#   GNMT_CHECK_PRESET   the Multi30k model [the recipe's: `small` at 4+4 x 384]; the test gives
+#                       `tiny` (a debug build trains `small` at a few steps a minute)
 #
 # Writes at most eight files under $OUT (a borrowed machine returns no more): log.txt (all the
 # output), doctor.txt, bench.jsonl, m30k.md (the model's numbers) and m30k-test.hyp.
@@ -80,15 +82,16 @@ check_nccl() {
 # GNMT schedule decays over its last steps), as scripts/train-recipe.sh does on a CPU.
 check_m30k() {
     local m="${GNMT_M30K:-}" run="$WORK/m30k" minutes="${GNMT_TRAIN_MINUTES:-3}" t0 t1 steps total
-    local measure="${GNMT_MEASURE_MINUTES:-0.33}"
+    local measure="${GNMT_MEASURE_MINUTES:-0.33}" model=(--preset small --set model.hidden_size=384
+        --set model.embedding_size=384 --set model.attention_units=384 --set model.tied_output=true)
+    [ -n "${GNMT_CHECK_PRESET:-}" ] && model=(--preset "$GNMT_CHECK_PRESET")
     [ -n "$m" ] || { echo "gpu-check: no GNMT_M30K, no Multi30k model"; return; }
     step vocab 120 "$BIN" vocab --src "$m/train.en" --tgt "$m/train.de" --size 8000 -o "$WORK/tokenizer.json" || return
     local train=("$BIN" train --train-src "$m/train.en" --train-tgt "$m/train.de" --vocab "$WORK/tokenizer.json"
-                 --valid-src "$m/valid.en" --valid-tgt "$m/valid.de" --preset small --device "$DEV" --batch-size 64
-                 --set model.tied_output=true --set model.dropout=0.4 --set 'precision="bf16"'
-                 --set model.hidden_size=384 --set model.embedding_size=384 --set model.attention_units=384
+                 --valid-src "$m/valid.en" --valid-tgt "$m/valid.de" --device "$DEV" --batch-size 64
+                 --set model.dropout=0.4 --set 'precision="bf16"'
                  --set ema_decay=0.999 --set keep_last=4 --set "schedule={kind=\"gnmt\", warmup=200, decay_steps=4}"
-                 --out "$run")
+                 "${model[@]}" --out "$run")
     t0=$(date +%s.%N)
     step m30k-measure 300 "${train[@]}" --max-steps 100000 --save-every 100000 --valid-every 100000 \
         --stop-after-minutes "$measure" --force || return
@@ -97,7 +100,7 @@ check_m30k() {
     total=$(awk -v s="$steps" -v a="$t0" -v b="$t1" -v m="$minutes" \
         'BEGIN { n = int(s * m * 60 / (b - a) / 24) * 24; print (n < s + 24 ? s + 24 : n) }')
     echo "gpu-check: $steps steps in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s: $total steps in $minutes minutes"
-    step m30k-train "$(awk -v m="$minutes" 'BEGIN { print int(m * 60) + 300 }')" "${train[@]}" --resume --set "max_steps=$total" \
+    step m30k-train "$(awk -v m="$minutes" 'BEGIN { print int(m * 60) + 900 }')" "${train[@]}" --resume --set "max_steps=$total" \
         --set "save_every=$(( total / 8 ))" --set "valid_every=$(( total / 6 ))" --set valid_bleu_sentences=1000 || return
     local model="$run/best" hyp="$OUT/m30k-test.hyp"
     step m30k-translate 120 "$BIN" translate --model "$model" --device "$DEV" -i "$m/test2016.en" -o "$hyp" || return

@@ -1898,6 +1898,7 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
         .env("GNMT_M30K", &corpus)
         .env("GNMT_MEASURE_MINUTES", "0.1")
         .env("GNMT_TRAIN_MINUTES", "0.2")
+        .env("GNMT_CHECK_PRESET", "tiny")
         .env("OMP_WAIT_POLICY", "PASSIVE"));
     let log = stdout(&o);
     assert!(o.status.success(), "{log}\n{}", stderr(&o));

@@ -188,8 +188,8 @@ pub(crate) fn top(
 
 /// `$emit($micro::<R>$args, $tile, $finish)` with the row count `$rows` (1 to `MR`) as the
 /// constant `R`: each row count has its own copy of the micro-kernel and of the stores after
-/// it, so the accumulators go from registers to the output (returned as `MR` rows through the
-/// stack instead, they cost a copy per call: 6% of an int8 search in memmove).
+/// it, so the accumulators go from registers to the output (rather than through an `MR`-row
+/// array returned and copied per call).
 macro_rules! with_rows {
     ($rows:expr, $micro:ident $args:tt, $tile:expr, $finish:expr) => {
         with_rows!(@ $rows, $micro $args, $tile, $finish, 12 11 10 9 8 7 6 5 4 3 2)
