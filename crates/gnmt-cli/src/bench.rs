@@ -115,12 +115,12 @@ fn build_cast(c: &Common) -> Result<(nn::VarStore, Seq2Seq, Device)> {
     if m.is_int8() {
         bail!("an int8 model (gnmt quantize) only translates: give the float32 model");
     }
-    if c.bf16 {
-        vs.bfloat16();
-    } else if c.fp16 {
-        vs.half();
-    }
-    m.pack_for_cudnn()?;
+    let kind = match (c.bf16, c.fp16) {
+        (true, _) => tch::Kind::BFloat16,
+        (_, true) => tch::Kind::Half,
+        _ => tch::Kind::Float,
+    };
+    m.cast(&mut vs, kind)?;
     Ok((vs, m, d))
 }
 

@@ -84,6 +84,22 @@ fn check(name: &str, diff: f64, tol: f64, failures: &mut usize) {
 /// Runs the same computations on `device` and on the CPU and compares them.
 fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
     let mut failures = 0;
+    smoke_matmul(device, &mut failures);
+    smoke_lstm(device, &mut failures);
+    smoke_training_step(device, preset, &mut failures)?;
+    if device.is_cuda() {
+        let ok = bf16_works(device);
+        println!(
+            "smoke: bf16 matmul on {device:?}: {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        failures += usize::from(!ok);
+    }
+    Ok(failures)
+}
+
+/// A 512 x 512 product.
+fn smoke_matmul(device: Device, failures: &mut usize) {
     tch::manual_seed(7);
     let a = Tensor::randn([512, 512], (Kind::Float, Device::Cpu));
     let b = Tensor::randn([512, 512], (Kind::Float, Device::Cpu));
@@ -95,11 +111,13 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
             &a.matmul(&b),
         ) / 22.6,
         5e-3,
-        &mut failures,
+        failures,
     );
+}
 
-    // LSTM forward and backward, same weights on both devices.
-    let lstm_run = |dev: Device| -> (Tensor, Vec<Tensor>) {
+/// An LSTM's forward and backward, the same weights on both devices.
+fn smoke_lstm(device: Device, failures: &mut usize) {
+    let run = |dev: Device| -> (Tensor, Vec<Tensor>) {
         tch::manual_seed(11);
         let vs = nn::VarStore::new(Device::Cpu);
         let l = nn::lstm(vs.root(), 32, 64, Default::default());
@@ -119,19 +137,21 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
                 .collect(),
         )
     };
-    let (yd, gd) = lstm_run(device);
-    let (yc, gc) = lstm_run(Device::Cpu);
+    let (yd, gd) = run(device);
+    let (yc, gc) = run(Device::Cpu);
     // cuDNN may use TF32 for RNNs: loose tolerances, this catches gross failures.
-    check("lstm forward", max_diff(&yd, &yc), 5e-3, &mut failures);
+    check("lstm forward", max_diff(&yd, &yc), 5e-3, failures);
     let g = gd
         .iter()
         .zip(&gc)
         .map(|(p, q)| max_diff(p, q) / (q.abs().max().double_value(&[]) + 1e-6))
         .fold(0.0, f64::max);
-    check("lstm backward (relative)", g, 1e-2, &mut failures);
+    check("lstm backward (relative)", g, 1e-2, failures);
+}
 
-    // One GNMT training step: loss and gradient norm.
-    let model_run = |dev: Device| -> anyhow::Result<(f64, f64)> {
+/// One GNMT training step of `preset`: its loss and gradient norm.
+fn smoke_training_step(device: Device, preset: &str, failures: &mut usize) -> anyhow::Result<()> {
+    let run = |dev: Device| -> anyhow::Result<(f64, f64)> {
         tch::manual_seed(13);
         let cfg = ModelConfig::preset(preset, 1000)
             .ok_or_else(|| anyhow::anyhow!("--preset {preset}: unknown"))?;
@@ -159,29 +179,16 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
             .sqrt();
         Ok((loss.double_value(&[]), norm))
     };
-    let (ld, nd) = model_run(device)?;
-    let (lc, nc) = model_run(Device::Cpu)?;
-    check(
-        &format!("{preset} loss"),
-        (ld - lc).abs(),
-        1e-2,
-        &mut failures,
-    );
+    let (ld, nd) = run(device)?;
+    let (lc, nc) = run(Device::Cpu)?;
+    check(&format!("{preset} loss"), (ld - lc).abs(), 1e-2, failures);
     check(
         &format!("{preset} gradient norm (relative)"),
         (nd - nc).abs() / nc.max(1e-9),
         1e-2,
-        &mut failures,
+        failures,
     );
-    if device.is_cuda() {
-        let ok = bf16_works(device);
-        println!(
-            "smoke: bf16 matmul on {device:?}: {}",
-            if ok { "ok" } else { "FAILED" }
-        );
-        failures += usize::from(!ok);
-    }
-    Ok(failures)
+    Ok(())
 }
 
 /// The CPU's model name with its family and model numbers (Linux: /proc/cpuinfo). The name

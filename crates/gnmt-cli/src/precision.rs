@@ -213,13 +213,8 @@ pub fn cast_for(
     device: tch::Device,
 ) -> Result<gnmt_model::Kernels> {
     let (kernels, cast) = gnmt_translate::precision_plan(precision, device);
-    match cast {
-        Some(tch::Kind::BFloat16) => vs.bfloat16(),
-        Some(tch::Kind::Half) => vs.half(),
-        _ => {}
-    }
-    if cast.is_some() {
-        model.pack_for_cudnn()?;
+    if let Some(kind) = cast {
+        model.cast(vs, kind)?;
     }
     let path = match (kernels, cast) {
         _ if device != tch::Device::Cpu && precision == Precision::Int8 => {

@@ -46,7 +46,18 @@ fn scale_of(v: &[f32]) -> f32 {
 /// [`quantize`]'s value of `x` (rounded half away from zero).
 #[inline(always)]
 fn quantized(x: f32, scale: f32) -> i8 {
-    (x / scale).round().clamp(-127.0, 127.0) as i8
+    quantized_f32(x, scale) as i8
+}
+
+/// [`quantized`] as a float: an integer in -127..=127 (0 for NaN, as the cast to i8 makes it).
+#[inline(always)]
+fn quantized_f32(x: f32, scale: f32) -> f32 {
+    let q = (x / scale).round().clamp(-127.0, 127.0);
+    if q.is_nan() {
+        0.0
+    } else {
+        q
+    }
 }
 
 /// A matrix `[n, k]` quantized per row ([`quantize`]): what a quantized model file holds, and
@@ -265,8 +276,7 @@ fn quantize_rows_with(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Ve
         let scale = scale_of(row);
         let out = &mut bytes[r * k4 * 4..][..k];
         for (b, &v) in out.iter_mut().zip(row) {
-            let q = (v / scale).round().clamp(-127.0, 127.0);
-            let q = if q.is_nan() { 0.0 } else { q };
+            let q = quantized_f32(v, scale);
             // q + 128 + 2^23 holds the integer q + 128 exactly in its low mantissa bits: read
             // there, the conversion vectorizes (`as` casts to integers, with their saturation
             // rules, were compiled a value at a time: 5% of a one-thread int8 search).

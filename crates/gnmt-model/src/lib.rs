@@ -302,6 +302,19 @@ fn lstm_params(p: &nn::Path) -> Result<[Tensor; 4], ModelError> {
 }
 
 impl Seq2Seq {
+    /// Casts this model's weights in `vs` (the VarStore it was built in) to `kind`: bf16 or
+    /// fp16 (training's working copy, translation's cast model), or float32 as they are; then
+    /// packs the LSTM weights for cuDNN again ([`Seq2Seq::pack_for_cudnn`]).
+    pub fn cast(&self, vs: &mut nn::VarStore, kind: Kind) -> Result<(), ModelError> {
+        match kind {
+            Kind::BFloat16 => vs.bfloat16(),
+            Kind::Half => vs.half(),
+            Kind::Float => return Ok(()),
+            other => return Err(ModelError::Config(format!("no model in {other:?}"))),
+        }
+        self.pack_for_cudnn()
+    }
+
     /// Packs each LSTM layer's weights into one cuDNN buffer again, where they live on a CUDA
     /// device and cuDNN is there (elsewhere it does nothing). tch packs a layer's weights when
     /// it is created on a GPU, but casting the VarStore (bf16/fp16: training's working copy,

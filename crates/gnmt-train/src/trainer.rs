@@ -729,12 +729,11 @@ impl Weights {
             Precision::Bf16 | Precision::Fp16 => {
                 let mut wvs = nn::VarStore::new(device);
                 let wm = Seq2Seq::new(&wvs.root(), config)?;
-                if precision == Precision::Bf16 {
-                    wvs.bfloat16();
-                } else {
-                    wvs.half();
-                }
-                wm.pack_for_cudnn()?;
+                let kind = match precision {
+                    Precision::Bf16 => Kind::BFloat16,
+                    _ => Kind::Half,
+                };
+                wm.cast(&mut wvs, kind)?;
                 let adam = Adam::mixed(&vs, &wvs).map_err(TrainError::Config)?;
                 (Some((wvs, wm)), adam)
             }
