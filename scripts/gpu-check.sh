@@ -12,8 +12,14 @@
 #   bench  training and translation throughput of `gnmt4` (vocabulary 32k, 24-piece sentences) in
 #          float32, bf16 and fp16, each beside the same model and search in PyTorch eager on
 #          the same GPU (scripts/pytorch-compare.py --device cuda; training in autocast)
+#   cpu    the machine's own CPU, no GPU: gnmt-rs's float32, bf16 and int8 translation beside
+#          PyTorch eager's float32, bf16 and dynamic int8 at 1 and 2 threads, and training
+#          `small` in float32 and bf16 beside PyTorch's float32 and bf16 autocast at 1 thread
+#          (one round each; a GPU machine's host may have the AMX this project's CPUs lack). It
+#          translates GNMT_CPU_MODEL (default: the model `check` trained) on test2016, else the
+#          `small` preset's random weights on synthetic sentences
 #
-#   scripts/gpu-check.sh [check|bench|all]      (default: all)
+#   scripts/gpu-check.sh [check|bench|cpu|all]      (default: all)
 #
 #   GNMT_BIN            the gnmt binary [target/release/gnmt]
 #   GNMT_M30K           a Multi30k directory (train/valid/test2016 .en/.de); without it, no model
@@ -25,11 +31,12 @@
 #                       `tiny` (a debug build trains `small` at a few steps a minute)
 #
 # Writes at most eight files under $OUT (a borrowed machine returns no more): log.txt (all the
-# output), doctor.txt, bench.jsonl, m30k.md (the model's numbers) and m30k-test.hyp.
+# output), doctor.txt, bench.jsonl, m30k.md (the model's numbers), m30k-test.hyp and
+# bench-cpu.jsonl.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PART="${1:-all}"
-case "$PART" in check|bench|all) ;; *) echo "gpu-check.sh: check, bench or all, not '$PART'" >&2; exit 2 ;; esac
+case "$PART" in check|bench|cpu|all) ;; *) echo "gpu-check.sh: check, bench, cpu or all, not '$PART'" >&2; exit 2 ;; esac
 OUT="$(mkdir -p "${OUT:-gpu-check-out}" && cd "${OUT:-gpu-check-out}" && pwd)"
 BIN="$(realpath "${GNMT_BIN:-target/release/gnmt}")"
 WORK="$(mktemp -d)"
@@ -185,11 +192,48 @@ bench() {
     grep '^{' "$out" > "$OUT/bench.jsonl"
 }
 
+# The host CPU's paths (see the header). Each JSON line is tagged with what ran ("run").
+cpu_bench() {
+    local model="${GNMT_CPU_MODEL:-$WORK/m30k/best}" n="${GNMT_CPU_SENTENCES:-250}" t p flag
+    local src py=(python3 scripts/pytorch-compare.py --gnmt "$BIN")
+    export OMP_WAIT_POLICY=PASSIVE
+    if [ -f "$model/model.safetensors" ] && [ -n "${GNMT_M30K:-}" ]; then
+        head -n "$n" "$GNMT_M30K/test2016.en" > "$WORK/cpu-in.txt"
+        "$BIN" tokenize --ids --vocab "$model/tokenizer.json" < "$WORK/cpu-in.txt" > "$WORK/cpu-in.ids" || return
+        src=(--model "$model" -i "$WORK/cpu-in.txt") py+=(translate --model "$model" --ids "$WORK/cpu-in.ids")
+    else
+        src=(--preset small --sentences "$n") py+=(translate --preset small --sentences "$n")
+    fi
+    grep -m1 '^model name' /proc/cpuinfo
+    grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx512[a-z_0-9]*|amx[a-z_0-9]*' | tr '\n' ' '; echo
+    # RUN CMD...: CMD as a step, its JSON line tagged {"run": RUN, ...} into bench-cpu.jsonl.
+    one() {
+        local run=$1; shift
+        : > "$WORK/one.out"
+        step "cpu-$run" 150 --into "$WORK/one.out" "$@"
+        sed -n "s/^{/{\"run\":\"$run\",/p" "$WORK/one.out" >> "$OUT/bench-cpu.jsonl"
+    }
+    for t in 1 2; do
+        for p in fp32 bf16 int8; do
+            flag=(); [ "$p" = fp32 ] || flag=(--"$p")
+            one "gnmt-translate-$p-t$t" "$BIN" bench translate "${src[@]}" --beam 5 --batch-size 64 --threads "$t" "${flag[@]}"
+            one "pytorch-translate-$p-t$t" "${py[@]}" --beam 5 --batch-size 64 --threads "$t" --precision "$p"
+        done
+    done
+    for p in fp32 bf16; do
+        flag=(); [ "$p" = fp32 ] || flag=(--"$p")
+        one "gnmt-train-$p-t1" "$BIN" bench train --preset small --batch-size 64 --threads 1 --steps 5 "${flag[@]}"
+        one "pytorch-train-$p-t1" python3 scripts/pytorch-compare.py train --gnmt "$BIN" --preset small \
+            --batch-size 64 --threads 1 --steps 5 --precision "$p"
+    done
+}
+
 check_doctor
-if [ "$PART" != bench ]; then
+if [ "$PART" = check ] || [ "$PART" = all ]; then
     check_nccl
     check_m30k
 fi
-[ "$PART" = check ] || bench
+if [ "$PART" = bench ] || [ "$PART" = all ]; then bench; fi
+if [ "$PART" = cpu ] || [ "$PART" = all ]; then cpu_bench; fi
 echo "gpu-check: done in $(( $(date +%s) - start )) s; failed: ${FAILED[*]:-none}"
 [ "${#FAILED[@]}" = 0 ]

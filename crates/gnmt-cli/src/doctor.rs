@@ -279,6 +279,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             Err(_) => String::new(),
         }
     );
+    print_cpu_paths();
     println!("cpu threads: {}", tch::get_num_threads());
     // What `gnmt train` and `gnmt translate` use when torchrun launches them.
     let nccl = if gnmt_dist::nccl_built() {
@@ -307,6 +308,26 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         println!("smoke: all checks passed on {device:?}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The translation paths on this CPU: float32's, and the faster ones `gnmt translate` takes by
+/// default once `gnmt check-precision` has found them within 0.2 BLEU of float32's on a model.
+fn print_cpu_paths() {
+    use gnmt_translate::{describe_plan, Precision, MAX_BLEU_LOSS};
+    let cpu = Device::Cpu;
+    println!(
+        "cpu translation, fp32: {}",
+        describe_plan(Precision::Fp32, cpu)
+    );
+    let faster = Precision::faster_paths(cpu);
+    let list: Vec<String> = faster
+        .iter()
+        .map(|&p| format!("{}: {}", p.name(), describe_plan(p, cpu)))
+        .collect();
+    println!(
+        "cpu translation, faster (the default where `gnmt check-precision` finds one within {MAX_BLEU_LOSS} BLEU of fp32): {}",
+        if list.is_empty() { "none".to_string() } else { list.join("; ") }
+    );
 }
 
 /// tch exposes no device-name call; nvidia-smi is on every machine with the driver.

@@ -164,16 +164,31 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         );
     }
     let (sources, refs) = a.data.read()?;
-    let models = Models {
-        first: &model,
-        ensemble: Default::default(),
-        tokenizer: &tokenizer,
-        device,
-    };
     let faster = Precision::faster_paths(device);
     let mut bleu = std::collections::BTreeMap::new();
     for &precision in [Precision::Fp32].iter().chain(&faster) {
-        let (kernels, _) = gnmt_translate::precision_plan(precision, device);
+        // A path that casts the model (bf16 on AMX) translates a cast copy, as translate would.
+        let cast = gnmt_translate::precision_plan(precision, device)
+            .1
+            .is_some();
+        let mut copy = if cast {
+            Some(ModelDir::open(&a.model, device)?)
+        } else {
+            None
+        };
+        let (first, kernels) = match copy.as_mut() {
+            Some(dir) => (
+                &dir.model,
+                cast_for(&mut dir.vs, &dir.model, precision, device)?,
+            ),
+            None => (&model, gnmt_translate::precision_plan(precision, device).0),
+        };
+        let models = Models {
+            first,
+            ensemble: Default::default(),
+            tokenizer: &tokenizer,
+            device,
+        };
         let search = SearchConfig {
             kernels,
             ..SearchConfig::from(&a.search)
@@ -181,9 +196,10 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
         let t = Instant::now();
         let score = a.data.bleu(&models, search, (&sources, &refs))?;
         println!(
-            "{:<5} BLEU {score:6.2}  ({:.1}s)",
+            "{:<5} BLEU {score:6.2}  ({:.1}s; {})",
             precision.name(),
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            gnmt_translate::describe_plan(precision, device)
         );
         bleu.insert(precision.name().to_string(), score);
     }
@@ -216,22 +232,7 @@ pub fn cast_for(
     if let Some(kind) = cast {
         model.cast(vs, kind)?;
     }
-    let path = match (kernels, cast) {
-        _ if device != tch::Device::Cpu && precision == Precision::Int8 => {
-            "libtorch float32 (int8 runs on CPUs only)"
-        }
-        (gnmt_model::Kernels::Bf16, _) => "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)",
-        (gnmt_model::Kernels::Int8, _) if gnmt_model::int8_dot_supported() => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
-        }
-        (gnmt_model::Kernels::Int8, _) if gnmt_model::Isa::detected() >= gnmt_model::Isa::Avx2 => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 without VNNI: slower than float32)"
-        }
-        (gnmt_model::Kernels::Int8, _) => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
-        (_, Some(_)) => "libtorch, model cast",
-        _ if device == tch::Device::Cpu => "gnmt-kernels, float32",
-        _ => "libtorch",
-    };
+    let path = gnmt_translate::describe_plan(precision, device);
     tracing::info!(
         "precision {precision:?} on {device:?}: {path} (CPU kernels: {})",
         gnmt_model::Isa::detected()

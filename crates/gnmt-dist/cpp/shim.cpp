@@ -103,7 +103,21 @@ int gnmt_dist_connect(const char* host, int port, int rank, int world, int store
   });
 }
 
-void gnmt_dist_free(void* group) { delete static_cast<Group*>(group); }
+// Ends the group. After clean work, Backend::shutdown() (NCCL destroys its communicators, which
+// libtorch otherwise warns about at exit); after a failed collective, abort(), which does not wait
+// on peers that may be gone. Gloo's are no-ops. Nothing may throw out of here: it runs in Drop.
+void gnmt_dist_free(void* group, int clean) {
+  auto* g = static_cast<Group*>(group);
+  try {
+    if (clean != 0) {
+      g->pg->shutdown();
+    } else {
+      g->pg->abort();
+    }
+  } catch (...) {
+  }
+  delete g;
+}
 
 int gnmt_dist_all_reduce_sum(void* group, at::Tensor* t, char* err, size_t errlen) {
   return guarded(err, errlen, [&] {

@@ -19,7 +19,7 @@ extern "C" {
         errlen: usize,
     ) -> c_int;
     pub fn gnmt_dist_has_nccl() -> c_int;
-    pub fn gnmt_dist_free(group: *mut c_void);
+    pub fn gnmt_dist_free(group: *mut c_void, clean: c_int);
     pub fn gnmt_dist_all_reduce_sum(
         group: *mut c_void,
         t: *mut c_void,

@@ -13,6 +13,7 @@
 //! [`nccl_built`]).
 
 use std::ffi::{c_char, c_int, c_longlong, c_uchar, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tch::Tensor;
 
@@ -211,6 +212,9 @@ pub struct ProcessGroup {
     world: usize,
     /// Where the collectives' tensors live: the CPU for Gloo, the rank's GPU for NCCL.
     device: tch::Device,
+    /// Cleared by the first failed operation: the group is then aborted, not shut down, when
+    /// dropped (a shutdown could wait on a peer that is gone).
+    clean: AtomicBool,
 }
 
 // SAFETY: the shim's Group (a c10d store and process group) may be used from any thread; c10d
@@ -295,6 +299,7 @@ impl ProcessGroup {
             rank: launch.rank,
             world: launch.world_size,
             device,
+            clean: AtomicBool::new(true),
         })
     }
 
@@ -313,6 +318,7 @@ impl ProcessGroup {
 
     /// The error of a failed collective: with two ranks the lost peer is the other one.
     fn failed(&self, op: &'static str, reason: String) -> DistError {
+        self.clean.store(false, Ordering::Relaxed);
         let suspect = match self.world {
             2 => format!("rank {} is gone or stalled", 1 - self.rank),
             _ => "another rank is gone or stalled".into(),
@@ -468,10 +474,11 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
+        let clean = c_int::from(self.clean.load(Ordering::Relaxed));
         // SAFETY: `raw` came from gnmt_dist_connect and is freed once, here.
         #[allow(unsafe_code)]
         unsafe {
-            ffi::gnmt_dist_free(self.raw)
+            ffi::gnmt_dist_free(self.raw, clean)
         }
     }
 }

@@ -37,7 +37,7 @@ pub mod loss;
 mod math;
 pub mod tensor;
 
-pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
+pub use bf16::{amx_bf16_available, bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
 pub use dropout::{fill_dropout_mask, DropoutDraw};
 pub use gemm::PackedLinear;
 pub use int8::{int8_dot_supported, quantize, PackedLinearI8, QuantizedMatrix};

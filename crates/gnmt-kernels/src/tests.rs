@@ -948,3 +948,15 @@ fn every_build_quantizes_input_rows_as_quantize_does() {
         }
     }
 }
+
+/// Linux lists `amx_bf16` among a CPU's flags only where the CPU has it and the kernel enabled
+/// its state: CPUID and XCR0 read directly must agree (no on AMD, yes on AMX Xeons).
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn amx_is_detected_where_linux_lists_it() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap();
+    let listed = flags.split_whitespace().any(|f| f == "amx_bf16")
+        && flags.split_whitespace().any(|f| f == "amx_tile");
+    assert_eq!(amx_bf16_available(), listed, "{flags}");
+}

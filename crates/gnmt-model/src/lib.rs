@@ -24,7 +24,9 @@ use tch::{Device, Kind, Tensor};
 
 pub use config::{DecoderDropout, ForwardFlops, ModelConfig, PRESETS};
 pub use cpu::{pick_rows, CpuDecoder, CpuState};
-pub use gnmt_kernels::{bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE};
+pub use gnmt_kernels::{
+    amx_bf16_available, bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,
+};
 pub use int8::INT8_FILE;
 
 thread_local! {

@@ -16,7 +16,8 @@ mod tuned;
 pub use live::{LiveSearch, Ticket};
 pub use model_dir::{ModelDir, ModelDirError, MODEL_FILES};
 pub use precision::{
-    precision_plan, CheckError, Precision, PrecisionCheck, CHECK_FILE, MAX_BLEU_LOSS,
+    describe_plan, precision_plan, CheckError, CpuBf16, Precision, PrecisionCheck, CHECK_FILE,
+    MAX_BLEU_LOSS,
 };
 use search::search;
 #[cfg(test)]

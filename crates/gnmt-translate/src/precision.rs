@@ -40,14 +40,14 @@ impl Precision {
     }
 
     /// The CPU paths faster than float32 that this process runs on fast instructions, fastest
-    /// first (int8 on AVX512-VNNI, bf16 on AVX512-BF16); none on a GPU.
+    /// first (int8 on AVX512-VNNI, bf16 on AMX-BF16 or AVX512-BF16); none on a GPU.
     pub fn faster_paths(device: Device) -> Vec<Precision> {
         let mut out = Vec::new();
         if device == Device::Cpu {
             if gnmt_kernels::int8_dot_supported() {
                 out.push(Precision::Int8);
             }
-            if gnmt_kernels::bf16_dot_supported() {
+            if CpuBf16::detected() != CpuBf16::Emulated {
                 out.push(Precision::Bf16);
             }
         }
@@ -55,21 +55,76 @@ impl Precision {
     }
 }
 
+/// Where bf16 translation runs on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBf16 {
+    /// libtorch's operators (oneDNN on the AMX-BF16 tiles) on the model cast to bf16. On a Xeon
+    /// with AMX (family 6, model 207) that ran 1.0-1.3x gnmt-kernels' float32 and 1.5-1.7x its
+    /// AVX512-BF16 kernels, which there were slower than float32 (0.6-0.8x; README, Speed).
+    Amx,
+    /// gnmt-kernels' AVX512-BF16 dot products, the model kept in float32 (on AMD Zen 4, faster
+    /// than float32).
+    Avx512Bf16,
+    /// Neither: libtorch's operators on the cast model, emulating bf16 (slower than float32).
+    Emulated,
+}
+
+impl CpuBf16 {
+    pub fn detected() -> CpuBf16 {
+        if gnmt_kernels::amx_bf16_available() {
+            CpuBf16::Amx
+        } else if gnmt_kernels::bf16_dot_supported() {
+            CpuBf16::Avx512Bf16
+        } else {
+            CpuBf16::Emulated
+        }
+    }
+}
+
 /// How `precision` runs on `device`: the search's kernels, and the dtype to cast the model's
-/// weights to (None: they stay float32). bf16 on a CPU with AVX512-BF16 keeps the model float32
-/// and runs the decoder on bf16 kernels ([`Kernels::Bf16`]); elsewhere bf16 and fp16 cast the
-/// model for libtorch's operators. int8 quantizes the model on gnmt-kernels ([`Kernels::Int8`];
-/// on a GPU it runs as float32).
+/// weights to (None: they stay float32). bf16 on a CPU goes where [`CpuBf16`] says: gnmt-kernels'
+/// bf16 kernels on the float32 model ([`Kernels::Bf16`]), or libtorch on the cast model; on a
+/// GPU, bf16 and fp16 cast the model for libtorch's operators. int8 quantizes the model on
+/// gnmt-kernels ([`Kernels::Int8`]; on a GPU it runs as float32).
 pub fn precision_plan(precision: Precision, device: Device) -> (Kernels, Option<tch::Kind>) {
+    plan_with(precision, device, CpuBf16::detected())
+}
+
+fn plan_with(precision: Precision, device: Device, bf16: CpuBf16) -> (Kernels, Option<tch::Kind>) {
     match precision {
         Precision::Fp32 => (Kernels::Fused, None),
-        Precision::Bf16 if device == Device::Cpu && gnmt_kernels::bf16_dot_supported() => {
+        Precision::Bf16 if device == Device::Cpu && bf16 == CpuBf16::Avx512Bf16 => {
             (Kernels::Bf16, None)
         }
         Precision::Bf16 => (Kernels::Fused, Some(tch::Kind::BFloat16)),
         Precision::Fp16 => (Kernels::Fused, Some(tch::Kind::Half)),
         Precision::Int8 if device == Device::Cpu => (Kernels::Int8, None),
         Precision::Int8 => (Kernels::Fused, None),
+    }
+}
+
+/// What a translation at `precision` on `device` runs on, in words (for logs and `gnmt doctor`).
+pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
+    let (kernels, cast) = precision_plan(precision, device);
+    match (kernels, cast) {
+        _ if device != Device::Cpu && precision == Precision::Int8 => {
+            "libtorch float32 (int8 runs on CPUs only)"
+        }
+        (_, Some(tch::Kind::BFloat16)) if device == Device::Cpu => match CpuBf16::detected() {
+            CpuBf16::Amx => "libtorch (oneDNN on AMX-BF16), model cast to bf16",
+            _ => "libtorch, model cast to bf16 (emulated on this CPU: slower than float32)",
+        },
+        (Kernels::Bf16, _) => "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)",
+        (Kernels::Int8, _) if gnmt_kernels::int8_dot_supported() => {
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
+        }
+        (Kernels::Int8, _) if gnmt_kernels::Isa::detected() >= gnmt_kernels::Isa::Avx2 => {
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 without VNNI: slower than float32)"
+        }
+        (Kernels::Int8, _) => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
+        (_, Some(_)) => "libtorch, model cast",
+        _ if device == Device::Cpu => "gnmt-kernels, float32",
+        _ => "libtorch",
     }
 }
 
@@ -199,6 +254,32 @@ mod tests {
             (Kernels::Fused, Some(tch::Kind::BFloat16))
         );
         assert!(Precision::faster_paths(gpu).is_empty());
+    }
+
+    #[test]
+    fn bf16_on_a_cpu_runs_where_it_is_fastest() {
+        let cpu = Device::Cpu;
+        let bf16 = Some(tch::Kind::BFloat16);
+        assert_eq!(
+            plan_with(Precision::Bf16, cpu, CpuBf16::Amx),
+            (Kernels::Fused, bf16)
+        );
+        assert_eq!(
+            plan_with(Precision::Bf16, cpu, CpuBf16::Avx512Bf16),
+            (Kernels::Bf16, None)
+        );
+        assert_eq!(
+            plan_with(Precision::Bf16, cpu, CpuBf16::Emulated),
+            (Kernels::Fused, bf16)
+        );
+        let gpu = Device::Cuda(0);
+        for b in [CpuBf16::Amx, CpuBf16::Avx512Bf16, CpuBf16::Emulated] {
+            assert_eq!(plan_with(Precision::Bf16, gpu, b), (Kernels::Fused, bf16));
+            assert_eq!(plan_with(Precision::Fp32, cpu, b), (Kernels::Fused, None));
+        }
+        // A faster path is offered only where bf16 has instructions of its own.
+        let offered = Precision::faster_paths(cpu).contains(&Precision::Bf16);
+        assert_eq!(offered, CpuBf16::detected() != CpuBf16::Emulated);
     }
 
     #[test]
