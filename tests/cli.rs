@@ -49,6 +49,8 @@ fn doctor_reports_libtorch_and_devices() {
         "cpu kernels:",
         "distributed: c10d TCPStore rendezvous, Gloo",
         "bf16 on",
+        "cpu translation, fp32: gnmt-kernels, float32",
+        "cpu translation, faster",
     ] {
         assert!(s.contains(key), "doctor lacks {key}:\n{s}");
     }
@@ -231,6 +233,35 @@ fn doctor_smoke_test_runs_on_cpu() {
     ] {
         assert!(s.contains(check), "{s}");
     }
+}
+
+/// `gnmt eval ... | head -1`: the reader leaves after one line of far more output than a pipe
+/// holds. The command must end as a C tool killed by SIGPIPE would (status 141, nothing said),
+/// not panic (status 101) or print an error; gnmt-torch's commands go through the same exit.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "a small test sentence .\n".repeat(20_000)).unwrap();
+    let mut child = gnmt()
+        .arg("eval")
+        .arg(&text)
+        .arg("-i")
+        .arg(&text)
+        .arg("--sentence-level")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("BLEU"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
 #[test]

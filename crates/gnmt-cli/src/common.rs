@@ -62,6 +62,7 @@ pub fn report(err: &anyhow::Error) -> String {
 pub fn exit_code(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
     match result {
         Ok(code) => code,
+        Err(err) if closed_pipe(&err) => std::process::ExitCode::from(CLOSED_PIPE),
         Err(err) => {
             eprintln!("error: {}", report(&err));
             std::process::ExitCode::FAILURE
@@ -69,9 +70,35 @@ pub fn exit_code(result: anyhow::Result<std::process::ExitCode>) -> std::process
     }
 }
 
+/// The exit status of a command whose standard output was closed under it (`gnmt tokenize x |
+/// head`): what a shell reports for a C tool killed by SIGPIPE (128 + 13), said without a message.
+pub const CLOSED_PIPE: u8 = 141;
+
+/// Whether `err` comes from writing to a pipe whose reader has gone.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_pipe_is_told_from_other_errors() {
+        let pipe = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert!(closed_pipe(
+            &anyhow::Error::new(pipe).context("writing out.txt")
+        ));
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left");
+        assert!(!closed_pipe(
+            &anyhow::Error::new(full).context("writing out.txt")
+        ));
+        assert!(!closed_pipe(&anyhow::anyhow!("Broken pipe")));
+    }
 
     #[test]
     fn an_error_report_names_each_cause_once() {

@@ -2,12 +2,33 @@
 //! a device computes what the CPU computes (matmul, LSTM forward and backward, a GNMT training
 //! step), which is what a GPU machine's first minute should establish.
 
+/// `println!` that ends the command quietly when stdout's reader has gone (`gnmt doctor | head`)
+/// instead of panicking: the doctor has nothing half-done to clean up.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
 use std::process::ExitCode;
 
 use clap::Args;
 use gnmt_model::{ModelConfig, Seq2Seq};
 use tch::nn::{self, RNN};
 use tch::{Cuda, Device, Kind, Tensor};
+
+/// Ends the process after a failed write to stdout: quietly with [`crate::common::CLOSED_PIPE`]
+/// where its reader has gone, else with the error.
+fn stdout_failed(err: std::io::Error) -> ! {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(i32::from(crate::common::CLOSED_PIPE));
+    }
+    eprintln!("error: writing to stdout: {err}");
+    std::process::exit(1)
+}
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
@@ -72,7 +93,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 fn check(name: &str, diff: f64, tol: f64, failures: &mut usize) {
     let ok = diff.is_finite() && diff <= tol;
-    println!(
+    say!(
         "smoke: {name}: max |device - cpu| = {diff:.3e} (tolerance {tol:.0e}) {}",
         if ok { "ok" } else { "FAILED" }
     );
@@ -89,7 +110,7 @@ fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
     smoke_training_step(device, preset, &mut failures)?;
     if device.is_cuda() {
         let ok = bf16_works(device);
-        println!(
+        say!(
             "smoke: bf16 matmul on {device:?}: {}",
             if ok { "ok" } else { "FAILED" }
         );
@@ -242,33 +263,33 @@ fn cpu_features() -> Vec<&'static str> {
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let (version, path) = loaded_libtorch().unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-    println!("gnmt {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch version: {version}");
-    println!("libtorch library: {path}");
+    say!("gnmt {}", env!("CARGO_PKG_VERSION"));
+    say!("libtorch version: {version}");
+    say!("libtorch library: {path}");
     let cuda = Cuda::is_available();
-    println!("cuda available: {}", if cuda { "yes" } else { "no" });
+    say!("cuda available: {}", if cuda { "yes" } else { "no" });
     let count = Cuda::device_count();
-    println!("cuda devices: {count}");
+    say!("cuda devices: {count}");
     for i in 0..count {
-        println!("  cuda:{i}: {}", cuda_device_name(i));
+        say!("  cuda:{i}: {}", cuda_device_name(i));
     }
     let cudnn = Cuda::cudnn_is_available();
     if cudnn {
-        println!("cudnn: yes (version {})", tch::utils::version_cudnn());
+        say!("cudnn: yes (version {})", tch::utils::version_cudnn());
     } else {
-        println!("cudnn: no");
+        say!("cudnn: no");
     }
-    println!("cpu: {}", cpu_model().unwrap_or_else(|| "unknown".into()));
+    say!("cpu: {}", cpu_model().unwrap_or_else(|| "unknown".into()));
     let features = cpu_features();
-    println!("cpu features: {}", features.join(" "));
+    say!("cpu features: {}", features.join(" "));
     // What the training scripts ask before choosing bf16 mixed precision on a CPU: without
     // these instructions libtorch emulates bf16, slower than float32.
     let bf16 = features
         .iter()
         .any(|f| matches!(*f, "avx512bf16" | "amx-bf16"));
-    println!("cpu bf16 instructions: {}", if bf16 { "yes" } else { "no" });
+    say!("cpu bf16 instructions: {}", if bf16 { "yes" } else { "no" });
     let isa = gnmt_model::Isa::detected();
-    println!(
+    say!(
         "cpu kernels: {isa}{}",
         match std::env::var(gnmt_model::MAX_ISA_VARIABLE) {
             Ok(v) => format!(
@@ -280,21 +301,21 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     );
     print_cpu_paths();
-    println!("cpu threads: {}", tch::get_num_threads());
+    say!("cpu threads: {}", tch::get_num_threads());
     // What `gnmt train` and `gnmt translate` use when torchrun launches them.
     let nccl = if gnmt_dist::nccl_built() {
         "NCCL process group (CUDA tensors, cuda:LOCAL_RANK)"
     } else {
         "NCCL not in this build (CUDA tensors staged through the CPU)"
     };
-    println!("distributed: c10d TCPStore rendezvous, Gloo process group (CPU), {nccl}");
-    println!(
+    say!("distributed: c10d TCPStore rendezvous, Gloo process group (CPU), {nccl}");
+    say!(
         "omp wait policy: {}",
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".into())
     );
     let best = Device::cuda_if_available();
     let name = if best.is_cuda() { "cuda:0" } else { "cpu" };
-    println!(
+    say!(
         "bf16 on {name}: {}",
         if bf16_works(best) { "yes" } else { "no" }
     );
@@ -302,10 +323,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         let device = args.device.map_or(best, |d| d.0);
         let failures = smoke(device, &args.preset)?;
         if failures > 0 {
-            println!("smoke: {failures} check(s) FAILED on {device:?}");
+            say!("smoke: {failures} check(s) FAILED on {device:?}");
             return Ok(ExitCode::FAILURE);
         }
-        println!("smoke: all checks passed on {device:?}");
+        say!("smoke: all checks passed on {device:?}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -315,7 +336,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 fn print_cpu_paths() {
     use gnmt_translate::{describe_plan, Precision, MAX_BLEU_LOSS};
     let cpu = Device::Cpu;
-    println!(
+    say!(
         "cpu translation, fp32: {}",
         describe_plan(Precision::Fp32, cpu)
     );
@@ -324,7 +345,7 @@ fn print_cpu_paths() {
         .iter()
         .map(|&p| format!("{}: {}", p.name(), describe_plan(p, cpu)))
         .collect();
-    println!(
+    say!(
         "cpu translation, faster (the default where `gnmt check-precision` finds one within {MAX_BLEU_LOSS} BLEU of fp32): {}",
         if list.is_empty() { "none".to_string() } else { list.join("; ") }
     );

@@ -5,6 +5,15 @@
 //! gnmt-mecab, SentencePiece through gnmt-sentencepiece), with output byte-identical to sacreBLEU
 //! 2.6.0. No libtorch: the `gnmt` launcher runs it in-process, and so does the `gnmt-eval` binary.
 
+/// `println!` that hands a failed write back as the function's error: with stdout's reader gone
+/// (`gnmt eval ... | head`), the command ends with that error instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
 mod testsets;
 
 use std::ffi::OsString;
@@ -683,7 +692,7 @@ fn print_sentence_level(
         );
         out.push('\n');
     }
-    print!("{out}");
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -724,29 +733,29 @@ fn print_one_system(
             s.format_text(a.width, false)
         });
     }
-    print_single(&results, format);
+    print_single(&results, format)?;
     Ok(())
 }
 
-fn print_single(results: &[String], format: Format) {
+fn print_single(results: &[String], format: Format) -> std::io::Result<()> {
     if format == Format::Json {
         if results.len() > 1 {
-            println!("[\n{}\n]", results.join(",\n"));
+            say!("[\n{}\n]", results.join(",\n"));
         } else if let Some(r) = results.first() {
-            println!("{r}");
+            say!("{r}");
         }
-        return;
+        return Ok(());
     }
     if results.len() == 1 {
-        println!("{}", results[0]);
-        return;
+        say!("{}", results[0]);
+        return Ok(());
     }
     // Align the lines on " = " as sacreBLEU does.
     let mut lens = Vec::new();
     for line in results {
         match line.find('=') {
             Some(i) => lens.push(i as isize - 1),
-            None => println!("{line}"),
+            None => say!("{line}"),
         }
     }
     if let Some(&w) = lens.iter().max() {
@@ -755,9 +764,10 @@ fn print_single(results: &[String], format: Format) {
             let cut = (*l).max(0) as usize;
             let (left, right) = line.split_at(cut);
             let pad = (w as usize).saturating_sub(left.chars().count());
-            println!("{}{left}{right}", " ".repeat(pad));
+            say!("{}{left}{right}", " ".repeat(pad));
         }
     }
+    Ok(())
 }
 
 /// Several systems without a paired test: sacreBLEU's JSON list or text table.
@@ -798,7 +808,7 @@ fn print_multi(
                 format!("    {{\n{}\n    }}", fields.join(",\n"))
             })
             .collect();
-        println!("[\n{}\n]", out.join(",\n"));
+        say!("[\n{}\n]", out.join(",\n"));
         return Ok(());
     }
     let mut headers = vec!["System".to_string()];
@@ -810,9 +820,9 @@ fn print_multi(
             r
         })
         .collect();
-    println!("{}", fancy_grid(&headers, &rows));
-    println!();
-    print_signatures(metrics, refs.len(), a.short, None);
+    say!("{}", fancy_grid(&headers, &rows));
+    say!();
+    print_signatures(metrics, refs.len(), a.short, None)?;
     Ok(())
 }
 
@@ -822,17 +832,18 @@ fn print_signatures(
     nrefs: usize,
     short: bool,
     resampling: Option<(&'static str, usize, String)>,
-) {
-    println!("-----------------");
-    println!("Metric signatures");
-    println!("-----------------");
+) -> std::io::Result<()> {
+    say!("-----------------");
+    say!("Metric signatures");
+    say!("-----------------");
     for m in metrics {
         let sig = m
             .signature_resampled(nrefs, resampling.clone())
             .format(short);
         let name = m.name();
-        println!(" - {name:<10} {sig}");
+        say!(" - {name:<10} {sig}");
     }
+    Ok(())
 }
 
 /// python-tabulate's `fancy_grid` as sacreBLEU calls it: first column right-aligned, the others
@@ -903,9 +914,9 @@ fn print_paired(
     let n = paired_trials(a);
     let results = paired_results(a.paired_bs, metrics, &systems, &refs, n, seed);
     if format == Format::Json {
-        print_paired_json(metrics, &systems, &results);
+        print_paired_json(metrics, &systems, &results)?;
     } else {
-        print_paired_table(a, metrics, &systems, &results, refs.len(), n, seed);
+        print_paired_table(a, metrics, &systems, &results, refs.len(), n, seed)?;
     }
     Ok(())
 }
@@ -971,7 +982,11 @@ fn paired_results(
     results
 }
 
-fn print_paired_json(metrics: &[Metric], systems: &[System], results: &[Vec<PairedResult>]) {
+fn print_paired_json(
+    metrics: &[Metric],
+    systems: &[System],
+    results: &[Vec<PairedResult>],
+) -> std::io::Result<()> {
     let opt = |x: Option<f64>| x.map_or("null".to_string(), py_float_repr);
     let out: Vec<String> = systems
             .iter()
@@ -991,7 +1006,8 @@ fn print_paired_json(metrics: &[Metric], systems: &[System], results: &[Vec<Pair
                 format!("    {{\n{}\n    }}", fields.join(",\n"))
             })
             .collect();
-    println!("[\n{}\n]", out.join(",\n"));
+    say!("[\n{}\n]", out.join(",\n"));
+    Ok(())
 }
 
 /// The paired results as sacreBLEU's table, then its explanation and the signatures.
@@ -1003,7 +1019,7 @@ fn print_paired_table(
     nrefs: usize,
     n: usize,
     seed: &Seed,
-) {
+) -> std::io::Result<()> {
     let bs = a.paired_bs;
     let w = a.width;
     let mut headers = vec!["System".to_string()];
@@ -1035,8 +1051,8 @@ fn print_paired_table(
             row
         })
         .collect();
-    println!("{}", fancy_grid(&headers, &rows));
-    println!();
+    say!("{}", fancy_grid(&headers, &rows));
+    say!();
     let (test, trials, kind) = if bs {
         ("bootstrap resampling", a.paired_bs_n, "resampling trials")
     } else {
@@ -1044,27 +1060,28 @@ fn print_paired_table(
     };
     let msg = format!("Paired {test} test with {trials} {kind}");
     let rule = "-".repeat(msg.chars().count());
-    println!("{rule}\n{msg}\n{rule}");
+    say!("{rule}\n{msg}\n{rule}");
     // sacreBLEU names the baseline only when it carries the `Baseline:` prefix (files, not stdin).
     let baseline = if systems[0].0.starts_with("Baseline:") {
         systems[0].0.as_str()
     } else {
         ""
     };
-    println!(" - Each system is pairwise compared to {baseline}.");
+    say!(" - Each system is pairwise compared to {baseline}.");
     if bs {
-        println!("   Actual system score / bootstrap estimated true mean / 95% CI are provided for each metric.");
+        say!("   Actual system score / bootstrap estimated true mean / 95% CI are provided for each metric.");
     } else {
-        println!("   Actual system score is provided for each metric.");
+        say!("   Actual system score is provided for each metric.");
     }
-    println!();
-    print!("{}", PAIRED_EXPLANATION);
+    say!();
+    std::io::Write::write_all(&mut std::io::stdout(), PAIRED_EXPLANATION.as_bytes())?;
     print_signatures(
         metrics,
         nrefs,
         a.short,
         Some((if bs { "bs" } else { "ar" }, n, seed.normalized())),
-    );
+    )?;
+    Ok(())
 }
 
 const PAIRED_EXPLANATION: &str =

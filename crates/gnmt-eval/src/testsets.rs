@@ -91,7 +91,7 @@ impl Chosen {
                 out.push('\n');
             }
         }
-        print!("{out}");
+        std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
         Ok(())
     }
 }
@@ -130,23 +130,23 @@ pub fn list(a: &EvalArgs) -> Result<()> {
             None => set.pair_names().iter().map(|s| s.to_string()).collect(),
         };
         for p in pairs {
-            println!("{p}: {}", sets.field_names(name, &p)?.join(", "));
+            say!("{p}: {}", sets.field_names(name, &p)?.join(", "));
         }
         return Ok(());
     }
     let mut chosen: Vec<&gnmt_testsets::Dataset> = match &a.langpair {
         Some(p) => {
-            println!("The available test sets for {p} are:");
+            say!("The available test sets for {p} are:");
             sets.catalogue.for_pair(p)
         }
         None => {
-            println!("The available test sets are:");
+            say!("The available test sets are:");
             sets.catalogue.datasets.iter().collect()
         }
     };
     chosen.sort_by(|x, y| x.name.cmp(&y.name));
     for d in chosen {
-        println!(
+        say!(
             "{:<30}: {}",
             d.name,
             gnmt_bleu::text::py_strip(&d.description)
@@ -171,7 +171,7 @@ pub fn citation(a: &EvalArgs) -> Result<()> {
     let sets = TestSets::from_env()?;
     for name in list.split(',') {
         match &sets.catalogue.get(name)?.citation {
-            Some(c) => println!("{c}"),
+            Some(c) => say!("{c}"),
             None => tracing::error!("no citation found for {name}"),
         }
     }
@@ -197,7 +197,7 @@ pub fn print_detail(
         None => union(&docs, Documents::origlangs),
     };
     if test.is_none() || origlangs.is_empty() {
-        println!("No subset information found. Consider using --origlang argument.");
+        say!("No subset information found. Consider using --origlang argument.");
         return Ok(());
     }
     let mut subsets: Vec<Option<String>> = vec![None];
@@ -264,6 +264,6 @@ pub fn print_detail(
             ));
         }
     }
-    print!("{out}");
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     Ok(())
 }
