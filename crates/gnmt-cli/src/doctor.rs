@@ -290,7 +290,15 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     say!("cpu bf16 instructions: {}", if bf16 { "yes" } else { "no" });
     let isa = gnmt_model::Isa::detected();
     say!(
-        "cpu kernels: {isa}{}",
+        "cpu kernels: {isa}{}{}",
+        match (
+            gnmt_model::amx_int8_chosen(),
+            gnmt_model::amx_int8_supported()
+        ) {
+            (true, _) => " + amx-int8 tiles",
+            (false, true) => " (amx-int8 tiles on request: GNMT_MAX_ISA=amx)",
+            _ => "",
+        },
         match std::env::var(gnmt_model::MAX_ISA_VARIABLE) {
             Ok(v) => format!(
                 " ({}={v}; the CPU has {})",

@@ -379,18 +379,38 @@ pub(crate) fn linear_i8(
     m: usize,
     out: &mut [f32],
 ) {
-    let lanes_i32 = |v: &[i32]| {
-        // SAFETY: the masked load reads only the `v.len()` (at most 16) integers of `v`.
-        unsafe { _mm512_maskz_loadu_epi32(first(v.len()), v.as_ptr()) }
-    };
     let finish = |row: usize, col: usize, cols: usize, sums: __m512i| {
-        let s = _mm512_sub_epi32(sums, lanes_i32(&w.offsets[col..col + cols]));
-        let scale = _mm512_mul_ps(splat(row_scales[row]), load(&w.scales[col..col + cols]));
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
+        finish_i8(w, row_scales[row], col, cols, sums)
     };
     panels_by_rows(w.n, w.k4, &w.panels, xs, m, out, |rows, a, b, x, tile| {
         with_rows!(rows, micro_i8(a, b, x, w.k4), tile, &finish)
     })
+}
+
+/// One row's 32-bit sums over the `cols` (at most 16) output columns from `col`, as floats:
+/// `(sums - offsets) * (row_scale * scales) + bias`, in the one order every int8 build uses.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn finish_i8(
+    w: &crate::PackedLinearI8,
+    row_scale: f32,
+    col: usize,
+    cols: usize,
+    sums: __m512i,
+) -> __m512 {
+    let offsets = &w.offsets[col..col + cols];
+    // SAFETY: the masked load reads only the `cols` (at most 16) integers of `offsets`.
+    let offsets = unsafe { _mm512_maskz_loadu_epi32(first(offsets.len()), offsets.as_ptr()) };
+    let s = _mm512_sub_epi32(sums, offsets);
+    let scale = _mm512_mul_ps(splat(row_scale), load(&w.scales[col..col + cols]));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
+}
+
+/// Writes the first `c.len()` (at most sixteen) lanes of `v` to `c` (for the AMX build).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn store_lanes(c: &mut [f32], v: __m512) {
+    store(c, v)
 }
 
 /// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads

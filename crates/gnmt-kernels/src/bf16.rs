@@ -37,48 +37,6 @@ pub fn bf16_dot_supported() -> bool {
     }
 }
 
-/// Whether the CPU has AMX-BF16 tile units (CPUID leaf 7: AMX-TILE and AMX-BF16) and the OS
-/// saves their state (XCR0 bits 17 and 18). libtorch's oneDNN then runs bf16 matrix products on
-/// them, faster than [`PackedLinearBf16`]'s `vdpbf16ps`, which on such Xeons issues at half the
-/// rate of float32 FMAs (see `gnmt_translate::CpuBf16`). std's detection does not cover AMX yet.
-pub fn amx_bf16_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__cpuid, __cpuid_count};
-        const AMX_BF16: u32 = 1 << 22;
-        const AMX_TILE: u32 = 1 << 24;
-        const XTILE_STATE: u64 = 0b11 << 17;
-        if __cpuid(0).eax < 7 {
-            return false;
-        }
-        let edx = __cpuid_count(7, 0).edx;
-        // (AVX-512 detected means the OS set OSXSAVE: XGETBV is then available.)
-        edx & (AMX_BF16 | AMX_TILE) == AMX_BF16 | AMX_TILE
-            && std::is_x86_feature_detected!("avx512f")
-            && xcr0() & XTILE_STATE == XTILE_STATE
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// The OS-enabled state components (XCR0). Call only where OSXSAVE is set.
-#[cfg(target_arch = "x86_64")]
-fn xcr0() -> u64 {
-    #[target_feature(enable = "xsave")]
-    #[allow(unsafe_code)]
-    unsafe fn read() -> u64 {
-        // SAFETY: XGETBV with ECX = 0 is defined once the OS has set OSXSAVE (the caller's check).
-        unsafe { std::arch::x86_64::_xgetbv(0) }
-    }
-    // SAFETY: the CPU supports XSAVE (OSXSAVE implies it), which `read` is compiled for.
-    #[allow(unsafe_code)]
-    unsafe {
-        read()
-    }
-}
-
 /// A weight matrix `W` `[n, k]` in bf16, packed as `ceil(n / 16)` panels of `ceil(k / 2)`
 /// rows, each row 16 columns of two consecutive `k` (the pair `vdpbf16ps` multiplies into one
 /// lane; zero beyond `n` and `k`).

@@ -196,12 +196,23 @@ impl PackedLinearI8 {
         self.forward_on(true, x, m, out)
     }
 
-    /// [`PackedLinearI8::forward`] on AVX512-VNNI when `fast` and the CPU has it, else on AVX2
-    /// when `fast` and the CPU has that, else on portable code: the same bits from all three.
+    /// [`PackedLinearI8::forward`] on AMX-INT8 tiles when `fast` and they are chosen
+    /// ([`crate::amx_int8_chosen`]; `k` a multiple of 64), else on AVX512-VNNI when `fast` and the CPU has it, else
+    /// on AVX2 when `fast` and the CPU has that, else on portable code: the same bits from all.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
         let (xs, row_scales) = quantize_rows(x, m, self.k, self.k4);
+        #[cfg(target_arch = "x86_64")]
+        if fast && crate::amx_int8_chosen() && crate::amx::fits(self) {
+            // SAFETY: the CPU has AMX-INT8 and AVX512-VNNI, the process the tile state
+            // (amx_int8_chosen), and `self` fits the tiles.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::amx::linear_i8(self, &xs, &row_scales, m, out)
+            };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if fast && int8_dot_supported() {
             // SAFETY: the CPU has AVX-512 F, DQ, BW, VL and VNNI (int8_dot_supported).

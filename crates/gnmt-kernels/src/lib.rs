@@ -26,6 +26,8 @@
 mod builds;
 pub mod adam;
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -37,7 +39,9 @@ pub mod loss;
 mod math;
 pub mod tensor;
 
-pub use bf16::{amx_bf16_available, bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
+#[cfg(target_arch = "x86_64")]
+pub use amx::{amx_bf16_available, amx_int8_chosen, amx_int8_supported};
+pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
 pub use dropout::{fill_dropout_mask, DropoutDraw};
 pub use gemm::PackedLinear;
 pub use int8::{int8_dot_supported, quantize, PackedLinearI8, QuantizedMatrix};
@@ -76,7 +80,8 @@ pub enum Isa {
 }
 
 /// `GNMT_MAX_ISA=portable|avx2|avx512` caps the build the kernels use, as oneDNN's
-/// `ONEDNN_MAX_CPU_ISA` does: to compare builds on one CPU, one process each.
+/// `ONEDNN_MAX_CPU_ISA` does: to compare builds on one CPU, one process each. `amx` (no cap)
+/// also runs int8 products on AMX-INT8 tiles where the CPU has them ([`amx_int8_chosen`]).
 pub const MAX_ISA_VARIABLE: &str = "GNMT_MAX_ISA";
 
 impl Isa {
@@ -272,6 +277,24 @@ pub(crate) fn lstm_cell_on(isa: Isa, gates: &[f32], c: &mut [f32], h: &mut [f32]
         return;
     }
     dispatch!(isa, math::cell(gates, c, h, hidden))
+}
+
+/// AMX exists on x86-64 only.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn amx_bf16_available() -> bool {
+    false
+}
+
+/// AMX exists on x86-64 only.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn amx_int8_supported() -> bool {
+    false
+}
+
+/// AMX exists on x86-64 only.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn amx_int8_chosen() -> bool {
+    false
 }
 
 #[cfg(test)]

@@ -960,3 +960,54 @@ fn amx_is_detected_where_linux_lists_it() {
         && flags.split_whitespace().any(|f| f == "amx_tile");
     assert_eq!(amx_bf16_available(), listed, "{flags}");
 }
+
+/// Where Linux lists AMX-INT8 (and nothing caps the build), the process can use the tiles; and
+/// there they give exactly the VNNI build's bits, over row counts that fill, split and pad the
+/// 32-row blocks and column counts with odd and partial panels (and `forward` too, when the
+/// tiles are chosen: `GNMT_MAX_ISA=amx`).
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn amx_int8_is_used_where_listed_and_gives_the_vnni_builds_bits() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let listed = has("amx_int8") && has("amx_tile");
+    if std::env::var(MAX_ISA_VARIABLE).is_err() && int8_dot_supported() {
+        assert_eq!(amx_int8_supported(), listed, "{flags}");
+    }
+    if !amx_int8_supported() {
+        return;
+    }
+    let cases = [
+        (1, 64, 16),
+        (5, 384, 40),
+        (32, 128, 32),
+        (45, 768, 100),
+        (320, 384, 8000),
+    ];
+    for (i, &(m, k, n)) in cases.iter().enumerate() {
+        let w = noise(n * k, 1100 + i as u64, 1.0);
+        let b = noise(n, 1200 + i as u64, 1.0);
+        let x = noise(m * k, 1300 + i as u64, 3.0);
+        let p = PackedLinearI8::new(&w, Some(&b), n, k);
+        assert!(amx::fits(&p));
+        let (xs, scales) = int8::quantize_rows(&x, m, k, p.k4);
+        let mut vnni = vec![f32::NAN; m * n];
+        let mut tiles = vec![f32::NAN; m * n];
+        // SAFETY: the CPU has AVX512-VNNI and AMX-INT8, the process the tiles (checked above).
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::linear_i8(&p, &xs, &scales, m, &mut vnni);
+            amx::linear_i8(&p, &xs, &scales, m, &mut tiles);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&vnni), bits(&tiles), "m {m}, k {k}, n {n}");
+        let mut forward = vec![f32::NAN; m * n];
+        p.forward(&x, m, &mut forward);
+        assert_eq!(bits(&forward), bits(&tiles), "forward, m {m}, k {k}, n {n}");
+        assert_eq!(
+            amx_int8_chosen(),
+            std::env::var(MAX_ISA_VARIABLE).is_ok_and(|v| v == "amx")
+        );
+    }
+}

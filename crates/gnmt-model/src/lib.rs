@@ -25,7 +25,8 @@ use tch::{Device, Kind, Tensor};
 pub use config::{DecoderDropout, ForwardFlops, ModelConfig, PRESETS};
 pub use cpu::{pick_rows, CpuDecoder, CpuState};
 pub use gnmt_kernels::{
-    amx_bf16_available, bf16_dot_supported, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,
+    amx_bf16_available, amx_int8_chosen, amx_int8_supported, bf16_dot_supported,
+    int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,
 };
 pub use int8::INT8_FILE;
 

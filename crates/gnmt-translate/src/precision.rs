@@ -115,6 +115,9 @@ pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
             _ => "libtorch, model cast to bf16 (emulated on this CPU: slower than float32)",
         },
         (Kernels::Bf16, _) => "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)",
+        (Kernels::Int8, _) if gnmt_kernels::amx_int8_chosen() => {
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AMX-INT8 tiles; AVX512-VNNI where k is not a multiple of 64)"
+        }
         (Kernels::Int8, _) if gnmt_kernels::int8_dot_supported() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
         }

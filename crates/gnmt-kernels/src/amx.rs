@@ -1,0 +1,246 @@
+//! Intel AMX (Sapphire Rapids and later): which tile units the CPU and the OS offer, and the int8
+//! product on them. `tdpbusd` multiplies a tile of 16 rows x 64 unsigned input bytes by a tile of
+//! 16 quad-rows x 16 columns of signed weight bytes into 16 x 16 exact 32-bit sums: the sums
+//! [`crate::PackedLinearI8`]'s `vpdpbusd` build makes, sixteen times the multiply-adds per
+//! instruction. The packed int8 panels are already in the tiles' layout (a panel row is 16
+//! columns x 4 bytes of `k`, 64 bytes), so the weights load as they are.
+//!
+//! Stable Rust has no AMX intrinsics: the tile instructions are inline assembly. Linux gives a
+//! process the tile registers only after it asks once (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+
+#![allow(unsafe_code)]
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use crate::gemm::NR;
+use crate::{Isa, PackedLinearI8, MAX_ISA_VARIABLE};
+
+/// CPUID leaf 7's EDX bits.
+const AMX_BF16: u32 = 1 << 22;
+const AMX_TILE: u32 = 1 << 24;
+const AMX_INT8: u32 = 1 << 25;
+
+/// Whether the CPU has the AMX `units` (CPUID bits) with the tile unit, and the OS saves the
+/// tiles' state (XCR0 bits 17 and 18).
+fn cpu_and_os_have(units: u32) -> bool {
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    let want = units | AMX_TILE;
+    // (AVX-512 detected means the OS set OSXSAVE: XGETBV is then available.)
+    edx & want == want && std::is_x86_feature_detected!("avx512f") && tile_state_enabled()
+}
+
+/// Whether XCR0 enables the tile configuration and data state. Call only where OSXSAVE is set.
+fn tile_state_enabled() -> bool {
+    const XTILE_STATE: u64 = 0b11 << 17;
+    #[target_feature(enable = "xsave")]
+    fn xcr0() -> u64 {
+        // SAFETY: XGETBV with ECX = 0 is defined once the OS has set OSXSAVE (the caller's check).
+        unsafe { _xgetbv(0) }
+    }
+    // SAFETY: the CPU supports XSAVE (OSXSAVE implies it), which `xcr0` is compiled for.
+    unsafe { xcr0() & XTILE_STATE == XTILE_STATE }
+}
+
+/// Whether the CPU has AMX-BF16 tile units and the OS saves their state. libtorch's oneDNN then
+/// runs bf16 matrix products on them, faster than [`crate::PackedLinearBf16`]'s `vdpbf16ps`,
+/// which on such Xeons ran slower than float32 (see `gnmt_translate::CpuBf16`).
+pub fn amx_bf16_available() -> bool {
+    cpu_and_os_have(AMX_BF16)
+}
+
+/// Whether this process can run int8 products on AMX-INT8 tiles: the CPU has them, the OS
+/// granted the process their state, and the AVX-512 VNNI build is in use (it finishes the sums).
+/// Asked once per process.
+pub fn amx_int8_supported() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        crate::int8_dot_supported()
+            && Isa::detected() >= Isa::Avx512
+            && cpu_and_os_have(AMX_INT8)
+            && request_tile_state()
+    })
+}
+
+/// Whether [`crate::PackedLinearI8`] runs on the tiles: where [`amx_int8_supported`] and only
+/// when asked, `GNMT_MAX_ISA=amx` ([`MAX_ISA_VARIABLE`]). Measured on a Xeon (family 6, model
+/// 207), this kernel was no faster than the VNNI build in a one-thread int8 search of `small`
+/// (0.89-0.98x): at these shapes (`k` 256-768) each 32 x 32 block has few `tdpbusd` steps
+/// against its fixed costs (zeroing and storing four tiles, reloading the input tiles for every
+/// panel pair, finishing the sums from memory). Exact, tested; not yet the default.
+pub fn amx_int8_chosen() -> bool {
+    static CHOSEN: OnceLock<bool> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        std::env::var(MAX_ISA_VARIABLE).is_ok_and(|v| v == "amx") && amx_int8_supported()
+    })
+}
+
+/// Asks Linux for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`),
+/// for every thread of the process; without it the first tile load faults.
+fn request_tile_state() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes which state the kernel saves for
+    // this process; it reads and writes no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+/// The tiles' shapes (`ldtilecfg`'s 64 bytes): palette 1, tiles 0-7 each 16 rows of 64 bytes.
+/// Tiles 0-3 hold the sums of two row blocks by two panels, 4-5 the input rows, 6-7 the panels.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn sixteen_by_sixty_four() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+        }
+        TileConfig(c)
+    }
+}
+
+/// Rows per block: two input tiles.
+const ROWS: usize = 32;
+/// `k` quads per tile: 64 bytes.
+const QUADS: usize = 16;
+
+/// Whether [`linear_i8`] takes `w`: `k` a multiple of 64 (whole tiles; other shapes run on
+/// VNNI).
+pub(crate) fn fits(w: &PackedLinearI8) -> bool {
+    w.k4 > 0 && w.k4.is_multiple_of(QUADS)
+}
+
+/// [`crate::PackedLinearI8::forward`] on AMX-INT8: the same sums as the `vpdpbusd` build, and
+/// the same finishing arithmetic ([`crate::avx512::finish_i8`]), so the same bits. Blocks of 32
+/// rows (the last padded with zero rows) by two panels, over panel blocks sized for L2 as the
+/// vector builds are.
+///
+/// # Safety
+/// The CPU must have AMX-INT8 and AVX-512 VNNI, and the process the tile state
+/// ([`amx_int8_supported`]); `w` must [fit](fits).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) unsafe fn linear_i8(
+    w: &PackedLinearI8,
+    xs: &[u32],
+    row_scales: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let (n, k4) = (w.n, w.k4);
+    assert!(fits(w) && xs.len() >= m * k4 && row_scales.len() >= m && out.len() >= m * n);
+    let count = n.div_ceil(NR);
+    assert!(w.panels.len() >= count * k4 * NR);
+    let per_block = (((256 << 10) / (k4 * NR * 4)).max(2) / 2) * 2;
+    let config = TileConfig::sixteen_by_sixty_four();
+    // Sums of the four tiles, 16 x 16 each: rows 0-15 by panels p and p + 1, then rows 16-31.
+    let mut sums = [0i32; 4 * 256];
+    let mut padded = Vec::new();
+    // SAFETY: the configuration is 64 readable bytes.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+    for p0 in (0..count).step_by(per_block) {
+        let p1 = (p0 + per_block).min(count);
+        for r0 in (0..m).step_by(ROWS) {
+            let rows = ROWS.min(m - r0);
+            let x = if rows == ROWS {
+                &xs[r0 * k4..(r0 + ROWS) * k4]
+            } else {
+                padded.clear();
+                padded.extend_from_slice(&xs[r0 * k4..(r0 + rows) * k4]);
+                padded.resize(ROWS * k4, 0);
+                &padded[..]
+            };
+            let mut p = p0;
+            while p < p1 {
+                let used = if p + 1 < p1 { 2 } else { 1 };
+                let a = &w.panels[p * k4 * NR..(p + 1) * k4 * NR];
+                let b = &w.panels[(p + used - 1) * k4 * NR..(p + used) * k4 * NR];
+                // SAFETY: `x` holds 32 rows of `k4` quads, `a` and `b` `k4` rows of 16 quads, and
+                // `k4` is a multiple of 16 (checked above); `sums` holds four 16 x 16 tiles.
+                unsafe { block(x, a, b, k4, &mut sums) };
+                for r in 0..rows {
+                    for t in 0..used {
+                        let col = (p + t) * NR;
+                        let cols = NR.min(n - col);
+                        let tile = (r / 16) * 2 + t;
+                        let at = tile * 256 + (r % 16) * 16;
+                        // SAFETY: 16 integers from `at`, inside the tile's row.
+                        let s = unsafe { _mm512_loadu_si512(sums[at..at + 16].as_ptr().cast()) };
+                        let v = crate::avx512::finish_i8(w, row_scales[r0 + r], col, cols, s);
+                        let row = (r0 + r) * n;
+                        crate::avx512::store_lanes(&mut out[row + col..row + col + cols], v);
+                    }
+                }
+                p += used;
+            }
+        }
+    }
+    // SAFETY: releases this thread's tiles (configured above).
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// The sums of 32 rows of `x` (`[32, k4]` quads) by the panels `a` and `b` (`[k4, 16]` quads
+/// each) into `sums`, tile by tile.
+///
+/// # Safety
+/// Tiles configured as [`TileConfig::sixteen_by_sixty_four`]; the slices as [`linear_i8`] says.
+#[inline]
+unsafe fn block(x: &[u32], a: &[u32], b: &[u32], k4: usize, sums: &mut [i32; 1024]) {
+    debug_assert!(x.len() >= ROWS * k4 && a.len() >= k4 * NR && b.len() >= k4 * NR);
+    let row_stride = k4 * 4;
+    // SAFETY: each step loads 16 rows of 64 bytes from `x` (rows 0-15 and 16-31, at the step's
+    // 64-byte column) and 16 rows of 64 bytes from `a` and `b` (the step's 16 quad-rows), all
+    // inside the slices for the k4 / 16 steps; the four stores write 16 rows of 64 bytes each
+    // into `sums`, 4 KB.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{x0} + {xs}*1]",
+            "tileloadd tmm5, [{x1} + {xs}*1]",
+            "tileloadd tmm6, [{a} + {ws}*1]",
+            "tileloadd tmm7, [{b} + {ws}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "add {x0}, 64",
+            "add {x1}, 64",
+            "add {a}, 1024",
+            "add {b}, 1024",
+            "dec {steps}",
+            "jnz 2b",
+            "tilestored [{s} + {ws}*1], tmm0",
+            "add {s}, 1024",
+            "tilestored [{s} + {ws}*1], tmm1",
+            "add {s}, 1024",
+            "tilestored [{s} + {ws}*1], tmm2",
+            "add {s}, 1024",
+            "tilestored [{s} + {ws}*1], tmm3",
+            x0 = inout(reg) x.as_ptr() => _,
+            x1 = inout(reg) x.as_ptr().add(16 * k4) => _,
+            a = inout(reg) a.as_ptr() => _,
+            b = inout(reg) b.as_ptr() => _,
+            s = inout(reg) sums.as_mut_ptr() => _,
+            steps = inout(reg) k4 / QUADS => _,
+            xs = in(reg) row_stride,
+            ws = in(reg) 64usize,
+            options(nostack),
+        );
+    }
+}
