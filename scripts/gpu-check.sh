@@ -29,6 +29,9 @@
 #                       tests/pipeline.rs keeps this script working between GPU sessions
 #   GNMT_CHECK_PRESET   the Multi30k model [the recipe's: `small` at 4+4 x 384]; the test gives
 #                       `tiny` (a debug build trains `small` at a few steps a minute)
+#   GNMT_CPU_MODEL, GNMT_CPU_SENTENCES, GNMT_CPU_PRESET
+#                       `cpu`'s model directory [the one `check` trained], sentences [250], and
+#                       the preset it times without a model and trains [small]
 #
 # Writes at most eight files under $OUT (a borrowed machine returns no more): log.txt (all the
 # output), doctor.txt, bench.jsonl, m30k.md (the model's numbers), m30k-test.hyp and
@@ -195,14 +198,14 @@ bench() {
 # The host CPU's paths (see the header). Each JSON line is tagged with what ran ("run").
 cpu_bench() {
     local model="${GNMT_CPU_MODEL:-$WORK/m30k/best}" n="${GNMT_CPU_SENTENCES:-250}" t p flag
-    local src py=(python3 scripts/pytorch-compare.py --gnmt "$BIN")
+    local preset="${GNMT_CPU_PRESET:-small}" src py=(python3 scripts/pytorch-compare.py --gnmt "$BIN")
     export OMP_WAIT_POLICY=PASSIVE
     if [ -f "$model/model.safetensors" ] && [ -n "${GNMT_M30K:-}" ]; then
         head -n "$n" "$GNMT_M30K/test2016.en" > "$WORK/cpu-in.txt"
         "$BIN" tokenize --ids --vocab "$model/tokenizer.json" < "$WORK/cpu-in.txt" > "$WORK/cpu-in.ids" || return
         src=(--model "$model" -i "$WORK/cpu-in.txt") py+=(translate --model "$model" --ids "$WORK/cpu-in.ids")
     else
-        src=(--preset small --sentences "$n") py+=(translate --preset small --sentences "$n")
+        src=(--preset "$preset" --sentences "$n") py+=(translate --preset "$preset" --sentences "$n")
     fi
     grep -m1 '^model name' /proc/cpuinfo
     grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx512[a-z_0-9]*|amx[a-z_0-9]*' | tr '\n' ' '; echo
@@ -222,8 +225,8 @@ cpu_bench() {
     done
     for p in fp32 bf16; do
         flag=(); [ "$p" = fp32 ] || flag=(--"$p")
-        one "gnmt-train-$p-t1" "$BIN" bench train --preset small --batch-size 64 --threads 1 --steps 5 "${flag[@]}"
-        one "pytorch-train-$p-t1" python3 scripts/pytorch-compare.py train --gnmt "$BIN" --preset small \
+        one "gnmt-train-$p-t1" "$BIN" bench train --preset "$preset" --batch-size 64 --threads 1 --steps 5 "${flag[@]}"
+        one "pytorch-train-$p-t1" python3 scripts/pytorch-compare.py train --gnmt "$BIN" --preset "$preset" \
             --batch-size 64 --threads 1 --steps 5 --precision "$p"
     done
 }

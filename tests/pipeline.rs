@@ -1891,7 +1891,7 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
     let o = run(std::process::Command::new("bash")
         .arg(repo().join("scripts/gpu-check.sh"))
         .arg("check")
-        .env("PATH", path)
+        .env("PATH", &path)
         .env("OUT", &out)
         .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
         .env("GNMT_CHECK_DEVICE", "cpu")
@@ -1920,4 +1920,39 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
     assert!(std::fs::read_to_string(out.join("doctor.txt"))
         .unwrap()
         .contains("smoke: all checks passed on Cpu"));
+    // `cpu`: every precision of both sides at 1 and 2 threads, and training, one tagged JSON
+    // line each (synthetic sentences: no model given).
+    let cpu_out = tmp.path().join("cpu-out");
+    let o = run(std::process::Command::new("bash")
+        .arg(repo().join("scripts/gpu-check.sh"))
+        .arg("cpu")
+        .env("PATH", &path)
+        .env("OUT", &cpu_out)
+        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+        .env("GNMT_CHECK_DEVICE", "cpu")
+        .env("GNMT_CPU_PRESET", "tiny")
+        .env("GNMT_CPU_SENTENCES", "8")
+        .env("OMP_WAIT_POLICY", "PASSIVE"));
+    let log = stdout(&o);
+    assert!(o.status.success(), "{log}\n{}", stderr(&o));
+    assert!(log.contains("failed: none"), "{log}");
+    let lines = std::fs::read_to_string(cpu_out.join("bench-cpu.jsonl")).unwrap();
+    let mut runs = Vec::new();
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0, "{line}");
+        runs.push(v["run"].as_str().unwrap().to_string());
+    }
+    let mut want = Vec::new();
+    for t in [1, 2] {
+        for p in ["fp32", "bf16", "int8"] {
+            want.push(format!("gnmt-translate-{p}-t{t}"));
+            want.push(format!("pytorch-translate-{p}-t{t}"));
+        }
+    }
+    for p in ["fp32", "bf16"] {
+        want.push(format!("gnmt-train-{p}-t1"));
+        want.push(format!("pytorch-train-{p}-t1"));
+    }
+    assert_eq!(runs, want);
 }
