@@ -1887,19 +1887,24 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
         venv_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The script's PART on the CPU, its files under OUT.
+    let gpu_check = |part: &str, out: &Path| {
+        let mut c = std::process::Command::new("bash");
+        c.arg(repo().join("scripts/gpu-check.sh"))
+            .arg(part)
+            .env("PATH", &path)
+            .env("OUT", out)
+            .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
+            .env("GNMT_CHECK_DEVICE", "cpu")
+            .env("OMP_WAIT_POLICY", "PASSIVE");
+        c
+    };
     let out = tmp.path().join("out");
-    let o = run(std::process::Command::new("bash")
-        .arg(repo().join("scripts/gpu-check.sh"))
-        .arg("check")
-        .env("PATH", &path)
-        .env("OUT", &out)
-        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
-        .env("GNMT_CHECK_DEVICE", "cpu")
+    let o = run(gpu_check("check", &out)
         .env("GNMT_M30K", &corpus)
         .env("GNMT_MEASURE_MINUTES", "0.1")
         .env("GNMT_TRAIN_MINUTES", "0.2")
-        .env("GNMT_CHECK_PRESET", "tiny")
-        .env("OMP_WAIT_POLICY", "PASSIVE"));
+        .env("GNMT_CHECK_PRESET", "tiny"));
     let log = stdout(&o);
     assert!(o.status.success(), "{log}\n{}", stderr(&o));
     assert!(log.contains("failed: none"), "{log}");
@@ -1923,16 +1928,9 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
     // `cpu`: every precision of both sides at 1 and 2 threads, and training, one tagged JSON
     // line each (synthetic sentences: no model given).
     let cpu_out = tmp.path().join("cpu-out");
-    let o = run(std::process::Command::new("bash")
-        .arg(repo().join("scripts/gpu-check.sh"))
-        .arg("cpu")
-        .env("PATH", &path)
-        .env("OUT", &cpu_out)
-        .env("GNMT_BIN", env!("CARGO_BIN_EXE_gnmt"))
-        .env("GNMT_CHECK_DEVICE", "cpu")
+    let o = run(gpu_check("cpu", &cpu_out)
         .env("GNMT_CPU_PRESET", "tiny")
-        .env("GNMT_CPU_SENTENCES", "8")
-        .env("OMP_WAIT_POLICY", "PASSIVE"));
+        .env("GNMT_CPU_SENTENCES", "8"));
     let log = stdout(&o);
     assert!(o.status.success(), "{log}\n{}", stderr(&o));
     assert!(log.contains("failed: none"), "{log}");
