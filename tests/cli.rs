@@ -178,10 +178,18 @@ fn bench_prints_json_with_throughput() {
         (v["kernels"].as_str(), w["kernels"].as_str()),
         (Some("Fused"), Some("Libtorch"))
     );
-    // bf16: the bf16 kernels where the CPU has AVX512-BF16 (and the kernels may use AVX-512),
-    // else the model cast to bf16 for libtorch.
+    // bf16: the bf16 kernels where the CPU has AVX512-BF16 but no AMX (and the kernels may use
+    // AVX-512), else the model cast to bf16 for libtorch (oneDNN's AMX path, or emulated); as
+    // doctor lists the CPU's paths.
     let doctor = stdout(&run(gnmt().arg("doctor")));
-    let bf16_dot = doctor.contains(" avx512bf16") && doctor.contains("cpu kernels: avx512");
+    let bf16_dot = doctor.contains(" avx512bf16")
+        && !doctor.contains(" amx-bf16")
+        && doctor.contains("cpu kernels: avx512");
+    assert_eq!(
+        bf16_dot,
+        doctor.contains("bf16: gnmt-kernels, encoder and decoder weights in bf16"),
+        "{doctor}"
+    );
     let b = translate(&["--bf16"]);
     assert_eq!(
         b["kernels"],
