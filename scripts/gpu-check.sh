@@ -199,7 +199,8 @@ bench() {
 # The host CPU's paths (see the header). Each JSON line is tagged with what ran ("run").
 cpu_bench() {
     local model="${GNMT_CPU_MODEL:-$WORK/m30k/best}" n="${GNMT_CPU_SENTENCES:-250}" t p flag
-    local preset="${GNMT_CPU_PRESET:-small}" src py=(python3 scripts/pytorch-compare.py --gnmt "$BIN")
+    local preset="${GNMT_CPU_PRESET:-small}" src compare=(python3 scripts/pytorch-compare.py --gnmt "$BIN")
+    local py=("${compare[@]}")
     export OMP_WAIT_POLICY=PASSIVE
     if [ -f "$model/model.safetensors" ] && [ -n "${GNMT_M30K:-}" ]; then
         head -n "$n" "$GNMT_M30K/test2016.en" > "$WORK/cpu-in.txt"
@@ -232,8 +233,8 @@ cpu_bench() {
     for p in fp32 bf16; do
         flag=(); [ "$p" = fp32 ] || flag=(--"$p")
         one "gnmt-train-$p-t1" "$BIN" bench train --preset "$preset" --batch-size 64 --threads 1 --steps 5 "${flag[@]}"
-        one "pytorch-train-$p-t1" python3 scripts/pytorch-compare.py train --gnmt "$BIN" --preset "$preset" \
-            --batch-size 64 --threads 1 --steps 5 --precision "$p"
+        one "pytorch-train-$p-t1" "${compare[@]}" train --preset "$preset" --batch-size 64 --threads 1 \
+            --steps 5 --precision "$p"
     done
 }
 

@@ -168,20 +168,17 @@ pub fn check_precision(a: CheckPrecisionArgs) -> Result<ExitCode> {
     let mut bleu = std::collections::BTreeMap::new();
     for &precision in [Precision::Fp32].iter().chain(&faster) {
         // A path that casts the model (bf16 on AMX) translates a cast copy, as translate would.
-        let cast = gnmt_translate::precision_plan(precision, device)
-            .1
-            .is_some();
-        let mut copy = if cast {
-            Some(ModelDir::open(&a.model, device)?)
-        } else {
-            None
+        let (kernels, cast) = gnmt_translate::precision_plan(precision, device);
+        let mut copy = match cast {
+            Some(_) => Some(ModelDir::open(&a.model, device)?),
+            None => None,
         };
-        let (first, kernels) = match copy.as_mut() {
-            Some(dir) => (
-                &dir.model,
-                cast_for(&mut dir.vs, &dir.model, precision, device)?,
-            ),
-            None => (&model, gnmt_translate::precision_plan(precision, device).0),
+        let first = match copy.as_mut() {
+            Some(dir) => {
+                cast_for(&mut dir.vs, &dir.model, precision, device)?;
+                &dir.model
+            }
+            None => &model,
         };
         let models = Models {
             first,

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use crate::gemm::NR;
-use crate::{Isa, PackedLinearI8, MAX_ISA_VARIABLE};
+use crate::{PackedLinearI8, MAX_ISA_VARIABLE};
 
 /// CPUID leaf 7's EDX bits.
 const AMX_BF16: u32 = 1 << 22;
@@ -54,15 +54,13 @@ pub fn amx_bf16_available() -> bool {
 }
 
 /// Whether this process can run int8 products on AMX-INT8 tiles: the CPU has them, the OS
-/// granted the process their state, and the AVX-512 VNNI build is in use (it finishes the sums).
+/// granted the process their state, and the AVX-512 VNNI build is in use
+/// ([`crate::int8_dot_supported`]: it finishes the sums).
 /// Asked once per process.
 pub fn amx_int8_supported() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
-        crate::int8_dot_supported()
-            && Isa::detected() >= Isa::Avx512
-            && cpu_and_os_have(AMX_INT8)
-            && request_tile_state()
+        crate::int8_dot_supported() && cpu_and_os_have(AMX_INT8) && request_tile_state()
     })
 }
 
@@ -143,7 +141,7 @@ pub(crate) unsafe fn linear_i8(
     assert!(fits(w) && xs.len() >= m * k4 && row_scales.len() >= m && out.len() >= m * n);
     let count = n.div_ceil(NR);
     assert!(w.panels.len() >= count * k4 * NR);
-    let per_block = (((256 << 10) / (k4 * NR * 4)).max(2) / 2) * 2;
+    let per_block = crate::gemm::panels_per_l2_block(k4);
     let config = TileConfig::sixteen_by_sixty_four();
     // Sums of the four tiles, 16 x 16 each: rows 0-15 by panels p and p + 1, then rows 16-31.
     let mut sums = [0i32; 4 * 256];
@@ -180,7 +178,7 @@ pub(crate) unsafe fn linear_i8(
                         let s = unsafe { _mm512_loadu_si512(sums[at..at + 16].as_ptr().cast()) };
                         let v = crate::avx512::finish_i8(w, row_scales[r0 + r], col, cols, s);
                         let row = (r0 + r) * n;
-                        crate::avx512::store_lanes(&mut out[row + col..row + col + cols], v);
+                        crate::avx512::store(&mut out[row + col..row + col + cols], v);
                     }
                 }
                 p += used;

@@ -35,7 +35,7 @@ fn load(c: &[f32]) -> __m512 {
 /// Writes the first `c.len()` (at most sixteen) lanes of `v` to `c`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn store(c: &mut [f32], v: __m512) {
+pub(crate) fn store(c: &mut [f32], v: __m512) {
     assert!(c.len() <= L);
     // SAFETY: the masked store writes only the `c.len()` floats of `c`.
     unsafe { _mm512_mask_storeu_ps(c.as_mut_ptr(), first(c.len()), v) }
@@ -260,7 +260,7 @@ fn panels_by_rows<T>(
 ) {
     let count = n.div_ceil(NR);
     let panel = |p: usize| &panels[p * width * NR..(p + 1) * width * NR];
-    let per_block = (((256 << 10) / (width.max(1) * NR * 4)).max(2) / 2) * 2;
+    let per_block = crate::gemm::panels_per_l2_block(width);
     for p0 in (0..count).step_by(per_block) {
         let p1 = (p0 + per_block).min(count);
         let mut r0 = 0;
@@ -404,13 +404,6 @@ pub(crate) fn finish_i8(
     let s = _mm512_sub_epi32(sums, offsets);
     let scale = _mm512_mul_ps(splat(row_scale), load(&w.scales[col..col + cols]));
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
-}
-
-/// Writes the first `c.len()` (at most sixteen) lanes of `v` to `c` (for the AMX build).
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-pub(crate) fn store_lanes(c: &mut [f32], v: __m512) {
-    store(c, v)
 }
 
 /// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads

@@ -7,6 +7,13 @@ pub(crate) const NR: usize = 16;
 /// Rows of `x` per micro-kernel call: 6 x 2 accumulator registers.
 pub(crate) const MR: usize = 6;
 
+/// Panels per block of the AVX-512 and AMX kernels, for panel rows of `width` 4-byte elements:
+/// ~256 KB, kept in L2 while every row block of `x` passes over them; even, since the kernels
+/// take panels two at a time.
+pub(crate) fn panels_per_l2_block(width: usize) -> usize {
+    (((256 << 10) / (width.max(1) * NR * 4)).max(2) / 2) * 2
+}
+
 /// A weight matrix `W` `[n, k]` (a linear layer's, row-major) packed as `ceil(n / 16)` panels,
 /// each `k` rows of 16 consecutive output columns (zero beyond `n`).
 #[derive(Debug, Clone)]
