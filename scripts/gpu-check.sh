@@ -13,8 +13,8 @@
 #          float32, bf16 and fp16, each beside the same model and search in PyTorch eager on
 #          the same GPU (scripts/pytorch-compare.py --device cuda; training in autocast)
 #   cpu    the machine's own CPU, no GPU: gnmt-rs's float32, bf16 and int8 translation beside
-#          PyTorch eager's float32, bf16 and dynamic int8 at 1 and 2 threads (and int8 on AMX
-#          tiles, GNMT_MAX_ISA=amx, where the CPU has them), and training
+#          PyTorch eager's float32, bf16 and dynamic int8 at 1 and 2 threads (and int8 on the
+#          VNNI build, GNMT_MAX_ISA=avx512, where int8 runs on AMX tiles), and training
 #          `small` in float32 and bf16 beside PyTorch's float32 and bf16 autocast at 1 thread
 #          (one round each; a GPU machine's host may have the AMX this project's CPUs lack). It
 #          translates GNMT_CPU_MODEL (default: the model `check` trained) on test2016, else the
@@ -218,16 +218,17 @@ cpu_bench() {
         step "cpu-$run" 150 --into "$WORK/one.out" "$@"
         sed -n "s/^{/{\"run\":\"$run\",/p" "$WORK/one.out" >> "$OUT/bench-cpu.jsonl"
     }
-    # Where the CPU has AMX-INT8, gnmt-kernels' tile kernel too (opt-in: not yet faster than VNNI).
+    # Where int8 runs on AMX-INT8 tiles, the VNNI build too (GNMT_MAX_ISA=avx512 turns the tiles
+    # off). (No `doctor | grep -q`: under pipefail, doctor's quiet exit on the closed pipe fails it.)
     local amx=""
-    "$BIN" doctor | grep -q "amx-int8 tiles on request" && amx=1
+    case "$("$BIN" doctor)" in *"+ amx-int8 tiles"*) amx=1 ;; esac
     for t in 1 2; do
         for p in fp32 bf16 int8; do
             flag=(); [ "$p" = fp32 ] || flag=(--"$p")
             one "gnmt-translate-$p-t$t" "$BIN" bench translate "${src[@]}" --beam 5 --batch-size 64 --threads "$t" "${flag[@]}"
             one "pytorch-translate-$p-t$t" "${py[@]}" --beam 5 --batch-size 64 --threads "$t" --precision "$p"
         done
-        [ -z "$amx" ] || one "gnmt-translate-int8-amx-t$t" env GNMT_MAX_ISA=amx "$BIN" bench translate "${src[@]}" \
+        [ -z "$amx" ] || one "gnmt-translate-int8-vnni-t$t" env GNMT_MAX_ISA=avx512 "$BIN" bench translate "${src[@]}" \
             --beam 5 --batch-size 64 --threads "$t" --int8
     done
     for p in fp32 bf16; do

@@ -227,6 +227,67 @@ fn bench_prints_json_with_throughput() {
     );
 }
 
+/// `bench linear`: each asked path at each shape, with its build and a rate that matches its
+/// time; and a malformed shape is refused naming it.
+#[test]
+fn bench_linear_times_each_path_at_each_shape() {
+    let out = run(gnmt().args([
+        "bench",
+        "linear",
+        "--shapes",
+        "8x64x40,3x100x17",
+        "--paths",
+        "fp32,int8,libtorch",
+        "--seconds",
+        "0.01",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["bench"], "linear");
+    let results = v["results"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r["shape"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("8x64x40", "fp32"),
+            ("8x64x40", "int8"),
+            ("8x64x40", "libtorch fp32 (addmm)"),
+            ("3x100x17", "fp32"),
+            ("3x100x17", "int8"),
+            ("3x100x17", "libtorch fp32 (addmm)"),
+        ]
+    );
+    for r in results {
+        let (ms, rate) = (
+            r["ms_per_call"].as_f64().unwrap(),
+            r["gflops"].as_f64().unwrap(),
+        );
+        let m: Vec<f64> = r["shape"]
+            .as_str()
+            .unwrap()
+            .split('x')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let ops = 2.0 * m[0] * m[1] * m[2];
+        assert!(
+            ms > 0.0 && (rate - ops / (ms * 1e6)).abs() <= 1e-6 * rate,
+            "{r}"
+        );
+        assert!(r["calls"].as_u64().unwrap() >= 3 && !r["build"].as_str().unwrap().is_empty());
+    }
+    for bad in ["8x64", "8x0x40", "8xtwox40"] {
+        let out = run(gnmt().args(["bench", "linear", "--shapes", bad]));
+        let e = stderr(&out);
+        assert!(
+            !out.status.success() && e.contains(bad) && e.contains("--shapes"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn doctor_smoke_test_runs_on_cpu() {
     let out = run(gnmt().args(["doctor", "--smoke", "--device", "cpu", "--preset", "tiny"]));

@@ -1950,7 +1950,7 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
             want.push(format!("pytorch-translate-{p}-t{t}"));
         }
         if amx {
-            want.push(format!("gnmt-translate-int8-amx-t{t}"));
+            want.push(format!("gnmt-translate-int8-vnni-t{t}"));
         }
     }
     for p in ["fp32", "bf16"] {

@@ -29,6 +29,67 @@ enum BenchWhat {
     Translate(TranslateBench),
     /// A running `gnmt serve` under load: clients sending one sentence per request.
     Serve(crate::serve::ServeBench),
+    /// The matrix kernels alone: a linear layer's product `x W^T + b` at given shapes, on each
+    /// CPU path (libtorch's addmm, gnmt-kernels' float32, bf16 and int8), one thread, with the
+    /// achieved GFLOP/s (GOP/s for int8).
+    Linear(LinearBench),
+}
+
+#[derive(Args, Debug)]
+struct LinearBench {
+    /// Shapes as ROWSxINxOUT (rows of x, input features, output features), comma-separated. The
+    /// default is `small`'s search at beam 5 and batch 64: the classifier (8,000 pieces), the
+    /// top decoder layer's gates and the attention-fed layer's, at full and at a tenth of the rows.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "320x256x8000,320x768x1024,320x512x1024,32x256x8000,32x768x1024"
+    )]
+    shapes: Vec<LinearShape>,
+    /// Seconds timed per path and shape.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// The paths to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "libtorch,fp32,bf16,int8")]
+    paths: Vec<LinearPath>,
+}
+
+/// One way to multiply, for `bench linear`.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LinearPath {
+    /// libtorch's `linear` (addmm) in float32.
+    Libtorch,
+    /// gnmt-kernels' packed float32 product.
+    Fp32,
+    /// gnmt-kernels' bf16 product.
+    Bf16,
+    /// gnmt-kernels' int8 product.
+    Int8,
+}
+
+/// A product's shape: `m` rows of `k` inputs into `n` outputs.
+#[derive(Debug, Clone, Copy)]
+struct LinearShape {
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+impl std::str::FromStr for LinearShape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<usize> = s
+            .split('x')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("shape {s:?}: {e} (expected ROWSxINxOUT, e.g. 320x256x8000)"))?;
+        match parts[..] {
+            [m, k, n] if m > 0 && k > 0 && n > 0 => Ok(LinearShape { m, k, n }),
+            _ => Err(format!(
+                "shape {s:?}: expected three positive sizes ROWSxINxOUT, e.g. 320x256x8000"
+            )),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -410,11 +471,110 @@ fn one_by_one(
     Ok((found, latency))
 }
 
+/// Each path's product timed at each shape, one thread (gnmt-kernels' products are
+/// single-threaded; the search runs one per worker), on deterministic pseudo-random values.
+fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
+    tch::set_num_threads(1);
+    let mut results = Vec::new();
+    for s in &a.shapes {
+        let (w, b, x) = (
+            values(s.n * s.k, 1, 0.1),
+            values(s.n, 2, 1.0),
+            values(s.m * s.k, 3, 1.0),
+        );
+        let mut out = vec![0f32; s.m * s.n];
+        let tw = Tensor::from_slice(&w).view([s.n as i64, s.k as i64]);
+        let (tb, tx) = (
+            Tensor::from_slice(&b),
+            Tensor::from_slice(&x).view([s.m as i64, s.k as i64]),
+        );
+        let fp32 = gnmt_model::PackedLinear::new(&w, Some(&b), s.n, s.k);
+        let bf16 = gnmt_model::PackedLinearBf16::new(&w, Some(&b), s.n, s.k);
+        let int8 = gnmt_model::PackedLinearI8::new(&w, Some(&b), s.n, s.k);
+        let isa = gnmt_model::Isa::detected().name();
+        let int8_build = match (
+            gnmt_model::amx_int8_chosen(),
+            gnmt_model::int8_dot_supported(),
+        ) {
+            (true, _) => "amx-int8 tiles",
+            (false, true) => "avx512-vnni",
+            (false, false) => isa,
+        };
+        let bf16_build = if gnmt_model::bf16_dot_supported() {
+            "avx512-bf16"
+        } else {
+            isa
+        };
+        let ops = 2.0 * (s.m * s.k * s.n) as f64;
+        let x_ = &x;
+        for &path in &a.paths {
+            let (name, build, (calls, secs)) = match path {
+                LinearPath::Fp32 => (
+                    "fp32",
+                    isa,
+                    time_calls(a.seconds, &mut || fp32.forward(x_, s.m, &mut out)),
+                ),
+                LinearPath::Bf16 => (
+                    "bf16",
+                    bf16_build,
+                    time_calls(a.seconds, &mut || bf16.forward(x_, s.m, &mut out)),
+                ),
+                LinearPath::Int8 => (
+                    "int8",
+                    int8_build,
+                    time_calls(a.seconds, &mut || int8.forward(x_, s.m, &mut out)),
+                ),
+                LinearPath::Libtorch => (
+                    "libtorch fp32 (addmm)",
+                    "libtorch",
+                    time_calls(a.seconds, &mut || drop(tx.linear(&tw, Some(&tb)))),
+                ),
+            };
+            let ms = 1e3 * secs / calls as f64;
+            results.push(serde_json::json!({
+                "shape": format!("{}x{}x{}", s.m, s.k, s.n), "path": name, "build": build,
+                "calls": calls, "ms_per_call": ms, "gflops": ops / (ms * 1e6),
+            }));
+        }
+    }
+    Ok(serde_json::json!({
+        "bench": "linear", "cpu": crate::doctor::cpu_model(), "isa": gnmt_model::Isa::detected().name(),
+        "threads": 1, "results": results,
+    }))
+}
+
+/// Calls `f` once untimed, then for about `seconds` (at least three calls): the calls and
+/// the seconds they took.
+fn time_calls(seconds: f64, f: &mut dyn FnMut()) -> (usize, f64) {
+    f();
+    let t = Instant::now();
+    let mut calls = 0;
+    while calls < 3 || t.elapsed().as_secs_f64() < seconds {
+        f();
+        calls += 1;
+    }
+    (calls, t.elapsed().as_secs_f64())
+}
+
+/// `len` deterministic pseudo-random values in `-scale..scale` (xorshift, seeded).
+fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let v = match a.what {
         BenchWhat::Train(t) => bench_train(t)?,
         BenchWhat::Translate(t) => bench_translate(t)?,
         BenchWhat::Serve(t) => crate::serve::bench(t)?,
+        BenchWhat::Linear(t) => bench_linear(t)?,
     };
     println!("{v}");
     Ok(ExitCode::SUCCESS)

@@ -296,7 +296,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             gnmt_model::amx_int8_supported()
         ) {
             (true, _) => " + amx-int8 tiles",
-            (false, true) => " (amx-int8 tiles on request: GNMT_MAX_ISA=amx)",
+            (false, true) => " (amx-int8 tiles off: capped)",
             _ => "",
         },
         match std::env::var(gnmt_model::MAX_ISA_VARIABLE) {

@@ -64,16 +64,18 @@ pub fn amx_int8_supported() -> bool {
     })
 }
 
-/// Whether [`crate::PackedLinearI8`] runs on the tiles: where [`amx_int8_supported`] and only
-/// when asked, `GNMT_MAX_ISA=amx` ([`MAX_ISA_VARIABLE`]). Measured on a Xeon (family 6, model
-/// 207), this kernel was no faster than the VNNI build in a one-thread int8 search of `small`
-/// (0.89-0.98x): at these shapes (`k` 256-768) each 32 x 32 block has few `tdpbusd` steps
-/// against its fixed costs (zeroing and storing four tiles, reloading the input tiles for every
-/// panel pair, finishing the sums from memory). Exact, tested; not yet the default.
+/// Whether [`crate::PackedLinearI8`] runs on the tiles: wherever [`amx_int8_supported`],
+/// unless `GNMT_MAX_ISA` ([`MAX_ISA_VARIABLE`]) caps the kernels at `avx512` or below. On a Xeon
+/// (family 6, model 207) the tiles ran `small`'s products at 2.2-2.8x the VNNI build and a
+/// one-thread int8 search at 1.2-1.45x (`gnmt bench linear`, `gnmt bench translate`).
 pub fn amx_int8_chosen() -> bool {
     static CHOSEN: OnceLock<bool> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
-        std::env::var(MAX_ISA_VARIABLE).is_ok_and(|v| v == "amx") && amx_int8_supported()
+        let capped = std::env::var(MAX_ISA_VARIABLE)
+            .ok()
+            .and_then(|v| v.parse::<crate::Isa>().ok())
+            .is_some();
+        !capped && amx_int8_supported()
     })
 }
 
@@ -122,9 +124,14 @@ pub(crate) fn fits(w: &PackedLinearI8) -> bool {
 }
 
 /// [`crate::PackedLinearI8::forward`] on AMX-INT8: the same sums as the `vpdpbusd` build, and
-/// the same finishing arithmetic ([`crate::avx512::finish_i8`]), so the same bits. Blocks of 32
+/// the same finishing arithmetic as [`crate::avx512::finish_i8`], so the same bits. Blocks of 32
 /// rows (the last padded with zero rows) by two panels, over panel blocks sized for L2 as the
 /// vector builds are.
+///
+/// The tiles' sums leave through memory, and a load of what a tile store wrote waits until the
+/// store is done; so each block's sums are finished while the next block multiplies (its
+/// `tdpbusd`s are issued first, the previous block's vector work fills the wait), from the
+/// other of two buffers.
 ///
 /// # Safety
 /// The CPU must have AMX-INT8 and AVX-512 VNNI, and the process the tile state
@@ -143,8 +150,9 @@ pub(crate) unsafe fn linear_i8(
     assert!(w.panels.len() >= count * k4 * NR);
     let per_block = crate::gemm::panels_per_l2_block(k4);
     let config = TileConfig::sixteen_by_sixty_four();
-    // Sums of the four tiles, 16 x 16 each: rows 0-15 by panels p and p + 1, then rows 16-31.
-    let mut sums = [0i32; 4 * 256];
+    // Two buffers of the four tiles' sums, 16 x 16 each: rows 0-15 by panels p and p + 1, then
+    // rows 16-31.
+    let mut sums = Box::new([[0i32; 4 * 256]; 2]);
     let mut padded = Vec::new();
     // SAFETY: the configuration is 64 readable bytes.
     unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
@@ -160,28 +168,33 @@ pub(crate) unsafe fn linear_i8(
                 padded.resize(ROWS * k4, 0);
                 &padded[..]
             };
+            let mut pending: Option<Block> = None;
             let mut p = p0;
+            let mut buffer = 0;
             while p < p1 {
                 let used = if p + 1 < p1 { 2 } else { 1 };
                 let a = &w.panels[p * k4 * NR..(p + 1) * k4 * NR];
                 let b = &w.panels[(p + used - 1) * k4 * NR..(p + used) * k4 * NR];
                 // SAFETY: `x` holds 32 rows of `k4` quads, `a` and `b` `k4` rows of 16 quads, and
-                // `k4` is a multiple of 16 (checked above); `sums` holds four 16 x 16 tiles.
-                unsafe { block(x, a, b, k4, &mut sums) };
-                for r in 0..rows {
-                    for t in 0..used {
-                        let col = (p + t) * NR;
-                        let cols = NR.min(n - col);
-                        let tile = (r / 16) * 2 + t;
-                        let at = tile * 256 + (r % 16) * 16;
-                        // SAFETY: 16 integers from `at`, inside the tile's row.
-                        let s = unsafe { _mm512_loadu_si512(sums[at..at + 16].as_ptr().cast()) };
-                        let v = crate::avx512::finish_i8(w, row_scales[r0 + r], col, cols, s);
-                        let row = (r0 + r) * n;
-                        crate::avx512::store(&mut out[row + col..row + col + cols], v);
-                    }
+                // `k4` is a multiple of 16 (checked above).
+                unsafe { multiply(x, a, b, k4) };
+                if let Some(prev) = pending.take() {
+                    finish(w, &sums[prev.buffer], row_scales, &prev, out);
                 }
+                // SAFETY: the buffer holds four 16 x 16 tiles, and the tiles this block's sums.
+                unsafe { store_sums(&mut sums[buffer]) };
+                pending = Some(Block {
+                    r0,
+                    rows,
+                    p,
+                    used,
+                    buffer,
+                });
+                buffer ^= 1;
                 p += used;
+            }
+            if let Some(prev) = pending {
+                finish(w, &sums[prev.buffer], row_scales, &prev, out);
             }
         }
     }
@@ -189,19 +202,79 @@ pub(crate) unsafe fn linear_i8(
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
+/// Where one block's sums go: rows `r0..r0 + rows` of the output, panels `p..p + used`; its
+/// sums are in buffer `buffer`.
+struct Block {
+    r0: usize,
+    rows: usize,
+    p: usize,
+    used: usize,
+    buffer: usize,
+}
+
+/// A block's sums (`[rows 0-15 | 16-31] x [panel p | p + 1]` tiles of 16 x 16) finished into
+/// `out`: `(sums - offsets) * (row_scale * scales) + bias`, in [`crate::avx512::finish_i8`]'s
+/// order (the same bits), with each panel's column values loaded once. Row by row, both panels
+/// at once, so each output row gets 128 contiguous bytes: at 320 rows this ran 1.1-1.5x as fast
+/// as finishing one panel's 32 rows before the other's (`gnmt bench linear` on the Xeon).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn finish(w: &PackedLinearI8, sums: &[i32; 1024], row_scales: &[f32], b: &Block, out: &mut [f32]) {
+    let n = w.n;
+    let columns = [0, 1].map(|t| {
+        let col = (b.p + t.min(b.used - 1)) * NR;
+        let cols = NR.min(n - col);
+        (col, cols, crate::avx512::Columns::of(w, col, cols))
+    });
+    for r in 0..b.rows {
+        let row = (b.r0 + r) * n;
+        let row_scale = row_scales[b.r0 + r];
+        for (t, (col, cols, columns)) in columns.iter().enumerate().take(b.used) {
+            let at = ((r / 16) * 2 + t) * 256 + (r % 16) * 16;
+            // SAFETY: 16 integers from `at`, inside the tile's row.
+            let s = unsafe { _mm512_loadu_si512(sums[at..at + 16].as_ptr().cast()) };
+            let v = columns.finish(row_scale, s);
+            crate::avx512::store(&mut out[row + col..row + col + cols], v);
+        }
+    }
+}
+
+/// Stores the four sum tiles (tmm0-3) into `sums`, 16 rows of 64 bytes each.
+///
+/// # Safety
+/// Tiles configured as [`TileConfig::sixteen_by_sixty_four`], holding a block's sums
+/// ([`multiply`]).
+#[inline]
+unsafe fn store_sums(sums: &mut [i32; 1024]) {
+    // SAFETY: four stores of 16 rows of 64 bytes into the 4 KB of `sums`.
+    unsafe {
+        asm!(
+            "tilestored [{s} + {ws}*1], tmm0",
+            "tilestored [{s} + {ws}*1 + 1024], tmm1",
+            "tilestored [{s} + {ws}*1 + 2048], tmm2",
+            "tilestored [{s} + {ws}*1 + 3072], tmm3",
+            s = in(reg) sums.as_mut_ptr(),
+            ws = in(reg) 64usize,
+            options(nostack),
+        );
+    }
+}
+
 /// The sums of 32 rows of `x` (`[32, k4]` quads) by the panels `a` and `b` (`[k4, 16]` quads
-/// each) into `sums`, tile by tile.
+/// each), left in tiles 0-3 (rows 0-15 by `a`, by `b`, rows 16-31 by `a`, by `b`).
+///
+/// The tile registers are state no Rust code touches: what this leaves in them, the next
+/// [`store_sums`] reads.
 ///
 /// # Safety
 /// Tiles configured as [`TileConfig::sixteen_by_sixty_four`]; the slices as [`linear_i8`] says.
 #[inline]
-unsafe fn block(x: &[u32], a: &[u32], b: &[u32], k4: usize, sums: &mut [i32; 1024]) {
+unsafe fn multiply(x: &[u32], a: &[u32], b: &[u32], k4: usize) {
     debug_assert!(x.len() >= ROWS * k4 && a.len() >= k4 * NR && b.len() >= k4 * NR);
     let row_stride = k4 * 4;
     // SAFETY: each step loads 16 rows of 64 bytes from `x` (rows 0-15 and 16-31, at the step's
     // 64-byte column) and 16 rows of 64 bytes from `a` and `b` (the step's 16 quad-rows), all
-    // inside the slices for the k4 / 16 steps; the four stores write 16 rows of 64 bytes each
-    // into `sums`, 4 KB.
+    // inside the slices for the k4 / 16 steps.
     unsafe {
         asm!(
             "tilezero tmm0",
@@ -210,11 +283,11 @@ unsafe fn block(x: &[u32], a: &[u32], b: &[u32], k4: usize, sums: &mut [i32; 102
             "tilezero tmm3",
             "2:",
             "tileloadd tmm4, [{x0} + {xs}*1]",
-            "tileloadd tmm5, [{x1} + {xs}*1]",
             "tileloadd tmm6, [{a} + {ws}*1]",
-            "tileloadd tmm7, [{b} + {ws}*1]",
             "tdpbusd tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b} + {ws}*1]",
             "tdpbusd tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{x1} + {xs}*1]",
             "tdpbusd tmm2, tmm5, tmm6",
             "tdpbusd tmm3, tmm5, tmm7",
             "add {x0}, 64",
@@ -223,18 +296,10 @@ unsafe fn block(x: &[u32], a: &[u32], b: &[u32], k4: usize, sums: &mut [i32; 102
             "add {b}, 1024",
             "dec {steps}",
             "jnz 2b",
-            "tilestored [{s} + {ws}*1], tmm0",
-            "add {s}, 1024",
-            "tilestored [{s} + {ws}*1], tmm1",
-            "add {s}, 1024",
-            "tilestored [{s} + {ws}*1], tmm2",
-            "add {s}, 1024",
-            "tilestored [{s} + {ws}*1], tmm3",
             x0 = inout(reg) x.as_ptr() => _,
             x1 = inout(reg) x.as_ptr().add(16 * k4) => _,
             a = inout(reg) a.as_ptr() => _,
             b = inout(reg) b.as_ptr() => _,
-            s = inout(reg) sums.as_mut_ptr() => _,
             steps = inout(reg) k4 / QUADS => _,
             xs = in(reg) row_stride,
             ws = in(reg) 64usize,

@@ -398,12 +398,38 @@ pub(crate) fn finish_i8(
     cols: usize,
     sums: __m512i,
 ) -> __m512 {
-    let offsets = &w.offsets[col..col + cols];
-    // SAFETY: the masked load reads only the `cols` (at most 16) integers of `offsets`.
-    let offsets = unsafe { _mm512_maskz_loadu_epi32(first(offsets.len()), offsets.as_ptr()) };
-    let s = _mm512_sub_epi32(sums, offsets);
-    let scale = _mm512_mul_ps(splat(row_scale), load(&w.scales[col..col + cols]));
-    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, load(&w.bias[col..col + cols]))
+    Columns::of(w, col, cols).finish(row_scale, sums)
+}
+
+/// What [`finish_i8`] needs of up to 16 output columns, loaded once for many rows.
+pub(crate) struct Columns {
+    offsets: __m512i,
+    scales: __m512,
+    bias: __m512,
+}
+
+impl Columns {
+    /// The `cols` (at most 16) columns of `w` from `col`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+    pub(crate) fn of(w: &crate::PackedLinearI8, col: usize, cols: usize) -> Columns {
+        let offsets = &w.offsets[col..col + cols];
+        Columns {
+            // SAFETY: the masked load reads only the `cols` (at most 16) integers of `offsets`.
+            offsets: unsafe { _mm512_maskz_loadu_epi32(first(offsets.len()), offsets.as_ptr()) },
+            scales: load(&w.scales[col..col + cols]),
+            bias: load(&w.bias[col..col + cols]),
+        }
+    }
+
+    /// One row's sums finished.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+    pub(crate) fn finish(&self, row_scale: f32, sums: __m512i) -> __m512 {
+        let s = _mm512_sub_epi32(sums, self.offsets);
+        let scale = _mm512_mul_ps(splat(row_scale), self.scales);
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, self.bias)
+    }
 }
 
 /// `R` rows of offset byte quads (`xs`, `R * k4`) times two packed int8 panels (`k4 * 16` quads

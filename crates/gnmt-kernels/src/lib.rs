@@ -80,8 +80,9 @@ pub enum Isa {
 }
 
 /// `GNMT_MAX_ISA=portable|avx2|avx512` caps the build the kernels use, as oneDNN's
-/// `ONEDNN_MAX_CPU_ISA` does: to compare builds on one CPU, one process each. `amx` (no cap)
-/// also runs int8 products on AMX-INT8 tiles where the CPU has them ([`amx_int8_chosen`]).
+/// `ONEDNN_MAX_CPU_ISA` does: to compare builds on one CPU, one process each. Int8 products run
+/// on AMX-INT8 tiles where the CPU has them and nothing caps the build ([`amx_int8_chosen`];
+/// `amx` names that no-cap explicitly).
 pub const MAX_ISA_VARIABLE: &str = "GNMT_MAX_ISA";
 
 impl Isa {
