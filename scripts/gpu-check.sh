@@ -233,7 +233,8 @@ cpu_bench() {
     done
     for p in fp32 bf16; do
         flag=(); [ "$p" = fp32 ] || flag=(--"$p")
-        one "gnmt-train-$p-t1" "$BIN" bench train --preset "$preset" --batch-size 64 --threads 1 --steps 5 "${flag[@]}"
+        # (one share of each batch: gnmt-rs's setting for one thread, README, Train)
+        one "gnmt-train-$p-t1" "$BIN" bench train --preset "$preset" --batch-size 64 --threads 1 --shares 1 --steps 5 "${flag[@]}"
         one "pytorch-train-$p-t1" "${compare[@]}" train --preset "$preset" --batch-size 64 --threads 1 \
             --steps 5 --precision "$p"
     done

@@ -106,7 +106,7 @@ fn check(name: &str, diff: f64, tol: f64, failures: &mut usize) {
 fn smoke(device: Device, preset: &str) -> anyhow::Result<usize> {
     let mut failures = 0;
     smoke_matmul(device, &mut failures);
-    smoke_lstm(device, &mut failures);
+    smoke_lstm(device, &mut failures)?;
     smoke_training_step(device, preset, &mut failures)?;
     if device.is_cuda() {
         let ok = bf16_works(device);
@@ -137,29 +137,33 @@ fn smoke_matmul(device: Device, failures: &mut usize) {
 }
 
 /// An LSTM's forward and backward, the same weights on both devices.
-fn smoke_lstm(device: Device, failures: &mut usize) {
-    let run = |dev: Device| -> (Tensor, Vec<Tensor>) {
+fn smoke_lstm(device: Device, failures: &mut usize) -> anyhow::Result<()> {
+    let run = |dev: Device| -> anyhow::Result<(Tensor, Vec<Tensor>)> {
         tch::manual_seed(11);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let l = nn::lstm(vs.root(), 32, 64, Default::default());
+        let init = nn::VarStore::new(Device::Cpu);
+        let _ = nn::lstm(init.root(), 32, 64, Default::default());
         let x = Tensor::randn([4, 9, 32], (Kind::Float, Device::Cpu));
-        let mut vs = vs;
-        vs.set_device(dev);
+        // Built on `dev` itself, then given the CPU's weights: on a GPU tch packs a new
+        // LSTM's weights into cuDNN's one buffer, and copying into them keeps that (a VarStore
+        // moved after it was built leaves them apart, and cuDNN repacks and warns per call).
+        let mut vs = nn::VarStore::new(dev);
+        let l = nn::lstm(vs.root(), 32, 64, Default::default());
+        vs.copy(&init)?;
         let x = x.to_device(dev);
         let (y, _) = l.seq_init(&x, &gnmt_model::zero_state(&l, &x));
         y.square().sum(Kind::Float).backward();
         let mut names: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         names.sort_by(|p, q| p.0.cmp(&q.0));
-        (
+        Ok((
             y.to_device(Device::Cpu),
             names
                 .into_iter()
                 .map(|(_, t)| t.grad().to_device(Device::Cpu))
                 .collect(),
-        )
+        ))
     };
-    let (yd, gd) = run(device);
-    let (yc, gc) = run(Device::Cpu);
+    let (yd, gd) = run(device)?;
+    let (yc, gc) = run(Device::Cpu)?;
     // cuDNN may use TF32 for RNNs: loose tolerances, this catches gross failures.
     check("lstm forward", max_diff(&yd, &yc), 5e-3, failures);
     let g = gd
@@ -168,6 +172,7 @@ fn smoke_lstm(device: Device, failures: &mut usize) {
         .map(|(p, q)| max_diff(p, q) / (q.abs().max().double_value(&[]) + 1e-6))
         .fold(0.0, f64::max);
     check("lstm backward (relative)", g, 1e-2, failures);
+    Ok(())
 }
 
 /// One GNMT training step of `preset`: its loss and gradient norm.

@@ -49,8 +49,10 @@ fn tile_state_enabled() -> bool {
 /// Whether the CPU has AMX-BF16 tile units and the OS saves their state. libtorch's oneDNN then
 /// runs bf16 matrix products on them, faster than [`crate::PackedLinearBf16`]'s `vdpbf16ps`,
 /// which on such Xeons ran slower than float32 (see `gnmt_translate::CpuBf16`).
+/// Asked once per process.
 pub fn amx_bf16_available() -> bool {
-    cpu_and_os_have(AMX_BF16)
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| cpu_and_os_have(AMX_BF16))
 }
 
 /// Whether this process can run int8 products on AMX-INT8 tiles: the CPU has them, the OS
