@@ -5,7 +5,7 @@
 //! ties to even), as that instruction takes them: the results are those of a bf16 model with
 //! float32 sums, not float32's.
 
-use crate::gemm::{bias_or_zeros, pack_panels, NR};
+use crate::gemm::{bias_or_zeros, pack_panels, RowParts, NR};
 use crate::Isa;
 
 /// A float32 rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its 16 bits. Both
@@ -90,8 +90,32 @@ impl PackedLinearBf16 {
     /// portable code.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
+        self.parts_on(fast, RowParts(&[(x, self.k)]), m, out)
+    }
+
+    /// [`PackedLinearBf16::forward`] of the rows `x` gives as parts: the same bits as of their
+    /// concatenation (rounded in place where every part but the last is of even width, so no
+    /// bf16 pair straddles two parts; else concatenated first).
+    ///
+    /// # Panics
+    /// If the parts are not `m` rows `k` wide in all, or `out` not `m * n`.
+    pub fn forward_parts(&self, x: RowParts, m: usize, out: &mut [f32]) {
+        let parts = x.0.len();
+        if x.0
+            .iter()
+            .take(parts.saturating_sub(1))
+            .all(|p| p.1 % 2 == 0)
+        {
+            self.parts_on(bf16_dot_supported(), x, m, out)
+        } else {
+            self.forward(&x.concat(m), m, out)
+        }
+    }
+
+    fn parts_on(&self, fast: bool, x: RowParts, m: usize, out: &mut [f32]) {
+        assert!(x.holds(m) && x.width() == self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
-        let xs = pack_rows(x, m, self.k, self.k2);
+        let xs = pack_rows_on(Isa::detected(), x, m, self.k, self.k2);
         #[cfg(target_arch = "x86_64")]
         if fast && bf16_dot_supported() {
             // SAFETY: the CPU has AVX-512 F, DQ, BW, VL and BF16 (bf16_dot_supported).
@@ -114,36 +138,36 @@ fn pack_pair(pair: &[f32]) -> u32 {
     lo | (hi << 16)
 }
 
-/// The rows of `x` `[m, k]` as bf16 pairs `[m, k2]` (the second half 0 for an odd `k`). Every
-/// input row of every bf16 product goes through here, so it is compiled for the widest vector
-/// unit the CPU has (the same bits from each build: the rounding is integer arithmetic).
-pub(crate) fn pack_rows(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
-    pack_rows_on(Isa::detected(), x, m, k, k2)
-}
-
 per_isa! {
-    /// [`pack_rows`] on the best build `isa` and the CPU allow.
-    pub(crate) fn pack_rows_on(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32>
+    /// The rows `x` (`[m, k]` as parts, every part but the last of even width) as bf16 pairs
+    /// `[m, k2]` (the second half 0 for an odd `k`), on the best build `isa` and the CPU allow.
+    /// Every input row of every bf16 product goes through here, so it is compiled for the
+    /// widest vector unit the CPU has (the same bits from each build: the rounding is integer
+    /// arithmetic).
+    pub(crate) fn pack_rows_on['a](x: RowParts<'a>, m: usize, k: usize, k2: usize) -> Vec<u32>
         = pack_rows_with;
 }
 
-/// [`pack_rows`]'s body, inlined into each build: whole pairs in a loop without branches (the
-/// compiler vectorizes it), then the odd `k`'s last value alone.
+/// [`pack_rows_on`]'s body, inlined into each build: whole pairs in a loop without branches
+/// (the compiler vectorizes it), then an odd last part's last value alone.
 #[inline(always)]
-fn pack_rows_with(x: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
+fn pack_rows_with(x: RowParts, m: usize, k: usize, k2: usize) -> Vec<u32> {
+    debug_assert_eq!(k2, k.div_ceil(2));
     let mut out = vec![0u32; m * k2];
-    for (row, o) in x
-        .chunks_exact(k.max(1))
-        .zip(out.chunks_exact_mut(k2.max(1)))
-        .take(m)
-    {
-        for (o, pair) in o.iter_mut().zip(row.chunks_exact(2)) {
-            *o = to_bf16(pair[0]) as u32 | ((to_bf16(pair[1]) as u32) << 16);
-        }
-        if k % 2 == 1 {
-            o[k2 - 1] = to_bf16(row[k - 1]) as u32;
+    for (r, o) in out.chunks_exact_mut(k2.max(1)).take(m).enumerate() {
+        let mut o = o;
+        for part in x.row(r) {
+            let (here, rest) = o.split_at_mut(part.len().div_ceil(2));
+            for (o, pair) in here.iter_mut().zip(part.chunks_exact(2)) {
+                *o = to_bf16(pair[0]) as u32 | ((to_bf16(pair[1]) as u32) << 16);
+            }
+            if part.len() % 2 == 1 {
+                here[here.len() - 1] = to_bf16(part[part.len() - 1]) as u32;
+            }
+            o = rest;
         }
     }
+    debug_assert_eq!(x.width(), k);
     out
 }
 

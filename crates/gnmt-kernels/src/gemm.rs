@@ -126,3 +126,40 @@ pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
         }
     }
 }
+
+/// A product's input rows given as parts side by side: part `i` holds `m` rows of `width_i`
+/// values, row-major, and a whole input row is the parts' rows one after another. The decoder's
+/// layers read `[input, attention context, previous h]` so: the int8 and bf16 products quantize
+/// or round the parts straight into their packed rows, with the bits of the concatenated rows
+/// and without that copy.
+#[derive(Debug, Clone, Copy)]
+pub struct RowParts<'a>(pub &'a [(&'a [f32], usize)]);
+
+impl<'a> RowParts<'a> {
+    /// The whole rows' width.
+    pub fn width(&self) -> usize {
+        self.0.iter().map(|p| p.1).sum()
+    }
+
+    /// Whether each part holds `m` rows of its width.
+    pub fn holds(&self, m: usize) -> bool {
+        self.0.iter().all(|&(v, w)| v.len() == m * w)
+    }
+
+    /// Row `r`'s parts, in order.
+    #[inline]
+    pub fn row(&self, r: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
+        self.0.iter().map(move |&(v, w)| &v[r * w..(r + 1) * w])
+    }
+
+    /// The `m` whole rows, concatenated (for the products that read one slice).
+    pub fn concat(&self, m: usize) -> Vec<f32> {
+        let mut x = Vec::with_capacity(m * self.width());
+        for r in 0..m {
+            for part in self.row(r) {
+                x.extend_from_slice(part);
+            }
+        }
+        x
+    }
+}

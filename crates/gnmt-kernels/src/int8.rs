@@ -9,7 +9,7 @@
 //! 1..=255) and `128 * sum_k w` is taken back out of each column's sum. The integer sums are
 //! exact, so the portable build gives the same bits as the VNNI one.
 
-use crate::gemm::{bias_or_zeros, pack_panels, NR};
+use crate::gemm::{bias_or_zeros, pack_panels, RowParts, NR};
 use crate::Isa;
 
 /// Whether this process runs [`PackedLinearI8`] on AVX512-VNNI (else on portable code, slower
@@ -35,7 +35,18 @@ pub fn quantize(v: &[f32]) -> (f32, Vec<i8>) {
 /// [`quantize`]'s scale of `v`.
 #[inline(always)]
 fn scale_of(v: &[f32]) -> f32 {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    scale_of_max(max_abs(0.0, v))
+}
+
+/// The largest of `max` and `|x|` for `x` in `v` (NaNs skipped).
+#[inline(always)]
+fn max_abs(max: f32, v: &[f32]) -> f32 {
+    v.iter().fold(max, |m, x| m.max(x.abs()))
+}
+
+/// [`quantize`]'s scale of values whose largest magnitude is `max`.
+#[inline(always)]
+fn scale_of_max(max: f32) -> f32 {
     if max > 0.0 && max.is_finite() {
         max / 127.0
     } else {
@@ -201,8 +212,22 @@ impl PackedLinearI8 {
     /// on AVX2 when `fast` and the CPU has that, else on portable code: the same bits from all.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
+        self.parts_on(fast, RowParts(&[(x, self.k)]), m, out)
+    }
+
+    /// [`PackedLinearI8::forward`] of the rows `x` gives as parts: the same bits as of their
+    /// concatenation.
+    ///
+    /// # Panics
+    /// If the parts are not `m` rows `k` wide in all, or `out` not `m * n`.
+    pub fn forward_parts(&self, x: RowParts, m: usize, out: &mut [f32]) {
+        self.parts_on(true, x, m, out)
+    }
+
+    fn parts_on(&self, fast: bool, x: RowParts, m: usize, out: &mut [f32]) {
+        assert!(x.holds(m) && x.width() == self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
-        let (xs, row_scales) = quantize_rows(x, m, self.k, self.k4);
+        let (xs, row_scales) = quantize_rows_on(Isa::detected(), x, m, self.k, self.k4);
         #[cfg(target_arch = "x86_64")]
         if fast && crate::amx_int8_chosen() && crate::amx::fits(self) {
             // SAFETY: the CPU has AMX-INT8 and AVX512-VNNI, the process the tile state
@@ -267,31 +292,36 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
 /// zero anyway); and the rows' scales. Every input row of every int8 product goes through here,
 /// so it is compiled for the widest vector unit the CPU has (the same bits from each build:
 /// division and rounding are exact operations).
+#[cfg(test)]
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    quantize_rows_on(Isa::detected(), x, m, k, k4)
+    quantize_rows_on(Isa::detected(), RowParts(&[(x, k)]), m, k, k4)
 }
 
 per_isa! {
-    /// [`quantize_rows`] on the best build `isa` and the CPU allow.
-    pub(crate) fn quantize_rows_on(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>)
+    /// [`quantize_rows`] of rows given as parts, on the best build `isa` and the CPU allow.
+    pub(crate) fn quantize_rows_on['a](x: RowParts<'a>, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>)
         = quantize_rows_with;
 }
 
 /// [`quantize_rows`]'s body, inlined into each build (plain loops the compiler vectorizes).
 #[inline(always)]
-fn quantize_rows_with(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
+fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
     let mut bytes = vec![128u8; m * k4 * 4];
     let mut scales = Vec::with_capacity(m);
     for r in 0..m {
-        let row = &x[r * k..(r + 1) * k];
-        let scale = scale_of(row);
-        let out = &mut bytes[r * k4 * 4..][..k];
-        for (b, &v) in out.iter_mut().zip(row) {
-            let q = quantized_f32(v, scale);
-            // q + 128 + 2^23 holds the integer q + 128 exactly in its low mantissa bits: read
-            // there, the conversion vectorizes (`as` casts to integers, with their saturation
-            // rules, were compiled a value at a time: 5% of a one-thread int8 search).
-            *b = ((q + (128.0 + 8_388_608.0)).to_bits() & 0xFF) as u8;
+        let scale = scale_of_max(x.row(r).fold(0.0, max_abs));
+        let mut out = &mut bytes[r * k4 * 4..][..k];
+        for part in x.row(r) {
+            let (here, rest) = out.split_at_mut(part.len());
+            for (b, &v) in here.iter_mut().zip(part) {
+                let q = quantized_f32(v, scale);
+                // q + 128 + 2^23 holds the integer q + 128 exactly in its low mantissa bits:
+                // read there, the conversion vectorizes (`as` casts to integers, with their
+                // saturation rules, were compiled a value at a time: 5% of a one-thread int8
+                // search).
+                *b = ((q + (128.0 + 8_388_608.0)).to_bits() & 0xFF) as u8;
+            }
+            out = rest;
         }
         scales.push(scale);
     }

@@ -458,7 +458,7 @@ fn bf16_input_rows_pack_as_to_bf16_rounds_on_every_build() {
             .collect();
         for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
             assert_eq!(
-                bf16::pack_rows_on(isa, &x, m, k, k2),
+                bf16::pack_rows_on(isa, RowParts(&[(&x, k)]), m, k, k2),
                 want,
                 "{isa:?}, k {k}"
             );
@@ -684,7 +684,7 @@ fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
     }
     let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
-        let (p, s) = int8::quantize_rows_on(isa, &x, rows.len(), k, k4);
+        let (p, s) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), rows.len(), k, k4);
         assert_eq!(p, packed, "{isa:?}");
         assert_eq!(bits(&s), bits(&scales), "{isa:?}");
     }
@@ -930,7 +930,7 @@ fn every_build_quantizes_input_rows_as_quantize_does() {
     x[2 * k + 1] = f32::NEG_INFINITY;
     x[2 * k + 2] = f32::NAN;
     for isa in Isa::available() {
-        let (xs, scales) = int8::quantize_rows_on(isa, &x, 3, k, k4);
+        let (xs, scales) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), 3, k, k4);
         for r in 0..3 {
             let (scale, want) = quantize(&x[r * k..(r + 1) * k]);
             assert_eq!(scales[r], scale, "{isa:?} row {r}");
@@ -1012,5 +1012,56 @@ fn amx_int8_is_used_where_listed_and_gives_the_vnni_builds_bits() {
         let mut forward = vec![f32::NAN; m * n];
         p.forward(&x, m, &mut forward);
         assert_eq!(bits(&forward), bits(&tiles), "forward, m {m}, k {k}, n {n}");
+    }
+}
+
+/// Rows given as parts side by side (a decoder layer's input, attention context and previous
+/// state) give the int8 and bf16 products exactly the bits of the concatenated rows, on every
+/// build: even parts, an odd last part, and odd parts in the middle (bf16 concatenates those).
+#[test]
+fn products_of_rows_in_parts_have_the_bits_of_the_concatenated_rows() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (c, widths) in [
+        vec![64usize, 64, 64],
+        vec![6, 10, 7],
+        vec![5, 8, 3],
+        vec![9],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (m, n) = (7, 37);
+        let k: usize = widths.iter().sum();
+        // A different magnitude per part, so the row scale comes from any of them.
+        let parts: Vec<Vec<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| noise(m * w, 1600 + 10 * c as u64 + i as u64, 1.0 + 2.0 * i as f32))
+            .collect();
+        let given: Vec<(&[f32], usize)> = parts
+            .iter()
+            .zip(&widths)
+            .map(|(p, &w)| (&p[..], w))
+            .collect();
+        let x = RowParts(&given);
+        let whole = x.concat(m);
+        assert_eq!(whole.len(), m * k);
+        let w = noise(n * k, 1700 + c as u64, 1.0);
+        let b = noise(n, 1800 + c as u64, 1.0);
+        let int8 = PackedLinearI8::new(&w, Some(&b), n, k);
+        let bf16 = PackedLinearBf16::new(&w, Some(&b), n, k);
+        let (mut want, mut got) = (vec![0f32; m * n], vec![f32::NAN; m * n]);
+        int8.forward(&whole, m, &mut want);
+        int8.forward_parts(x, m, &mut got);
+        assert_eq!(bits(&got), bits(&want), "int8, widths {widths:?}");
+        bf16.forward(&whole, m, &mut want);
+        bf16.forward_parts(x, m, &mut got);
+        assert_eq!(bits(&got), bits(&want), "bf16, widths {widths:?}");
+        for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
+            let k4 = k.div_ceil(4);
+            let (p, s) = int8::quantize_rows_on(isa, x, m, k, k4);
+            let (pw, sw) = int8::quantize_rows_on(isa, RowParts(&[(&whole, k)]), m, k, k4);
+            assert_eq!((p, bits(&s)), (pw, bits(&sw)), "{isa:?}, widths {widths:?}");
+        }
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use gnmt_kernels::{
-    lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8, QuantizedMatrix,
+    lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8, QuantizedMatrix, RowParts,
 };
 use tch::nn::Module;
 use tch::{Kind, Tensor};
@@ -110,6 +110,16 @@ impl Packed {
             Packed::F32(p) => p.forward(x, m, out),
             Packed::Bf16(p) => p.forward(x, m, out),
             Packed::I8(p) => p.forward(x, m, out),
+        }
+    }
+
+    /// [`Packed::forward`] of rows given as parts side by side: bf16 and int8 read them in
+    /// place, float32 concatenates them first.
+    pub(crate) fn forward_parts(&self, x: RowParts, m: usize, out: &mut [f32]) {
+        match self {
+            Packed::F32(p) => p.forward(&x.concat(m), m, out),
+            Packed::Bf16(p) => p.forward_parts(x, m, out),
+            Packed::I8(p) => p.forward_parts(x, m, out),
         }
     }
 
@@ -314,16 +324,10 @@ impl Seq2Seq {
         // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell.
         let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> Vec<f32> {
             let (h_prev, c_prev) = prev(i);
-            let width: usize = inputs.iter().map(|x| x.1).sum::<usize>() + hid;
-            let mut x = Vec::with_capacity(rows * width);
-            for r in 0..rows {
-                for &(v, w) in inputs {
-                    x.extend_from_slice(&v[r * w..(r + 1) * w]);
-                }
-                x.extend_from_slice(&h_prev[r * hid..(r + 1) * hid]);
-            }
+            let parts: Vec<(&[f32], usize)> =
+                inputs.iter().copied().chain([(&h_prev[..], hid)]).collect();
             let mut gates = vec![0f32; rows * 4 * hid];
-            dec.layers[i].forward(&x, rows, &mut gates);
+            dec.layers[i].forward_parts(RowParts(&parts), rows, &mut gates);
             let mut c = c_prev.clone();
             let mut h = vec![0f32; rows * hid];
             lstm_cell(&gates, &mut c, &mut h, hid);
