@@ -278,7 +278,7 @@ fn bench_linear_times_each_path_at_each_shape() {
         );
         assert!(r["calls"].as_u64().unwrap() >= 3 && !r["build"].as_str().unwrap().is_empty());
     }
-    for bad in ["8x64", "8x0x40", "8xtwox40"] {
+    for bad in ["8x64", "8x0x40", "8xtwox40", "100000x100000x8"] {
         let out = run(gnmt().args(["bench", "linear", "--shapes", bad]));
         let e = stderr(&out);
         assert!(

@@ -83,10 +83,14 @@ impl std::str::FromStr for LinearShape {
             .map(|p| p.trim().parse::<usize>())
             .collect::<Result<_, _>>()
             .map_err(|e| format!("shape {s:?}: {e} (expected ROWSxINxOUT, e.g. 320x256x8000)"))?;
+        // (Each of x, W and the output stays under 2^30 floats: 4 GB.)
+        let fits = |a: usize, b: usize| a.checked_mul(b).is_some_and(|v| v <= 1 << 30);
         match parts[..] {
-            [m, k, n] if m > 0 && k > 0 && n > 0 => Ok(LinearShape { m, k, n }),
+            [m, k, n] if fits(m, k) && fits(n, k) && fits(m, n) && m * k * n > 0 => {
+                Ok(LinearShape { m, k, n })
+            }
             _ => Err(format!(
-                "shape {s:?}: expected three positive sizes ROWSxINxOUT, e.g. 320x256x8000"
+                "shape {s:?}: expected three positive sizes ROWSxINxOUT (each matrix under 2^30 values), e.g. 320x256x8000"
             )),
         }
     }
