@@ -482,9 +482,9 @@ fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
     let mut results = Vec::new();
     for s in &a.shapes {
         let (w, b, x) = (
-            values(s.n * s.k, 1, 0.1),
-            values(s.n, 2, 1.0),
-            values(s.m * s.k, 3, 1.0),
+            gnmt_kernels::noise(s.n * s.k, 1, 0.1),
+            gnmt_kernels::noise(s.n, 2, 1.0),
+            gnmt_kernels::noise(s.m * s.k, 3, 1.0),
         );
         let mut out = vec![0f32; s.m * s.n];
         let tw = Tensor::from_slice(&w).view([s.n as i64, s.k as i64]);
@@ -492,9 +492,9 @@ fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
             Tensor::from_slice(&b),
             Tensor::from_slice(&x).view([s.m as i64, s.k as i64]),
         );
-        let fp32 = gnmt_model::PackedLinear::new(&w, Some(&b), s.n, s.k);
-        let bf16 = gnmt_model::PackedLinearBf16::new(&w, Some(&b), s.n, s.k);
-        let int8 = gnmt_model::PackedLinearI8::new(&w, Some(&b), s.n, s.k);
+        let fp32 = gnmt_kernels::PackedLinear::new(&w, Some(&b), s.n, s.k);
+        let bf16 = gnmt_kernels::PackedLinearBf16::new(&w, Some(&b), s.n, s.k);
+        let int8 = gnmt_kernels::PackedLinearI8::new(&w, Some(&b), s.n, s.k);
         let isa = gnmt_model::Isa::detected().name();
         let int8_build = match (
             gnmt_model::amx_int8_chosen(),
@@ -558,19 +558,6 @@ fn time_calls(seconds: f64, f: &mut dyn FnMut()) -> (usize, f64) {
         calls += 1;
     }
     (calls, t.elapsed().as_secs_f64())
-}
-
-/// `len` deterministic pseudo-random values in `-scale..scale` (xorshift, seeded).
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {

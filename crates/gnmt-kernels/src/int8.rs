@@ -90,15 +90,7 @@ impl QuantizedMatrix {
     /// If `w` is not `n * k` long.
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight");
-        let mut values = Vec::with_capacity(n * k);
-        let mut scales = Vec::with_capacity(n);
-        for row in w.chunks_exact(k.max(1)).take(n) {
-            let (scale, q) = quantize(row);
-            values.extend(q);
-            scales.push(scale);
-        }
-        values.resize(n * k, 0);
-        scales.resize(n, 1.0);
+        let (values, scales) = quantize_matrix_on(Isa::detected(), w, n, k);
         QuantizedMatrix {
             n,
             k,
@@ -331,6 +323,37 @@ fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize) -> (Vec<u32>, 
         .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
         .collect();
     (packed, scales)
+}
+
+per_isa! {
+    /// [`QuantizedMatrix::quantize`]'s values and scales on the best build `isa` and the CPU
+    /// allow: every weight of an int8 model passes through here when it is packed.
+    pub(crate) fn quantize_matrix_on(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>)
+        = quantize_matrix_with;
+}
+
+/// [`quantize_matrix_on`]'s body, inlined into each build: [`quantize`] row by row, the bytes
+/// read out of the float's mantissa as [`quantize_rows_with`] does (the same values as the
+/// `as` cast, which the compiler does not vectorize).
+#[inline(always)]
+fn quantize_matrix_with(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut values = vec![0i8; n * k];
+    let mut scales = vec![1f32; n];
+    if k == 0 {
+        return (values, scales);
+    }
+    for ((row, out), scale) in w
+        .chunks_exact(k)
+        .zip(values.chunks_exact_mut(k))
+        .zip(scales.iter_mut())
+    {
+        *scale = scale_of(row);
+        for (b, &v) in out.iter_mut().zip(row) {
+            let q = quantized_f32(v, *scale);
+            *b = (((q + (128.0 + 8_388_608.0)).to_bits() & 0xFF) as u8).wrapping_sub(128) as i8;
+        }
+    }
+    (values, scales)
 }
 
 /// The portable build of the integer sums: `sums[r, j] = sum_k (x_q + 128) * w_q`.

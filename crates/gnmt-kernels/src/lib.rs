@@ -47,6 +47,20 @@ pub use gemm::{PackedLinear, RowParts};
 pub use int8::{int8_dot_supported, quantize, PackedLinearI8, QuantizedMatrix};
 pub use math::{exp, tanh};
 
+/// `len` deterministic pseudo-random values in `[-scale, scale)` from `seed` (xorshift): the
+/// inputs of this crate's tests and of `gnmt bench linear`.
+pub fn noise(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 /// Whether a search uses these kernels where they apply, or libtorch's operators alone. A
 /// setting of each search (not of the process), so searches side by side can differ; the
 /// results are the same up to float rounding.

@@ -1,18 +1,5 @@
 use super::*;
 
-/// Deterministic values in `[-scale, scale)`.
-fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 fn ulps(a: f32, b: f64) -> f64 {
     let ulp = (b.abs() as f32).max(f32::MIN_POSITIVE);
     let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
@@ -1064,4 +1051,26 @@ fn products_of_rows_in_parts_have_the_bits_of_the_concatenated_rows() {
             assert_eq!((p, bits(&s)), (pw, bits(&sw)), "{isa:?}, widths {widths:?}");
         }
     }
+}
+
+/// Weights quantized per row on every build have the scalar rule's values and scales, special
+/// values included (NaN to 0, infinities and all-zero rows).
+#[test]
+fn weight_matrices_quantize_alike_on_every_build() {
+    let (n, k) = (9, 37);
+    let mut w = noise(n * k, 1900, 5.0);
+    w[3] = f32::NAN;
+    w[k + 2] = f32::INFINITY;
+    w[2 * k..3 * k].fill(0.0);
+    w[3 * k + 5] = -0.0;
+    for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
+        let (values, scales) = int8::quantize_matrix_on(isa, &w, n, k);
+        for r in 0..n {
+            let (scale, q) = quantize(&w[r * k..(r + 1) * k]);
+            assert_eq!(scales[r].to_bits(), scale.to_bits(), "{isa:?} row {r}");
+            assert_eq!(values[r * k..(r + 1) * k], q[..], "{isa:?} row {r}");
+        }
+    }
+    let m = QuantizedMatrix::quantize(&w, n, k);
+    assert!(m.is_consistent() && m.values.len() == n * k);
 }
