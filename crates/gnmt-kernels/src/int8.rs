@@ -279,23 +279,24 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
         .fold(0u32, |acc, (i, b)| acc | ((b as u32) << (8 * i)))
 }
 
-/// Each row of `x` `[m, k]` quantized with its own scale, offset by 128 into 1..=255 and packed
-/// as quads `[m, k4]` (a missing `k` is 128: zero after the offset, and the weights there are
-/// zero anyway); and the rows' scales. Every input row of every int8 product goes through here,
-/// so it is compiled for the widest vector unit the CPU has (the same bits from each build:
-/// division and rounding are exact operations).
+/// [`quantize_rows_on`] of one slice on this process's build (the tests' entry).
 #[cfg(test)]
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
     quantize_rows_on(Isa::detected(), RowParts(&[(x, k)]), m, k, k4)
 }
 
 per_isa! {
-    /// [`quantize_rows`] of rows given as parts, on the best build `isa` and the CPU allow.
+    /// Each row of `x` (`[m, k]`, given as parts) quantized with its own scale, offset by 128
+    /// into 1..=255 and packed as quads `[m, k4]` (a missing `k` is 128: zero after the offset,
+    /// and the weights there are zero anyway); and the rows' scales, on the best build `isa`
+    /// and the CPU allow. Every input row of every int8 product goes through here, so it is
+    /// compiled for the widest vector unit the CPU has (the same bits from each build: division
+    /// and rounding are exact operations).
     pub(crate) fn quantize_rows_on['a](x: RowParts<'a>, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>)
         = quantize_rows_with;
 }
 
-/// [`quantize_rows`]'s body, inlined into each build (plain loops the compiler vectorizes).
+/// [`quantize_rows_on`]'s body, inlined into each build (plain loops the compiler vectorizes).
 #[inline(always)]
 fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
     let mut bytes = vec![128u8; m * k4 * 4];
