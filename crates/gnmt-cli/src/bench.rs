@@ -479,6 +479,21 @@ fn one_by_one(
 /// single-threaded; the search runs one per worker), on deterministic pseudo-random values.
 fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
     tch::set_num_threads(1);
+    // (The builds each path runs, the same for every shape.)
+    let isa = gnmt_model::Isa::detected().name();
+    let int8_build = match (
+        gnmt_model::amx_int8_chosen(),
+        gnmt_model::int8_dot_supported(),
+    ) {
+        (true, _) => "amx-int8 tiles",
+        (false, true) => "avx512-vnni",
+        (false, false) => isa,
+    };
+    let bf16_build = if gnmt_model::bf16_dot_supported() {
+        "avx512-bf16"
+    } else {
+        isa
+    };
     let mut results = Vec::new();
     for s in &a.shapes {
         let (w, b, x) = (
@@ -495,20 +510,6 @@ fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
         let fp32 = gnmt_kernels::PackedLinear::new(&w, Some(&b), s.n, s.k);
         let bf16 = gnmt_kernels::PackedLinearBf16::new(&w, Some(&b), s.n, s.k);
         let int8 = gnmt_kernels::PackedLinearI8::new(&w, Some(&b), s.n, s.k);
-        let isa = gnmt_model::Isa::detected().name();
-        let int8_build = match (
-            gnmt_model::amx_int8_chosen(),
-            gnmt_model::int8_dot_supported(),
-        ) {
-            (true, _) => "amx-int8 tiles",
-            (false, true) => "avx512-vnni",
-            (false, false) => isa,
-        };
-        let bf16_build = if gnmt_model::bf16_dot_supported() {
-            "avx512-bf16"
-        } else {
-            isa
-        };
         let ops = 2.0 * (s.m * s.k * s.n) as f64;
         let x_ = &x;
         for &path in &a.paths {

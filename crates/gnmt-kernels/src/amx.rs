@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use crate::gemm::NR;
-use crate::{PackedLinearI8, MAX_ISA_VARIABLE};
+use crate::PackedLinearI8;
 
 /// CPUID leaf 7's EDX bits.
 const AMX_BF16: u32 = 1 << 22;
@@ -67,18 +67,12 @@ pub fn amx_int8_supported() -> bool {
 }
 
 /// Whether [`crate::PackedLinearI8`] runs on the tiles: wherever [`amx_int8_supported`],
-/// unless `GNMT_MAX_ISA` ([`MAX_ISA_VARIABLE`]) caps the kernels at `avx512` or below. On a Xeon
+/// unless `GNMT_MAX_ISA` ([`crate::MAX_ISA_VARIABLE`]) caps the kernels at `avx512` or below. On a Xeon
 /// (family 6, model 207) the tiles ran `small`'s products at 2.2-2.8x the VNNI build and a
 /// one-thread int8 search at 1.2-1.45x (`gnmt bench linear`, `gnmt bench translate`).
 pub fn amx_int8_chosen() -> bool {
     static CHOSEN: OnceLock<bool> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        let capped = std::env::var(MAX_ISA_VARIABLE)
-            .ok()
-            .and_then(|v| v.parse::<crate::Isa>().ok())
-            .is_some();
-        !capped && amx_int8_supported()
-    })
+    *CHOSEN.get_or_init(|| crate::Isa::cap().is_none() && amx_int8_supported())
 }
 
 /// Asks Linux for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`),

@@ -107,13 +107,13 @@ impl Isa {
     /// detected once per process.
     pub fn detected() -> Isa {
         static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let cap = std::env::var(MAX_ISA_VARIABLE)
-                .ok()
-                .and_then(|v| v.parse::<Isa>().ok())
-                .unwrap_or(Isa::Avx512);
-            Isa::supported().min(cap)
-        })
+        *DETECTED.get_or_init(|| Isa::supported().min(Isa::cap().unwrap_or(Isa::Avx512)))
+    }
+
+    /// The build [`MAX_ISA_VARIABLE`] caps the kernels at, when it names one (unset, or
+    /// `amx`: no cap).
+    pub fn cap() -> Option<Isa> {
+        std::env::var(MAX_ISA_VARIABLE).ok()?.parse().ok()
     }
 
     /// The best build the CPU supports, whatever [`MAX_ISA_VARIABLE`] says.
