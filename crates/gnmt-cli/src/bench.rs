@@ -479,16 +479,9 @@ fn one_by_one(
 /// single-threaded; the search runs one per worker), on deterministic pseudo-random values.
 fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
     tch::set_num_threads(1);
-    // (The builds each path runs, the same for every shape.)
+    // (The builds the float32 and bf16 paths run, the same for every shape; int8's depends on
+    // the shape where the CPU has AMX tiles.)
     let isa = gnmt_model::Isa::detected().name();
-    let int8_build = match (
-        gnmt_model::amx_int8_chosen(),
-        gnmt_model::int8_dot_supported(),
-    ) {
-        (true, _) => "amx-int8 tiles",
-        (false, true) => "avx512-vnni",
-        (false, false) => isa,
-    };
     let bf16_build = if gnmt_model::bf16_dot_supported() {
         "avx512-bf16"
     } else {
@@ -526,7 +519,7 @@ fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
                 ),
                 LinearPath::Int8 => (
                     "int8",
-                    int8_build,
+                    int8.build(),
                     time_calls(a.seconds, &mut || int8.forward(x_, s.m, &mut out)),
                 ),
                 LinearPath::Libtorch => (

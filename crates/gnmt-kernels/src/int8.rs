@@ -216,34 +216,71 @@ impl PackedLinearI8 {
         self.parts_on(true, x, m, out)
     }
 
+    /// The build [`PackedLinearI8::forward`] runs these weights on, on this CPU and process:
+    /// `"amx-int8 tiles"`, `"avx512-vnni"`, `"avx2"` or `"portable"` (the tiles take only
+    /// weights whose `k` is a multiple of 64).
+    pub fn build(&self) -> &'static str {
+        self.route(true).name()
+    }
+
+    /// Which build `fast` (else portable) code takes for these weights: the only place the
+    /// choice is made, so [`PackedLinearI8::build`] names what runs.
+    fn route(&self, fast: bool) -> Route {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            if crate::amx_int8_chosen() && crate::amx::fits(self) {
+                return Route::Amx;
+            }
+            if int8_dot_supported() {
+                return Route::Vnni;
+            }
+            if Isa::detected() >= Isa::Avx2 {
+                return Route::Avx2;
+            }
+        }
+        let _ = fast;
+        Route::Portable
+    }
+
     fn parts_on(&self, fast: bool, x: RowParts, m: usize, out: &mut [f32]) {
         assert!(x.holds(m) && x.width() == self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
         let (xs, row_scales) = quantize_rows_on(Isa::detected(), x, m, self.k, self.k4);
-        #[cfg(target_arch = "x86_64")]
-        if fast && crate::amx_int8_chosen() && crate::amx::fits(self) {
-            // SAFETY: the CPU has AMX-INT8 and AVX512-VNNI, the process the tile state
-            // (amx_int8_chosen), and `self` fits the tiles.
+        match self.route(fast) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: route chose the tiles: the CPU has AMX-INT8 and AVX512-VNNI, the process
+            // the tile state (amx_int8_chosen), and `self` fits them.
             #[allow(unsafe_code)]
-            unsafe {
-                crate::amx::linear_i8(self, &xs, &row_scales, m, out)
-            };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if fast && int8_dot_supported() {
-            // SAFETY: the CPU has AVX-512 F, DQ, BW, VL and VNNI (int8_dot_supported).
+            Route::Amx => unsafe { crate::amx::linear_i8(self, &xs, &row_scales, m, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: route chose VNNI: the CPU has AVX-512 F, DQ, BW, VL and VNNI
+            // (int8_dot_supported).
             #[allow(unsafe_code)]
-            unsafe {
-                crate::avx512::linear_i8(self, &xs, &row_scales, m, out)
-            };
-            return;
+            Route::Vnni => unsafe { crate::avx512::linear_i8(self, &xs, &row_scales, m, out) },
+            #[cfg(target_arch = "x86_64")]
+            Route::Avx2 => {
+                let mut sums = vec![0i32; m * self.n];
+                // SAFETY: route chose AVX2: the CPU has AVX2 and FMA (Isa::detected).
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::avx2::sums_i8(self, &xs, m, &mut sums)
+                };
+                self.finish(&sums, &row_scales, out);
+            }
+            _ => {
+                let mut sums = vec![0i32; m * self.n];
+                sums_portable(self, &xs, m, &mut sums);
+                self.finish(&sums, &row_scales, out);
+            }
         }
-        let sums = self.integer_sums(fast, &xs, m);
+    }
+
+    /// `(sum - offset) * scales + bias` for every row and column, rounded as the vector builds
+    /// round it.
+    fn finish(&self, sums: &[i32], row_scales: &[f32], out: &mut [f32]) {
         let n = self.n;
         for (r, &sx) in row_scales.iter().enumerate() {
             for j in 0..n {
-                // (sum - offset) * scales + bias, rounded as the vector build rounds it.
                 let s = (sums[r * n + j] - self.offsets[j]) as f32;
                 out[r * n + j] = s.mul_add(sx * self.scales[j], self.bias[j]);
             }
@@ -251,23 +288,24 @@ impl PackedLinearI8 {
     }
 }
 
-impl PackedLinearI8 {
-    /// `sum_k (x_q + 128) * w_q` for every row and column, on AVX2 when `fast` and the CPU has
-    /// it, else portable (exact either way).
-    fn integer_sums(&self, fast: bool, xs: &[u32], m: usize) -> Vec<i32> {
-        let mut sums = vec![0i32; m * self.n];
-        #[cfg(target_arch = "x86_64")]
-        if fast && Isa::detected() >= Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detected).
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::avx2::sums_i8(self, xs, m, &mut sums)
-            };
-            return sums;
+/// Where [`PackedLinearI8::forward`] runs ([`PackedLinearI8::route`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Route {
+    Amx,
+    Vnni,
+    Avx2,
+    Portable,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Amx => "amx-int8 tiles",
+            Route::Vnni => "avx512-vnni",
+            Route::Avx2 => "avx2",
+            Route::Portable => "portable",
         }
-        let _ = fast;
-        sums_portable(self, xs, m, &mut sums);
-        sums
     }
 }
 

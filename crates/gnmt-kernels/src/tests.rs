@@ -1001,6 +1001,28 @@ fn amx_int8_is_used_where_listed_and_gives_the_vnni_builds_bits() {
     }
 }
 
+/// `build` names the code each matrix's product takes here: the tiles only for weights whose
+/// `k` is a multiple of 64 (where they are chosen), else the best vector build the CPU has.
+#[test]
+fn int8_build_names_each_shapes_route() {
+    let general = if int8_dot_supported() {
+        "avx512-vnni"
+    } else if Isa::detected() >= Isa::Avx2 {
+        "avx2"
+    } else {
+        "portable"
+    };
+    let tiles = if amx_int8_chosen() {
+        "amx-int8 tiles"
+    } else {
+        general
+    };
+    for (k, expected) in [(64, tiles), (384, tiles), (60, general), (100, general)] {
+        let p = PackedLinearI8::new(&noise(8 * k, 1400, 1.0), None, 8, k);
+        assert_eq!(p.build(), expected, "k {k}");
+    }
+}
+
 /// Rows given as parts side by side (a decoder layer's input, attention context and previous
 /// state) give the int8 and bf16 products exactly the bits of the concatenated rows, on every
 /// build: even parts, an odd last part, and odd parts in the middle (bf16 concatenates those).

@@ -23,7 +23,7 @@ use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
 pub use config::{DecoderDropout, ForwardFlops, ModelConfig, PRESETS};
-pub use cpu::{pick_rows, CpuDecoder, CpuState};
+pub use cpu::{pick_rows, CpuDecoder, CpuState, StepBuffers};
 pub use gnmt_kernels::{
     amx_bf16_available, amx_int8_chosen, amx_int8_supported, bf16_dot_supported,
     int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,

@@ -11,7 +11,7 @@
 //! the weighted geometric mean of their distributions) and covers with the weighted mean of
 //! their attention.
 
-use gnmt_model::{CpuState, DecoderState, Encoded};
+use gnmt_model::{CpuState, DecoderState, Encoded, StepBuffers};
 use gnmt_tokenizer::{BOS, EOS};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -141,9 +141,10 @@ struct Expansion {
     state: Vec<State>,
 }
 
-/// A step's logits: on the host (CPU kernels) or a tensor on the model's device.
+/// A step's logits: on the host (CPU kernels; in the search's [`StepBuffers`]) or a tensor
+/// on the model's device.
 enum Logits {
-    Host(Vec<f32>),
+    Host,
     Device(Tensor),
 }
 
@@ -273,6 +274,8 @@ pub(crate) struct Search<'a> {
     tokens: Tensor,
     /// Per member, the decoder state (None: zeros, before the first step).
     state: Option<Vec<State>>,
+    /// The CPU kernels' logits and scratch, kept from step to step.
+    buffers: StepBuffers,
     /// Sentences searched to the end: their ids and hypotheses best first.
     pub(crate) done: Vec<(usize, Vec<Hypothesis>)>,
 }
@@ -344,6 +347,7 @@ impl<'a> Search<'a> {
             },
             tokens: Tensor::full([b as i64], BOS as i64, (Kind::Int64, device)),
             state: None,
+            buffers: StepBuffers::default(),
             done: Vec::new(),
         })
     }
@@ -442,12 +446,14 @@ impl<'a> Search<'a> {
     fn expand(&mut self) -> Result<Expansion, TchError> {
         let want = (2 * self.beam).min(self.group * self.vocab);
         let scores: Vec<f64> = self.rows.iter().map(|r| r.log_prob).collect();
+        let mut buffers = std::mem::take(&mut self.buffers);
         let ((top_v, top_i), attn, state) = if self.members.len() == 1 {
-            let (top, attn, st) = self.step_one(want, &scores)?;
+            let (top, attn, st) = self.step_one(want, &scores, &mut buffers)?;
             (top, host_f32(&attn)?, vec![st])
         } else {
-            self.step_ensemble(want, &scores)?
+            self.step_ensemble(want, &scores, &mut buffers)?
         };
+        self.buffers = buffers;
         for (c, a) in self.coverage.values.iter_mut().zip(&attn) {
             *c += a;
         }
@@ -462,17 +468,21 @@ impl<'a> Search<'a> {
 
     /// Logits `[rows, V]` (on the host for the CPU kernels), attention `[rows, S]` and the next
     /// state of member `i`.
-    fn step_member(&self, i: usize) -> Result<(Logits, Tensor, State), TchError> {
+    fn step_member(
+        &self,
+        i: usize,
+        buffers: &mut StepBuffers,
+    ) -> Result<(Logits, Tensor, State), TchError> {
         let m = &self.members[i];
         let prev = self.state.as_ref().and_then(|s| s.get(i));
         let group = self.group as i64;
         Ok(match m.cpu {
             Some(dec) => {
                 let prev = prev.and_then(State::cpu);
-                let (logits, attn, st) =
+                let (attn, st) =
                     m.model
-                        .step_cpu(dec, &self.enc[i], prev, &self.tokens, group)?;
-                (Logits::Host(logits), attn, State::Cpu(st))
+                        .step_cpu(dec, &self.enc[i], prev, &self.tokens, group, buffers)?;
+                (Logits::Host, attn, State::Cpu(st))
             }
             None => {
                 let prev = prev.and_then(State::torch);
@@ -485,10 +495,15 @@ impl<'a> Search<'a> {
     }
 
     /// One model: its log-softmax fused with the top-k where the CPU kernels run.
-    fn step_one(&self, want: usize, scores: &[f64]) -> Result<Top, TchError> {
-        let (logits, attn, st) = self.step_member(0)?;
+    fn step_one(
+        &self,
+        want: usize,
+        scores: &[f64],
+        buffers: &mut StepBuffers,
+    ) -> Result<Top, TchError> {
+        let (logits, attn, st) = self.step_member(0, buffers)?;
         let top = match logits {
-            Logits::Host(l) => fused_expand(&l, self.vocab, scores, self.group, want),
+            Logits::Host => fused_expand(buffers.logits(), self.vocab, scores, self.group, want),
             Logits::Device(l) => expand(&l, scores, self.group, want)?,
         };
         Ok((top, attn, st))
@@ -500,21 +515,23 @@ impl<'a> Search<'a> {
         &self,
         want: usize,
         scores: &[f64],
+        buffers: &mut StepBuffers,
     ) -> Result<(Candidates, Vec<f32>, Vec<State>), TchError> {
         let mut logp: Vec<f32> = Vec::new();
         let mut attn: Vec<f32> = Vec::new();
         let mut states = Vec::with_capacity(self.members.len());
         for i in 0..self.members.len() {
-            let (logits, a, st) = self.step_member(i)?;
-            let lp = match logits {
-                Logits::Host(mut l) => {
-                    log_softmax_rows(&mut l, self.vocab);
-                    l
-                }
-                Logits::Device(l) => host_f32(&l.log_softmax(-1, Kind::Float))?,
-            };
+            let (logits, a, st) = self.step_member(i, buffers)?;
             let w = self.members[i].weight as f32;
-            add_scaled(&mut logp, &lp, w);
+            match logits {
+                Logits::Host => {
+                    log_softmax_rows(buffers.logits_mut(), self.vocab);
+                    add_scaled(&mut logp, buffers.logits(), w);
+                }
+                Logits::Device(l) => {
+                    add_scaled(&mut logp, &host_f32(&l.log_softmax(-1, Kind::Float))?, w)
+                }
+            }
             add_scaled(&mut attn, &host_f32(&a)?, w);
             states.push(st);
         }
