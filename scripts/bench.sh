@@ -3,21 +3,24 @@
 # (scripts/pytorch-compare.py), measured side by side, alternating, with the same thread count.
 # Also checks that both beam searches give the same translations of real sentences.
 #
-#   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N] [--only translate|train]
+#   scripts/bench.sh [--model DIR] [--input FILE] [--threads N] [--sentences N] [--rounds N] [--only translate|train]
 #   MODEL defaults to runs/multi30k/averaged, else demo/run/final. --only translate prints the
 #   translation table of every precision alone (a few minutes), --only train the training one (on a preset: no model needed).
+#   --rounds (default 2): alternating rounds per table; the precision tables end with each ratio's median.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY=""
+MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY="" ROUNDS=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --model) MODEL="$2"; shift 2 ;;
         --input) INPUT="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --sentences) N="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2
+            [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds takes a positive number" >&2; exit 2; } ;;
         --only) ONLY="$2"; shift 2
             case "$ONLY" in translate|train) ;; *) echo "bench.sh: --only takes translate or train" >&2; exit 2 ;; esac ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -40,6 +43,8 @@ MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=335544
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+# The median of ratios printed as 1.23x (the mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | tr -d x | sort -g | awk '{ v[NR] = $1 } END { printf "%.2fx", (v[int((NR + 1) / 2)] + v[int(NR / 2) + 1]) / 2 }'; }
 DOCTOR=$($G doctor)  # (the CPU's name, flags and kernels, for the headers)
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(sed -n 's/^cpu: //p' <<< "$DOCTOR")"
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -47,7 +52,7 @@ if part all; then
 echo
 echo "| benchmark | gnmt-rs | PyTorch eager | ratio | PyTorch eager, gnmt-rs's search | ratio | PyTorch eager, gnmt-rs's malloc setting | ratio |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-for round in 1 2; do
+for round in $(seq "$ROUNDS"); do
     r=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --steps 10 | field tokens_per_s)
     p=$("$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 2>/dev/null | field tokens_per_s)
     echo "| train small, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | | | | |"
@@ -71,7 +76,8 @@ if part translate; then
 echo
 echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-for round in 1 2; do
+vs_best=() vs_fp32=()
+for round in $(seq "$ROUNDS"); do
     g32=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     p32=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" \
         --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
@@ -80,8 +86,10 @@ for round in 1 2; do
     g8=$($G bench translate --model "$MODEL" -i "$TMP/in.txt" --beam 5 --batch-size 64 --threads "$THREADS" --int8 2>/dev/null | field tokens_per_s)
     p8=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 --threads "$THREADS" --precision int8 2>/dev/null | field tokens_per_s)
     gb=$(best "$g32" "$g16" "$g8"); pb=$(best "$p32" "$p16" "$p8")
-    echo "| translate beam 5, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | $g8 | $p8 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") |"
+    vs_best+=("$(ratio "$gb" "$pb")") vs_fp32+=("$(ratio "$gb" "$p32")")
+    echo "| translate beam 5, batch 64, tokens/s ($round) | $g32 | $p32 | $g16 | $p16 | $g8 | $p8 | ${vs_best[-1]} | ${vs_fp32[-1]} |"
 done
+echo "| median of $ROUNDS rounds | | | | | | | $(median "${vs_best[@]}") | $(median "${vs_fp32[@]}") |"
 fi
 if part train; then
 # Training: gnmt-rs's float32 and bf16 mixed precision against PyTorch eager in float32 and
@@ -98,7 +106,8 @@ echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 # shares on one thread run one after the other, 5-13% slower than one; README, Train).
 SHARES=$(( THREADS < 2 ? 1 : 2 ))
 train_py() { "$PY" scripts/pytorch-compare.py train --gnmt "$G" --preset small --batch-size 64 --threads "$THREADS" --steps 10 "$@" 2>/dev/null | field tokens_per_s; }
-for round in 1 2; do
+vs_best=() vs_fp32=()
+for round in $(seq "$ROUNDS"); do
     g32=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --shares "$SHARES" --steps 10 2>/dev/null | field tokens_per_s)
     p32=$(train_py)
     g16=$($G bench train --preset small --batch-size 64 --threads "$THREADS" --shares "$SHARES" --steps 10 --bf16 2>/dev/null | field tokens_per_s)
@@ -107,8 +116,10 @@ for round in 1 2; do
     m16=$(GLIBC_TUNABLES=$MALLOC train_py --precision bf16)
     gb=$(best "$g32" "$g16"); pb=$(best "$p32" "$m32" "$p16" "$m16")
     gf=$(awk -v g="$gb" -v p="$pb" -v k="$per_token" 'BEGIN { printf "%.0f / %.0f", g * k, p * k }')
-    echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | $(ratio "$gb" "$pb") | $(ratio "$gb" "$p32") | $gf |"
+    vs_best+=("$(ratio "$gb" "$pb")") vs_fp32+=("$(ratio "$gb" "$p32")")
+    echo "| $round | $g32 | $g16 | $p32 | $m32 | $p16 | $m16 | ${vs_best[-1]} | ${vs_fp32[-1]} | $gf |"
 done
+echo "| median of $ROUNDS rounds | | | | | | | $(median "${vs_best[@]}") | $(median "${vs_fp32[@]}") | |"
 fi
 # Same search, same translations? (PyTorch's float32 translations come from either table.)
 [ -f "$TMP/py.ids" ] || exit 0
