@@ -479,14 +479,6 @@ fn one_by_one(
 /// single-threaded; the search runs one per worker), on deterministic pseudo-random values.
 fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
     tch::set_num_threads(1);
-    // (The builds the float32 and bf16 paths run, the same for every shape; int8's depends on
-    // the shape where the CPU has AMX tiles.)
-    let isa = gnmt_model::Isa::detected().name();
-    let bf16_build = if gnmt_model::bf16_dot_supported() {
-        "avx512-bf16"
-    } else {
-        isa
-    };
     let mut results = Vec::new();
     for s in &a.shapes {
         let (w, b, x) = (
@@ -509,12 +501,12 @@ fn bench_linear(a: LinearBench) -> Result<serde_json::Value> {
             let (name, build, (calls, secs)) = match path {
                 LinearPath::Fp32 => (
                     "fp32",
-                    isa,
+                    fp32.build(),
                     time_calls(a.seconds, &mut || fp32.forward(x_, s.m, &mut out)),
                 ),
                 LinearPath::Bf16 => (
                     "bf16",
-                    bf16_build,
+                    bf16.build(),
                     time_calls(a.seconds, &mut || bf16.forward(x_, s.m, &mut out)),
                 ),
                 LinearPath::Int8 => (

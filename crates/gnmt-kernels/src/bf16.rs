@@ -78,6 +78,17 @@ impl PackedLinearBf16 {
         self.k
     }
 
+    /// The build [`PackedLinearBf16::forward`] multiplies on in this process: `"avx512-bf16"`
+    /// (`vdpbf16ps`, where [`bf16_dot_supported`]) or `"portable"` (only the inputs' rounding
+    /// is vector code there).
+    pub fn build(&self) -> &'static str {
+        if bf16_dot_supported() {
+            "avx512-bf16"
+        } else {
+            "portable"
+        }
+    }
+
     /// `out[m, n] = bf16(x[m, k]) . W^T + b`, row-major, sums in float32.
     ///
     /// # Panics

@@ -58,6 +58,12 @@ impl PackedLinear {
         self.forward_on(crate::Isa::detected(), x, m, out)
     }
 
+    /// The build [`PackedLinear::forward`] runs on in this process: the instruction set's
+    /// name (`"avx512"`, `"avx2"` or `"portable"`).
+    pub fn build(&self) -> &'static str {
+        crate::Isa::detected().name()
+    }
+
     /// [`PackedLinear::forward`] on the build `isa` (or the best below it this process may use).
     pub(crate) fn forward_on(&self, isa: crate::Isa, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");

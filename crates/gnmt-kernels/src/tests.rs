@@ -1001,10 +1001,21 @@ fn amx_int8_is_used_where_listed_and_gives_the_vnni_builds_bits() {
     }
 }
 
-/// `build` names the code each matrix's product takes here: the tiles only for weights whose
-/// `k` is a multiple of 64 (where they are chosen), else the best vector build the CPU has.
+/// `build` names the code each matrix's product takes here: for int8 the tiles only for
+/// weights whose `k` is a multiple of 64 (where they are chosen), else the best vector build
+/// the CPU has; bf16 multiplies on `vdpbf16ps` or portable code; float32 on the process's build.
 #[test]
-fn int8_build_names_each_shapes_route() {
+fn each_product_names_its_build() {
+    let (w, b) = (noise(8 * 64, 1400, 1.0), noise(8, 1401, 1.0));
+    let fp32 = PackedLinear::new(&w, Some(&b), 8, 64);
+    assert_eq!(fp32.build(), Isa::detected().name());
+    let bf16 = PackedLinearBf16::new(&w, Some(&b), 8, 64);
+    let bf16_build = if bf16_dot_supported() {
+        "avx512-bf16"
+    } else {
+        "portable"
+    };
+    assert_eq!(bf16.build(), bf16_build);
     let general = if int8_dot_supported() {
         "avx512-vnni"
     } else if Isa::detected() >= Isa::Avx2 {
