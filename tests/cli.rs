@@ -66,6 +66,14 @@ fn doctor_reports_libtorch_and_devices() {
         s.contains("cpu kernels: portable (GNMT_MAX_ISA=portable"),
         "{s}"
     );
+    // Capped at AVX2 (on a CPU that has it), int8's 16-bit products are the faster path.
+    let out = run(gnmt().arg("doctor").env("GNMT_MAX_ISA", "avx2"));
+    let s = stdout(&out);
+    if s.contains("cpu kernels: avx2") {
+        let faster = s.lines().find(|l| l.starts_with("cpu translation, faster"));
+        let faster = faster.unwrap_or_else(|| panic!("no faster paths line:\n{s}"));
+        assert!(faster.contains("int8: gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2, 16-bit products)"), "{s}");
+    }
 }
 
 fn readelf(binary: &str) -> String {

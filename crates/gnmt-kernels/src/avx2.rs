@@ -287,10 +287,11 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
     }
 }
 
-/// [`crate::PackedLinearI8`]'s integer sums on AVX2 (no VNNI): each panel row's 16 columns of
-/// byte quads widened to 16-bit in four registers, `vpmaddwd` against the row's input quad
-/// (offset bytes, 16-bit), two rows at a time; a column's two lanes added at the end. The sums
-/// are exact: the same as the VNNI and portable builds'.
+/// [`crate::PackedLinearI8`]'s integer sums on AVX2 (no VNNI): each panel row's columns of byte
+/// quads widened to 16-bit (four columns a register), `vpmaddwd` against the row's input quad
+/// (offset bytes, widened to 16-bit once, beforehand, so that each use is one broadcast load),
+/// [`I8_ROWS`] rows and [`I8_COLUMNS`] columns at a time; a column's two lanes added at the end.
+/// The sums are exact: the same as the VNNI and portable builds'.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mut [i32]) {
     use crate::gemm::NR;
@@ -298,55 +299,104 @@ pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mu
     if k4 == 0 {
         return;
     }
+    let wide = widen_quads(xs);
     for (p, panel) in w.panels.chunks_exact(k4 * NR).enumerate() {
-        let cols = NR.min(n - p * NR);
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = 2.min(m - r0);
-            let acc = micro_i8(panel, &xs[r0 * k4..(r0 + rows) * k4], k4, rows);
-            for (r, lanes) in acc.iter().enumerate().take(rows) {
-                let mut all = [0i32; 32];
-                for (g, v) in lanes.iter().enumerate() {
-                    // SAFETY: `all[8 * g..]` has room for the eight integers written.
-                    unsafe { _mm256_storeu_si256(all[8 * g..].as_mut_ptr().cast(), *v) };
+        for c0 in (0..NR.min(n - p * NR)).step_by(I8_COLUMNS) {
+            let cols = I8_COLUMNS.min(n - p * NR - c0);
+            let mut r0 = 0;
+            while r0 < m {
+                let rows = I8_ROWS.min(m - r0);
+                let x = &wide[r0 * k4..(r0 + rows) * k4];
+                let acc = match rows {
+                    I8_ROWS => micro_i8::<I8_ROWS>(panel, c0, x, k4),
+                    5 => pad_rows(micro_i8::<5>(panel, c0, x, k4)),
+                    4 => pad_rows(micro_i8::<4>(panel, c0, x, k4)),
+                    3 => pad_rows(micro_i8::<3>(panel, c0, x, k4)),
+                    2 => pad_rows(micro_i8::<2>(panel, c0, x, k4)),
+                    _ => pad_rows(micro_i8::<1>(panel, c0, x, k4)),
+                };
+                for (r, lanes) in acc.iter().enumerate().take(rows) {
+                    let out = &mut sums[(r0 + r) * n + p * NR + c0..][..cols];
+                    out.copy_from_slice(&column_sums(lanes)[..cols]);
                 }
-                let out = &mut sums[(r0 + r) * n + p * NR..][..cols];
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = all[2 * c] + all[2 * c + 1];
-                }
+                r0 += rows;
             }
-            r0 += rows;
         }
     }
 }
 
-/// One or two rows of input quads (`xs`, `rows * k4`) times one int8 panel (`k4 * 16` quads):
-/// per row, four registers of eight 32-bit lanes, two lanes per column.
+/// Rows of input [`sums_i8`]'s micro-kernel takes at a time: with [`I8_COLUMNS`] columns, eight
+/// accumulators, two registers of the panel row and the broadcasts fit in the sixteen.
+const I8_ROWS: usize = 6;
+
+/// Columns [`sums_i8`]'s micro-kernel takes at a time: half a panel, two registers.
+const I8_COLUMNS: usize = 8;
+
+/// Fewer than [`I8_ROWS`] rows' accumulators in an array of [`I8_ROWS`] (the rest zero).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn micro_i8(panel: &[u32], xs: &[u32], k4: usize, rows: usize) -> [[__m256i; 4]; 2] {
-    use crate::gemm::NR;
-    assert!(panel.len() >= k4 * NR && xs.len() >= rows * k4 && (1..=2).contains(&rows));
-    let mut acc = [[_mm256_setzero_si256(); 4]; 2];
-    // The input quad as four 16-bit values, repeated over the register.
-    let quad = |v: u32| {
-        let w = (0..4).fold(0i64, |a, i| {
-            a | ((((v >> (8 * i)) & 0xFF) as i64) << (16 * i))
+fn pad_rows<const R: usize>(acc: [[__m256i; 2]; R]) -> [[__m256i; 2]; I8_ROWS] {
+    let mut all = [[_mm256_setzero_si256(); 2]; I8_ROWS];
+    all[..R].copy_from_slice(&acc);
+    all
+}
+
+/// One row's [`I8_COLUMNS`] column sums from its two registers (two lanes per column, in order).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn column_sums(lanes: &[__m256i; 2]) -> [i32; I8_COLUMNS] {
+    // `vphaddd` adds neighbouring lanes within each 128-bit half: columns 0-1 and 4-5, then 2-3
+    // and 6-7; the permute puts them in order.
+    let sums = _mm256_hadd_epi32(lanes[0], lanes[1]);
+    let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
+    let mut out = [0i32; I8_COLUMNS];
+    // SAFETY: `out` has room for the eight integers written.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), ordered) };
+    out
+}
+
+/// Input quads (four offset bytes each) as four 16-bit values each: what [`micro_i8`]
+/// broadcasts.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn widen_quads(xs: &[u32]) -> Vec<u64> {
+    let mut wide = vec![0u64; xs.len()];
+    let (xc, xr) = (xs.chunks_exact(4), xs.chunks_exact(4).remainder());
+    for (x, out) in xc.zip(wide.chunks_exact_mut(4)) {
+        // SAFETY: `x` is four quads (16 bytes read), `out` four u64 (32 bytes written).
+        unsafe {
+            let bytes = _mm_loadu_si128(x.as_ptr().cast());
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_cvtepu8_epi16(bytes));
+        }
+    }
+    let tail = xs.len() - xr.len();
+    for (x, out) in xr.iter().zip(&mut wide[tail..]) {
+        *out = (0..4).fold(0u64, |a, i| {
+            a | (((*x as u64 >> (8 * i)) & 0xFF) << (16 * i))
         });
-        _mm256_set1_epi64x(w)
-    };
-    // SAFETY: the loads read `panel[q * NR + 4 * g..][..4]` (16 bytes) for `q < k4`, `g < 4`, and
-    // `xs[r * k4 + q]` for `r < rows`: inside the slices (checked above).
+    }
+    wide
+}
+
+/// `R` rows of widened input quads (`xs`, `R * k4`) times columns `c0..c0 + 8` of one int8 panel
+/// (`k4 * 16` quads): per row, two registers of eight 32-bit lanes, two lanes per column.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn micro_i8<const R: usize>(panel: &[u32], c0: usize, xs: &[u64], k4: usize) -> [[__m256i; 2]; R] {
+    use crate::gemm::NR;
+    assert!(panel.len() >= k4 * NR && c0 + I8_COLUMNS <= NR && xs.len() >= R * k4);
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    // SAFETY: the loads read `panel[q * NR + c0 + 4 * g..][..4]` (16 bytes) for `q < k4`,
+    // `g < 2`, and `xs[r * k4 + q]` for `r < R`: inside the slices (checked above).
     unsafe {
-        let pp = panel.as_ptr();
+        let (pp, xp) = (panel.as_ptr().add(c0), xs.as_ptr());
         for q in 0..k4 {
-            let mut wv = [_mm256_setzero_si256(); 4];
+            let mut wv = [_mm256_setzero_si256(); 2];
             for (g, v) in wv.iter_mut().enumerate() {
-                let bytes = _mm_loadu_si128(pp.add(q * NR + 4 * g).cast());
-                *v = _mm256_cvtepi8_epi16(bytes);
+                *v = _mm256_cvtepi8_epi16(_mm_loadu_si128(pp.add(q * NR + 4 * g).cast()));
             }
-            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                let x = quad(*xs.as_ptr().add(r * k4 + q));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi64x(*xp.add(r * k4 + q) as i64);
                 for (a, v) in acc.iter_mut().zip(&wv) {
                     *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, *v));
                 }

@@ -573,6 +573,9 @@ fn every_build_sums_int8_products_to_the_same_integers() {
         (5, 1024, 70),
         (3, 4, 1),
         (25, 64, 33),
+        // Every remainder of the AVX2 kernel's six rows, and of its eight columns.
+        (2, 40, 20),
+        (10, 24, 9),
     ]
     .iter()
     .enumerate()

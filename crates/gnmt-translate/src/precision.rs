@@ -40,11 +40,12 @@ impl Precision {
     }
 
     /// The CPU paths faster than float32 that this process runs on fast instructions, fastest
-    /// first (int8 on AVX512-VNNI, bf16 on AMX-BF16 or AVX512-BF16); none on a GPU.
+    /// first (int8 on AVX512-VNNI or AVX2-only CPUs, bf16 on AMX-BF16 or AVX512-BF16); none on a
+    /// GPU.
     pub fn faster_paths(device: Device) -> Vec<Precision> {
         let mut out = Vec::new();
         if device == Device::Cpu {
-            if gnmt_kernels::int8_dot_supported() {
+            if gnmt_kernels::int8_faster_than_float32() {
                 out.push(Precision::Int8);
             }
             if CpuBf16::detected() != CpuBf16::Emulated {
@@ -121,8 +122,11 @@ pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
         (Kernels::Int8, _) if gnmt_kernels::int8_dot_supported() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
         }
+        (Kernels::Int8, _) if gnmt_kernels::Isa::detected() == gnmt_kernels::Isa::Avx2 => {
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2, 16-bit products)"
+        }
         (Kernels::Int8, _) if gnmt_kernels::Isa::detected() >= gnmt_kernels::Isa::Avx2 => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 without VNNI: slower than float32)"
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 products without VNNI: not faster than float32's AVX-512 here)"
         }
         (Kernels::Int8, _) => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
         (_, Some(_)) => "libtorch, model cast",
@@ -257,6 +261,11 @@ mod tests {
             (Kernels::Fused, Some(tch::Kind::BFloat16))
         );
         assert!(Precision::faster_paths(gpu).is_empty());
+        // int8 is offered where its products beat float32's: VNNI, or AVX2 against AVX2.
+        let offered = Precision::faster_paths(Device::Cpu).contains(&Precision::Int8);
+        let isa = gnmt_kernels::Isa::detected();
+        let vnni = gnmt_kernels::int8_dot_supported();
+        assert_eq!(offered, vnni || isa == gnmt_kernels::Isa::Avx2, "{isa:?}");
     }
 
     #[test]
