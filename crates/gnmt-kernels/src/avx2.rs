@@ -287,26 +287,31 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
     }
 }
 
-/// [`crate::PackedLinearI8`]'s integer sums on AVX2 (no VNNI): each panel row's columns of byte
-/// quads widened to 16-bit (four columns a register), `vpmaddwd` against the row's input quad
-/// (offset bytes, widened to 16-bit once, beforehand, so that each use is one broadcast load),
-/// [`I8_ROWS`] rows and [`I8_COLUMNS`] columns at a time; a column's two lanes added at the end.
-/// The sums are exact: the same as the VNNI and portable builds'.
+/// [`crate::PackedLinearI8::forward`] on AVX2 (no VNNI) from the quantized input rows: each
+/// panel row's columns of byte quads widened to 16-bit (four columns a register), `vpmaddwd`
+/// against the row's input quad (offset bytes, widened to 16-bit once, beforehand, so that each
+/// use is one broadcast load), [`I8_ROWS`] rows and [`I8_COLUMNS`] columns at a time; a column's
+/// two lanes added at the end, then finished as every int8 build finishes them. The integer sums
+/// are exact, so the outputs have the VNNI and portable builds' bits.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mut [i32]) {
+pub(crate) fn linear_i8(
+    w: &crate::PackedLinearI8,
+    xs: &[u32],
+    row_scales: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
     use crate::gemm::NR;
     let (n, k4) = (w.n, w.k4);
-    if k4 == 0 {
-        return;
-    }
     let wide = widen_quads(xs);
-    for (p, panel) in w.panels.chunks_exact(k4 * NR).enumerate() {
-        for c0 in (0..NR.min(n - p * NR)).step_by(I8_COLUMNS) {
-            let cols = I8_COLUMNS.min(n - p * NR - c0);
+    for p in 0..n.div_ceil(NR) {
+        let panel = &w.panels[p * k4 * NR..(p + 1) * k4 * NR];
+        for col in (p * NR..n.min((p + 1) * NR)).step_by(I8_COLUMNS) {
+            let columns = I8Columns::of(w, col, I8_COLUMNS.min(n - col));
             let mut r0 = 0;
             while r0 < m {
                 let rows = I8_ROWS.min(m - r0);
-                let x = &wide[r0 * k4..(r0 + rows) * k4];
+                let (x, c0) = (&wide[r0 * k4..(r0 + rows) * k4], col - p * NR);
                 let acc = match rows {
                     I8_ROWS => micro_i8::<I8_ROWS>(panel, c0, x, k4),
                     5 => pad_rows(micro_i8::<5>(panel, c0, x, k4)),
@@ -316,8 +321,8 @@ pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mu
                     _ => pad_rows(micro_i8::<1>(panel, c0, x, k4)),
                 };
                 for (r, lanes) in acc.iter().enumerate().take(rows) {
-                    let out = &mut sums[(r0 + r) * n + p * NR + c0..][..cols];
-                    out.copy_from_slice(&column_sums(lanes)[..cols]);
+                    let row = &mut out[(r0 + r) * n + col..][..columns.cols];
+                    columns.finish(row_scales[r0 + r], column_sums(lanes), row);
                 }
                 r0 += rows;
             }
@@ -325,11 +330,56 @@ pub(crate) fn sums_i8(w: &crate::PackedLinearI8, xs: &[u32], m: usize, sums: &mu
     }
 }
 
-/// Rows of input [`sums_i8`]'s micro-kernel takes at a time: with [`I8_COLUMNS`] columns, eight
+/// What [`linear_i8`] finishes a row's sums over up to [`I8_COLUMNS`] output columns with,
+/// loaded once for all rows (zero beyond `cols`).
+struct I8Columns {
+    cols: usize,
+    offsets: __m256i,
+    scales: __m256,
+    bias: __m256,
+}
+
+impl I8Columns {
+    /// The `cols` (at most [`I8_COLUMNS`]) columns of `w` from `col`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn of(w: &crate::PackedLinearI8, col: usize, cols: usize) -> I8Columns {
+        let mut offsets = [0i32; I8_COLUMNS];
+        let (mut scales, mut bias) = ([0f32; I8_COLUMNS], [0f32; I8_COLUMNS]);
+        offsets[..cols].copy_from_slice(&w.offsets[col..col + cols]);
+        scales[..cols].copy_from_slice(&w.scales[col..col + cols]);
+        bias[..cols].copy_from_slice(&w.bias[col..col + cols]);
+        I8Columns {
+            cols,
+            // SAFETY: each array holds the eight values read.
+            offsets: unsafe { _mm256_loadu_si256(offsets.as_ptr().cast()) },
+            scales: load(&scales),
+            bias: load(&bias),
+        }
+    }
+
+    /// `(sums - offsets) * (row_scale * scales) + bias` into `out` (`cols` long): in the one order
+    /// every int8 build uses.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn finish(&self, row_scale: f32, sums: __m256i, out: &mut [f32]) {
+        let s = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, self.offsets));
+        let scale = _mm256_mul_ps(splat(row_scale), self.scales);
+        let v = _mm256_fmadd_ps(s, scale, self.bias);
+        if out.len() == LANES {
+            // SAFETY: `out` has room for the eight floats written.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        } else {
+            out.copy_from_slice(&store(v)[..out.len()]);
+        }
+    }
+}
+
+/// Rows of input [`linear_i8`]'s micro-kernel takes at a time: with [`I8_COLUMNS`] columns, eight
 /// accumulators, two registers of the panel row and the broadcasts fit in the sixteen.
 const I8_ROWS: usize = 6;
 
-/// Columns [`sums_i8`]'s micro-kernel takes at a time: half a panel, two registers.
+/// Columns [`linear_i8`]'s micro-kernel takes at a time: half a panel, two registers.
 const I8_COLUMNS: usize = 8;
 
 /// Fewer than [`I8_ROWS`] rows' accumulators in an array of [`I8_ROWS`] (the rest zero).
@@ -341,18 +391,14 @@ fn pad_rows<const R: usize>(acc: [[__m256i; 2]; R]) -> [[__m256i; 2]; I8_ROWS] {
     all
 }
 
-/// One row's [`I8_COLUMNS`] column sums from its two registers (two lanes per column, in order).
+/// One row's [`I8_COLUMNS`] column sums from its two registers (two lanes per column), in order.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn column_sums(lanes: &[__m256i; 2]) -> [i32; I8_COLUMNS] {
+fn column_sums(lanes: &[__m256i; 2]) -> __m256i {
     // `vphaddd` adds neighbouring lanes within each 128-bit half: columns 0-1 and 4-5, then 2-3
     // and 6-7; the permute puts them in order.
     let sums = _mm256_hadd_epi32(lanes[0], lanes[1]);
-    let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
-    let mut out = [0i32; I8_COLUMNS];
-    // SAFETY: `out` has room for the eight integers written.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), ordered) };
-    out
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(sums)
 }
 
 /// Input quads (four offset bytes each) as four 16-bit values each: what [`micro_i8`]

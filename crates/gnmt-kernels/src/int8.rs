@@ -282,15 +282,9 @@ impl PackedLinearI8 {
             #[allow(unsafe_code)]
             Route::Vnni => unsafe { crate::avx512::linear_i8(self, &xs, &row_scales, m, out) },
             #[cfg(target_arch = "x86_64")]
-            Route::Avx2 => {
-                let mut sums = vec![0i32; m * self.n];
-                // SAFETY: route chose AVX2: the CPU has AVX2 and FMA (Isa::detected).
-                #[allow(unsafe_code)]
-                unsafe {
-                    crate::avx2::sums_i8(self, &xs, m, &mut sums)
-                };
-                self.finish(&sums, &row_scales, out);
-            }
+            // SAFETY: route chose AVX2: the CPU has AVX2 and FMA (Isa::detected).
+            #[allow(unsafe_code)]
+            Route::Avx2 => unsafe { crate::avx2::linear_i8(self, &xs, &row_scales, m, out) },
             _ => {
                 let mut sums = vec![0i32; m * self.n];
                 sums_portable(self, &xs, m, &mut sums);
@@ -300,44 +294,15 @@ impl PackedLinearI8 {
     }
 
     /// `(sum - offset) * scales + bias` for every row and column, rounded as the vector builds
-    /// round it.
+    /// round it (the portable build's; baseline x86-64 code calls a library function for each
+    /// multiply-add, which the vector builds do not).
     fn finish(&self, sums: &[i32], row_scales: &[f32], out: &mut [f32]) {
-        let columns = Columns {
-            scales: &self.scales[..self.n],
-            offsets: &self.offsets[..self.n],
-            bias: &self.bias[..self.n],
-        };
-        finish_on(Isa::detected(), columns, sums, row_scales, out)
-    }
-}
-
-/// Per output column of a [`PackedLinearI8`]: what [`finish_on`] reads.
-#[derive(Clone, Copy)]
-struct Columns<'a> {
-    scales: &'a [f32],
-    offsets: &'a [i32],
-    bias: &'a [f32],
-}
-
-per_isa! {
-    /// [`PackedLinearI8::finish`] on the best build `isa` and the CPU allow: a fused
-    /// multiply-add per output, which baseline x86-64 code would call a library function for.
-    fn finish_on['a](columns: Columns<'a>, sums: &[i32], row_scales: &[f32], out: &mut [f32])
-        = finish_with;
-}
-
-/// [`finish_on`]'s body, inlined into each build.
-#[inline(always)]
-fn finish_with(columns: Columns, sums: &[i32], row_scales: &[f32], out: &mut [f32]) {
-    let n = columns.scales.len();
-    if n == 0 {
-        return;
-    }
-    let rows = sums.chunks_exact(n).zip(out.chunks_exact_mut(n));
-    for ((sums, out), &sx) in rows.zip(row_scales) {
-        let cols = columns.scales.iter().zip(columns.offsets).zip(columns.bias);
-        for ((o, &s), ((&scale, &offset), &bias)) in out.iter_mut().zip(sums).zip(cols) {
-            *o = ((s - offset) as f32).mul_add(sx * scale, bias);
+        let n = self.n;
+        for (r, &sx) in row_scales.iter().enumerate() {
+            for j in 0..n {
+                let s = (sums[r * n + j] - self.offsets[j]) as f32;
+                out[r * n + j] = s.mul_add(sx * self.scales[j], self.bias[j]);
+            }
         }
     }
 }

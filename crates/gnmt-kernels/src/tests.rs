@@ -453,6 +453,11 @@ fn bf16_input_rows_pack_as_to_bf16_rounds_on_every_build() {
     }
 }
 
+/// The bit patterns of `v` (to compare floats exactly, NaN included).
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// `(m, k, n, bias)` of the bf16 and int8 matrix tests: odd sizes, empty ones, several blocks.
 const LOW_PRECISION_CASES: [(usize, usize, usize, bool); 8] = [
     (7, 13, 37, true),
@@ -582,21 +587,25 @@ fn every_build_sums_int8_products_to_the_same_integers() {
     {
         let w = noise(n * k, 1400 + i as u64, 1.0);
         let x = noise(m * k, 1500 + i as u64, 2.0);
-        let p = PackedLinearI8::new(&w, None, n, k);
-        let (xs, _) = int8::quantize_rows(&x, m, k, p.k4);
+        let b = noise(n, 1600 + i as u64, 1.0);
+        let p = PackedLinearI8::new(&w, Some(&b), n, k);
+        let (xs, row_scales) = int8::quantize_rows(&x, m, k, p.k4);
         let mut portable = vec![0i32; m * n];
         int8::sums_portable(&p, &xs, m, &mut portable);
+        // The AVX2 build finishes its sums itself: the portable build's outputs, bit for bit.
         #[cfg(target_arch = "x86_64")]
         if Isa::available().contains(&Isa::Avx2) {
-            let mut avx2 = vec![0i32; m * n];
+            let mut want = vec![0f32; m * n];
+            p.forward_on(false, &x, m, &mut want);
+            let mut avx2 = vec![f32::NAN; m * n];
             // SAFETY: the CPU has AVX2 and FMA (Isa::available).
             #[allow(unsafe_code)]
             unsafe {
-                avx2::sums_i8(&p, &xs, m, &mut avx2)
+                avx2::linear_i8(&p, &xs, &row_scales, m, &mut avx2)
             };
-            assert_eq!(avx2, portable, "{m}x{k}x{n}");
+            assert_eq!(bits(&avx2), bits(&want), "{m}x{k}x{n}");
         }
-        // And both are the products of the quantized values plus 128 times the weights' sums.
+        // And the sums are the products of the quantized values plus 128 times the weights' sums.
         for r in 0..m {
             let (_, xq) = quantize(&x[r * k..(r + 1) * k]);
             for j in 0..n {
@@ -672,7 +681,6 @@ fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
         assert_eq!(bytes[..k], want[..], "row {r}");
         assert!(bytes[k..].iter().all(|&b| b == 128), "row {r}: padding");
     }
-    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
         let (p, s) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), rows.len(), k, k4);
         assert_eq!(p, packed, "{isa:?}");
@@ -996,7 +1004,6 @@ fn amx_int8_is_used_where_listed_and_gives_the_vnni_builds_bits() {
             avx512::linear_i8(&p, &xs, &scales, m, &mut vnni);
             amx::linear_i8(&p, &xs, &scales, m, &mut tiles);
         }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&vnni), bits(&tiles), "m {m}, k {k}, n {n}");
         let mut forward = vec![f32::NAN; m * n];
         p.forward(&x, m, &mut forward);
@@ -1042,7 +1049,6 @@ fn each_product_names_its_build() {
 /// build: even parts, an odd last part, and odd parts in the middle (bf16 concatenates those).
 #[test]
 fn products_of_rows_in_parts_have_the_bits_of_the_concatenated_rows() {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (c, widths) in [
         vec![64usize, 64, 64],
         vec![6, 10, 7],
