@@ -7,9 +7,11 @@
 #   MODEL defaults to runs/multi30k/averaged, else demo/run/final. --only translate prints the
 #   translation table of every precision alone (a few minutes), --only train the training one (on a preset: no model needed).
 #   --rounds (default 2): alternating rounds per table; the precision tables end with each ratio's median.
+#   --max-isa avx2: both sides as on an AVX2-only CPU (gnmt's GNMT_MAX_ISA, and PyTorch's ATen,
+#   MKL, oneDNN and fbgemm capped by their own variables), to measure that CPU class on a newer one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY="" ROUNDS=2
+MODEL="" INPUT=../shared/data/multi30k/test2016.en THREADS=2 N=500 ONLY="" ROUNDS=2 MAX_ISA=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --model) MODEL="$2"; shift 2 ;;
@@ -20,7 +22,9 @@ while [ $# -gt 0 ]; do
             [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --rounds takes a positive number" >&2; exit 2; } ;;
         --only) ONLY="$2"; shift 2
             case "$ONLY" in translate|train) ;; *) echo "bench.sh: --only takes translate or train" >&2; exit 2 ;; esac ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        --max-isa) MAX_ISA="$2"; shift 2
+            [ "$MAX_ISA" = avx2 ] || { echo "bench.sh: --max-isa takes avx2" >&2; exit 2; } ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +36,10 @@ done
 scripts/setup.sh >/dev/null
 cargo build --release -q -p gnmt-cli
 export OMP_WAIT_POLICY=PASSIVE
+if [ "$MAX_ISA" = avx2 ]; then
+    export GNMT_MAX_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+fi
 G=target/release/gnmt
 PY="$(readlink -f .libtorch)/../../../../bin/python"
 [ -x "$PY" ] || PY="${GNMT_VENV:-$HOME/.cache/gnmt/torch-2.11.0}/bin/python"
@@ -47,6 +55,7 @@ best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 median() { printf '%s\n' "$@" | tr -d x | sort -g | awk '{ v[NR] = $1 } END { printf "%.2fx", (v[int((NR + 1) / 2)] + v[int(NR / 2) + 1]) / 2 }'; }
 DOCTOR=$($G doctor)  # (the CPU's name, flags and kernels, for the headers)
 echo "model $MODEL, $N sentences of $INPUT, $THREADS threads, $(nproc) cores: $(sed -n 's/^cpu: //p' <<< "$DOCTOR")"
+[ -z "$MAX_ISA" ] || echo "capped at $MAX_ISA: gnmt-rs (GNMT_MAX_ISA) and PyTorch (ATen, MKL, oneDNN, fbgemm)"
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 if part all; then
 echo

@@ -3,7 +3,7 @@
 //! quantized dynamically the same way, the products summed exactly in 32-bit integers, then
 //! scaled back to float32. A quarter of float32's weight bytes; on CPUs with AVX512-VNNI (Intel
 //! since Cascade Lake, AMD since Zen 4) four multiply-adds per 32-bit lane and instruction
-//! (`vpdpbusd`).
+//! (`vpdpbusd`), on AMX-INT8 tiles where those are chosen, and on AVX2 two (`vpmaddwd`).
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes: the input is stored offset by 128 (`q + 128`,
 //! 1..=255) and `128 * sum_k w` is taken back out of each column's sum. The integer sums are
@@ -12,8 +12,8 @@
 use crate::gemm::{bias_or_zeros, pack_panels, RowParts, NR};
 use crate::Isa;
 
-/// Whether this process runs [`PackedLinearI8`] on AVX512-VNNI (else on portable code, slower
-/// than [`crate::PackedLinear`]: callers then take another path).
+/// Whether this process runs [`PackedLinearI8`] on AVX512-VNNI (or AMX-INT8), else on AVX2's
+/// 16-bit products or portable code ([`int8_faster_than_float32`] says where those still pay).
 pub fn int8_dot_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
