@@ -28,7 +28,7 @@ pub fn int8_dot_supported() -> bool {
 /// Whether int8 products run faster than float32's in this process, so that `--precision int8`
 /// is a faster path: on AVX512-VNNI (and AMX-INT8), and on AVX2 where float32's products run at
 /// AVX2 width too (`vpmaddwd`, sixteen multiply-adds an instruction against eight fused ones:
-/// 1.3-1.5x float32's products on a Zen 4 capped at AVX2). Not on AVX-512 without VNNI, where
+/// 1.4-1.5x float32's products on a Zen 4 capped at AVX2). Not on AVX-512 without VNNI, where
 /// float32's products are twice as wide and int8's stay AVX2.
 pub fn int8_faster_than_float32() -> bool {
     int8_dot_supported() || Isa::detected() == Isa::Avx2
