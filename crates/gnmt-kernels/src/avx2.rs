@@ -456,3 +456,96 @@ fn micro_i8<const R: usize>(panel: &[u32], c0: usize, xs: &[u64], k4: usize) -> 
     }
     acc
 }
+
+/// Writes an int8 product on 256-bit `vpdpbusd` (`$dot`, under `$features`): [`linear_i8`]'s
+/// loop with each panel row's byte quads used as they are stored (one 32-bit lane per column, no
+/// widening) and each input quad broadcast as its four offset bytes; a lane's sum is its
+/// column's, exact, so the outputs have every other build's bits.
+macro_rules! vnni256 {
+    ($(#[$attr:meta])* $name:ident, $micro:ident, $features:literal, $dot:ident) => {
+        $(#[$attr])*
+        #[target_feature(enable = $features)]
+        pub(crate) fn $name(
+            w: &crate::PackedLinearI8,
+            xs: &[u32],
+            row_scales: &[f32],
+            m: usize,
+            out: &mut [f32],
+        ) {
+            use crate::gemm::NR;
+            let (n, k4) = (w.n, w.k4);
+            for p in 0..n.div_ceil(NR) {
+                let panel = &w.panels[p * k4 * NR..(p + 1) * k4 * NR];
+                // The panel's two halves of eight columns that exist (the second may not).
+                let halves: Vec<(usize, I8Columns)> = [p * NR, p * NR + I8_COLUMNS]
+                    .into_iter()
+                    .filter(|&col| col < n)
+                    .map(|col| (col, I8Columns::of(w, col, I8_COLUMNS.min(n - col))))
+                    .collect();
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = I8_ROWS.min(m - r0);
+                    let x = &xs[r0 * k4..(r0 + rows) * k4];
+                    let acc = match rows {
+                        I8_ROWS => $micro::<I8_ROWS>(panel, x, k4),
+                        5 => pad_rows($micro::<5>(panel, x, k4)),
+                        4 => pad_rows($micro::<4>(panel, x, k4)),
+                        3 => pad_rows($micro::<3>(panel, x, k4)),
+                        2 => pad_rows($micro::<2>(panel, x, k4)),
+                        _ => pad_rows($micro::<1>(panel, x, k4)),
+                    };
+                    for (r, lanes) in acc.iter().enumerate().take(rows) {
+                        for ((col, half), sums) in halves.iter().zip(lanes) {
+                            let row = &mut out[(r0 + r) * n + col..][..half.cols];
+                            half.finish(row_scales[r0 + r], *sums, row);
+                        }
+                    }
+                    r0 += rows;
+                }
+            }
+        }
+
+        /// `R` rows of offset input quads (`xs`, `R * k4`) times one int8 panel (`k4 * 16`
+        /// quads): per row, two registers of eight 32-bit lanes, one lane per column.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $micro<const R: usize>(panel: &[u32], xs: &[u32], k4: usize) -> [[__m256i; 2]; R] {
+            use crate::gemm::NR;
+            assert!(panel.len() >= k4 * NR && xs.len() >= R * k4);
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            // SAFETY: the loads read `panel[q * NR..][..16]` for `q < k4`, and `xs[r * k4 + q]`
+            // for `r < R`: inside the slices (checked above).
+            unsafe {
+                let (pp, xp) = (panel.as_ptr(), xs.as_ptr());
+                for q in 0..k4 {
+                    let w0 = _mm256_loadu_si256(pp.add(q * NR).cast());
+                    let w1 = _mm256_loadu_si256(pp.add(q * NR + I8_COLUMNS).cast());
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_set1_epi32(*xp.add(r * k4 + q) as i32);
+                        acc[0] = $dot(acc[0], x, w0);
+                        acc[1] = $dot(acc[1], x, w1);
+                    }
+                }
+            }
+            acc
+        }
+    };
+}
+
+vnni256!(
+    /// [`crate::PackedLinearI8::forward`] on AVX-VNNI (Intel since Alder Lake, AMD since Zen 5:
+    /// the VEX-encoded `vpdpbusd` on 256 bits) from the quantized input rows.
+    linear_i8_avx_vnni, micro_i8_avx_vnni, "avx2,fma,avxvnni", _mm256_dpbusd_avx_epi32
+);
+
+/// [`linear_i8_avx_vnni`]'s loop with AVX512-VNNI's 256-bit `vpdpbusd` (the same operation,
+/// EVEX encoded): the tests' stand-in on CPUs without AVX-VNNI.
+#[cfg(test)]
+pub(crate) mod evex {
+    use super::*;
+
+    vnni256!(
+        /// [`super::linear_i8_avx_vnni`] on AVX512-VNNI and AVX512-VL.
+        linear_i8_vnni256, micro_i8_vnni256, "avx2,fma,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32
+    );
+}

@@ -25,6 +25,22 @@ pub fn int8_dot_supported() -> bool {
     }
 }
 
+/// Whether this process runs [`PackedLinearI8`] on AVX-VNNI where it has no AVX512-VNNI (Intel
+/// since Alder Lake without AVX-512, and Sierra Forest): 256-bit `vpdpbusd`, VEX encoded. An
+/// AVX2-class extension, so `GNMT_MAX_ISA=avx2` keeps it.
+pub fn avx_vnni_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !int8_dot_supported()
+            && Isa::detected() >= Isa::Avx2
+            && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether int8 products run faster than float32's in this process, so that `--precision int8`
 /// is a faster path: on AVX512-VNNI (and AMX-INT8), and on AVX2 where float32's products run at
 /// AVX2 width too (`vpmaddwd`, sixteen multiply-adds an instruction against eight fused ones:
@@ -224,8 +240,8 @@ impl PackedLinearI8 {
     }
 
     /// [`PackedLinearI8::forward`] on AMX-INT8 tiles when `fast` and they are chosen
-    /// ([`crate::amx_int8_chosen`]; `k` a multiple of 64), else on AVX512-VNNI when `fast` and the CPU has it, else
-    /// on AVX2 when `fast` and the CPU has that, else on portable code: the same bits from all.
+    /// ([`crate::amx_int8_chosen`]; `k` a multiple of 64), else on AVX512-VNNI, AVX-VNNI or AVX2
+    /// when `fast` and the CPU has it, else on portable code: the same bits from all.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
         self.parts_on(fast, RowParts(&[(x, self.k)]), m, out)
@@ -241,8 +257,8 @@ impl PackedLinearI8 {
     }
 
     /// The build [`PackedLinearI8::forward`] runs these weights on, on this CPU and process:
-    /// `"amx-int8 tiles"`, `"avx512-vnni"`, `"avx2"` or `"portable"` (the tiles take only
-    /// weights whose `k` is a multiple of 64).
+    /// `"amx-int8 tiles"`, `"avx512-vnni"`, `"avx-vnni"`, `"avx2"` or `"portable"` (the tiles
+    /// take only weights whose `k` is a multiple of 64).
     pub fn build(&self) -> &'static str {
         self.route(true).name()
     }
@@ -257,6 +273,9 @@ impl PackedLinearI8 {
             }
             if int8_dot_supported() {
                 return Route::Vnni;
+            }
+            if avx_vnni_supported() {
+                return Route::AvxVnni;
             }
             if Isa::detected() >= Isa::Avx2 {
                 return Route::Avx2;
@@ -280,7 +299,14 @@ impl PackedLinearI8 {
             // SAFETY: route chose VNNI: the CPU has AVX-512 F, DQ, BW, VL and VNNI
             // (int8_dot_supported).
             #[allow(unsafe_code)]
+            #[allow(unsafe_code)]
             Route::Vnni => unsafe { crate::avx512::linear_i8(self, &xs, &row_scales, m, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: route chose AVX-VNNI: the CPU has it, and AVX2 and FMA (Isa::detected).
+            #[allow(unsafe_code)]
+            Route::AvxVnni => unsafe {
+                crate::avx2::linear_i8_avx_vnni(self, &xs, &row_scales, m, out)
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose AVX2: the CPU has AVX2 and FMA (Isa::detected).
             #[allow(unsafe_code)]
@@ -313,6 +339,7 @@ impl PackedLinearI8 {
 enum Route {
     Amx,
     Vnni,
+    AvxVnni,
     Avx2,
     Portable,
 }
@@ -322,6 +349,7 @@ impl Route {
         match self {
             Route::Amx => "amx-int8 tiles",
             Route::Vnni => "avx512-vnni",
+            Route::AvxVnni => "avx-vnni",
             Route::Avx2 => "avx2",
             Route::Portable => "portable",
         }

@@ -604,6 +604,30 @@ fn every_build_sums_int8_products_to_the_same_integers() {
                 avx2::linear_i8(&p, &xs, &row_scales, m, &mut avx2)
             };
             assert_eq!(bits(&avx2), bits(&want), "{m}x{k}x{n}");
+            // The 256-bit `vpdpbusd` loop: AVX-VNNI's build where the CPU has it, and its
+            // AVX512-VNNI twin (the same operation, EVEX encoded) where that is what it has.
+            let mut vnni = vec![f32::NAN; m * n];
+            if std::is_x86_feature_detected!("avxvnni") {
+                // SAFETY: the CPU has AVX-VNNI (checked), AVX2 and FMA (Isa::available).
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2::linear_i8_avx_vnni(&p, &xs, &row_scales, m, &mut vnni)
+                };
+                assert_eq!(bits(&vnni), bits(&want), "avx-vnni, {m}x{k}x{n}");
+            }
+            let evex = ["avx512f", "avx512vl", "avx512vnni"];
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                vnni.fill(f32::NAN);
+                // SAFETY: the CPU has AVX-512 F, VL and VNNI (checked), AVX2 and FMA.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2::evex::linear_i8_vnni256(&p, &xs, &row_scales, m, &mut vnni)
+                };
+                assert_eq!(bits(&vnni), bits(&want), "{evex:?}, {m}x{k}x{n}");
+            }
         }
         // And the sums are the products of the quantized values plus 128 times the weights' sums.
         for r in 0..m {
@@ -1028,6 +1052,8 @@ fn each_product_names_its_build() {
     assert_eq!(bf16.build(), bf16_build);
     let general = if int8_dot_supported() {
         "avx512-vnni"
+    } else if avx_vnni_supported() {
+        "avx-vnni"
     } else if Isa::detected() >= Isa::Avx2 {
         "avx2"
     } else {

@@ -40,8 +40,8 @@ impl Precision {
     }
 
     /// The CPU paths faster than float32 that this process runs on fast instructions, fastest
-    /// first (int8 on AVX512-VNNI or AVX2-only CPUs, bf16 on AMX-BF16 or AVX512-BF16); none on a
-    /// GPU.
+    /// first (int8 on AVX512-VNNI, AVX-VNNI or AVX2-only CPUs, bf16 on AMX-BF16 or AVX512-BF16);
+    /// none on a GPU.
     pub fn faster_paths(device: Device) -> Vec<Precision> {
         let mut out = Vec::new();
         if device == Device::Cpu {
@@ -121,6 +121,9 @@ pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
         }
         (Kernels::Int8, _) if gnmt_kernels::int8_dot_supported() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
+        }
+        (Kernels::Int8, _) if gnmt_kernels::avx_vnni_supported() => {
+            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX-VNNI)"
         }
         (Kernels::Int8, _) if gnmt_kernels::Isa::detected() == gnmt_kernels::Isa::Avx2 => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2, 16-bit products)"
