@@ -14,7 +14,10 @@
 #          the same GPU (scripts/pytorch-compare.py --device cuda; training in autocast)
 #   cpu    the machine's own CPU, no GPU: gnmt-rs's float32, bf16 and int8 translation beside
 #          PyTorch eager's float32, bf16 and dynamic int8 at 1 and 2 threads (and int8 on the
-#          VNNI build, GNMT_MAX_ISA=avx512, where int8 runs on AMX tiles), and training
+#          VNNI build, GNMT_MAX_ISA=avx512, where int8 runs on AMX tiles; where the CPU has
+#          AVX-VNNI, one thread of int8 on that build and of float32 on AVX2, GNMT_MAX_ISA=avx2,
+#          and with a model the differing lines of int8's translations there and by default, into
+#          the log), and training
 #          `small` in float32 and bf16 beside PyTorch's float32 and bf16 autocast at 1 thread
 #          (one round each; a GPU machine's host may have the AMX this project's CPUs lack). It
 #          translates GNMT_CPU_MODEL (default: the model `check` trained) on test2016, else the
@@ -220,8 +223,9 @@ cpu_bench() {
     }
     # Where int8 runs on AMX-INT8 tiles, the VNNI build too (GNMT_MAX_ISA=avx512 turns the tiles
     # off). (No `doctor | grep -q`: under pipefail, doctor's quiet exit on the closed pipe fails it.)
-    local amx=""
+    local amx="" avxvnni=""
     case "$("$BIN" doctor)" in *"+ amx-int8 tiles"*) amx=1 ;; esac
+    case " $(grep -m1 '^flags' /proc/cpuinfo) " in *" avx_vnni "*) avxvnni=1 ;; esac
     for t in 1 2; do
         for p in fp32 bf16 int8; do
             flag=(); [ "$p" = fp32 ] || flag=(--"$p")
@@ -231,6 +235,22 @@ cpu_bench() {
         [ -z "$amx" ] || one "gnmt-translate-int8-vnni-t$t" env GNMT_MAX_ISA=avx512 "$BIN" bench translate "${src[@]}" \
             --beam 5 --batch-size 64 --threads "$t" --int8
     done
+    if [ -n "$avxvnni" ]; then
+        # int8's AVX-VNNI build (GNMT_MAX_ISA=avx2 keeps it) against AVX2's float32, and, with a
+        # model, its translations against the default int8 build's (the same bits are claimed).
+        one gnmt-translate-int8-avxvnni-t1 env GNMT_MAX_ISA=avx2 "$BIN" bench translate "${src[@]}" \
+            --beam 5 --batch-size 64 --threads 1 --int8
+        one gnmt-translate-fp32-avx2-t1 env GNMT_MAX_ISA=avx2 "$BIN" bench translate "${src[@]}" \
+            --beam 5 --batch-size 64 --threads 1
+        if [ -f "$WORK/cpu-in.txt" ] && [ -f "$model/model.safetensors" ]; then
+            step cpu-avxvnni-int8 300 env GNMT_MAX_ISA=avx2 "$BIN" translate --model "$model" --precision int8 \
+                -i "$WORK/cpu-in.txt" -o "$WORK/avxvnni.hyp"
+            step cpu-default-int8 300 "$BIN" translate --model "$model" --precision int8 \
+                -i "$WORK/cpu-in.txt" -o "$WORK/int8.hyp"
+            echo "int8 translations differing between AVX-VNNI and the default build:" \
+                "$(paste -d'\t' "$WORK/avxvnni.hyp" "$WORK/int8.hyp" | awk -F'\t' '$1 != $2' | wc -l) lines"
+        fi
+    fi
     for p in fp32 bf16; do
         flag=(); [ "$p" = fp32 ] || flag=(--"$p")
         # (one share of each batch: gnmt-rs's setting for one thread, README, Train)
