@@ -287,6 +287,22 @@ pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
     }
 }
 
+/// `$micro::<R>$args` with the row count `$rows` (1 to [`I8_ROWS`]) as the constant `R`, its
+/// accumulators padded to [`I8_ROWS`] rows: each row count has its own copy of the int8
+/// micro-kernel, its accumulators in registers.
+macro_rules! by_rows {
+    ($rows:expr, $micro:ident $args:tt) => {
+        match $rows {
+            I8_ROWS => $micro::<I8_ROWS> $args,
+            5 => pad_rows($micro::<5> $args),
+            4 => pad_rows($micro::<4> $args),
+            3 => pad_rows($micro::<3> $args),
+            2 => pad_rows($micro::<2> $args),
+            _ => pad_rows($micro::<1> $args),
+        }
+    };
+}
+
 /// [`crate::PackedLinearI8::forward`] on AVX2 (no VNNI) from the quantized input rows: each
 /// panel row's columns of byte quads widened to 16-bit (four columns a register), `vpmaddwd`
 /// against the row's input quad (offset bytes, widened to 16-bit once, beforehand, so that each
@@ -312,14 +328,7 @@ pub(crate) fn linear_i8(
             while r0 < m {
                 let rows = I8_ROWS.min(m - r0);
                 let (x, c0) = (&wide[r0 * k4..(r0 + rows) * k4], col - p * NR);
-                let acc = match rows {
-                    I8_ROWS => micro_i8::<I8_ROWS>(panel, c0, x, k4),
-                    5 => pad_rows(micro_i8::<5>(panel, c0, x, k4)),
-                    4 => pad_rows(micro_i8::<4>(panel, c0, x, k4)),
-                    3 => pad_rows(micro_i8::<3>(panel, c0, x, k4)),
-                    2 => pad_rows(micro_i8::<2>(panel, c0, x, k4)),
-                    _ => pad_rows(micro_i8::<1>(panel, c0, x, k4)),
-                };
+                let acc = by_rows!(rows, micro_i8(panel, c0, x, k4));
                 for (r, lanes) in acc.iter().enumerate().take(rows) {
                     let row = &mut out[(r0 + r) * n + col..][..columns.cols];
                     columns.finish(row_scales[r0 + r], column_sums(lanes), row);
@@ -486,14 +495,7 @@ macro_rules! vnni256 {
                 while r0 < m {
                     let rows = I8_ROWS.min(m - r0);
                     let x = &xs[r0 * k4..(r0 + rows) * k4];
-                    let acc = match rows {
-                        I8_ROWS => $micro::<I8_ROWS>(panel, x, k4),
-                        5 => pad_rows($micro::<5>(panel, x, k4)),
-                        4 => pad_rows($micro::<4>(panel, x, k4)),
-                        3 => pad_rows($micro::<3>(panel, x, k4)),
-                        2 => pad_rows($micro::<2>(panel, x, k4)),
-                        _ => pad_rows($micro::<1>(panel, x, k4)),
-                    };
+                    let acc = by_rows!(rows, $micro(panel, x, k4));
                     for (r, lanes) in acc.iter().enumerate().take(rows) {
                         for ((col, half), sums) in halves.iter().zip(lanes) {
                             let row = &mut out[(r0 + r) * n + col..][..half.cols];
