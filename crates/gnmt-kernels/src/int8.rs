@@ -28,7 +28,8 @@ pub fn int8_dot_supported() -> bool {
 /// Whether this process runs [`PackedLinearI8`] on AVX-VNNI where it has no AVX512-VNNI (Intel
 /// since Alder Lake without AVX-512, and Sierra Forest): 256-bit `vpdpbusd`, VEX encoded. An
 /// AVX2-class extension, so `GNMT_MAX_ISA=avx2` keeps it.
-pub fn avx_vnni_supported() -> bool {
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn avx_vnni_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         !int8_dot_supported()
@@ -39,6 +40,12 @@ pub fn avx_vnni_supported() -> bool {
     {
         false
     }
+}
+
+/// The build this process runs int8 products on where the AMX tiles do not take them (all of
+/// them where the tiles are not chosen): [`PackedLinearI8::build`]'s names but the tiles'.
+pub fn int8_build() -> &'static str {
+    Route::beside_tiles().name()
 }
 
 /// Whether int8 products run faster than float32's in this process, so that `--precision int8`
@@ -267,22 +274,14 @@ impl PackedLinearI8 {
     /// choice is made, so [`PackedLinearI8::build`] names what runs.
     fn route(&self, fast: bool) -> Route {
         #[cfg(target_arch = "x86_64")]
-        if fast {
-            if crate::amx_int8_chosen() && crate::amx::fits(self) {
-                return Route::Amx;
-            }
-            if int8_dot_supported() {
-                return Route::Vnni;
-            }
-            if avx_vnni_supported() {
-                return Route::AvxVnni;
-            }
-            if Isa::detected() >= Isa::Avx2 {
-                return Route::Avx2;
-            }
+        if fast && crate::amx_int8_chosen() && crate::amx::fits(self) {
+            return Route::Amx;
         }
-        let _ = fast;
-        Route::Portable
+        if fast {
+            Route::beside_tiles()
+        } else {
+            Route::Portable
+        }
     }
 
     fn parts_on(&self, fast: bool, x: RowParts, m: usize, out: &mut [f32]) {
@@ -298,7 +297,6 @@ impl PackedLinearI8 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose VNNI: the CPU has AVX-512 F, DQ, BW, VL and VNNI
             // (int8_dot_supported).
-            #[allow(unsafe_code)]
             #[allow(unsafe_code)]
             Route::Vnni => unsafe { crate::avx512::linear_i8(self, &xs, &row_scales, m, out) },
             #[cfg(target_arch = "x86_64")]
@@ -345,6 +343,24 @@ enum Route {
 }
 
 impl Route {
+    /// Where this process runs the products the AMX tiles do not take (all of them where the
+    /// tiles are not chosen).
+    fn beside_tiles() -> Route {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if int8_dot_supported() {
+                return Route::Vnni;
+            }
+            if avx_vnni_supported() {
+                return Route::AvxVnni;
+            }
+            if Isa::detected() >= Isa::Avx2 {
+                return Route::Avx2;
+            }
+        }
+        Route::Portable
+    }
+
     fn name(self) -> &'static str {
         match self {
             Route::Amx => "amx-int8 tiles",

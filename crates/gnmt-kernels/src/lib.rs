@@ -45,7 +45,7 @@ pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
 pub use dropout::{fill_dropout_mask, DropoutDraw};
 pub use gemm::{PackedLinear, RowParts};
 pub use int8::{
-    avx_vnni_supported, int8_dot_supported, int8_faster_than_float32, quantize, PackedLinearI8,
+    int8_build, int8_dot_supported, int8_faster_than_float32, quantize, PackedLinearI8,
     QuantizedMatrix,
 };
 pub use math::{exp, tanh};

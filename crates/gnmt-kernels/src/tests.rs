@@ -1052,7 +1052,7 @@ fn each_product_names_its_build() {
     assert_eq!(bf16.build(), bf16_build);
     let general = if int8_dot_supported() {
         "avx512-vnni"
-    } else if avx_vnni_supported() {
+    } else if int8::avx_vnni_supported() {
         "avx-vnni"
     } else if Isa::detected() >= Isa::Avx2 {
         "avx2"

@@ -119,19 +119,18 @@ pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
         (Kernels::Int8, _) if gnmt_kernels::amx_int8_chosen() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AMX-INT8 tiles; AVX512-VNNI where k is not a multiple of 64)"
         }
-        (Kernels::Int8, _) if gnmt_kernels::int8_dot_supported() => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)"
-        }
-        (Kernels::Int8, _) if gnmt_kernels::avx_vnni_supported() => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX-VNNI)"
-        }
-        (Kernels::Int8, _) if gnmt_kernels::Isa::detected() == gnmt_kernels::Isa::Avx2 => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2, 16-bit products)"
-        }
-        (Kernels::Int8, _) if gnmt_kernels::Isa::detected() >= gnmt_kernels::Isa::Avx2 => {
-            "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 products without VNNI: not faster than float32's AVX-512 here)"
-        }
-        (Kernels::Int8, _) => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
+        // The build gnmt-kernels chose (int8_build), in words.
+        (Kernels::Int8, _) => match gnmt_kernels::int8_build() {
+            "avx512-vnni" => "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX512-VNNI)",
+            "avx-vnni" => "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX-VNNI)",
+            "avx2" if gnmt_kernels::int8_faster_than_float32() => {
+                "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2, 16-bit products)"
+            }
+            "avx2" => {
+                "gnmt-kernels, encoder, decoder and embeddings in int8 (AVX2 products without VNNI: not faster than float32's AVX-512 here)"
+            }
+            _ => "gnmt-kernels, encoder, decoder and embeddings in int8 (portable: slow)",
+        },
         (_, Some(_)) => "libtorch, model cast",
         _ if device == Device::Cpu => "gnmt-kernels, float32",
         _ => "libtorch",
