@@ -119,6 +119,27 @@ impl Attention {
     }
 }
 
+/// What a search on the CPU kernels needs of an [`Attention`], detached: the query projection
+/// `[units, query_dim]`, the bias every projected query gets (normalized Bahdanau), and the
+/// score vector `[units]` (weight-normalized with its gain where the kind has one).
+#[derive(Debug)]
+pub struct SearchWeights {
+    pub query: Tensor,
+    pub bias: Option<Tensor>,
+    pub v: Tensor,
+}
+
+impl Attention {
+    /// The weights as [`Attention::forward`] uses them, for search outside libtorch.
+    pub fn search_weights(&self) -> SearchWeights {
+        tch::no_grad(|| SearchWeights {
+            query: self.query.ws.detach(),
+            bias: self.bias.as_ref().map(Tensor::detach),
+            v: self.score_vector().detach(),
+        })
+    }
+}
+
 impl Attention {
     /// The score vector `v` as this call uses it: weight-normalized with its gain, or as it
     /// is. Always the result of an operation (a copy of `U` values for plain Bahdanau), so that

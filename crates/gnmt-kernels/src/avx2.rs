@@ -86,6 +86,19 @@ pub(crate) fn tanh8(x: __m256) -> __m256 {
     _mm256_blendv_ps(large, small, is_small)
 }
 
+/// [`math::attend`] compiled for this build (its loops vectorized here).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn attend(
+    weights: &mut [f32],
+    values: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    d: usize,
+    context: &mut [f32],
+) {
+    math::attend(weights, values, pad, shape, d, context)
+}
+
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn scores(
     q: &[f32],

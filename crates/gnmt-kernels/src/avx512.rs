@@ -114,6 +114,19 @@ fn hsum(v: __m512) -> f32 {
     math::hsum(lo) + math::hsum(hi)
 }
 
+/// [`math::attend`] compiled for this build (its loops vectorized here).
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+pub(crate) fn attend(
+    weights: &mut [f32],
+    values: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    d: usize,
+    context: &mut [f32],
+) {
+    math::attend(weights, values, pad, shape, d, context)
+}
+
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn scores(
     q: &[f32],

@@ -237,6 +237,58 @@ pub(crate) fn additive_scores_on(
     dispatch!(isa, math::scores(q, k, v, pad, shape, masked, out))
 }
 
+/// Additive attention in search, after the query projection: the scores as
+/// [`additive_scores`], each query's softmax over its sentence's keys into `weights` `[b, t, s]`
+/// (padding weighs exactly 0), and the `context` `[b, t, d]`, the weighted sum of the sentence's
+/// `values` `[b, s, d]`. Every build gives the same context and weights for the same scores.
+///
+/// # Panics
+/// If a slice's length does not match the shape.
+#[allow(clippy::too_many_arguments)]
+pub fn additive_attention(
+    q: &[f32],
+    k: &[f32],
+    values: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    weights: &mut [f32],
+    context: &mut [f32],
+) {
+    additive_attention_on(
+        Isa::detected(),
+        q,
+        k,
+        values,
+        v,
+        pad,
+        shape,
+        weights,
+        context,
+    )
+}
+
+/// [`additive_attention`] on the build `isa` (or the best below it this process may use).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn additive_attention_on(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    values: &[f32],
+    v: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    weights: &mut [f32],
+    context: &mut [f32],
+) {
+    let AttentionShape { b, t, s, .. } = shape;
+    let d = context.len() / (b * t).max(1);
+    assert_eq!(context.len(), b * t * d, "context");
+    assert_eq!(values.len(), b * s * d, "values");
+    additive_scores_on(isa, q, k, v, pad, shape, f32::NEG_INFINITY, weights);
+    dispatch!(isa, math::attend(weights, values, pad, shape, d, context))
+}
+
 /// One search candidate: its score and where it comes from (`beam * vocab + token`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {

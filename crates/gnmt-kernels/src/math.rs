@@ -114,6 +114,62 @@ pub(crate) fn scores_with(
     }
 }
 
+/// The driver of every build of [`crate::additive_attention`] after the scores: each row of
+/// `weights` (`[b * t, s]`, the scores on entry) becomes its softmax over the sentence's unpadded
+/// keys (padding weighs exactly 0), and its `context` row (`d` wide) the weighted sum of the
+/// sentence's `values` `[b, s, d]`. Plain multiplies and adds in a fixed order: every build
+/// rounds alike.
+#[inline(always)]
+pub(crate) fn attend(
+    weights: &mut [f32],
+    values: &[f32],
+    pad: &[bool],
+    shape: AttentionShape,
+    d: usize,
+    context: &mut [f32],
+) {
+    let AttentionShape { b, t, s, .. } = shape;
+    for bi in 0..b {
+        let pad = &pad[bi * s..][..s];
+        let values = &values[bi * s * d..][..s * d];
+        for ti in 0..t {
+            let r = bi * t + ti;
+            let w = &mut weights[r * s..][..s];
+            softmax_unpadded(w, pad);
+            let ctx = &mut context[r * d..][..d];
+            ctx.fill(0.0);
+            for ((&wi, &padded), row) in w.iter().zip(pad).zip(values.chunks_exact(d)) {
+                if !padded {
+                    for (c, &x) in ctx.iter_mut().zip(row) {
+                        *c += wi * x;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Softmax of `w` in place over the positions `pad` leaves, 0 at the others (all 0 when every
+/// position is padding).
+#[inline(always)]
+fn softmax_unpadded(w: &mut [f32], pad: &[bool]) {
+    let max = w
+        .iter()
+        .zip(pad)
+        .filter(|(_, &padded)| !padded)
+        .fold(f32::NEG_INFINITY, |m, (&x, _)| m.max(x));
+    let mut sum = 0.0;
+    for (x, &padded) in w.iter_mut().zip(pad) {
+        *x = if padded { 0.0 } else { exp1(*x - max) };
+        sum += *x;
+    }
+    if sum > 0.0 {
+        for x in w.iter_mut() {
+            *x /= sum;
+        }
+    }
+}
+
 pub(crate) fn scores(
     q: &[f32],
     k: &[f32],

@@ -210,6 +210,64 @@ pub fn additive_scores_tensors(
     Some(Tensor::from_slice(&out).view([b, t, s]))
 }
 
+/// What [`additive_attention_tensors`] returns: the context `[rows, D]` and the weights
+/// `[rows, S]`, row-major, `group` rows per sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attended {
+    pub context: Vec<f32>,
+    pub weights: Vec<f32>,
+}
+
+/// Additive attention ([`crate::additive_attention`]) of `group` projected queries per
+/// sentence (`q`, `[B * group, U]` row-major, the bias added) over float32 CPU tensors: keys
+/// `[B, S, U]`, `values` `[B, S, D]`, `pad_mask` `[B, S]`, with score vector `v` `[U]`. The
+/// keys and values are read in place, not copied. None unless the shapes match and the
+/// tensors are float32 on the CPU (the caller then takes libtorch's path).
+///
+/// Search calls this under `no_grad` on an encoding it owns: nothing writes to these tensors
+/// while it runs.
+#[allow(unsafe_code)]
+pub fn additive_attention_tensors(
+    q: &[f32],
+    group: usize,
+    keys: &Tensor,
+    values: &Tensor,
+    pad_mask: &Tensor,
+    v: &[f32],
+) -> Option<Attended> {
+    let (b, s, u) = keys.size3().ok()?;
+    let (vb, vs, d) = values.size3().ok()?;
+    let (b, s, u, d) = (b as usize, s as usize, u as usize, d as usize);
+    let rows = b * group;
+    if (vb as usize, vs as usize) != (b, s) || q.len() != rows * u || v.len() != u {
+        return None;
+    }
+    if pad_mask.size() != [b as i64, s as i64] {
+        return None;
+    }
+    let (keys, values) = (keys.contiguous(), values.contiguous());
+    let pad = Vec::<bool>::try_from(pad_mask.flatten(0, -1)).ok()?;
+    let mut out = Attended {
+        context: vec![0.0; rows * d],
+        weights: vec![0.0; rows * s],
+    };
+    let shape = crate::AttentionShape { b, t: group, s, u };
+    // SAFETY: nothing writes to these tensors while the slices live (this function only reads
+    // them, and its caller's contract above excludes other writers).
+    let (ks, vals) = unsafe { (f32_slice(&keys)?, f32_slice(&values)?) };
+    crate::additive_attention(
+        q,
+        ks,
+        vals,
+        v,
+        &pad,
+        shape,
+        &mut out.weights,
+        &mut out.context,
+    );
+    Some(out)
+}
+
 /// The elements of `t` as `T`.
 ///
 /// # Safety

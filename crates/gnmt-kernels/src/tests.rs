@@ -167,6 +167,95 @@ fn additive_scores_match_the_definition() {
     }
 }
 
+#[test]
+fn additive_attention_is_the_softmax_of_the_scores_and_its_weighted_values() {
+    // Sentence 1 is all padding but its first key, sentence 2 has a padded key mid-row.
+    let sh = AttentionShape {
+        b: 3,
+        t: 5,
+        s: 7,
+        u: 40,
+    };
+    let d = 37;
+    let q = noise(sh.b * sh.t * sh.u, 11, 2.0);
+    let k = noise(sh.b * sh.s * sh.u, 12, 2.0);
+    let v = noise(sh.u, 13, 0.5);
+    let values = noise(sh.b * sh.s * d, 14, 3.0);
+    let pad: Vec<bool> = (0..sh.b * sh.s)
+        .map(|j| (j / sh.s == 1 && j % sh.s > 0) || j == 2 * sh.s + 3)
+        .collect();
+    let scores = reference_scores(&q, &k, &v, &pad, sh);
+    for isa in Isa::available() {
+        let mut weights = vec![f32::NAN; sh.b * sh.t * sh.s];
+        let mut context = vec![f32::NAN; sh.b * sh.t * d];
+        additive_attention_on(
+            isa,
+            &q,
+            &k,
+            &values,
+            &v,
+            &pad,
+            sh,
+            &mut weights,
+            &mut context,
+        );
+        for r in 0..sh.b * sh.t {
+            let b = r / sh.t;
+            let unpadded = |s: usize| !pad[b * sh.s + s];
+            let row = &scores[r * sh.s..][..sh.s];
+            let max = (0..sh.s)
+                .filter(|&s| unpadded(s))
+                .map(|s| row[s])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = (0..sh.s)
+                .map(|s| {
+                    if unpadded(s) {
+                        (row[s] - max).exp()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let sum: f64 = e.iter().sum();
+            for s in 0..sh.s {
+                let (want, got) = (e[s] / sum, weights[r * sh.s + s]);
+                if unpadded(s) {
+                    assert!((want - got as f64).abs() < 1e-5, "{isa} row {r} key {s}");
+                } else {
+                    assert_eq!(got, 0.0, "{isa} row {r}: padding {s} weighs nothing");
+                }
+            }
+            for j in 0..d {
+                let want: f64 = (0..sh.s)
+                    .map(|s| e[s] / sum * values[(b * sh.s + s) * d + j] as f64)
+                    .sum();
+                let got = context[r * d + j] as f64;
+                assert!((want - got).abs() < 1e-4, "{isa} row {r} context {j}");
+            }
+        }
+    }
+    // The builds share the softmax and the context's order of operations: the same bits for
+    // the same scores (the scores themselves differ between builds by rounding).
+    let scores_portable = {
+        let mut w = vec![0f32; sh.b * sh.t * sh.s];
+        additive_scores_on(Isa::Portable, &q, &k, &v, &pad, sh, 0.0, &mut w);
+        w
+    };
+    for isa in Isa::available() {
+        let mut weights = scores_portable.clone();
+        let mut context = vec![0f32; sh.b * sh.t * d];
+        dispatch!(
+            isa,
+            math::attend(&mut weights, &values, &pad, sh, d, &mut context)
+        );
+        let mut reference = scores_portable.clone();
+        let mut reference_context = vec![0f32; sh.b * sh.t * d];
+        math::attend(&mut reference, &values, &pad, sh, d, &mut reference_context);
+        assert_eq!(bits(&weights), bits(&reference), "{isa} weights");
+        assert_eq!(bits(&context), bits(&reference_context), "{isa} context");
+    }
+}
+
 /// Sorted (score, index) pairs of log_softmax(row) + score over a group's rows, in f64.
 fn reference_top(
     logits: &[f32],

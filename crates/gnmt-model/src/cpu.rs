@@ -1,8 +1,9 @@
 //! Search on gnmt-kernels (CPU, inference): the decoder step (every decoder layer and the
 //! classifier as [`PackedLinear`] multiplications on weights packed once per translation job,
-//! the LSTM cells' pointwise part fused, the state kept on the host) and the encoder (every
-//! time step's input product at once, then the recurrence). libtorch still runs the attention
-//! (itself on the fused scores kernel) and, but for int8, embeds the tokens.
+//! the LSTM cells' pointwise part fused, the state kept on the host, the attention's query
+//! projection on the decoder's kernels and its scores, softmax and context in float32) and the
+//! encoder (every time step's input product at once, then the recurrence). libtorch still
+//! projects the attention's keys (once per batch) and, but for int8, embeds the tokens.
 //!
 //! It computes what [`Seq2Seq::step_logits`] and [`Seq2Seq::encode`] compute, up to float
 //! rounding, without libtorch's per-call weight repacking (oneDNN's LSTM and MKL's GEMM both
@@ -11,6 +12,7 @@
 
 use std::sync::Arc;
 
+use gnmt_kernels::tensor::{additive_attention_tensors, Attended};
 use gnmt_kernels::{
     lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8, QuantizedMatrix, RowParts,
 };
@@ -33,6 +35,48 @@ pub(crate) struct Packs {
     pub(crate) encoder: CpuEncoder,
     /// int8: the target embedding quantized (else libtorch's float32 table).
     pub(crate) tgt_embedding: Option<Arc<QuantizedMatrix>>,
+    pub(crate) attention: CpuAttention,
+}
+
+/// The attention's query projection (its bias folded in) on the decoder's kernels, and its
+/// score vector: the scores, weights and context are computed in float32 by gnmt-kernels'
+/// additive attention, on the keys and encoder outputs where libtorch left them.
+#[derive(Debug)]
+pub(crate) struct CpuAttention {
+    query: Packed,
+    v: Vec<f32>,
+}
+
+impl CpuAttention {
+    /// The context `[rows, H]` and the weights `[rows, S]` for the bottom layer's outputs `h0`
+    /// (`rows` of them, `group` per sentence of `enc`, which [`Seq2Seq::encode_cpu`] or
+    /// [`Seq2Seq::encode`] made: float32 on the CPU).
+    fn attend(
+        &self,
+        h0: &[f32],
+        rows: usize,
+        group: usize,
+        enc: &Encoded,
+    ) -> Result<(Vec<f32>, Tensor), tch::TchError> {
+        let mut q = vec![0f32; rows * self.query.out_features()];
+        self.query.forward(h0, rows, &mut q);
+        let Attended { context, weights } =
+            additive_attention_tensors(&q, group, &enc.keys, &enc.outputs, &enc.pad_mask, &self.v)
+                .ok_or_else(|| {
+                    tch::TchError::Kind(format!(
+                        "the CPU search attends over float32 CPU encodings of matching shapes, not \
+                         {:?} keys {:?} on {:?} for {rows} queries",
+                        enc.keys.kind(),
+                        enc.keys.size(),
+                        enc.keys.device()
+                    ))
+                })?;
+        let s = weights.len() / rows.max(1);
+        Ok((
+            context,
+            Tensor::from_slice(&weights).view([rows as i64, s as i64]),
+        ))
+    }
 }
 
 /// The encoder on gnmt-kernels: its LSTM layers packed (bottom forward, bottom backward, then
@@ -83,6 +127,7 @@ impl CpuDecoder {
             .filter(|t| !src.is_some_and(|s| Arc::ptr_eq(t, s)));
         p.layers.iter().map(Packed::bytes).sum::<usize>()
             + p.classifier.bytes()
+            + p.attention.query.bytes()
             + p.encoder.bytes()
             + tgt.map_or(0, |t| t.bytes())
     }
@@ -211,26 +256,9 @@ impl Seq2Seq {
             return None;
         }
         if kernels == Kernels::Int8 {
-            return self.int8_units().ok()?.pack(&self.config);
+            let attention = self.cpu_attention(kernels)?;
+            return self.int8_units().ok()?.pack(&self.config, attention);
         }
-        let pack = |w: &Tensor, b: Option<Tensor>, kernels: Kernels| {
-            if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
-                return None;
-            }
-            let (n, k) = w.size2().ok()?;
-            // A weight that does not copy out is left to libtorch's path (which reads it itself).
-            let b = match b {
-                Some(b) => Some(host(&b).ok()?),
-                None => None,
-            };
-            Some(Packed::new(
-                &host(w).ok()?,
-                b.as_deref(),
-                n as usize,
-                k as usize,
-                kernels,
-            ))
-        };
         let layers = self
             .dec_params
             .iter()
@@ -260,7 +288,17 @@ impl Seq2Seq {
                 layers: encoder,
             },
             tgt_embedding: None,
+            attention: self.cpu_attention(kernels)?,
         }))
+    }
+
+    /// The attention's part of a [`CpuDecoder`]: the query projection packed for `kernels`.
+    pub(crate) fn cpu_attention(&self, kernels: Kernels) -> Option<CpuAttention> {
+        let w = self.attention.search_weights();
+        Some(CpuAttention {
+            query: pack(&w.query, w.bias, kernels)?,
+            v: host(&w.v).ok()?,
+        })
     }
 
     /// Encodes `sources` (none empty) on gnmt-kernels: what [`Seq2Seq::encode`] computes, with
@@ -343,14 +381,9 @@ impl Seq2Seq {
             None => host(&self.tgt_emb().forward(tokens))?,
         };
         let h0 = run(0, &[(&x, emb)]);
-        let group = group.max(1);
-        let q = Tensor::from_slice(&h0).view([rows as i64 / group, group, hid as i64]);
-        let (ctx, attn) =
-            self.attention
-                .forward(&q, &enc.keys, &enc.outputs, &enc.pad_mask, Kernels::Fused);
-        let s = attn.size().last().copied().unwrap_or(0);
-        let attn = attn.reshape([rows as i64, s]).to_kind(Kind::Float);
-        let ctx = host(&ctx)?;
+        let (ctx, attn) = dec
+            .attention
+            .attend(&h0, rows, group.max(1) as usize, enc)?;
         let mut out = h0;
         for i in 1..layers {
             let mut y = run(i, &[(&out, hid), (&ctx, hid)]);
@@ -366,6 +399,26 @@ impl Seq2Seq {
         dec.classifier.forward(&out, rows, logits);
         Ok((attn, new))
     }
+}
+
+/// `w` `[n, k]` (with bias `b`) packed for `kernels`; None for a weight that is not float32
+/// on the CPU or does not copy out (libtorch's path then reads it itself).
+fn pack(w: &Tensor, b: Option<Tensor>, kernels: Kernels) -> Option<Packed> {
+    if w.device() != tch::Device::Cpu || w.kind() != Kind::Float {
+        return None;
+    }
+    let (n, k) = w.size2().ok()?;
+    let b = match b {
+        Some(b) => Some(host(&b).ok()?),
+        None => None,
+    };
+    Some(Packed::new(
+        &host(w).ok()?,
+        b.as_deref(),
+        n as usize,
+        k as usize,
+        kernels,
+    ))
 }
 
 /// What [`Seq2Seq::step_cpu`] writes into, kept from step to step by the caller: the logits

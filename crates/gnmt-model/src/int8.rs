@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use gnmt_kernels::{PackedLinearI8, QuantizedMatrix};
+use gnmt_kernels::{Kernels, PackedLinearI8, QuantizedMatrix};
 use tch::{nn, Kind, Tensor};
 
-use crate::cpu::{host, CpuEncoder, EncoderLayer, Packed, Packs};
+use crate::cpu::{host, CpuAttention, CpuEncoder, EncoderLayer, Packed, Packs};
 use crate::{safetensors_error, CpuDecoder, ModelConfig, ModelError, Seq2Seq};
 
 /// The weights file of an int8 model directory.
@@ -117,7 +117,7 @@ impl Units {
     }
 
     /// Everything packed for the CPU kernels, or None if a unit is missing.
-    pub(crate) fn pack(&self, config: &ModelConfig) -> Option<CpuDecoder> {
+    pub(crate) fn pack(&self, config: &ModelConfig, attention: CpuAttention) -> Option<CpuDecoder> {
         let layers = (0..config.decoder_layers)
             .map(|i| self.packed(&format!("decoder.layers.{i}")).map(Packed::I8))
             .collect::<Option<Vec<_>>>()?;
@@ -144,6 +144,7 @@ impl Units {
                 layers: encoder,
             },
             tgt_embedding: Some(tgt_embedding),
+            attention,
         }))
     }
 }
@@ -305,11 +306,10 @@ pub(crate) fn load_int8(
             "in the file but not in the model config".into(),
         ));
     }
-    model.int8 = Some(
-        units
-            .pack(&model.config)
-            .ok_or_else(|| tensor_err("", "incomplete".into()))?,
-    );
+    let packed = model
+        .cpu_attention(Kernels::Int8)
+        .and_then(|attention| units.pack(&model.config, attention));
+    model.int8 = Some(packed.ok_or_else(|| tensor_err("", "incomplete".into()))?);
     Ok(())
 }
 
