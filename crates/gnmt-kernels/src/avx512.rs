@@ -65,11 +65,9 @@ pub(crate) fn exp16(x: __m512) -> __m512 {
         p = _mm512_fmadd_ps(p, r, splat(c));
     }
     let e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), splat(1.0));
-    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-        _mm512_cvtps_epi32(n),
-        _mm512_set1_epi32(127),
-    ));
-    _mm512_mul_ps(e, _mm512_castsi512_ps(bits))
+    // e * 2^n in one instruction: n is an integer in -126..=127 after the clamp, so this is
+    // the product by the power of two that the other builds assemble from its bits.
+    _mm512_scalef_ps(e, n)
 }
 
 /// [`math::tanh1`] on sixteen lanes.
