@@ -498,19 +498,16 @@ macro_rules! vnni256 {
             let (n, k4) = (w.n, w.k4);
             for p in 0..n.div_ceil(NR) {
                 let panel = &w.panels[p * k4 * NR..(p + 1) * k4 * NR];
-                // The panel's two halves of eight columns that exist (the second may not).
-                let halves: Vec<(usize, I8Columns)> = [p * NR, p * NR + I8_COLUMNS]
-                    .into_iter()
-                    .filter(|&col| col < n)
-                    .map(|col| (col, I8Columns::of(w, col, I8_COLUMNS.min(n - col))))
-                    .collect();
+                // The panel's two halves of eight columns, where they exist (the second may not).
+                let halves = [p * NR, p * NR + I8_COLUMNS]
+                    .map(|col| (col < n).then(|| (col, I8Columns::of(w, col, I8_COLUMNS.min(n - col)))));
                 let mut r0 = 0;
                 while r0 < m {
                     let rows = I8_ROWS.min(m - r0);
                     let x = &xs[r0 * k4..(r0 + rows) * k4];
                     let acc = by_rows!(rows, $micro(panel, x, k4));
                     for (r, lanes) in acc.iter().enumerate().take(rows) {
-                        for ((col, half), sums) in halves.iter().zip(lanes) {
+                        for ((col, half), sums) in halves.iter().flatten().zip(lanes) {
                             let row = &mut out[(r0 + r) * n + col..][..half.cols];
                             half.finish(row_scales[r0 + r], *sums, row);
                         }
