@@ -138,7 +138,8 @@ pub(crate) fn attend(
             softmax_unpadded(w, pad);
             let ctx = &mut context[r * d..][..d];
             ctx.fill(0.0);
-            for ((&wi, &padded), row) in w.iter().zip(pad).zip(values.chunks_exact(d)) {
+            // (`max(1)`: no values at all when `d` is 0, and chunks must not be empty.)
+            for ((&wi, &padded), row) in w.iter().zip(pad).zip(values.chunks_exact(d.max(1))) {
                 if !padded {
                     for (c, &x) in ctx.iter_mut().zip(row) {
                         *c += wi * x;

@@ -256,6 +256,50 @@ fn additive_attention_is_the_softmax_of_the_scores_and_its_weighted_values() {
     }
 }
 
+#[test]
+fn additive_attention_on_tensors_matches_the_slices_and_declines_what_it_cannot() {
+    use tch::{Device, Kind, Tensor};
+    let (b, group, s, u, d) = (2usize, 3usize, 5usize, 8usize, 6usize);
+    let q = noise(b * group * u, 21, 1.0);
+    let keys = noise(b * s * u, 22, 1.0);
+    let values = noise(b * s * d, 23, 1.0);
+    let v = noise(u, 24, 1.0);
+    let pad: Vec<bool> = (0..b * s).map(|j| j == 2 * s - 1).collect();
+    let sh = AttentionShape { b, t: group, s, u };
+    let mut want = tensor::Attended {
+        context: vec![0.0; b * group * d],
+        weights: vec![0.0; b * group * s],
+    };
+    additive_attention(
+        &q,
+        &keys,
+        &values,
+        &v,
+        &pad,
+        sh,
+        &mut want.weights,
+        &mut want.context,
+    );
+    let t =
+        |x: &[f32], n: usize, w: usize| Tensor::from_slice(x).view([b as i64, n as i64, w as i64]);
+    let (kt, vt) = (t(&keys, s, u), t(&values, s, d));
+    let mask = Tensor::from_slice(&pad).view([b as i64, s as i64]);
+    let got = tensor::additive_attention_tensors(&q, group, &kt, &vt, &mask, &v);
+    assert_eq!(got.as_ref(), Some(&want));
+    // A strided view of the same keys gives the same answer (read through a contiguous copy).
+    let strided = kt.transpose(1, 2).contiguous().transpose(1, 2);
+    assert!(!strided.is_contiguous());
+    let got = tensor::additive_attention_tensors(&q, group, &strided, &vt, &mask, &v);
+    assert_eq!(got.as_ref(), Some(&want));
+    // Not float32, a query short, a mask of another shape: declined, not misread.
+    let double = kt.to_kind(Kind::Double);
+    assert!(tensor::additive_attention_tensors(&q, group, &double, &vt, &mask, &v).is_none());
+    let short = &q[..q.len() - 1];
+    assert!(tensor::additive_attention_tensors(short, group, &kt, &vt, &mask, &v).is_none());
+    let wide = Tensor::zeros([b as i64, s as i64 + 1], (Kind::Bool, Device::Cpu));
+    assert!(tensor::additive_attention_tensors(&q, group, &kt, &vt, &wide, &v).is_none());
+}
+
 /// Sorted (score, index) pairs of log_softmax(row) + score over a group's rows, in f64.
 fn reference_top(
     logits: &[f32],
