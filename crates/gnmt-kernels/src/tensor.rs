@@ -222,7 +222,7 @@ pub struct Attended {
 /// sentence (`q`, `[B * group, U]` row-major, the bias added) over float32 CPU tensors: keys
 /// `[B, S, U]`, `values` `[B, S, D]`, `pad_mask` `[B, S]`, with score vector `v` `[U]`. The
 /// keys and values are read in place, not copied. None unless the shapes match and the
-/// tensors are float32 on the CPU (the caller then takes libtorch's path).
+/// tensors are float32 on the CPU.
 ///
 /// Search calls this under `no_grad` on an encoding it owns: nothing writes to these tensors
 /// while it runs.

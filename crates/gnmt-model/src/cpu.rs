@@ -35,6 +35,7 @@ pub(crate) struct Packs {
     pub(crate) encoder: CpuEncoder,
     /// int8: the target embedding quantized (else libtorch's float32 table).
     pub(crate) tgt_embedding: Option<Arc<QuantizedMatrix>>,
+    /// The attention's query projection (on these kernels) and score vector.
     pub(crate) attention: CpuAttention,
 }
 
