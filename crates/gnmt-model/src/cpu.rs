@@ -51,27 +51,28 @@ pub(crate) struct CpuAttention {
 impl CpuAttention {
     /// The context `[rows, H]` and the weights `[rows, S]` for the bottom layer's outputs `h0`
     /// (`rows` of them, `group` per sentence of `enc`, which [`Seq2Seq::encode_cpu`] or
-    /// [`Seq2Seq::encode`] made: float32 on the CPU).
+    /// [`Seq2Seq::encode`] made: float32 on the CPU), the projected queries into `query`.
     fn attend(
         &self,
         h0: &[f32],
         rows: usize,
         group: usize,
         enc: &Encoded,
+        query: &mut Vec<f32>,
     ) -> Result<(Vec<f32>, Tensor), tch::TchError> {
-        let mut q = vec![0f32; rows * self.query.out_features()];
-        self.query.forward(h0, rows, &mut q);
+        let q = sized(query, rows * self.query.out_features());
+        self.query.forward(h0, rows, q);
         let Attended { context, weights } =
-            additive_attention_tensors(&q, group, &enc.keys, &enc.outputs, &enc.pad_mask, &self.v)
+            additive_attention_tensors(q, group, &enc.keys, &enc.outputs, &enc.pad_mask, &self.v)
                 .ok_or_else(|| {
-                    tch::TchError::Kind(format!(
-                        "the CPU search attends over float32 CPU encodings of matching shapes, not \
+                tch::TchError::Kind(format!(
+                    "the CPU search attends over float32 CPU encodings of matching shapes, not \
                          {:?} keys {:?} on {:?} for {rows} queries",
-                        enc.keys.kind(),
-                        enc.keys.size(),
-                        enc.keys.device()
-                    ))
-                })?;
+                    enc.keys.kind(),
+                    enc.keys.size(),
+                    enc.keys.device()
+                ))
+            })?;
         let s = weights.len() / rows.max(1);
         Ok((
             context,
@@ -382,9 +383,9 @@ impl Seq2Seq {
             None => host(&self.tgt_emb().forward(tokens))?,
         };
         let h0 = run(0, &[(&x, emb)]);
-        let (ctx, attn) = dec
-            .attention
-            .attend(&h0, rows, group.max(1) as usize, enc)?;
+        let (ctx, attn) =
+            dec.attention
+                .attend(&h0, rows, group.max(1) as usize, enc, &mut buffers.query)?;
         let mut out = h0;
         for i in 1..layers {
             let mut y = run(i, &[(&out, hid), (&ctx, hid)]);
@@ -423,12 +424,14 @@ fn pack(w: &Tensor, b: Option<Tensor>, kernels: Kernels) -> Option<Packed> {
 }
 
 /// What [`Seq2Seq::step_cpu`] writes into, kept from step to step by the caller: the logits
-/// (`rows x V`, 10 MB at batch 64 x beam 5 and 8,000 pieces) and the gates are neither
-/// allocated nor zeroed at every step (the products overwrite every value).
+/// (`rows x V`, 10 MB at batch 64 x beam 5 and 8,000 pieces), the gates and the attention's
+/// projected queries are neither allocated nor zeroed at every step (the products overwrite
+/// every value).
 #[derive(Debug, Default)]
 pub struct StepBuffers {
     pub(crate) logits: Vec<f32>,
     pub(crate) gates: Vec<f32>,
+    pub(crate) query: Vec<f32>,
 }
 
 impl StepBuffers {
