@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The default recipe on any parallel corpus. DIR holds train, valid and test as SPLIT.LANG (plain
 # or .gz). A shared 8k unigram vocabulary; the `small` model with its output layer tied to the
-# embedding, in bf16 mixed precision where the CPU has bf16 instructions; Adam with the GNMT schedule; an
+# embedding, in bf16 mixed precision where bf16 runs faster than float32 on the CPU (AMX-BF16, or
+# AMD's AVX512-BF16; `gnmt doctor`); Adam with the GNMT schedule; an
 # exponential moving average of the weights (ema_decay 0.999) is what is validated (greedy BLEU
 # each twelfth of the run, the best kept) and saved (a checkpoint each 24th). The number of steps
 # fits the corpus (EPOCHS passes at most) and the time budget (MINUTES of training, the speed
@@ -49,7 +50,7 @@ while [ $# -gt 0 ]; do
         --set-model) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] && [ -n "${3:-}" ] \
                          || { echo "train-recipe.sh: --set-model takes a model number and KEY=VALUE" >&2; exit 2; }
                      MODEL_SETS+=("$2 $3"); shift 3 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "train-recipe.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac
@@ -78,12 +79,13 @@ TEST_S=$(file "$TEST" "$SRC") TEST_T=$(file "$TEST" "$TGT")
 OUT="${OUT:-runs/recipe-$name}"
 G=$(scripts/release-bin.sh)  # or $GNMT_BIN
 # The output layer tied to the shared embedding where the preset allows it (+1.0 BLEU on
-# Multi30k's validation); on a CPU with bf16 instructions, bf16 mixed precision (1.5-2x the steps
-# a minute, the same BLEU on Multi30k). Each --set given comes after these, so it overrides them.
+# Multi30k's validation); on a CPU where bf16 runs faster than float32, bf16 mixed precision (1.5-2x
+# the steps a minute on AMD's Zen 4 and 5, the same BLEU on Multi30k; 0.63x on an Intel Xeon
+# without AMX, which trains float32). Each --set given comes after these, so it overrides them.
 DEFAULTS=()
 size_of() { $G model-info --preset "$PRESET" | sed -n "s/^ *\"$1\": \([0-9]*\),*$/\1/p"; }
 [ "$(size_of embedding_size)" = "$(size_of hidden_size)" ] && DEFAULTS+=(--set model.tied_output=true)
-[ "$DEVICE" = cpu ] && $G doctor | grep -x 'cpu bf16 instructions: yes' >/dev/null && DEFAULTS+=(--set 'precision="bf16"')
+[ "$DEVICE" = cpu ] && $G doctor | grep -x 'cpu bf16 faster than fp32: yes' >/dev/null && DEFAULTS+=(--set 'precision="bf16"')
 SETS=("${DEFAULTS[@]}" "${SETS[@]}")
 mkdir -p "$OUT"
 pairs=$(lines "$TRAIN_S"); valid_n=$(lines "$VALID_S")

@@ -59,6 +59,20 @@ fn doctor_reports_libtorch_and_devices() {
     let has = features.is_some_and(|f| f.split(' ').any(|x| x == "avx512bf16" || x == "amx-bf16"));
     let line = format!("cpu bf16 instructions: {}", if has { "yes" } else { "no" });
     assert!(s.lines().any(|l| l == line), "doctor lacks {line}:\n{s}");
+    // The line the training scripts read: bf16 pays only with those instructions, and exactly
+    // where translation lists bf16 among its faster paths (not on Intel without AMX).
+    let pays = s
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu bf16 faster than fp32: "))
+        .map(|v| v == "yes");
+    assert!(pays.is_some(), "doctor lacks the bf16 speed line:\n{s}");
+    let pays = pays == Some(true);
+    assert!(!pays || has, "{s}");
+    let paths = s
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu translation, faster"))
+        .unwrap_or_default();
+    assert_eq!(paths.contains(" bf16: "), pays, "{s}");
     // GNMT_MAX_ISA caps the kernels' build, and doctor says so.
     let out = run(gnmt().arg("doctor").env("GNMT_MAX_ISA", "portable"));
     let s = stdout(&out);

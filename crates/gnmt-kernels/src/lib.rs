@@ -41,7 +41,9 @@ pub mod tensor;
 
 #[cfg(target_arch = "x86_64")]
 pub use amx::{amx_bf16_available, amx_int8_chosen, amx_int8_supported};
-pub use bf16::{bf16_dot_supported, from_bf16, to_bf16, PackedLinearBf16};
+pub use bf16::{
+    bf16_dot_supported, bf16_faster_than_float32, from_bf16, to_bf16, PackedLinearBf16,
+};
 pub use dropout::{fill_dropout_mask, DropoutDraw};
 pub use gemm::{PackedLinear, RowParts};
 pub use int8::{

@@ -1124,6 +1124,20 @@ fn amx_is_detected_where_linux_lists_it() {
     assert_eq!(amx_bf16_available(), listed, "{flags}");
 }
 
+/// bf16 counts as faster than float32 where Linux lists AMX-BF16, or where an AMD CPU has
+/// AVX512-BF16 in use; never on Intel's AVX512-BF16 alone (half the FMA's rate there).
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn bf16_is_faster_on_amx_tiles_or_amds_avx512_bf16() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let amd = info
+        .lines()
+        .any(|l| l.starts_with("vendor_id") && l.trim_end().ends_with("AuthenticAMD"));
+    let (flags, amx) = linux_lists(&["amx_bf16", "amx_tile"]);
+    let want = amx || (amd && bf16_dot_supported());
+    assert_eq!(bf16_faster_than_float32(), want, "amd {amd}, {flags}");
+}
+
 /// Where Linux lists AMX-INT8 (and nothing caps the build), the process can use the tiles, and
 /// `forward` does unless `GNMT_MAX_ISA` names a build; there they give exactly the VNNI build's
 /// bits, over row counts that fill, split and pad the 32-row blocks and column counts with odd

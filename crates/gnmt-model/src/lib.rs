@@ -26,7 +26,7 @@ pub use config::{DecoderDropout, ForwardFlops, ModelConfig, PRESETS};
 pub use cpu::{pick_rows, CpuDecoder, CpuState, StepBuffers};
 pub use gnmt_kernels::{
     amx_bf16_available, amx_int8_chosen, amx_int8_supported, bf16_dot_supported,
-    int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,
+    bf16_faster_than_float32, int8_dot_supported, Isa, Kernels, MAX_ISA_VARIABLE,
 };
 pub use int8::INT8_FILE;
 

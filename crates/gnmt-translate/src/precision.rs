@@ -40,15 +40,15 @@ impl Precision {
     }
 
     /// The CPU paths faster than float32 that this process runs on fast instructions, fastest
-    /// first (int8 on AVX512-VNNI, AVX-VNNI or AVX2-only CPUs, bf16 on AMX-BF16 or AVX512-BF16);
-    /// none on a GPU.
+    /// first (int8 on AVX512-VNNI, AVX-VNNI or AVX2-only CPUs; bf16 on AMX-BF16, or on AMD's
+    /// AVX512-BF16, not on Intel's: [`gnmt_kernels::bf16_faster_than_float32`]); none on a GPU.
     pub fn faster_paths(device: Device) -> Vec<Precision> {
         let mut out = Vec::new();
         if device == Device::Cpu {
             if gnmt_kernels::int8_faster_than_float32() {
                 out.push(Precision::Int8);
             }
-            if CpuBf16::detected() != CpuBf16::Emulated {
+            if gnmt_kernels::bf16_faster_than_float32() {
                 out.push(Precision::Bf16);
             }
         }
@@ -63,8 +63,9 @@ pub enum CpuBf16 {
     /// with AMX (family 6, model 207) that ran 1.0-1.3x gnmt-kernels' float32 and 1.5-1.7x its
     /// AVX512-BF16 kernels, which there were slower than float32 (0.6-0.8x; README, Speed).
     Amx,
-    /// gnmt-kernels' AVX512-BF16 dot products, the model kept in float32 (on AMD Zen 4, faster
-    /// than float32).
+    /// gnmt-kernels' AVX512-BF16 dot products, the model kept in float32: faster than float32
+    /// on AMD's Zen 4 and Zen 5, about half its speed on Intel's Xeons without AMX (their
+    /// `vdpbf16ps` issues at half the FMA's rate), where bf16 is then no faster path.
     Avx512Bf16,
     /// Neither: libtorch's operators on the cast model, emulating bf16 (slower than float32).
     Emulated,
@@ -115,7 +116,12 @@ pub fn describe_plan(precision: Precision, device: Device) -> &'static str {
             CpuBf16::Amx => "libtorch (oneDNN on AMX-BF16), model cast to bf16",
             _ => "libtorch, model cast to bf16 (emulated on this CPU: slower than float32)",
         },
-        (Kernels::Bf16, _) => "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)",
+        (Kernels::Bf16, _) if gnmt_kernels::bf16_faster_than_float32() => {
+            "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)"
+        }
+        (Kernels::Bf16, _) => {
+            "gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16 at half the float32 FMA's rate on this CPU: slower than float32)"
+        }
         (Kernels::Int8, _) if gnmt_kernels::amx_int8_chosen() => {
             "gnmt-kernels, encoder, decoder and embeddings in int8 (AMX-INT8 tiles; AVX512-VNNI where k is not a multiple of 64)"
         }
@@ -291,9 +297,19 @@ mod tests {
             assert_eq!(plan_with(Precision::Bf16, gpu, b), (Kernels::Fused, bf16));
             assert_eq!(plan_with(Precision::Fp32, cpu, b), (Kernels::Fused, None));
         }
-        // A faster path is offered only where bf16 has instructions of its own.
+        // A faster path is offered only where bf16 has instructions of its own, running faster
+        // than float32's (AMX, or AMD's AVX512-BF16).
         let offered = Precision::faster_paths(cpu).contains(&Precision::Bf16);
-        assert_eq!(offered, CpuBf16::detected() != CpuBf16::Emulated);
+        assert_eq!(offered, gnmt_kernels::bf16_faster_than_float32());
+        if offered {
+            assert_ne!(CpuBf16::detected(), CpuBf16::Emulated);
+        }
+        assert_eq!(
+            describe_plan(Precision::Bf16, cpu).contains("slower than float32"),
+            !offered,
+            "{}",
+            describe_plan(Precision::Bf16, cpu)
+        );
     }
 
     #[test]
