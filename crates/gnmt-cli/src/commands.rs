@@ -434,6 +434,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         .device
         .parse::<DeviceSpec>()
         .map_or(tch::Device::Cpu, |d| d.0);
+    warn_if_slow_precision(&cfg, device);
     let result = match data_parallel_group(device)? {
         Some(group) => gnmt_train::trainer::train_parallel(&cfg, start, control, group),
         None => gnmt_train::train_with(&cfg, start, control),
@@ -850,6 +851,20 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// bf16 mixed precision on a CPU where bf16 products run slower than float32's (Intel without
+/// AMX: half the FMA's rate; or no bf16 instructions at all, where libtorch emulates them) trains
+/// slower than float32: said once, the user's choice kept.
+fn warn_if_slow_precision(cfg: &TrainConfig, device: tch::Device) {
+    if device == tch::Device::Cpu
+        && cfg.precision == gnmt_train::Precision::Bf16
+        && !gnmt_model::bf16_faster_than_float32()
+    {
+        tracing::warn!(
+            "precision bf16: this CPU runs bf16 products slower than float32 (no AMX-BF16, and no AMD AVX512-BF16; `gnmt doctor`), so fp32 trains faster here"
+        );
+    }
 }
 
 /// The device of this process: under torchrun (or its variables) a CUDA device becomes the rank's
