@@ -8,7 +8,9 @@ so it can load a gnmt-rs model directory, and runs:
   train      training steps on synthetic batches (forward, label-smoothed loss, backward,
              clipping at norm 5, Adam) -- the counterpart of `gnmt bench train`
   translate  batched beam search with GNMT length normalization and coverage penalty, with the
-             same algorithm as crates/gnmt-translate -- the counterpart of `gnmt bench translate`
+             same algorithm as crates/gnmt-translate -- the counterpart of `gnmt bench translate`;
+             alpha, beta and the length limit default to the model's search.json (`gnmt tune`)
+             as gnmt's do, so both run the same search
 
 on the CPU, or on a GPU with `--device cuda` (scripts/gpu-check.sh; the model, the batches and
 the search's tensors then live there, and the timings include a synchronization).
@@ -19,6 +21,7 @@ scripts/setup.sh made (scripts/bench.sh does), with the same thread count as the
 import argparse
 import json
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -362,11 +365,21 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--grouped", action="store_true",
                    help="beams share encoder outputs, first step one hypothesis (gnmt-rs's search)")
-    p.add_argument("--alpha", type=float, default=0.6)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--max-len-a", type=float, default=1.5)
-    p.add_argument("--max-len-b", type=int, default=10)
+    # Unset, the search settings are what `gnmt translate` takes for this model: its search.json
+    # (written by `gnmt tune`) where there is one, else gnmt's defaults.
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--max-len-a", type=float)
+    p.add_argument("--max-len-b", type=int)
     args = p.parse_args()
+    search = {"alpha": 0.6, "beta": 0.1, "max_len_a": 1.5, "max_len_b": 10}
+    tuned = os.path.join(args.model or "", "search.json")
+    if args.model and os.path.exists(tuned):
+        with open(tuned) as f:
+            search.update({k: v for k, v in json.load(f).items() if k in search})
+    for k, v in search.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device != "cpu":  # (a device mode intercepts every call: CPU timings stay without it)
