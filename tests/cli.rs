@@ -210,15 +210,18 @@ fn bench_prints_json_with_throughput() {
         (Some("Fused"), Some("Libtorch"))
     );
     // bf16: the bf16 kernels where the CPU has AVX512-BF16 but no AMX (and the kernels may use
-    // AVX-512), else the model cast to bf16 for libtorch (oneDNN's AMX path, or emulated); as
-    // doctor lists the CPU's paths.
+    // AVX-512), else the model cast to bf16 for libtorch (oneDNN's AMX path, or emulated).
+    // doctor lists the kernels among the faster paths only where bf16 beats float32 (AMD).
     let doctor = stdout(&run(gnmt().arg("doctor")));
     let bf16_dot = doctor.contains(" avx512bf16")
         && !doctor.contains(" amx-bf16")
         && doctor.contains("cpu kernels: avx512");
+    let faster = doctor
+        .lines()
+        .any(|l| l == "cpu bf16 faster than fp32: yes");
     assert_eq!(
-        bf16_dot,
-        doctor.contains("bf16: gnmt-kernels, encoder and decoder weights in bf16"),
+        bf16_dot && faster,
+        doctor.contains("bf16: gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)"),
         "{doctor}"
     );
     let b = translate(&["--bf16"]);

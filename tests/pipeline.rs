@@ -1962,6 +1962,11 @@ fn the_gpu_check_script_runs_its_steps_on_the_cpu() {
             want.push(format!("gnmt-translate-int8-vnni-t{t}"));
         }
     }
+    // Where the CPU has AVX-VNNI, int8 on that build and float32 on AVX2 (both capped at AVX2).
+    if cpuinfo.split_whitespace().any(|f| f == "avx_vnni") {
+        want.push("gnmt-translate-int8-avxvnni-t1".to_string());
+        want.push("gnmt-translate-fp32-avx2-t1".to_string());
+    }
     for p in ["fp32", "bf16"] {
         want.push(format!("gnmt-train-{p}-t1"));
         want.push(format!("pytorch-train-{p}-t1"));
