@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Multi30k En->De recipe (README "Multi30k"): the default recipe (scripts/train-recipe.sh) on
-# Multi30k's files, test2016 as the test set, the output layer tied to the shared embedding.
-# On a CPU where bf16 runs faster than float32 (AMX-BF16, or AMD's AVX512-BF16; `gnmt doctor`): three 4+4 x 384 models in
-# bf16 mixed precision, dropout 0.4, as many steps of 64 sentences as 90 minutes of training allow
-# (each model after the first sized by the speed of those before it), translated as one
-# ensemble whose search `gnmt tune` checks on validation (session 18, 2-core AMD EPYC: 6,600,
+# Multi30k's files, test2016 as the test set, the output layer tied to the shared embedding. On a
+# CPU where bf16 beats float32 (AMX-BF16, or AMD's AVX512-BF16; `gnmt doctor`): three 4+4 x 384
+# models in bf16 mixed precision, dropout 0.4, as many steps of 64 sentences as 90 minutes of
+# training allow (each model after the first sized by the speed of those before it), translated
+# as one ensemble whose search `gnmt tune` checks on validation (session 18, 2-core AMD EPYC: 6,600,
 # 7,200 and 8,040 steps, 88 minutes, validation 41.1, test2016 40.0). Elsewhere, or with
 # --small: one `small` model in float32, 9000 steps (about 20 epochs), dropout 0.3 (validation
 # 39.2-39.6, test2016 38.9-39.1 in about 90 minutes).

@@ -36,12 +36,13 @@ impl From<TranslatePrecision> for Precision {
 pub struct PrecisionArgs {
     /// Precision of the model: fp32; bf16 (on a CPU with AVX512-BF16 but no AMX, the encoder's
     /// and decoder's weights and inputs in bf16 with float32 sums on gnmt-kernels, faster than
-    /// fp32 on AMD, slower on Intel; elsewhere the model cast to bf16 for libtorch); fp16 (the model cast, for GPUs); int8 (the weights of
-    /// the embeddings, encoder, decoder, classifier and attention query quantized per output
-    /// row, their inputs per product, summed exactly in integers on gnmt-kernels with AMX-INT8,
-    /// AVX512-VNNI, AVX-VNNI or AVX2, whichever the CPU has: GNMT's quantized inference). Scores,
-    /// the attention's scores and the search stay float32. Default: fp32, or the fastest path
-    /// that `gnmt check-precision` found within 0.2 BLEU of fp32 on this model.
+    /// fp32 on AMD, slower on Intel; elsewhere the model cast to bf16 for libtorch); fp16 (the
+    /// model cast, for GPUs); int8 (the weights of the embeddings, encoder, decoder, classifier
+    /// and attention query quantized per output row, their inputs per product, summed exactly
+    /// in integers on gnmt-kernels with AMX-INT8, AVX512-VNNI, AVX-VNNI or AVX2, whichever the
+    /// CPU has: GNMT's quantized inference). Scores, the attention's scores and the search stay
+    /// float32. Default: fp32, or the fastest path that `gnmt check-precision` found within 0.2
+    /// BLEU of fp32 on this model.
     #[arg(long, value_enum)]
     pub precision: Option<TranslatePrecision>,
     /// Same as --precision bf16.
