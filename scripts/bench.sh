@@ -80,7 +80,7 @@ fi
 # doctor` for the kernels they run on) against PyTorch eager in float32, in bf16 (the model cast)
 # and dynamically quantized to int8 (quantize_dynamic on LSTM and Linear).
 echo
-echo "CPU flags: $(sed -n 's/^cpu features: //p' <<< "$DOCTOR"); gnmt-rs kernels: $(sed -n 's/^cpu kernels: //p' <<< "$DOCTOR")"
+echo "CPU flags: $(sed -n 's/^cpu features: //p' <<< "$DOCTOR"); gnmt-rs kernels: $(sed -n 's/^cpu kernels: //p' <<< "$DOCTOR"); bf16 faster than fp32: $(sed -n 's/^cpu bf16 faster than fp32: //p' <<< "$DOCTOR")"
 if part translate; then
 echo
 echo "| benchmark (round) | gnmt-rs fp32 | PyTorch fp32 | gnmt-rs bf16 | PyTorch bf16 | gnmt-rs int8 | PyTorch int8 | best gnmt-rs / best PyTorch | best gnmt-rs / PyTorch fp32 |"
