@@ -61,10 +61,7 @@ fn doctor_reports_libtorch_and_devices() {
     assert!(s.lines().any(|l| l == line), "doctor lacks {line}:\n{s}");
     // The line the training scripts read: bf16 pays only with those instructions, and exactly
     // where translation lists bf16 among its faster paths (not on Intel without AMX).
-    let pays = s
-        .lines()
-        .find_map(|l| l.strip_prefix("cpu bf16 faster than fp32: "))
-        .map(|v| v == "yes");
+    let pays = doctor_bf16_beats_fp32(&s);
     assert!(pays.is_some(), "doctor lacks the bf16 speed line:\n{s}");
     let pays = pays == Some(true);
     assert!(!pays || has, "{s}");
@@ -216,9 +213,7 @@ fn bench_prints_json_with_throughput() {
     let bf16_dot = doctor.contains(" avx512bf16")
         && !doctor.contains(" amx-bf16")
         && doctor.contains("cpu kernels: avx512");
-    let faster = doctor
-        .lines()
-        .any(|l| l == "cpu bf16 faster than fp32: yes");
+    let faster = doctor_bf16_beats_fp32(&doctor) == Some(true);
     assert_eq!(
         bf16_dot && faster,
         doctor.contains("bf16: gnmt-kernels, encoder and decoder weights in bf16 (AVX512-BF16)"),

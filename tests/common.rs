@@ -29,3 +29,12 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Whether `gnmt doctor`'s output says bf16 beats float32 on this CPU (its `cpu bf16 faster
+/// than fp32` line, the one the recipe scripts read); None where the line is missing.
+pub fn doctor_bf16_beats_fp32(doctor: &str) -> Option<bool> {
+    doctor
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu bf16 faster than fp32: "))
+        .map(|v| v == "yes")
+}

@@ -941,9 +941,7 @@ fn two_ranks_train_in_bf16_and_fp16_as_one_process_does() {
         if name == "bf16" {
             // Where bf16 is no faster than float32 on this CPU, training says so (and trains).
             let doctor = stdout(&run(gnmt().arg("doctor")));
-            let pays = doctor
-                .lines()
-                .any(|l| l == "cpu bf16 faster than fp32: yes");
+            let pays = doctor_bf16_beats_fp32(&doctor) == Some(true);
             let warned = stderr(&out).contains("so fp32 trains faster here");
             assert_eq!(warned, !pays, "{doctor}\n{}", stderr(&out));
         }
