@@ -287,32 +287,41 @@ impl PackedLinearI8 {
     fn parts_on(&self, fast: bool, x: RowParts, m: usize, out: &mut [f32]) {
         assert!(x.holds(m) && x.width() == self.k, "input");
         assert_eq!(out.len(), m * self.n, "output");
-        let (xs, row_scales) = quantize_rows_on(Isa::detected(), x, m, self.k, self.k4);
+        INPUT_ROWS.with(|rows| {
+            let mut rows = rows.borrow_mut();
+            quantize_rows_into(Isa::detected(), x, m, self.k, self.k4, &mut rows);
+            self.sums_on(fast, &rows.quads, &rows.scales, m, out);
+        })
+    }
+
+    /// The products of the quantized input rows `xs` (`[m, k4]` quads) with these weights, on
+    /// the route `fast` picks.
+    fn sums_on(&self, fast: bool, xs: &[u32], row_scales: &[f32], m: usize, out: &mut [f32]) {
         match self.route(fast) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose the tiles: the CPU has AMX-INT8 and AVX512-VNNI, the process
             // the tile state (amx_int8_chosen), and `self` fits them.
             #[allow(unsafe_code)]
-            Route::Amx => unsafe { crate::amx::linear_i8(self, &xs, &row_scales, m, out) },
+            Route::Amx => unsafe { crate::amx::linear_i8(self, xs, row_scales, m, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose VNNI: the CPU has AVX-512 F, DQ, BW, VL and VNNI
             // (int8_dot_supported).
             #[allow(unsafe_code)]
-            Route::Vnni => unsafe { crate::avx512::linear_i8(self, &xs, &row_scales, m, out) },
+            Route::Vnni => unsafe { crate::avx512::linear_i8(self, xs, row_scales, m, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose AVX-VNNI: the CPU has it, and AVX2 and FMA (Isa::detected).
             #[allow(unsafe_code)]
             Route::AvxVnni => unsafe {
-                crate::avx2::linear_i8_avx_vnni(self, &xs, &row_scales, m, out)
+                crate::avx2::linear_i8_avx_vnni(self, xs, row_scales, m, out)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: route chose AVX2: the CPU has AVX2 and FMA (Isa::detected).
             #[allow(unsafe_code)]
-            Route::Avx2 => unsafe { crate::avx2::linear_i8(self, &xs, &row_scales, m, out) },
+            Route::Avx2 => unsafe { crate::avx2::linear_i8(self, xs, row_scales, m, out) },
             _ => {
                 let mut sums = vec![0i32; m * self.n];
-                sums_portable(self, &xs, m, &mut sums);
-                self.finish(&sums, &row_scales, out);
+                sums_portable(self, xs, m, &mut sums);
+                self.finish(&sums, row_scales, out);
             }
         }
     }
@@ -380,31 +389,62 @@ fn pack_quad(bytes: impl Iterator<Item = u8>) -> u32 {
         .fold(0u32, |acc, (i, b)| acc | ((b as u32) << (8 * i)))
 }
 
-/// [`quantize_rows_on`] of one slice on this process's build (the tests' entry).
+/// Input rows quantized for a product: `[m, k4]` quads (each row's values offset by 128, a
+/// missing `k` is 128) and the rows' scales.
+#[derive(Debug, Default)]
+pub(crate) struct QuantizedRows {
+    pub(crate) quads: Vec<u32>,
+    pub(crate) scales: Vec<f32>,
+}
+
+std::thread_local! {
+    /// Each thread's buffer for the input rows of its int8 products: every product of a search
+    /// step quantizes its input, and a new buffer each time cost an allocation, a fill and a copy.
+    static INPUT_ROWS: std::cell::RefCell<QuantizedRows> =
+        std::cell::RefCell::new(QuantizedRows::default());
+}
+
+/// [`quantize_rows_into`] of one slice on this process's build (the tests' entry).
 #[cfg(test)]
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
     quantize_rows_on(Isa::detected(), RowParts(&[(x, k)]), m, k, k4)
 }
 
+/// [`quantize_rows_into`] into a new buffer (the tests' entry).
+#[cfg(test)]
+pub(crate) fn quantize_rows_on(
+    isa: Isa,
+    x: RowParts,
+    m: usize,
+    k: usize,
+    k4: usize,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut rows = QuantizedRows::default();
+    quantize_rows_into(isa, x, m, k, k4, &mut rows);
+    (rows.quads, rows.scales)
+}
+
 per_isa! {
     /// Each row of `x` (`[m, k]`, given as parts) quantized with its own scale, offset by 128
-    /// into 1..=255 and packed as quads `[m, k4]` (a missing `k` is 128: zero after the offset,
-    /// and the weights there are zero anyway); and the rows' scales, on the best build `isa`
-    /// and the CPU allow. Every input row of every int8 product goes through here, so it is
-    /// compiled for the widest vector unit the CPU has (the same bits from each build: division
-    /// and rounding are exact operations).
-    pub(crate) fn quantize_rows_on['a](x: RowParts<'a>, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>)
+    /// into 1..=255 and packed as quads `[m, k4]` into `rows` (a missing `k` is 128: zero after
+    /// the offset, and the weights there are zero anyway), with the rows' scales, on the best
+    /// build `isa` and the CPU allow. Every input row of every int8 product goes through here,
+    /// so it is compiled for the widest vector unit the CPU has (the same bits from each build:
+    /// division and rounding are exact operations).
+    pub(crate) fn quantize_rows_into['a](x: RowParts<'a>, m: usize, k: usize, k4: usize, rows: &mut QuantizedRows)
         = quantize_rows_with;
 }
 
-/// [`quantize_rows_on`]'s body, inlined into each build (plain loops the compiler vectorizes).
+/// [`quantize_rows_into`]'s body, inlined into each build (plain loops the compiler vectorizes).
+/// Every byte of the quads is written, so a buffer kept from an earlier product needs no fill.
 #[inline(always)]
-fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut bytes = vec![128u8; m * k4 * 4];
-    let mut scales = Vec::with_capacity(m);
+fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize, rows: &mut QuantizedRows) {
+    rows.quads.resize(m * k4, 0);
+    rows.scales.clear();
+    let bytes = quad_bytes(&mut rows.quads);
     for r in 0..m {
         let scale = scale_of_max(x.row(r).fold(0.0, max_abs));
-        let mut out = &mut bytes[r * k4 * 4..][..k];
+        let (mut out, padding) = bytes[r * k4 * 4..(r + 1) * k4 * 4].split_at_mut(k);
         for part in x.row(r) {
             let (here, rest) = out.split_at_mut(part.len());
             for (b, &v) in here.iter_mut().zip(part) {
@@ -412,14 +452,28 @@ fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize) -> (Vec<u32>, 
             }
             out = rest;
         }
-        scales.push(scale);
+        padding.fill(128);
+        rows.scales.push(scale);
     }
-    // Byte `i` of a quad is bits `8 i..` of its lane (pack_quad's order).
-    let packed = bytes
-        .chunks_exact(4)
-        .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
-        .collect();
-    (packed, scales)
+    // Byte `i` of a quad is bits `8 i..` of its lane (pack_quad's order): the bytes were
+    // written in memory order, which is that order on little-endian CPUs only.
+    if cfg!(target_endian = "big") {
+        for q in rows.quads.iter_mut() {
+            *q = q.swap_bytes();
+        }
+    }
+}
+
+/// The bytes of `quads`, in memory order.
+#[inline(always)]
+fn quad_bytes(quads: &mut [u32]) -> &mut [u8] {
+    let len = std::mem::size_of_val(quads);
+    // SAFETY: the pointer and length cover exactly `quads`' memory, which the returned slice
+    // borrows mutably in its place; u8 needs no alignment, and every bit pattern is a valid u32.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts_mut(quads.as_mut_ptr().cast::<u8>(), len)
+    }
 }
 
 per_isa! {

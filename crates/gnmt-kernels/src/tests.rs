@@ -842,6 +842,14 @@ fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
         let (p, s) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), rows.len(), k, k4);
         assert_eq!(p, packed, "{isa:?}");
         assert_eq!(bits(&s), bits(&scales), "{isa:?}");
+        // A buffer kept from a larger product, its values stale: every byte is written again.
+        let mut used = int8::QuantizedRows {
+            quads: vec![u32::MAX; 4 * packed.len()],
+            scales: vec![f32::NAN; 2 * rows.len()],
+        };
+        int8::quantize_rows_into(isa, RowParts(&[(&x, k)]), rows.len(), k, k4, &mut used);
+        assert_eq!(used.quads, packed, "{isa:?}: a used buffer");
+        assert_eq!(bits(&used.scales), bits(&scales), "{isa:?}: a used buffer");
     }
 }
 

@@ -10,6 +10,7 @@
 //! copy every weight matrix into their own layout on every call: at the row counts of search,
 //! a large part of the step, and most of encoding the few sentences a server's batch takes in).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use gnmt_kernels::tensor::{additive_attention_tensors, Attended};
@@ -195,19 +196,22 @@ impl Packed {
     }
 }
 
-/// Per decoder layer, `h` and `c` `[rows, H]`, row-major.
+/// Per decoder layer, `h` and `c` `[rows, H]`, row-major; and the rows the search picked from
+/// them since the last step, which the next step reads in place of a copy made here.
 #[derive(Debug, Clone)]
 pub struct CpuState {
     h: Vec<Vec<f32>>,
     c: Vec<Vec<f32>>,
     hidden: usize,
+    /// The rows of `h` and `c` this state is, in order; None: all of them as they are.
+    picked: Option<Vec<usize>>,
 }
 
 impl CpuState {
     /// With `n` rows of zeros (a fresh hypothesis' state) after the others.
     pub fn with_zero_rows(&self, n: usize) -> CpuState {
         let grow = |v: &Vec<f32>| {
-            let mut v = v.clone();
+            let mut v = self.rows_of(v).into_owned();
             v.resize(v.len() + n * self.hidden, 0.0);
             v
         };
@@ -215,16 +219,29 @@ impl CpuState {
             h: self.h.iter().map(grow).collect(),
             c: self.c.iter().map(grow).collect(),
             hidden: self.hidden,
+            picked: None,
         }
     }
 
-    /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch.
-    pub fn select(&self, rows: &[usize]) -> CpuState {
-        let pick = |v: &Vec<f32>| pick_rows(v, rows.iter().copied(), self.hidden);
+    /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch. Nothing is
+    /// copied here: the next step reads the rows it needs (each `h` and `c` copied once, where
+    /// picking them here and the step's own copy of `c` took two).
+    pub fn select(self, rows: &[usize]) -> CpuState {
+        let picked = match &self.picked {
+            Some(old) => rows.iter().map(|&r| old[r]).collect(),
+            None => rows.to_vec(),
+        };
         CpuState {
-            h: self.h.iter().map(pick).collect(),
-            c: self.c.iter().map(pick).collect(),
-            hidden: self.hidden,
+            picked: Some(picked),
+            ..self
+        }
+    }
+
+    /// `v` (one layer's `h` or `c`) as this state's rows.
+    fn rows_of<'v>(&self, v: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
+        match &self.picked {
+            Some(rows) => pick_rows(v, rows.iter().copied(), self.hidden).into(),
+            None => v.into(),
         }
     }
 }
@@ -351,55 +368,62 @@ impl Seq2Seq {
     ) -> Result<(Tensor, CpuState), tch::TchError> {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
-        let zeros = vec![0f32; rows * hid];
-        let prev = |i: usize| match state {
-            Some(s) => (&s.h[i], &s.c[i]),
-            None => (&zeros, &zeros),
+        // Layer i's previous h (read) and c (the cell updates a copy in place).
+        let prev = |i: usize| -> (Cow<[f32]>, Vec<f32>) {
+            match state {
+                Some(s) => (s.rows_of(&s.h[i]), s.rows_of(&s.c[i]).into_owned()),
+                None => (Cow::Owned(vec![0f32; rows * hid]), vec![0f32; rows * hid]),
+            }
         };
         let dec = &dec.0;
         let layers = dec.layers.len();
-        let mut new = CpuState {
-            h: Vec::with_capacity(layers),
-            c: Vec::with_capacity(layers),
-            hidden: hid,
-        };
-        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell.
+        let (mut hs, mut cs) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
+        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell; its h and c.
         let gates = sized(&mut buffers.gates, rows * 4 * hid);
-        let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> Vec<f32> {
-            let (h_prev, c_prev) = prev(i);
+        let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> (Vec<f32>, Vec<f32>) {
+            let (h_prev, mut c) = prev(i);
             let parts: Vec<(&[f32], usize)> =
                 inputs.iter().copied().chain([(&h_prev[..], hid)]).collect();
             dec.layers[i].forward_parts(RowParts(&parts), rows, gates);
-            let mut c = c_prev.clone();
             let mut h = vec![0f32; rows * hid];
             lstm_cell(gates, &mut c, &mut h, hid);
-            new.h.push(h.clone());
-            new.c.push(c);
-            h
+            (h, c)
         };
         let emb = self.config.embedding_size as usize;
         let x = match &dec.tgt_embedding {
             Some(table) => crate::int8::lookup(table, &Vec::<i64>::try_from(tokens)?),
             None => host(&self.tgt_emb().forward(tokens))?,
         };
-        let h0 = run(0, &[(&x, emb)]);
+        let (h0, c0) = run(0, &[(&x, emb)]);
         let (ctx, attn) =
             dec.attention
                 .attend(&h0, rows, group.max(1) as usize, enc, &mut buffers.query)?;
-        let mut out = h0;
+        hs.push(h0);
+        cs.push(c0);
+        // The next layer's input where it is not the last h: that h plus the residual.
+        let mut summed: Option<Vec<f32>> = None;
         for i in 1..layers {
-            let mut y = run(i, &[(&out, hid), (&ctx, hid)]);
-            if self.config.residual_at(i as i64, false) {
-                for (y, o) in y.iter_mut().zip(&out) {
-                    *y += o;
-                }
-            }
-            out = y;
+            let below: &[f32] = summed.as_deref().unwrap_or(&hs[i - 1]);
+            let (h, c) = run(i, &[(below, hid), (&ctx, hid)]);
+            let next = self
+                .config
+                .residual_at(i as i64, false)
+                .then(|| h.iter().zip(below).map(|(y, o)| y + o).collect());
+            hs.push(h);
+            cs.push(c);
+            summed = next;
         }
+        let out: &[f32] = summed.as_deref().unwrap_or(&hs[layers - 1]);
         let vocab = dec.classifier.out_features();
         let logits = sized(&mut buffers.logits, rows * vocab);
-        dec.classifier.forward(&out, rows, logits);
-        Ok((attn, new))
+        dec.classifier.forward(out, rows, logits);
+        let next = CpuState {
+            h: hs,
+            c: cs,
+            hidden: hid,
+            picked: None,
+        };
+        Ok((attn, next))
     }
 }
 
@@ -553,4 +577,52 @@ fn reverse_within(x: &[f32], lens: &[usize], s: usize, w: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuState;
+
+    /// Two layers of three rows, two wide: row r of layer l's h holds 10 l + r, its c the
+    /// negatives.
+    fn state() -> CpuState {
+        let layer = |l: usize, sign: f32| -> Vec<f32> {
+            (0..3)
+                .flat_map(|r| [sign * (10 * l + r) as f32; 2])
+                .collect()
+        };
+        CpuState {
+            h: (0..2).map(|l| layer(l, 1.0)).collect(),
+            c: (0..2).map(|l| layer(l, -1.0)).collect(),
+            hidden: 2,
+            picked: None,
+        }
+    }
+
+    /// Each layer's h rows as the next step reads them, by their first value.
+    fn h_rows(s: &CpuState) -> Vec<Vec<f32>> {
+        s.h.iter()
+            .map(|v| s.rows_of(v).chunks(2).map(|row| row[0]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn picked_rows_compose_and_grow_as_copies_would() {
+        let picked = state().select(&[2, 0]).select(&[1, 1, 0]);
+        assert_eq!(
+            h_rows(&picked),
+            [vec![0.0, 0.0, 2.0], vec![10.0, 10.0, 12.0]]
+        );
+        assert_eq!(
+            picked.rows_of(&picked.c[1]).as_ref(),
+            [-10.0, -10.0, -10.0, -10.0, -12.0, -12.0]
+        );
+        let grown = picked.with_zero_rows(1);
+        assert!(grown.picked.is_none());
+        assert_eq!(
+            h_rows(&grown),
+            [vec![0.0, 0.0, 2.0, 0.0], vec![10.0, 10.0, 12.0, 0.0]]
+        );
+        assert_eq!(grown.c[0], [-0.0, -0.0, -0.0, -0.0, -2.0, -2.0, 0.0, 0.0]);
+    }
 }
