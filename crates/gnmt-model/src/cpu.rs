@@ -238,7 +238,7 @@ impl CpuState {
     }
 
     /// `v` (one layer's `h` or `c`) as this state's rows.
-    fn rows_of<'v>(&self, v: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
+    fn rows_of<'v>(&self, v: &'v [f32]) -> Cow<'v, [f32]> {
         match &self.picked {
             Some(rows) => pick_rows(v, rows.iter().copied(), self.hidden).into(),
             None => v.into(),
