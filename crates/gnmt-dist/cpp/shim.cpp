@@ -196,4 +196,10 @@ int gnmt_backward_with_grad(at::Tensor* t, at::Tensor* grad, char* err, size_t e
   return guarded(err, errlen, [&] { t->backward(*grad); });
 }
 
+// Drops `t`'s gradient (PyTorch's `zero_grad(set_to_none=True)`): the next backward hands its
+// gradient over instead of adding it to zeros.
+void gnmt_clear_grad(at::Tensor* t) {
+  if (t->defined()) t->mutable_grad().reset();
+}
+
 }  // extern "C"

@@ -72,4 +72,5 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    pub fn gnmt_clear_grad(t: *mut c_void);
 }

@@ -181,6 +181,18 @@ pub fn backward_with_grad(t: &Tensor, grad: &Tensor) -> Result<(), tch::TchError
     .map_err(tch::TchError::Torch)
 }
 
+/// Drops `t`'s gradient, as PyTorch's `zero_grad(set_to_none=True)`: `t.grad()` is undefined
+/// until the next backward pass, which then hands its gradient over (no pass adding it to
+/// zeros, and none zeroing it before).
+pub fn clear_grad(t: &Tensor) {
+    // SAFETY: tch's `at::Tensor*` of a live tensor, borrowed for the call. The shim skips an
+    // undefined tensor, and resetting a gradient (present or not) throws nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        ffi::gnmt_clear_grad(t.as_ptr() as *mut c_void)
+    }
+}
+
 /// Whether this build carries ProcessGroupNCCL (build.rs found the CUDA and NCCL headers).
 pub fn nccl_built() -> bool {
     // SAFETY: a constant query with no arguments.

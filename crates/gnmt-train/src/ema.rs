@@ -54,16 +54,25 @@ impl Ema {
     }
 
     /// Moves the average towards `weights` after the `update`-th optimizer update:
-    /// `avg = d * avg + (1 - d) * weights`.
-    pub fn update(&mut self, weights: &nn::VarStore, update: i64) {
+    /// `avg = d * avg + (1 - d) * weights`, on `threads` threads on a CPU ([`crate::lanes`]).
+    pub fn update(&mut self, weights: &nn::VarStore, update: i64, threads: usize) {
         let d = decay_at(self.decay, update);
         let raw = weights.variables();
-        tch::no_grad(|| {
-            for (name, mut avg) in self.vs.variables() {
-                if let Some(w) = raw.get(&name) {
-                    let _ = avg.lerp_(w, 1.0 - d);
-                }
-            }
+        let jobs = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter_map(|(name, avg)| {
+                raw.get(&name)
+                    .map(|w| (avg.numel(), (avg, w.shallow_clone())))
+            })
+            .collect();
+        let lanes = match self.vs.device() {
+            Device::Cpu => threads,
+            _ => 1,
+        };
+        crate::lanes::per_param(jobs, lanes, |(mut avg, w)| {
+            let _ = avg.lerp_(&w, 1.0 - d);
         });
     }
 }
@@ -103,7 +112,7 @@ mod tests {
                 let _ = t.g_add_scalar_(1.0);
             }
         });
-        ema.update(&w, 100);
+        ema.update(&w, 100, 2);
         let avg = ema.vs.variables();
         assert_eq!(avg.len(), before.len());
         for (name, old) in before {

@@ -7,6 +7,7 @@
 pub mod average;
 pub mod checkpoint;
 pub mod ema;
+mod lanes;
 pub mod optim;
 pub mod shares;
 mod subwords;

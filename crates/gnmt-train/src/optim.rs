@@ -30,6 +30,8 @@ pub struct Adam {
     /// are divided by it (in [`Adam::accumulate`] in mixed precision, else when read). 1 without
     /// loss scaling.
     pub grad_scale: f64,
+    /// Threads the passes over the parameters run on, on a CPU ([`crate::lanes`]).
+    lanes: usize,
 }
 
 // The scalars of one Adam update, and the one-pass CPU update (declining, with false, tensors
@@ -65,6 +67,33 @@ fn add_unscaled(acc: &mut Tensor, g: &mut Tensor, scale: f64) {
         *acc += g32;
     }
     let _ = g.zero_();
+}
+
+/// One parameter's share of an Adam step: its weights, moments and working copy.
+struct ParamUpdate {
+    p: Tensor,
+    m: Tensor,
+    v: Tensor,
+    work: Option<Tensor>,
+}
+
+impl ParamUpdate {
+    /// Updates the weights from gradient `g` (none: left as they are), then the working copy:
+    /// a bf16 copy by the fused update itself, any other from the new weights.
+    fn apply(&mut self, g: Option<&Tensor>, c: &AdamCoefficients) {
+        let bf16_work = self.work.as_ref().filter(|w| w.kind() == Kind::BFloat16);
+        let mut fresh = false;
+        if let Some(g) = g {
+            if fused_cpu_update(&self.p, g, &self.m, &self.v, bf16_work, c) {
+                fresh = bf16_work.is_some();
+            } else {
+                tensor_update(&mut self.p, g, &mut self.m, &mut self.v, c);
+            }
+        }
+        if let (Some(w), false) = (&mut self.work, fresh) {
+            w.copy_(&self.p);
+        }
+    }
 }
 
 /// Dynamic loss scaling for fp16 training: the loss is multiplied by `scale` so that small
@@ -125,6 +154,22 @@ impl Adam {
             work: None,
             acc: None,
             grad_scale: 1.0,
+            lanes: 1,
+        }
+    }
+
+    /// Runs the passes over the parameters (zeroing, adding the shares' gradients up,
+    /// clipping, the update) on `threads` threads where the weights are on a CPU. The numbers
+    /// are the same for any count.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.lanes = threads.max(1);
+    }
+
+    /// The lanes a pass runs on: one off the CPU, where a thread only queues device work.
+    fn lanes(&self) -> usize {
+        match self.device() {
+            tch::Device::Cpu => self.lanes,
+            _ => 1,
         }
     }
 
@@ -150,19 +195,12 @@ impl Adam {
         Ok(adam)
     }
 
+    /// Refreshes the whole working copy from the master weights.
     fn sync_work(&mut self) {
-        self.sync_work_except(&[]);
-    }
-
-    /// Refreshes the working copy from the master weights, but for parameters marked in
-    /// `fresh` (refreshed already by the fused update).
-    fn sync_work_except(&mut self, fresh: &[bool]) {
         if let Some(work) = &mut self.work {
             tch::no_grad(|| {
-                for (i, (w, (_, p))) in work.iter_mut().zip(&self.vars).enumerate() {
-                    if !fresh.get(i).copied().unwrap_or(false) {
-                        w.copy_(p);
-                    }
+                for (w, (_, p)) in work.iter_mut().zip(&self.vars) {
+                    w.copy_(p);
                 }
             });
         }
@@ -172,49 +210,63 @@ impl Adam {
     /// float32 and divided by the loss scale, to the float32 accumulators, and zeroes them.
     /// In float32 training the parameters' own gradients accumulate and this does nothing.
     pub fn accumulate(&mut self) {
-        if let (Some(work), Some(acc)) = (&self.work, &mut self.acc) {
-            tch::no_grad(|| {
-                for (w, a) in work.iter().zip(acc.iter_mut()) {
-                    add_unscaled(a, &mut w.grad(), self.grad_scale);
-                }
-            });
-        }
+        // Without replicas no parameter can lack the gradient one has.
+        let _none_missing = self.accumulate_shares(&[]);
     }
 
-    /// The parameters' names, in the order [`Adam::accumulate_from`] takes their replicas.
+    /// The parameters' names, in the order [`Adam::accumulate_shares`] takes their replicas.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.vars.iter().map(|(n, _)| n.as_str())
     }
 
-    /// Adds the gradients of a replica of the model (its parameters in [`Adam::names`]' order,
-    /// of the working copy's kind) to this step's, and zeroes them: into the float32
-    /// accumulators in mixed precision, else into the parameters' own gradients, which the
-    /// model's first share of the batch must have made already.
-    pub fn accumulate_from(&mut self, replica: &[Tensor]) -> Result<(), String> {
+    /// After the shares of a batch: adds their gradients to this step's, each parameter's in
+    /// share order, and zeroes the shares' own. Share 0 is the model itself (in mixed
+    /// precision its working copy's gradients, as [`Adam::accumulate`]); `replicas` are the
+    /// others' parameters in [`Adam::names`]' order, of the working copy's kind. Their
+    /// gradients go into the float32 accumulators in mixed precision, else into the
+    /// parameters' own gradients, which share 0 must have made already.
+    pub fn accumulate_shares(&mut self, replicas: &[&[Tensor]]) -> Result<(), String> {
         let scale = self.grad_scale;
-        tch::no_grad(|| {
-            for (i, r) in replica.iter().enumerate() {
-                let mut g = r.grad();
-                if !g.defined() {
-                    continue;
-                }
-                match &mut self.acc {
-                    Some(acc) => add_unscaled(&mut acc[i], &mut g, scale),
-                    None => {
-                        let mut own = self.vars[i].1.grad();
-                        if !own.defined() {
-                            return Err(format!(
-                                "`{}` has a gradient in a replica but none of its own",
-                                self.vars[i].0
-                            ));
-                        }
-                        own += &g;
-                        let _ = g.zero_();
-                    }
-                }
+        let mut jobs = Vec::with_capacity(self.vars.len());
+        for (i, (name, p)) in self.vars.iter().enumerate() {
+            // The parameters whose gradients add up here: the working copy's, the replicas'.
+            let mut sources: Vec<Tensor> = Vec::with_capacity(replicas.len() + 1);
+            sources.extend(self.work.as_ref().map(|w| w[i].shallow_clone()));
+            sources.extend(
+                replicas
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(Tensor::shallow_clone),
+            );
+            sources.retain(|s| s.grad().defined());
+            if sources.is_empty() {
+                continue;
             }
-            Ok(())
-        })
+            let into = match &self.acc {
+                Some(acc) => acc[i].shallow_clone(),
+                None => p.grad(),
+            };
+            if !into.defined() {
+                return Err(format!(
+                    "`{name}` has a gradient in a replica but none of its own"
+                ));
+            }
+            jobs.push((p.numel(), (into, sources)));
+        }
+        let mixed = self.acc.is_some();
+        crate::lanes::per_param(jobs, self.lanes(), |(mut into, sources)| {
+            for source in sources {
+                let mut g = source.grad();
+                if mixed {
+                    add_unscaled(&mut into, &mut g, scale);
+                } else {
+                    into += &g;
+                }
+                // Dropped rather than zeroed: the next backward hands its gradient over.
+                gnmt_dist::clear_grad(&source);
+            }
+        });
+        Ok(())
     }
 
     /// The float32 gradients that clipping and the update read, in place: the accumulators in
@@ -249,41 +301,49 @@ impl Adam {
         }
     }
 
+    /// Clears the step's gradients: autograd's (the parameters' own in float32, the working
+    /// copy's in mixed precision) are dropped, so that the next backward hands its gradients
+    /// over instead of adding them to zeros; mixed precision's float32 accumulators are zeroed.
     pub fn zero_grad(&mut self) {
-        let holders: Vec<Tensor> = match &self.work {
-            Some(w) => w.iter().map(Tensor::grad).collect(),
-            None => Vec::new(),
+        let autograds = match &self.work {
+            Some(w) => w,
+            None => &self.vars.iter().map(|(_, p)| p.shallow_clone()).collect(),
         };
-        for mut g in holders.into_iter().chain(self.master_grads()) {
-            if g.defined() {
-                let _ = g.zero_();
-            }
+        for p in autograds {
+            gnmt_dist::clear_grad(p);
         }
+        let jobs = self
+            .acc
+            .iter()
+            .flatten()
+            .map(|a| (a.numel(), a.shallow_clone()))
+            .collect();
+        crate::lanes::per_param(jobs, self.lanes(), |mut a| {
+            let _ = a.zero_();
+        });
     }
 
     /// Global gradient norm (of the unscaled float32 gradients), then clipping to `max_norm`
     /// (if > 0). Returns the norm before clipping; infinite or NaN when a gradient overflowed,
     /// and then nothing is clipped.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        let grads: Vec<Tensor> = self
+        let grads: Vec<(usize, Tensor)> = self
             .master_grads()
             .into_iter()
             .filter(Tensor::defined)
+            .map(|g| (g.numel(), g))
             .collect();
         if grads.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads
-            .iter()
-            .map(|g| g.to_kind(Kind::Float).norm())
-            .collect();
+        let lanes = self.lanes();
+        let each = grads.iter().map(|(n, g)| (*n, g.shallow_clone())).collect();
+        let norms = crate::lanes::per_param(each, lanes, |g| g.to_kind(Kind::Float).norm());
         let total = Tensor::stack(&norms, 0).norm().double_value(&[]) / self.pending_scale();
         if max_norm > 0.0 && total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
-            tch::no_grad(|| {
-                for mut g in grads {
-                    let _ = g.g_mul_scalar_(scale);
-                }
+            crate::lanes::per_param(grads, lanes, |mut g| {
+                let _ = g.g_mul_scalar_(scale);
             });
         }
         total
@@ -324,27 +384,27 @@ impl Adam {
             inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
             step_size: (lr / bc1) as f32,
         };
-        let grads: Vec<Tensor> = (0..self.vars.len()).map(|i| self.grad(i)).collect();
-        // A bf16 working copy is refreshed by the fused update itself; others after it.
-        let bf16_work = |i: usize| {
-            let w = self.work.as_ref().map(|w| &w[i]);
-            w.filter(|w| w.kind() == Kind::BFloat16)
-        };
-        let mut fresh = vec![false; self.vars.len()];
-        tch::no_grad(|| {
-            for (i, ((_, p), g)) in self.vars.iter_mut().zip(grads).enumerate() {
-                if !g.defined() {
-                    continue;
-                }
-                let work = bf16_work(i);
-                if fused_cpu_update(p, &g, &self.m[i], &self.v[i], work, &c) {
-                    fresh[i] = work.is_some();
-                } else {
-                    tensor_update(p, &g, &mut self.m[i], &mut self.v[i], &c);
-                }
-            }
+        let pending = self.pending_scale();
+        let mut jobs = Vec::with_capacity(self.vars.len());
+        for (i, (_, p)) in self.vars.iter().enumerate() {
+            let raw = match &self.acc {
+                Some(acc) => acc[i].shallow_clone(),
+                None => p.grad(),
+            };
+            let update = ParamUpdate {
+                p: p.shallow_clone(),
+                m: self.m[i].shallow_clone(),
+                v: self.v[i].shallow_clone(),
+                work: self.work.as_ref().map(|w| w[i].shallow_clone()),
+            };
+            // A parameter without a gradient keeps its weights, and its working copy is
+            // refreshed all the same.
+            jobs.push((p.numel(), (update, raw.defined().then_some(raw))));
+        }
+        crate::lanes::per_param(jobs, self.lanes(), |(mut u, g)| {
+            let g = g.map(|g| if pending != 1.0 { g / pending } else { g });
+            u.apply(g.as_ref(), &c);
         });
-        self.sync_work_except(&fresh);
     }
 
     /// Data-parallel training: sums every rank's float32 gradients (and `extra`, the step's
@@ -676,8 +736,9 @@ mod tests {
         for x in g {
             assert!((x - 1.001).abs() < 1e-5, "{x}");
         }
-        // The working copy's own gradient was moved out.
-        assert_eq!(w.grad().abs().sum(Kind::Float).double_value(&[]), 0.0);
+        // The working copy's own gradient was moved out, and dropped: the next backward
+        // hands its gradient over.
+        assert!(!w.grad().defined());
     }
 
     #[test]

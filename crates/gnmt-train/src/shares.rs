@@ -97,7 +97,7 @@ impl Shares {
     /// Runs `pass(model, j)` (a forward and backward pass) for shares `0..n` (`n` at most
     /// [`Shares::count`]) on `threads` libtorch threads in all: as many shares at once as
     /// there are threads, each with its part of them. Then adds the replicas' gradients to
-    /// `adam`'s (after share 0's, which [`Adam::accumulate`] takes). Returns the passes'
+    /// `adam`'s ([`Adam::accumulate_shares`]). Returns the passes'
     /// results in share order. Up to `threads = n`, every pass runs on one libtorch thread, so
     /// the results are the same bit for bit whatever `threads` is.
     pub fn run<T: Send>(
@@ -155,11 +155,17 @@ impl Shares {
             outs.push(out);
         }
         let outs = outs.into_iter().collect::<Result<Vec<T>, TrainError>>()?;
-        adam.accumulate();
-        for r in self.replicas.iter().take(n - 1).flatten() {
-            adam.accumulate_from(&r.params)
-                .map_err(TrainError::Config)?;
-        }
+        let replicas: Vec<&[Tensor]> = self
+            .replicas
+            .iter()
+            .take(n - 1)
+            .flatten()
+            .map(|r| r.params.as_slice())
+            .collect();
+        let ta = std::time::Instant::now();
+        adam.accumulate_shares(&replicas)
+            .map_err(TrainError::Config)?;
+        eprintln!("TIMING acc {:.1}", ta.elapsed().as_secs_f64() * 1e3);
         Ok(outs)
     }
 }

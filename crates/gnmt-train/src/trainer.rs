@@ -1024,6 +1024,8 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let w = &mut self.w;
         let scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
+        let threads = tch::get_num_threads().max(1) as usize;
+        w.adam.set_threads(threads);
         w.adam.zero_grad();
         w.adam.grad_scale = scale;
         let step = self.state.step;
@@ -1055,7 +1057,7 @@ impl<'a> Trainer<'a> {
                 label_smoothing: cfg.label_smoothing,
                 loss_scale: scale,
                 shard,
-                threads: tch::get_num_threads().max(1) as usize,
+                threads,
             },
             seed,
         )?;
@@ -1083,7 +1085,7 @@ impl<'a> Trainer<'a> {
         if apply {
             w.adam.apply(lr);
             if let Some(e) = &mut w.ema {
-                e.update(&w.vs, w.adam.step);
+                e.update(&w.vs, w.adam.step, threads);
             }
         } else {
             tracing::debug!(
@@ -2156,11 +2158,25 @@ mod tests {
         shares: usize,
         threads: usize,
     ) -> (f64, Vec<f64>) {
+        let (loss, grads, _) = group_step(corpus, cfg, group, shares, threads);
+        (loss, grads)
+    }
+
+    /// [`group_grads`], and the weights after clipping those gradients and an Adam update
+    /// (the optimizer's passes on `threads` threads too).
+    fn group_step(
+        corpus: &PairCorpus,
+        cfg: &ModelConfig,
+        group: &[Vec<usize>],
+        shares: usize,
+        threads: usize,
+    ) -> (f64, Vec<f64>, Vec<f64>) {
         let mut w = crate::seeded(5, || {
             Weights::new(cfg, Precision::Fp32, Device::Cpu, shares)
         })
         .unwrap();
         let n = w.vs.variables().len();
+        w.adam.set_threads(threads);
         w.adam.zero_grad();
         let setup = LossSetup {
             device: Device::Cpu,
@@ -2170,7 +2186,19 @@ mod tests {
             threads,
         };
         let g = backward_group(&mut w, corpus, group, setup, |i| i as i64).unwrap();
-        (g.loss, all_grads(&w.adam, n))
+        let grads = all_grads(&w.adam, n);
+        // A norm far above this clips every gradient.
+        assert!(w.adam.clip_grad_norm(1e-3) > 1e-3);
+        w.adam.apply(1e-3);
+        let mut named: Vec<(String, Tensor)> = w.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let weights = named
+            .iter()
+            .flat_map(|(_, t)| {
+                Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+            })
+            .collect();
+        (g.loss, grads, weights)
     }
 
     fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
@@ -2201,9 +2229,11 @@ mod tests {
         // With dropout, each share draws its own masks: the same on one thread or two, other
         // masks than one share's.
         cfg.dropout = 0.3;
-        let one_thread = group_grads(&corpus, &cfg, &group, 2, 1);
-        let two_threads = group_grads(&corpus, &cfg, &group, 2, 2);
-        assert_eq!(one_thread, two_threads);
+        // The gradients' sum, their clipping and the update take the same bits on one thread
+        // as on two lanes, each parameter on one of them.
+        let one_thread = group_step(&corpus, &cfg, &group, 2, 1);
+        let two_threads = group_step(&corpus, &cfg, &group, 2, 2);
+        assert!(one_thread == two_threads);
         assert_ne!(one_thread.1, group_grads(&corpus, &cfg, &group, 1, 1).1);
     }
 
