@@ -141,7 +141,7 @@ impl PackedLinearBf16 {
     /// portable code.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
-        self.parts_on(fast, RowParts(&[(x, self.k)]), m, out)
+        self.parts_on(fast, RowParts::new(&[(x, self.k)]), m, out)
     }
 
     /// [`PackedLinearBf16::forward`] of the rows `x` gives as parts: the same bits as of their
@@ -151,12 +151,8 @@ impl PackedLinearBf16 {
     /// # Panics
     /// If the parts are not `m` rows `k` wide in all, or `out` not `m * n`.
     pub fn forward_parts(&self, x: RowParts, m: usize, out: &mut [f32]) {
-        let parts = x.0.len();
-        if x.0
-            .iter()
-            .take(parts.saturating_sub(1))
-            .all(|p| p.1 % 2 == 0)
-        {
+        let parts = x.widths().count();
+        if x.widths().take(parts.saturating_sub(1)).all(|w| w % 2 == 0) {
             self.parts_on(bf16_dot_supported(), x, m, out)
         } else {
             self.forward(&x.concat(m), m, out)

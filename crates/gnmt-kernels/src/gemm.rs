@@ -137,25 +137,67 @@ pub(crate) fn linear(w: &PackedLinear, x: &[f32], m: usize, out: &mut [f32]) {
 /// values, row-major, and a whole input row is the parts' rows one after another. The decoder's
 /// layers read `[input, attention context, previous h]` so: the int8 and bf16 products quantize
 /// or round the parts straight into their packed rows, with the bits of the concatenated rows
-/// and without that copy.
+/// and without that copy. One part may be read through a row map ([`RowParts::picking`]): the
+/// previous `h` of the hypotheses the search kept, read where it lies rather than gathered.
 #[derive(Debug, Clone, Copy)]
-pub struct RowParts<'a>(pub &'a [(&'a [f32], usize)]);
+pub struct RowParts<'a> {
+    parts: &'a [(&'a [f32], usize)],
+    /// Part `.0`'s row `r` is its row `.1[r]`.
+    picked: Option<(usize, &'a [usize])>,
+}
 
 impl<'a> RowParts<'a> {
-    /// The whole rows' width.
-    pub fn width(&self) -> usize {
-        self.0.iter().map(|p| p.1).sum()
+    /// Parts of `(values, width)`, each read row by row.
+    pub fn new(parts: &'a [(&'a [f32], usize)]) -> Self {
+        RowParts {
+            parts,
+            picked: None,
+        }
     }
 
-    /// Whether each part holds `m` rows of its width.
+    /// The same parts, part `part`'s row `r` read from its row `rows[r]` (any rows it holds,
+    /// in any order, repeated or not).
+    pub fn picking(self, part: usize, rows: &'a [usize]) -> Self {
+        RowParts {
+            picked: Some((part, rows)),
+            ..self
+        }
+    }
+
+    /// The parts' widths, in order.
+    pub fn widths(&self) -> impl Iterator<Item = usize> + 'a {
+        self.parts.iter().map(|p| p.1)
+    }
+
+    /// The whole rows' width.
+    pub fn width(&self) -> usize {
+        self.widths().sum()
+    }
+
+    /// Whether each part holds `m` rows of its width (a picked part: `m` picks of rows it holds).
     pub fn holds(&self, m: usize) -> bool {
-        self.0.iter().all(|&(v, w)| v.len() == m * w)
+        self.parts
+            .iter()
+            .enumerate()
+            .all(|(i, &(v, w))| match self.picked {
+                Some((p, rows)) if p == i => {
+                    rows.len() == m && rows.iter().all(|&r| (r + 1) * w <= v.len())
+                }
+                _ => v.len() == m * w,
+            })
     }
 
     /// Row `r`'s parts, in order.
     #[inline]
     pub fn row(&self, r: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
-        self.0.iter().map(move |&(v, w)| &v[r * w..(r + 1) * w])
+        let picked = self.picked;
+        self.parts.iter().enumerate().map(move |(i, &(v, w))| {
+            let r = match picked {
+                Some((p, rows)) if p == i => rows[r],
+                _ => r,
+            };
+            &v[r * w..(r + 1) * w]
+        })
     }
 
     /// The `m` whole rows, concatenated (for the products that read one slice).

@@ -251,7 +251,7 @@ impl PackedLinearI8 {
     /// when `fast` and the CPU has it, else on portable code: the same bits from all.
     pub(crate) fn forward_on(&self, fast: bool, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.k, "input");
-        self.parts_on(fast, RowParts(&[(x, self.k)]), m, out)
+        self.parts_on(fast, RowParts::new(&[(x, self.k)]), m, out)
     }
 
     /// [`PackedLinearI8::forward`] of the rows `x` gives as parts: the same bits as of their
@@ -407,7 +407,7 @@ std::thread_local! {
 /// [`quantize_rows_into`] of one slice on this process's build (the tests' entry).
 #[cfg(test)]
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, k4: usize) -> (Vec<u32>, Vec<f32>) {
-    quantize_rows_on(Isa::detected(), RowParts(&[(x, k)]), m, k, k4)
+    quantize_rows_on(Isa::detected(), RowParts::new(&[(x, k)]), m, k, k4)
 }
 
 /// [`quantize_rows_into`] into a new buffer (the tests' entry).
@@ -443,7 +443,11 @@ fn quantize_rows_with(x: RowParts, m: usize, k: usize, k4: usize, rows: &mut Qua
     rows.scales.clear();
     let bytes = quad_bytes(&mut rows.quads);
     for r in 0..m {
-        let scale = scale_of_max(x.row(r).fold(0.0, max_abs));
+        let mut max = 0f32;
+        for part in x.row(r) {
+            max = max_abs(max, part);
+        }
+        let scale = scale_of_max(max);
         let (mut out, padding) = bytes[r * k4 * 4..(r + 1) * k4 * 4].split_at_mut(k);
         for part in x.row(r) {
             let (here, rest) = out.split_at_mut(part.len());

@@ -578,7 +578,7 @@ fn bf16_input_rows_pack_as_to_bf16_rounds_on_every_build() {
             .collect();
         for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
             assert_eq!(
-                bf16::pack_rows_on(isa, RowParts(&[(&x, k)]), m, k, k2),
+                bf16::pack_rows_on(isa, RowParts::new(&[(&x, k)]), m, k, k2),
                 want,
                 "{isa:?}, k {k}"
             );
@@ -839,7 +839,7 @@ fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
         assert!(bytes[k..].iter().all(|&b| b == 128), "row {r}: padding");
     }
     for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
-        let (p, s) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), rows.len(), k, k4);
+        let (p, s) = int8::quantize_rows_on(isa, RowParts::new(&[(&x, k)]), rows.len(), k, k4);
         assert_eq!(p, packed, "{isa:?}");
         assert_eq!(bits(&s), bits(&scales), "{isa:?}");
         // A buffer kept from a larger product, its values stale: every byte is written again.
@@ -847,7 +847,7 @@ fn input_rows_quantize_as_quantize_does_alike_on_every_build() {
             quads: vec![u32::MAX; 4 * packed.len()],
             scales: vec![f32::NAN; 2 * rows.len()],
         };
-        int8::quantize_rows_into(isa, RowParts(&[(&x, k)]), rows.len(), k, k4, &mut used);
+        int8::quantize_rows_into(isa, RowParts::new(&[(&x, k)]), rows.len(), k, k4, &mut used);
         assert_eq!(used.quads, packed, "{isa:?}: a used buffer");
         assert_eq!(bits(&used.scales), bits(&scales), "{isa:?}: a used buffer");
     }
@@ -1093,7 +1093,7 @@ fn every_build_quantizes_input_rows_as_quantize_does() {
     x[2 * k + 1] = f32::NEG_INFINITY;
     x[2 * k + 2] = f32::NAN;
     for isa in Isa::available() {
-        let (xs, scales) = int8::quantize_rows_on(isa, RowParts(&[(&x, k)]), 3, k, k4);
+        let (xs, scales) = int8::quantize_rows_on(isa, RowParts::new(&[(&x, k)]), 3, k, k4);
         for r in 0..3 {
             let (scale, want) = quantize(&x[r * k..(r + 1) * k]);
             assert_eq!(scales[r], scale, "{isa:?} row {r}");
@@ -1252,7 +1252,7 @@ fn products_of_rows_in_parts_have_the_bits_of_the_concatenated_rows() {
             .zip(&widths)
             .map(|(p, &w)| (&p[..], w))
             .collect();
-        let x = RowParts(&given);
+        let x = RowParts::new(&given);
         let whole = x.concat(m);
         assert_eq!(whole.len(), m * k);
         let w = noise(n * k, 1700 + c as u64, 1.0);
@@ -1269,9 +1269,32 @@ fn products_of_rows_in_parts_have_the_bits_of_the_concatenated_rows() {
         for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::supported()) {
             let k4 = k.div_ceil(4);
             let (p, s) = int8::quantize_rows_on(isa, x, m, k, k4);
-            let (pw, sw) = int8::quantize_rows_on(isa, RowParts(&[(&whole, k)]), m, k, k4);
+            let (pw, sw) = int8::quantize_rows_on(isa, RowParts::new(&[(&whole, k)]), m, k, k4);
             assert_eq!((p, bits(&s)), (pw, bits(&sw)), "{isa:?}, widths {widths:?}");
         }
+        // The last part read through a row map (a state the search picked rows of, some
+        // twice, some not at all) gives the bits of those rows gathered.
+        let last = widths.len() - 1;
+        let wl = widths[last];
+        let held = noise((m + 3) * wl, 1900 + c as u64, 3.0);
+        let picks: Vec<usize> = (0..m).map(|r| (r * 5 + 2) % (m + 3)).rev().collect();
+        let gathered: Vec<f32> = picks
+            .iter()
+            .flat_map(|&r| held[r * wl..(r + 1) * wl].iter().copied())
+            .collect();
+        let (mut from_held, mut from_gathered) = (given.clone(), given.clone());
+        from_held[last] = (&held[..], wl);
+        from_gathered[last] = (&gathered[..], wl);
+        let picked = RowParts::new(&from_held).picking(last, &picks);
+        let copied = RowParts::new(&from_gathered);
+        assert!(picked.holds(m) && !picked.picking(last, &picks[1..]).holds(m));
+        assert_eq!(bits(&picked.concat(m)), bits(&copied.concat(m)));
+        int8.forward_parts(copied, m, &mut want);
+        int8.forward_parts(picked, m, &mut got);
+        assert_eq!(bits(&got), bits(&want), "int8 picked, widths {widths:?}");
+        bf16.forward_parts(copied, m, &mut want);
+        bf16.forward_parts(picked, m, &mut got);
+        assert_eq!(bits(&got), bits(&want), "bf16 picked, widths {widths:?}");
     }
 }
 

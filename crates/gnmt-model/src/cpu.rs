@@ -224,7 +224,7 @@ impl CpuState {
     }
 
     /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch. Nothing is
-    /// copied here: the next step reads the rows it needs (each `h` and `c` copied once, where
+    /// copied here: the next step reads `h` through the picks and copies `c`'s rows once (where
     /// picking them here and the step's own copy of `c` took two).
     pub fn select(self, rows: &[usize]) -> CpuState {
         let picked = match &self.picked {
@@ -368,11 +368,20 @@ impl Seq2Seq {
     ) -> Result<(Tensor, CpuState), tch::TchError> {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
-        // Layer i's previous h (read) and c (the cell updates a copy in place).
-        let prev = |i: usize| -> (Cow<[f32]>, Vec<f32>) {
+        // Layer i's previous h (read where it lies, through the rows the search picked) and c
+        // (the cell updates a copy in place).
+        let prev = |i: usize| -> (Cow<[f32]>, Option<&[usize]>, Vec<f32>) {
             match state {
-                Some(s) => (s.rows_of(&s.h[i]), s.rows_of(&s.c[i]).into_owned()),
-                None => (Cow::Owned(vec![0f32; rows * hid]), vec![0f32; rows * hid]),
+                Some(s) => (
+                    Cow::Borrowed(&s.h[i]),
+                    s.picked.as_deref(),
+                    s.rows_of(&s.c[i]).into_owned(),
+                ),
+                None => (
+                    Cow::Owned(vec![0f32; rows * hid]),
+                    None,
+                    vec![0f32; rows * hid],
+                ),
             }
         };
         let dec = &dec.0;
@@ -381,10 +390,15 @@ impl Seq2Seq {
         // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell; its h and c.
         let gates = sized(&mut buffers.gates, rows * 4 * hid);
         let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> (Vec<f32>, Vec<f32>) {
-            let (h_prev, mut c) = prev(i);
+            let (h_prev, picked, mut c) = prev(i);
             let parts: Vec<(&[f32], usize)> =
                 inputs.iter().copied().chain([(&h_prev[..], hid)]).collect();
-            dec.layers[i].forward_parts(RowParts(&parts), rows, gates);
+            let x = RowParts::new(&parts);
+            let x = match picked {
+                Some(rows) => x.picking(parts.len() - 1, rows),
+                None => x,
+            };
+            dec.layers[i].forward_parts(x, rows, gates);
             let mut h = vec![0f32; rows * hid];
             lstm_cell(gates, &mut c, &mut h, hid);
             (h, c)
