@@ -97,8 +97,9 @@ impl Shares {
     /// Runs `pass(model, j)` (a forward and backward pass) for shares `0..n` (`n` at most
     /// [`Shares::count`]) on `threads` libtorch threads in all: as many shares at once as
     /// there are threads, each with its part of them. Then adds the replicas' gradients to
-    /// `adam`'s ([`Adam::accumulate_shares`]). Returns the passes' results in share order. Up to `threads = n`, every pass runs on one libtorch thread, so
-    /// the results are the same bit for bit whatever `threads` is.
+    /// `adam`'s ([`Adam::accumulate_shares`]). Returns the passes' results in share order. Up
+    /// to `threads = n`, every pass runs on one libtorch thread, so the results are the same
+    /// bit for bit whatever `threads` is.
     pub fn run<T: Send>(
         &mut self,
         model: &Seq2Seq,

@@ -2233,7 +2233,10 @@ mod tests {
         // as on two lanes, each parameter on one of them.
         let one_thread = group_step(&corpus, &cfg, &group, 2, 1);
         let two_threads = group_step(&corpus, &cfg, &group, 2, 2);
-        assert!(one_thread == two_threads);
+        assert!(
+            one_thread == two_threads,
+            "a step with two shares differs between one thread and two"
+        );
         assert_ne!(one_thread.1, group_grads(&corpus, &cfg, &group, 1, 1).1);
     }
 
