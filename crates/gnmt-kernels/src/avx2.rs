@@ -272,21 +272,33 @@ fn sigmoid8(x: __m256) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+pub(crate) fn cell(
+    gates: &[f32],
+    prev: Option<(&[f32], &[usize])>,
+    c: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
     let split = hidden - hidden % LANES;
-    for ((g, c), h) in gates
+    for (r, ((g, c), h)) in gates
         .chunks_exact(4 * hidden)
         .zip(c.chunks_exact_mut(hidden))
         .zip(h.chunks_exact_mut(hidden))
+        .enumerate()
     {
         let (gi, rest) = g.split_at(hidden);
         let (gf, rest) = rest.split_at(hidden);
         let (gg, go) = rest.split_at(hidden);
+        let picked = math::prev_row(prev, r, hidden);
+        if let Some(p) = picked {
+            // The scalar tail below updates `c` in place: it starts from the picked row.
+            c[split..].copy_from_slice(&p[split..]);
+        }
         for j in (0..split).step_by(LANES) {
             let at = |s: &[f32]| load(&s[j..j + LANES]);
             let cn = _mm256_fmadd_ps(
                 sigmoid8(at(gf)),
-                at(c),
+                at(picked.unwrap_or(&*c)),
                 _mm256_mul_ps(sigmoid8(at(gi)), tanh8(at(gg))),
             );
             let hn = _mm256_mul_ps(sigmoid8(at(go)), tanh8(cn));

@@ -338,17 +338,48 @@ pub(crate) fn top_candidates_on(
 /// # Panics
 /// If the lengths do not match.
 pub fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
-    lstm_cell_on(Isa::detected(), gates, c, h, hidden)
+    lstm_cell_on(Isa::detected(), gates, None, c, h, hidden)
 }
 
-/// [`lstm_cell`] on the build `isa` (or the best below it this process may use).
-pub(crate) fn lstm_cell_on(isa: Isa, gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
+/// [`lstm_cell`] whose previous `c` of row `r` is row `picks[r]` of `prev` (the rows a search
+/// kept, read where they lie): the new `c` goes into `c`, whose values are not read.
+///
+/// # Panics
+/// If the lengths do not match, or a pick is not a row of `prev`.
+pub fn lstm_cell_picked(
+    gates: &[f32],
+    prev: &[f32],
+    picks: &[usize],
+    c: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
+    lstm_cell_on(Isa::detected(), gates, Some((prev, picks)), c, h, hidden)
+}
+
+/// [`lstm_cell`] (or with `prev`, [`lstm_cell_picked`]) on the build `isa` (or the best below it
+/// this process may use).
+pub(crate) fn lstm_cell_on(
+    isa: Isa,
+    gates: &[f32],
+    prev: Option<(&[f32], &[usize])>,
+    c: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
     assert_eq!(c.len(), h.len(), "cell and hidden state");
     assert_eq!(gates.len(), 4 * c.len(), "gates");
     if hidden == 0 {
         return;
     }
-    dispatch!(isa, math::cell(gates, c, h, hidden))
+    if let Some((v, picks)) = prev {
+        assert_eq!(picks.len() * hidden, c.len(), "picked rows");
+        assert!(
+            picks.iter().all(|&r| (r + 1) * hidden <= v.len()),
+            "picked rows"
+        );
+    }
+    dispatch!(isa, math::cell(gates, prev, c, h, hidden))
 }
 
 /// AMX exists on x86-64 only.

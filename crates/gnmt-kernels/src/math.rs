@@ -283,16 +283,38 @@ pub(crate) fn sigmoid1(x: f32) -> f32 {
     1.0 / (1.0 + exp1(-x))
 }
 
-pub(crate) fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32], hidden: usize) {
-    for ((g, c), h) in gates
+/// The cell of every row; `prev`: row `r`'s previous `c` is row `picks[r]` of `prev` (else `c`
+/// itself, updated in place). Each build's `cell` takes these arguments.
+pub(crate) fn cell(
+    gates: &[f32],
+    prev: Option<(&[f32], &[usize])>,
+    c: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
+    for (r, ((g, c), h)) in gates
         .chunks_exact(4 * hidden)
         .zip(c.chunks_exact_mut(hidden))
         .zip(h.chunks_exact_mut(hidden))
+        .enumerate()
     {
+        if let Some(p) = prev_row(prev, r, hidden) {
+            c.copy_from_slice(p);
+        }
         for j in 0..hidden {
             let (i, f, gg, o) = (g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j]);
             c[j] = sigmoid1(f) * c[j] + sigmoid1(i) * tanh1(gg);
             h[j] = sigmoid1(o) * tanh1(c[j]);
         }
     }
+}
+
+/// Row `r`'s previous `c` where it is picked from `prev` ([`cell`]).
+#[inline(always)]
+pub(crate) fn prev_row<'a>(
+    prev: Option<(&'a [f32], &[usize])>,
+    r: usize,
+    hidden: usize,
+) -> Option<&'a [f32]> {
+    prev.map(|(v, picks)| &v[picks[r] * hidden..(picks[r] + 1) * hidden])
 }

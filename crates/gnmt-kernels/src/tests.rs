@@ -474,7 +474,29 @@ fn lstm_cell_matches_the_definition_and_libtorch() {
             .into_iter()
             .map(|isa| {
                 let (mut c, mut h) = (c0.clone(), vec![0f32; rows * hidden]);
-                lstm_cell_on(isa, &gates, &mut c, &mut h, hidden);
+                lstm_cell_on(isa, &gates, None, &mut c, &mut h, hidden);
+                // The previous c picked from other rows, out of place into a stale buffer: the
+                // same bits as those rows gathered and updated in place.
+                let held = noise((rows + 2) * hidden, 750 + i as u64, 2.0);
+                let picks: Vec<usize> = (0..rows).map(|r| (r * 3 + 1) % (rows + 2)).collect();
+                let mut gathered: Vec<f32> = picks
+                    .iter()
+                    .flat_map(|&r| held[r * hidden..(r + 1) * hidden].iter().copied())
+                    .collect();
+                let mut gathered_h = vec![0f32; rows * hidden];
+                lstm_cell_on(isa, &gates, None, &mut gathered, &mut gathered_h, hidden);
+                let mut out = vec![f32::NAN; rows * hidden];
+                let mut out_h = vec![f32::NAN; rows * hidden];
+                lstm_cell_on(
+                    isa,
+                    &gates,
+                    Some((&held, &picks)),
+                    &mut out,
+                    &mut out_h,
+                    hidden,
+                );
+                assert_eq!(bits(&out), bits(&gathered), "{isa} c, picked");
+                assert_eq!(bits(&out_h), bits(&gathered_h), "{isa} h, picked");
                 (c, h)
             })
             .collect();

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use gnmt_kernels::tensor::{additive_attention_tensors, Attended};
 use gnmt_kernels::{
-    lstm_cell, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8, QuantizedMatrix, RowParts,
+    lstm_cell, lstm_cell_picked, Kernels, PackedLinear, PackedLinearBf16, PackedLinearI8,
+    QuantizedMatrix, RowParts,
 };
 use tch::nn::Module;
 use tch::{Kind, Tensor};
@@ -224,8 +225,8 @@ impl CpuState {
     }
 
     /// Rows picked (and repeated) by `rows`: for beams and for shrinking the batch. Nothing is
-    /// copied here: the next step reads `h` through the picks and copies `c`'s rows once (where
-    /// picking them here and the step's own copy of `c` took two).
+    /// copied here: the next step reads `h` and `c` through the picks (where picking them here
+    /// and the step's own copy of `c` took two copies).
     pub fn select(self, rows: &[usize]) -> CpuState {
         let picked = match &self.picked {
             Some(old) => rows.iter().map(|&r| old[r]).collect(),
@@ -368,29 +369,38 @@ impl Seq2Seq {
     ) -> Result<(Tensor, CpuState), tch::TchError> {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
-        // Layer i's previous h (read where it lies, through the rows the search picked) and c
-        // (the cell updates a copy in place).
-        let prev = |i: usize| -> (Cow<[f32]>, Option<&[usize]>, Vec<f32>) {
-            match state {
-                Some(s) => (
-                    Cow::Borrowed(&s.h[i]),
-                    s.picked.as_deref(),
-                    s.rows_of(&s.c[i]).into_owned(),
-                ),
-                None => (
-                    Cow::Owned(vec![0f32; rows * hid]),
-                    None,
-                    vec![0f32; rows * hid],
-                ),
-            }
+        // Layer i's previous h and c, read where they lie (through the rows the search picked,
+        // if it picked), or zeros at the first step.
+        let prev = |i: usize| match state {
+            Some(s) => PrevLayer {
+                h: Cow::Borrowed(&s.h[i]),
+                c: Cow::Borrowed(&s.c[i]),
+                picked: s.picked.as_deref(),
+            },
+            None => PrevLayer {
+                h: Cow::Owned(vec![0f32; rows * hid]),
+                c: Cow::Owned(vec![0f32; rows * hid]),
+                picked: None,
+            },
         };
         let dec = &dec.0;
         let layers = dec.layers.len();
         let (mut hs, mut cs) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
-        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell; its h and c.
-        let gates = sized(&mut buffers.gates, rows * 4 * hid);
+        let StepBuffers {
+            logits,
+            gates,
+            query,
+            spare,
+        } = buffers;
+        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell; its h and c, in
+        // spare vectors the cell overwrites whole.
+        let gates = sized(gates, rows * 4 * hid);
         let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> (Vec<f32>, Vec<f32>) {
-            let (h_prev, picked, mut c) = prev(i);
+            let PrevLayer {
+                h: h_prev,
+                c: c_prev,
+                picked,
+            } = prev(i);
             let parts: Vec<(&[f32], usize)> =
                 inputs.iter().copied().chain([(&h_prev[..], hid)]).collect();
             let x = RowParts::new(&parts);
@@ -399,8 +409,15 @@ impl Seq2Seq {
                 None => x,
             };
             dec.layers[i].forward_parts(x, rows, gates);
-            let mut h = vec![0f32; rows * hid];
-            lstm_cell(gates, &mut c, &mut h, hid);
+            let mut h = spare_of(spare, rows * hid);
+            let mut c = spare_of(spare, rows * hid);
+            match picked {
+                Some(picks) => lstm_cell_picked(gates, &c_prev, picks, &mut c, &mut h, hid),
+                None => {
+                    c.copy_from_slice(&c_prev);
+                    lstm_cell(gates, &mut c, &mut h, hid);
+                }
+            }
             (h, c)
         };
         let emb = self.config.embedding_size as usize;
@@ -409,9 +426,9 @@ impl Seq2Seq {
             None => host(&self.tgt_emb().forward(tokens))?,
         };
         let (h0, c0) = run(0, &[(&x, emb)]);
-        let (ctx, attn) =
-            dec.attention
-                .attend(&h0, rows, group.max(1) as usize, enc, &mut buffers.query)?;
+        let (ctx, attn) = dec
+            .attention
+            .attend(&h0, rows, group.max(1) as usize, enc, query)?;
         hs.push(h0);
         cs.push(c0);
         // The next layer's input where it is not the last h: that h plus the residual.
@@ -429,7 +446,7 @@ impl Seq2Seq {
         }
         let out: &[f32] = summed.as_deref().unwrap_or(&hs[layers - 1]);
         let vocab = dec.classifier.out_features();
-        let logits = sized(&mut buffers.logits, rows * vocab);
+        let logits = sized(logits, rows * vocab);
         dec.classifier.forward(out, rows, logits);
         let next = CpuState {
             h: hs,
@@ -461,6 +478,14 @@ fn pack(w: &Tensor, b: Option<Tensor>, kernels: Kernels) -> Option<Packed> {
     ))
 }
 
+/// One decoder layer's state as a step reads it: `h` and `c` where they lie, and the rows the
+/// search picked from them (None: all, in order).
+struct PrevLayer<'a> {
+    h: Cow<'a, [f32]>,
+    c: Cow<'a, [f32]>,
+    picked: Option<&'a [usize]>,
+}
+
 /// What [`Seq2Seq::step_cpu`] writes into, kept from step to step by the caller: the logits
 /// (`rows x V`, 10 MB at batch 64 x beam 5 and 8,000 pieces), the gates and the attention's
 /// projected queries are neither allocated nor zeroed at every step (the products overwrite
@@ -470,9 +495,22 @@ pub struct StepBuffers {
     pub(crate) logits: Vec<f32>,
     pub(crate) gates: Vec<f32>,
     pub(crate) query: Vec<f32>,
+    /// The vectors of states the search is done with ([`StepBuffers::recycle`]): the next
+    /// steps write their `h` and `c` into them, with no fill first.
+    pub(crate) spare: Vec<Vec<f32>>,
 }
 
+/// At most this many spare vectors are kept (a step of an 8-layer decoder takes 16).
+const SPARE: usize = 64;
+
 impl StepBuffers {
+    /// Keeps the vectors of a state no longer read, for the next steps' outputs.
+    pub fn recycle(&mut self, state: CpuState) {
+        let room = SPARE.saturating_sub(self.spare.len());
+        self.spare
+            .extend(state.h.into_iter().chain(state.c).take(room));
+    }
+
     /// The last step's logits, `[rows, V]` row-major.
     pub fn logits(&self) -> &[f32] {
         &self.logits
@@ -488,6 +526,13 @@ impl StepBuffers {
 fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.resize(len, 0.0);
     buf
+}
+
+/// A vector of `len` values to overwrite: a spare one (its old values left), else new.
+fn spare_of(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut v = spare.pop().unwrap_or_default();
+    v.resize(len, 0.0);
+    v
 }
 
 /// Sources as one batch: `rows` sentences padded to `width`.

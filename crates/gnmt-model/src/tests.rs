@@ -260,6 +260,7 @@ fn cpu_kernel_steps_equal_libtorch_steps_with(kernels: Kernels, tol: f64) {
             logits: vec![f32::NAN; 4096],
             gates: vec![f32::NAN; 4096],
             query: vec![f32::NAN; 4096],
+            spare: vec![vec![f32::NAN; 4096]; 3],
         };
         tch::no_grad(|| {
             for (t, tok) in steps.iter().enumerate() {

@@ -659,12 +659,16 @@ impl<'a> Search<'a> {
             s.steps += 1;
         }
         self.group = self.beam;
-        self.state = Some(
-            state
-                .into_iter()
-                .map(|s| s.select(&kept.from, self.device))
-                .collect(),
-        );
+        let kept_state = state
+            .into_iter()
+            .map(|s| s.select(&kept.from, self.device))
+            .collect();
+        // The step's input state is done with: its vectors take the next step's outputs.
+        for old in self.state.replace(kept_state).into_iter().flatten() {
+            if let State::Cpu(s) = old {
+                self.buffers.recycle(s);
+            }
+        }
         self.coverage = self.coverage.select(&kept.from);
         self.tokens = Tensor::from_slice(&kept.tokens).to_device(self.device);
         self.rows = kept.rows;
