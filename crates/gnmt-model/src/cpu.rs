@@ -370,16 +370,20 @@ impl Seq2Seq {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
         // Layer i's previous h and c, read where they lie (through the rows the search picked,
-        // if it picked), or zeros at the first step.
+        // if it picked), or zeros at the first step (one buffer for every layer).
+        let zeros = match state {
+            Some(_) => Vec::new(),
+            None => vec![0f32; rows * hid],
+        };
         let prev = |i: usize| match state {
             Some(s) => PrevLayer {
-                h: Cow::Borrowed(&s.h[i]),
-                c: Cow::Borrowed(&s.c[i]),
+                h: &s.h[i],
+                c: &s.c[i],
                 picked: s.picked.as_deref(),
             },
             None => PrevLayer {
-                h: Cow::Owned(vec![0f32; rows * hid]),
-                c: Cow::Owned(vec![0f32; rows * hid]),
+                h: &zeros,
+                c: &zeros,
                 picked: None,
             },
         };
@@ -402,7 +406,7 @@ impl Seq2Seq {
                 picked,
             } = prev(i);
             let parts: Vec<(&[f32], usize)> =
-                inputs.iter().copied().chain([(&h_prev[..], hid)]).collect();
+                inputs.iter().copied().chain([(h_prev, hid)]).collect();
             let x = RowParts::new(&parts);
             let x = match picked {
                 Some(rows) => x.picking(parts.len() - 1, rows),
@@ -412,9 +416,9 @@ impl Seq2Seq {
             let mut h = spare_of(spare, rows * hid);
             let mut c = spare_of(spare, rows * hid);
             match picked {
-                Some(picks) => lstm_cell_picked(gates, &c_prev, picks, &mut c, &mut h, hid),
+                Some(picks) => lstm_cell_picked(gates, c_prev, picks, &mut c, &mut h, hid),
                 None => {
-                    c.copy_from_slice(&c_prev);
+                    c.copy_from_slice(c_prev);
                     lstm_cell(gates, &mut c, &mut h, hid);
                 }
             }
@@ -481,8 +485,8 @@ fn pack(w: &Tensor, b: Option<Tensor>, kernels: Kernels) -> Option<Packed> {
 /// One decoder layer's state as a step reads it: `h` and `c` where they lie, and the rows the
 /// search picked from them (None: all, in order).
 struct PrevLayer<'a> {
-    h: Cow<'a, [f32]>,
-    c: Cow<'a, [f32]>,
+    h: &'a [f32],
+    c: &'a [f32],
     picked: Option<&'a [usize]>,
 }
 
