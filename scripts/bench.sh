@@ -70,7 +70,7 @@ for round in $(seq "$ROUNDS"); do
         --threads "$THREADS" --output "$TMP/py.ids" 2>/dev/null | field tokens_per_s)
     q=$("$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" --grouped 2>/dev/null | field tokens_per_s)
-    # PyTorch with the allocator setting gnmt applies to itself (see README, Speed).
+    # PyTorch with the allocator setting gnmt applies to itself (see docs/results.md, Speed).
     m=$(GLIBC_TUNABLES=$MALLOC "$PY" scripts/pytorch-compare.py translate --model "$MODEL" --ids "$TMP/in.ids" --beam 5 --batch-size 64 \
         --threads "$THREADS" 2>/dev/null | field tokens_per_s)
     echo "| translate beam 5, batch 64, tokens/s (round $round) | $r | $p | $(ratio "$r" "$p") | $q | $(ratio "$r" "$q") | $m | $(ratio "$r" "$m") |"

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The Multi30k En->De recipe (README "Multi30k"): the default recipe (scripts/train-recipe.sh) on
-# Multi30k's files, test2016 as the test set, the output layer tied to the shared embedding. On a
-# CPU where bf16 beats float32 (AMX-BF16, or AMD's AVX512-BF16; `gnmt doctor`): three 4+4 x 384
-# models in bf16 mixed precision, dropout 0.4, as many steps of 64 sentences as 90 minutes of
-# training allow (each model after the first sized by the speed of those before it), translated
-# as one ensemble whose search `gnmt tune` checks on validation (session 18, 2-core AMD EPYC: 6,600,
-# 7,200 and 8,040 steps, 88 minutes, validation 41.1, test2016 40.0). Elsewhere: one 4+4 x 384
-# model in float32 for 90 minutes, dropout 0.4, word dropout 0.1 (session 29, 2-core Intel Xeon
-# without AMX: 9,024 steps, 84.5 minutes, validation 40.5, test2016 39.7 with the default
-# search). With --small: one `small` model in float32, 9000 steps (about 20 epochs), dropout 0.3
-# (validation 39.2-39.6, test2016 38.9-39.1), the recipe before session 29.
-# Writes runs/multi30k/results.md; the last line is the test2016 BLEU.
+# The Multi30k En->De recipe (docs/results.md, "Multi30k"): the default recipe
+# (scripts/train-recipe.sh) on Multi30k's files, test2016 as the test set, the output layer tied to
+# the shared embedding. On a CPU where bf16 beats float32 (AMX-BF16, or AMD's AVX512-BF16; `gnmt
+# doctor`): three 4+4 x 384 models in bf16 mixed precision, dropout 0.4, as many steps of 64
+# sentences as 90 minutes of training allow (each model after the first sized by the speed of those
+# before it), translated as one ensemble whose search `gnmt tune` checks on validation (session 18,
+# 2-core AMD EPYC: 6,600, 7,200 and 8,040 steps, 88 minutes, validation 41.1, test2016 40.0).
+# Elsewhere: one 4+4 x 384 model in float32 for 90 minutes, dropout 0.4, word dropout 0.1 (session
+# 29, 2-core Intel Xeon without AMX: 9,024 steps, 84.5 minutes, validation 40.5, test2016 39.7 with
+# the default search). With --small: one `small` model in float32, 9000 steps (about 20 epochs),
+# dropout 0.3 (validation 39.2-39.6, test2016 38.9-39.1), the recipe before session 29. Writes
+# runs/multi30k/results.md; the last line is the test2016 BLEU.
 #
 #   scripts/multi30k.sh [DATA_DIR] [--small] [any option of scripts/train-recipe.sh]
 # e.g. --threads 2, --steps 3000, --set model.dropout=0.2, --out DIR, --resume.
