@@ -272,24 +272,18 @@ fn sigmoid8(x: __m256) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn cell(
-    gates: &[f32],
-    prev: Option<(&[f32], &[usize])>,
-    c: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    let split = hidden - hidden % LANES;
-    for (r, ((g, c), h)) in gates
-        .chunks_exact(4 * hidden)
-        .zip(c.chunks_exact_mut(hidden))
-        .zip(h.chunks_exact_mut(hidden))
-        .enumerate()
-    {
-        let (gi, rest) = g.split_at(hidden);
-        let (gf, rest) = rest.split_at(hidden);
-        let (gg, go) = rest.split_at(hidden);
-        let picked = math::prev_row(prev, r, hidden);
+pub(crate) fn cell(cell: math::Cell<'_>) {
+    let split = cell.hidden - cell.hidden % LANES;
+    for row in cell.rows() {
+        let math::CellRow {
+            i,
+            f,
+            g,
+            o,
+            picked,
+            c,
+            h,
+        } = row;
         if let Some(p) = picked {
             // The scalar tail below updates `c` in place: it starts from the picked row.
             c[split..].copy_from_slice(&p[split..]);
@@ -297,17 +291,17 @@ pub(crate) fn cell(
         for j in (0..split).step_by(LANES) {
             let at = |s: &[f32]| load(&s[j..j + LANES]);
             let cn = _mm256_fmadd_ps(
-                sigmoid8(at(gf)),
+                sigmoid8(at(f)),
                 at(picked.unwrap_or(&*c)),
-                _mm256_mul_ps(sigmoid8(at(gi)), tanh8(at(gg))),
+                _mm256_mul_ps(sigmoid8(at(i)), tanh8(at(g))),
             );
-            let hn = _mm256_mul_ps(sigmoid8(at(go)), tanh8(cn));
+            let hn = _mm256_mul_ps(sigmoid8(at(o)), tanh8(cn));
             c[j..j + LANES].copy_from_slice(&store(cn));
             h[j..j + LANES].copy_from_slice(&store(hn));
         }
-        for j in split..hidden {
-            c[j] = math::sigmoid1(gf[j]) * c[j] + math::sigmoid1(gi[j]) * math::tanh1(gg[j]);
-            h[j] = math::sigmoid1(go[j]) * math::tanh1(c[j]);
+        for j in split..c.len() {
+            c[j] = math::sigmoid1(f[j]) * c[j] + math::sigmoid1(i[j]) * math::tanh1(g[j]);
+            h[j] = math::sigmoid1(o[j]) * math::tanh1(c[j]);
         }
     }
 }

@@ -320,32 +320,26 @@ fn micro<const R: usize>(a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512
 }
 
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-pub(crate) fn cell(
-    gates: &[f32],
-    prev: Option<(&[f32], &[usize])>,
-    c: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    for (r, ((g, c), h)) in gates
-        .chunks_exact(4 * hidden)
-        .zip(c.chunks_exact_mut(hidden))
-        .zip(h.chunks_exact_mut(hidden))
-        .enumerate()
-    {
-        let (gi, rest) = g.split_at(hidden);
-        let (gf, rest) = rest.split_at(hidden);
-        let (gg, go) = rest.split_at(hidden);
-        let picked = math::prev_row(prev, r, hidden);
-        for j in (0..hidden).step_by(L) {
-            let end = (j + L).min(hidden);
+pub(crate) fn cell(cell: math::Cell<'_>) {
+    for row in cell.rows() {
+        let math::CellRow {
+            i,
+            f,
+            g,
+            o,
+            picked,
+            c,
+            h,
+        } = row;
+        for j in (0..c.len()).step_by(L) {
+            let end = (j + L).min(c.len());
             let at = |s: &[f32]| load(&s[j..end]);
             let cn = _mm512_fmadd_ps(
-                sigmoid16(at(gf)),
+                sigmoid16(at(f)),
                 at(picked.unwrap_or(&*c)),
-                _mm512_mul_ps(sigmoid16(at(gi)), tanh16(at(gg))),
+                _mm512_mul_ps(sigmoid16(at(i)), tanh16(at(g))),
             );
-            let hn = _mm512_mul_ps(sigmoid16(at(go)), tanh16(cn));
+            let hn = _mm512_mul_ps(sigmoid16(at(o)), tanh16(cn));
             store(&mut c[j..end], cn);
             store(&mut h[j..end], hn);
         }

@@ -379,7 +379,14 @@ pub(crate) fn lstm_cell_on(
             "picked rows"
         );
     }
-    dispatch!(isa, math::cell(gates, prev, c, h, hidden))
+    let cell = math::Cell {
+        gates,
+        prev,
+        c,
+        h,
+        hidden,
+    };
+    dispatch!(isa, math::cell(cell))
 }
 
 /// AMX exists on x86-64 only.

@@ -283,38 +283,72 @@ pub(crate) fn sigmoid1(x: f32) -> f32 {
     1.0 / (1.0 + exp1(-x))
 }
 
-/// The cell of every row; `prev`: row `r`'s previous `c` is row `picks[r]` of `prev` (else `c`
-/// itself, updated in place). Each build's `cell` takes these arguments.
-pub(crate) fn cell(
-    gates: &[f32],
-    prev: Option<(&[f32], &[usize])>,
-    c: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    for (r, ((g, c), h)) in gates
-        .chunks_exact(4 * hidden)
-        .zip(c.chunks_exact_mut(hidden))
-        .zip(h.chunks_exact_mut(hidden))
-        .enumerate()
-    {
-        if let Some(p) = prev_row(prev, r, hidden) {
-            c.copy_from_slice(p);
-        }
-        for j in 0..hidden {
-            let (i, f, gg, o) = (g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j]);
-            c[j] = sigmoid1(f) * c[j] + sigmoid1(i) * tanh1(gg);
-            h[j] = sigmoid1(o) * tanh1(c[j]);
-        }
+/// The arguments of every build's `cell`: `gates` `[rows, 4 * hidden]`, `c` and `h`
+/// `[rows, hidden]`; with `prev`, row `r`'s previous `c` is row `picks[r]` of `prev` (else `c`
+/// itself, updated in place).
+pub(crate) struct Cell<'a> {
+    pub(crate) gates: &'a [f32],
+    pub(crate) prev: Option<(&'a [f32], &'a [usize])>,
+    pub(crate) c: &'a mut [f32],
+    pub(crate) h: &'a mut [f32],
+    pub(crate) hidden: usize,
+}
+
+/// One row of a [`Cell`]: its gates (input, forget, cell, output), the previous `c` where the
+/// search picked it (`None`: `c` holds it), and the row's new `c` and `h`.
+pub(crate) struct CellRow<'a> {
+    pub(crate) i: &'a [f32],
+    pub(crate) f: &'a [f32],
+    pub(crate) g: &'a [f32],
+    pub(crate) o: &'a [f32],
+    pub(crate) picked: Option<&'a [f32]>,
+    pub(crate) c: &'a mut [f32],
+    pub(crate) h: &'a mut [f32],
+}
+
+impl<'a> Cell<'a> {
+    /// The rows, as every build walks them.
+    #[inline(always)]
+    pub(crate) fn rows(self) -> impl Iterator<Item = CellRow<'a>> {
+        let Cell {
+            gates,
+            prev,
+            c,
+            h,
+            hidden,
+        } = self;
+        gates
+            .chunks_exact(4 * hidden)
+            .zip(c.chunks_exact_mut(hidden))
+            .zip(h.chunks_exact_mut(hidden))
+            .enumerate()
+            .map(move |(r, ((gates, c), h))| {
+                let (i, rest) = gates.split_at(hidden);
+                let (f, rest) = rest.split_at(hidden);
+                let (g, o) = rest.split_at(hidden);
+                let picked = prev.map(|(v, picks)| &v[picks[r] * hidden..][..hidden]);
+                CellRow {
+                    i,
+                    f,
+                    g,
+                    o,
+                    picked,
+                    c,
+                    h,
+                }
+            })
     }
 }
 
-/// Row `r`'s previous `c` where it is picked from `prev` ([`cell`]).
-#[inline(always)]
-pub(crate) fn prev_row<'a>(
-    prev: Option<(&'a [f32], &[usize])>,
-    r: usize,
-    hidden: usize,
-) -> Option<&'a [f32]> {
-    prev.map(|(v, picks)| &v[picks[r] * hidden..(picks[r] + 1) * hidden])
+/// The LSTM cell of every row of `cell`.
+pub(crate) fn cell(cell: Cell<'_>) {
+    for row in cell.rows() {
+        if let Some(p) = row.picked {
+            row.c.copy_from_slice(p);
+        }
+        for j in 0..row.c.len() {
+            row.c[j] = sigmoid1(row.f[j]) * row.c[j] + sigmoid1(row.i[j]) * tanh1(row.g[j]);
+            row.h[j] = sigmoid1(row.o[j]) * tanh1(row.c[j]);
+        }
+    }
 }
