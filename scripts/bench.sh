@@ -47,7 +47,7 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 head -n "$N" "$INPUT" > "$TMP/in.txt"
 [ "$ONLY" = train ] || $G tokenize --ids --vocab "$MODEL/tokenizer.json" < "$TMP/in.txt" > "$TMP/in.ids"
 # The allocator setting gnmt applies to itself (main.rs, keep_freed_memory), for PyTorch.
-MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0
+MALLOC=glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1
 field() { jq -r --arg k "$1" '.[$k] * 10 | round / 10'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 best() { printf '%s\n' "$@" | sort -g | tail -n 1; }
