@@ -273,7 +273,8 @@ fn sigmoid8(x: __m256) -> __m256 {
 
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn cell(cell: math::Cell<'_>) {
-    let split = cell.hidden - cell.hidden % LANES;
+    let hidden = cell.hidden;
+    let split = hidden - hidden % LANES;
     for row in cell.rows() {
         let math::CellRow {
             i,
@@ -299,7 +300,7 @@ pub(crate) fn cell(cell: math::Cell<'_>) {
             c[j..j + LANES].copy_from_slice(&store(cn));
             h[j..j + LANES].copy_from_slice(&store(hn));
         }
-        for j in split..c.len() {
+        for j in split..hidden {
             c[j] = math::sigmoid1(f[j]) * c[j] + math::sigmoid1(i[j]) * math::tanh1(g[j]);
             h[j] = math::sigmoid1(o[j]) * math::tanh1(c[j]);
         }

@@ -321,6 +321,7 @@ fn micro<const R: usize>(a: &[f32], b: &[f32], xs: &[f32], k: usize) -> [[__m512
 
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
 pub(crate) fn cell(cell: math::Cell<'_>) {
+    let hidden = cell.hidden;
     for row in cell.rows() {
         let math::CellRow {
             i,
@@ -331,8 +332,8 @@ pub(crate) fn cell(cell: math::Cell<'_>) {
             c,
             h,
         } = row;
-        for j in (0..c.len()).step_by(L) {
-            let end = (j + L).min(c.len());
+        for j in (0..hidden).step_by(L) {
+            let end = (j + L).min(hidden);
             let at = |s: &[f32]| load(&s[j..end]);
             let cn = _mm512_fmadd_ps(
                 sigmoid16(at(f)),

@@ -342,11 +342,12 @@ impl<'a> Cell<'a> {
 
 /// The LSTM cell of every row of `cell`.
 pub(crate) fn cell(cell: Cell<'_>) {
+    let hidden = cell.hidden;
     for row in cell.rows() {
         if let Some(p) = row.picked {
             row.c.copy_from_slice(p);
         }
-        for j in 0..row.c.len() {
+        for j in 0..hidden {
             row.c[j] = sigmoid1(row.f[j]) * row.c[j] + sigmoid1(row.i[j]) * tanh1(row.g[j]);
             row.h[j] = sigmoid1(row.o[j]) * tanh1(row.c[j]);
         }
