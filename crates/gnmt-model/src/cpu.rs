@@ -369,23 +369,10 @@ impl Seq2Seq {
     ) -> Result<(Tensor, CpuState), tch::TchError> {
         let rows = tokens.size().first().copied().unwrap_or(0) as usize;
         let hid = self.config.hidden_size as usize;
-        // Layer i's previous h and c, read where they lie (through the rows the search picked,
-        // if it picked), or zeros at the first step (one buffer for every layer).
+        // The first step's previous h and c: one buffer of zeros for every layer.
         let zeros = match state {
             Some(_) => Vec::new(),
             None => vec![0f32; rows * hid],
-        };
-        let prev = |i: usize| match state {
-            Some(s) => PrevLayer {
-                h: &s.h[i],
-                c: &s.c[i],
-                picked: s.picked.as_deref(),
-            },
-            None => PrevLayer {
-                h: &zeros,
-                c: &zeros,
-                picked: None,
-            },
         };
         let dec = &dec.0;
         let layers = dec.layers.len();
@@ -396,33 +383,9 @@ impl Seq2Seq {
             query,
             spare,
         } = buffers;
-        // One layer: gates = [inputs.., h] [W_ih W_hh]^T + b, then the cell; its h and c, in
-        // spare vectors the cell overwrites whole.
         let gates = sized(gates, rows * 4 * hid);
-        let mut run = |i: usize, inputs: &[(&[f32], usize)]| -> (Vec<f32>, Vec<f32>) {
-            let PrevLayer {
-                h: h_prev,
-                c: c_prev,
-                picked,
-            } = prev(i);
-            let parts: Vec<(&[f32], usize)> =
-                inputs.iter().copied().chain([(h_prev, hid)]).collect();
-            let x = RowParts::new(&parts);
-            let x = match picked {
-                Some(rows) => x.picking(parts.len() - 1, rows),
-                None => x,
-            };
-            dec.layers[i].forward_parts(x, rows, gates);
-            let mut h = spare_of(spare, rows * hid);
-            let mut c = spare_of(spare, rows * hid);
-            match picked {
-                Some(picks) => lstm_cell_picked(gates, c_prev, picks, &mut c, &mut h, hid),
-                None => {
-                    c.copy_from_slice(c_prev);
-                    lstm_cell(gates, &mut c, &mut h, hid);
-                }
-            }
-            (h, c)
+        let mut run = |i: usize, inputs: &[(&[f32], usize)]| {
+            PrevLayer::of(state, &zeros, i).step(&dec.layers[i], inputs, rows, hid, gates, spare)
         };
         let emb = self.config.embedding_size as usize;
         let x = match &dec.tgt_embedding {
@@ -488,6 +451,55 @@ struct PrevLayer<'a> {
     h: &'a [f32],
     c: &'a [f32],
     picked: Option<&'a [usize]>,
+}
+
+impl<'a> PrevLayer<'a> {
+    /// Layer `i`'s previous `h` and `c`, read where they lie (through the rows the search
+    /// picked, if it picked), or `zeros` at the first step.
+    fn of(state: Option<&'a CpuState>, zeros: &'a [f32], i: usize) -> Self {
+        match state {
+            Some(s) => PrevLayer {
+                h: &s.h[i],
+                c: &s.c[i],
+                picked: s.picked.as_deref(),
+            },
+            None => PrevLayer {
+                h: zeros,
+                c: zeros,
+                picked: None,
+            },
+        }
+    }
+
+    /// One layer of a step from this state: `gates` = [inputs.., h] [W_ih W_hh]^T + b, then
+    /// the cell; the new `h` and `c` (`rows` x `hid`), in spare vectors the cell overwrites whole.
+    fn step(
+        self,
+        layer: &Packed,
+        inputs: &[(&[f32], usize)],
+        rows: usize,
+        hid: usize,
+        gates: &mut [f32],
+        spare: &mut Vec<Vec<f32>>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let parts: Vec<(&[f32], usize)> = inputs.iter().copied().chain([(self.h, hid)]).collect();
+        let x = RowParts::new(&parts);
+        let x = match self.picked {
+            Some(picks) => x.picking(parts.len() - 1, picks),
+            None => x,
+        };
+        layer.forward_parts(x, rows, gates);
+        let mut h = spare_of(spare, rows * hid);
+        let mut c = spare_of(spare, rows * hid);
+        match self.picked {
+            Some(picks) => lstm_cell_picked(gates, self.c, picks, &mut c, &mut h, hid),
+            None => {
+                c.copy_from_slice(self.c);
+                lstm_cell(gates, &mut c, &mut h, hid);
+            }
+        }
+        (h, c)
+    }
 }
 
 /// What [`Seq2Seq::step_cpu`] writes into, kept from step to step by the caller: the logits
