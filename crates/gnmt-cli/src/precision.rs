@@ -233,8 +233,14 @@ pub fn cast_for(
         model.cast(vs, kind)?;
     }
     let path = gnmt_translate::describe_plan(precision, device);
+    let on = match device {
+        tch::Device::Cpu => "cpu".to_string(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    };
     tracing::info!(
-        "precision {precision:?} on {device:?}: {path} (CPU kernels: {})",
+        "precision {} on {on}: {path} (CPU kernels: {})",
+        precision.name(),
         gnmt_model::Isa::detected()
     );
     Ok(kernels)
