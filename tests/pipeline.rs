@@ -812,6 +812,41 @@ fn as_rank(
         .env("GNMT_DIST_TIMEOUT", timeout_secs.to_string())
 }
 
+/// Trains `steps` steps in `dir` as two real rank processes on this machine, each with half of
+/// every batch and `extra` arguments, and checks that both succeed (`what` names the case).
+fn train_as_two_ranks(dir: &Path, steps: i64, extra: &[&str], what: &str) {
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            rank_cmd(dir, steps, r, 2, port)
+                .args(extra)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, p) in ranks.into_iter().enumerate() {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{what} rank {r}: {}", stderr(&o));
+    }
+}
+
+/// The two runs logged `steps` losses at the same steps, each within `rel` of the other.
+fn assert_same_losses(one: &Path, two: &Path, steps: usize, rel: f64, what: &str) {
+    let (a, b) = (losses(one), losses(two));
+    assert_eq!(a.len(), steps, "{what}");
+    assert_eq!(
+        a.iter().map(|x| x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| x.0).collect::<Vec<_>>(),
+        "{what}"
+    );
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= rel * x.abs(),
+            "{what} step {s}: {x} vs {y}"
+        );
+    }
+}
+
 #[test]
 fn two_processes_train_as_one_and_a_killed_rank_is_named() {
     let tmp = tempfile::tempdir().unwrap();
@@ -822,28 +857,8 @@ fn two_processes_train_as_one_and_a_killed_rank_is_named() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Two real processes, each with half of every batch of 16.
     let two = t.join("two");
-    let port = free_port();
-    let ranks: Vec<_> = (0..2)
-        .map(|r| {
-            rank_cmd(&two, 8, r, 2, port)
-                .args(["--set", "model.dropout=0"])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (r, p) in ranks.into_iter().enumerate() {
-        let o = p.wait_with_output().unwrap();
-        assert!(o.status.success(), "rank {r}: {}", stderr(&o));
-    }
-    let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.len(), 8);
-    assert_eq!(
-        a.iter().map(|x| x.0).collect::<Vec<_>>(),
-        b.iter().map(|x| x.0).collect::<Vec<_>>()
-    );
-    for ((s, x), (_, y)) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: {x} vs {y}");
-    }
+    train_as_two_ranks(&two, 8, &["--set", "model.dropout=0"], "fp32");
+    assert_same_losses(&one, &two, 8, 1e-5, "fp32");
     assert!(two.join("final/model.safetensors").exists());
     // kill -9 rank 1 mid-run: rank 0 fails within 60 s, naming it, and leaves no partial checkpoint.
     let dead = t.join("dead");
@@ -946,30 +961,14 @@ fn two_ranks_train_in_bf16_and_fp16_as_one_process_does() {
             assert_eq!(warned, !pays, "{doctor}\n{}", stderr(&out));
         }
         let two = t.join(format!("{name}-two"));
-        let port = free_port();
-        let ranks: Vec<_> = (0..2)
-            .map(|r| {
-                rank_cmd(&two, 6, r, 2, port)
-                    .args(extra)
-                    .args(["--set", "model.dropout=0"])
-                    .spawn()
-                    .unwrap()
-            })
+        let args: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(["--set", "model.dropout=0"])
             .collect();
-        for (r, p) in ranks.into_iter().enumerate() {
-            let o = p.wait_with_output().unwrap();
-            assert!(o.status.success(), "{name} rank {r}: {}", stderr(&o));
-        }
-        let (a, b) = (losses(&one), losses(&two));
-        assert_eq!(a.len(), 6, "{name}");
-        assert_eq!(a.len(), b.len(), "{name}");
+        train_as_two_ranks(&two, 6, &args, name);
         // Half batches round differently in 16 bits; the same updates keep the losses together.
-        for ((s, x), (_, y)) in a.iter().zip(&b) {
-            assert!(
-                (x - y).abs() <= 2e-2 * x.abs(),
-                "{name} step {s}: {x} vs {y}"
-            );
-        }
+        assert_same_losses(&one, &two, 6, 2e-2, name);
         assert!(two.join("final/model.safetensors").exists(), "{name}");
     }
 }
