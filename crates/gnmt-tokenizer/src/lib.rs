@@ -328,24 +328,18 @@ impl SubwordTokenizer {
         );
         let total = vocab.len().div_ceil(8).max(target / 8) * 8;
         let ids = numbered(vocab, total);
-        // The merges, as token pairs, in the order they were learned.
+        // The merges, as token pairs, in the order they were learned. A serialization this
+        // code cannot read is an error, not a vocabulary without merges.
         let json = serde_json::to_value(bpe).map_err(|e| TokenizerError::Train(e.to_string()))?;
-        let merges: Vec<(String, String)> = json["merges"]
+        let merges = json["merges"]
             .as_array()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|x| match x {
-                        serde_json::Value::String(s) => s
-                            .split_once(' ')
-                            .map(|(a, b)| (a.to_string(), b.to_string())),
-                        serde_json::Value::Array(a) if a.len() == 2 => {
-                            Some((a[0].as_str()?.to_string(), a[1].as_str()?.to_string()))
-                        }
-                        _ => None,
-                    })
-                    .collect()
+            .ok_or_else(|| TokenizerError::Train("BPE training gave no list of merges".into()))?
+            .iter()
+            .map(|x| {
+                merge_pair(x)
+                    .ok_or_else(|| TokenizerError::Train(format!("unreadable BPE merge {x}")))
             })
-            .unwrap_or_default();
+            .collect::<Result<Vec<_>, _>>()?;
         let model = BPE::builder()
             .vocab_and_merges(ids, merges)
             .unk_token("<unk>".into())
@@ -569,6 +563,19 @@ fn numbered(mut vocab: Vec<String>, total: usize) -> tokenizers::models::bpe::Vo
         .collect()
 }
 
+/// One merge of a serialized BPE model: `"a b"` (older files) or `["a", "b"]`.
+fn merge_pair(x: &serde_json::Value) -> Option<(String, String)> {
+    match x {
+        serde_json::Value::String(s) => s
+            .split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string())),
+        serde_json::Value::Array(a) if a.len() == 2 => {
+            Some((a[0].as_str()?.to_string(), a[1].as_str()?.to_string()))
+        }
+        _ => None,
+    }
+}
+
 fn is_byte_piece(s: &str) -> bool {
     s.len() == 6 && s.starts_with("<0x") && s.ends_with('>')
 }
@@ -594,6 +601,22 @@ mod tests {
         (0..200)
             .map(|i| format!("{} {}", base[i % base.len()], i))
             .collect()
+    }
+
+    #[test]
+    fn bpe_merges_are_read_in_both_serializations_and_trained_bpe_uses_them() {
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(merge_pair(&serde_json::json!("▁re ad")), pair("▁re", "ad"));
+        assert_eq!(
+            merge_pair(&serde_json::json!(["▁re", "ad"])),
+            pair("▁re", "ad")
+        );
+        assert_eq!(merge_pair(&serde_json::json!("nospace")), None);
+        assert_eq!(merge_pair(&serde_json::json!(["a"])), None);
+        assert_eq!(merge_pair(&serde_json::json!(7)), None);
+        // With its merges, a trained BPE vocabulary writes a frequent word as one piece.
+        let t = SubwordTokenizer::train(corpus().into_iter(), 400, VocabKind::Bpe).unwrap();
+        assert_eq!(t.encode_pieces("horse").unwrap().len(), 1);
     }
 
     #[test]
