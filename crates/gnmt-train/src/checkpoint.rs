@@ -14,8 +14,8 @@ use gnmt_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+use crate::config::{io_err, TrainError};
 use crate::optim::Adam;
-use crate::trainer::{io_err, TrainError};
 
 /// Trainer state: everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

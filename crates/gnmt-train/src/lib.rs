@@ -2,12 +2,16 @@
 //!
 //! Training GNMT models: label-smoothed cross-entropy, Adam whose state lives in tensors we own
 //! (so it is saved and restored exactly), NVIDIA's GNMT v2 learning-rate schedule, gradient
-//! clipping, atomic checkpoints, checkpoint averaging, an exponential moving average of the weights, exact resume, validation loss and BLEU, `metrics.jsonl`.
+//! clipping, atomic checkpoints, checkpoint averaging, an exponential moving average of the
+//! weights, exact resume, validation loss and BLEU, `metrics.jsonl`. A run's settings are in
+//! [`config`], the loss in [`loss`], the loop in [`trainer`].
 
 pub mod average;
 pub mod checkpoint;
+pub mod config;
 pub mod ema;
 mod lanes;
+pub mod loss;
 pub mod optim;
 pub mod shares;
 mod subwords;
@@ -37,7 +41,5 @@ pub(crate) fn seeded_dropout<T>(device: tch::Device, seed: i64, f: impl FnOnce()
     }
 }
 
-pub use trainer::{
-    train, train_with, Control, Precision, Progress, ProgressFn, Start, TrainConfig, TrainError,
-    Trainer,
-};
+pub use config::{Precision, TrainConfig, TrainError};
+pub use trainer::{train, train_with, Control, Progress, ProgressFn, Start, Trainer};
