@@ -4,7 +4,7 @@
 //! (so it is saved and restored exactly), NVIDIA's GNMT v2 learning-rate schedule, gradient
 //! clipping, atomic checkpoints, checkpoint averaging, an exponential moving average of the
 //! weights, exact resume, validation loss and BLEU, `metrics.jsonl`. A run's settings are in
-//! [`config`], the loss in [`loss`], the loop in [`trainer`].
+//! [`config`], the loss in [`loss`], the loop in [`trainer`] (what it opens first: `run`).
 
 pub mod average;
 pub mod checkpoint;
@@ -13,6 +13,7 @@ pub mod ema;
 mod lanes;
 pub mod loss;
 pub mod optim;
+mod run;
 pub mod shares;
 mod subwords;
 pub mod trainer;
