@@ -233,14 +233,10 @@ pub fn cast_for(
         model.cast(vs, kind)?;
     }
     let path = gnmt_translate::describe_plan(precision, device);
-    let on = match device {
-        tch::Device::Cpu => "cpu".to_string(),
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}"),
-    };
     tracing::info!(
-        "precision {} on {on}: {path} (CPU kernels: {})",
+        "precision {} on {}: {path} (CPU kernels: {})",
         precision.name(),
+        gnmt_model::DeviceSpec(device),
         gnmt_model::Isa::detected()
     );
     Ok(kernels)
